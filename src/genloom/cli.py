@@ -1,0 +1,279 @@
+"""The ``genloom`` command line: parses, calls the library, prints. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from genloom.core.errors import ConfigError, GenloomError, MissingDependencyError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="genloom: raw data to a deployed, monitored, self-updating generative model.")
+setup_app = typer.Typer(no_args_is_help=True, help="Install offline resources (WordNet...).")
+app.add_typer(setup_app, name="setup")
+out = Console()
+err = Console(stderr=True)
+
+FileArg = Annotated[Path, typer.Argument(help="The pipeline file")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: a.b.c=value")]
+
+
+class LogFormat(StrEnum):
+    rich = "rich"
+    json = "json"
+
+
+def _fail(e: Exception) -> None:
+    if isinstance(e, ConfigError):
+        for line in str(e).splitlines():
+            err.print(f"[red]config error[/] {line}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    err.print(f"[red]error[/] {e}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _pipeline(file: Path, overrides: list[str] | None = None, reporter: Any = None) -> Any:
+    from genloom.pipeline import Pipeline
+
+    return Pipeline.from_file(file, overrides, reporter=reporter)
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Folder to create the project in")]) -> None:
+    """Create a project folder with a commented pipeline.yaml and a data/ folder."""
+    from importlib.resources import files
+
+    target = directory / "pipeline.yaml"
+    if target.exists():
+        err.print(f"[red]error[/] {target} already exists; not overwriting it")
+        raise typer.Exit(1)
+    (directory / "data").mkdir(parents=True, exist_ok=True)
+    text = files("genloom").joinpath("templates/pipeline.yaml").read_text(encoding="utf-8")
+    target.write_text(text.replace("name: my-project", f"name: {_slug(directory.resolve().name)}"), encoding="utf-8")
+    out.print(f"created {target} and {directory / 'data'}/\nnext: genloom run {target}")
+
+
+def _slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "project"
+
+
+@app.command()
+def validate(file: FileArg, set_: SetOpt = None) -> None:
+    """Check a pipeline file; print OK or each mistake with its place and fix (exit code 2)."""
+    from genloom.core.config import load_config
+    from genloom.core.runner import working_dir
+
+    try:
+        with working_dir(str(file.resolve().parent)):
+            load_config(file.resolve(), set_)
+    except GenloomError as e:
+        _fail(e)
+    out.print(f"{file}: OK")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of pipeline files (for editor completion)."""
+    from genloom.core.config import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=1) + "\n")
+
+
+@app.command("list")
+def list_components(stage: Annotated[str | None, typer.Argument(help="sources, augment, clean, preprocess, features")] = None) -> None:
+    """List every component (the YAML ``type:``) with the first line of its documentation."""
+    from genloom.core.registry import REGISTRIES, first_doc_line, suggest
+
+    if stage is not None and stage not in REGISTRIES:
+        err.print(f"[red]error[/] unknown stage {stage!r}; {suggest(stage, list(REGISTRIES))} "
+                  f"stages: {', '.join(REGISTRIES)}")
+        raise typer.Exit(2)
+    for name, registry in REGISTRIES.items():
+        if stage and name != stage:
+            continue
+        table = Table(title=name, show_header=False, title_justify="left")
+        table.add_column("type", style="bold")
+        table.add_column("what it does")
+        for comp, cls in registry.items():
+            table.add_row(comp, first_doc_line(cls))
+        out.print(table)
+
+
+@app.command()
+def run(
+    file: FileArg,
+    until: Annotated[str | None, typer.Option(help="Stop after this stage")] = None,
+    force: Annotated[list[str] | None, typer.Option(help="Rerun this stage even if cached (repeatable)")] = None,
+    set_: SetOpt = None,
+    log_format: Annotated[LogFormat, typer.Option("--log-format", help="rich (humans) or json (machines)")] = LogFormat.rich,
+) -> None:
+    """Run the pipeline: every stage whose artifact is missing; the others are cache hits."""
+    from genloom.console import JsonReporter, RichReporter, summary_table
+
+    reporter = JsonReporter() if log_format == LogFormat.json else RichReporter(err)
+    try:
+        pipeline = _pipeline(file, set_, reporter)
+        summary = pipeline.run(until=until, force=force)
+    except GenloomError as e:
+        reporter.close()
+        _fail(e)
+    finally:
+        reporter.close()
+    if log_format == LogFormat.json:
+        reporter.message("summary", run_id=summary.run_id, status=summary.status, seconds=round(summary.seconds, 2),
+                         stages=[r.__dict__ for r in summary.stages], model=summary.model)
+        return
+    out.print(summary_table(summary))
+    if summary.report:
+        out.print(f"report: {summary.report}")
+    if summary.model:
+        m = summary.model
+        out.print(f"model [bold]{m['name']}[/] v{m['version']} is [bold]{m['stage']}[/] ({m['decision']})")
+        if m["stage"] == "champion" or pipeline.catalog.champion(m["name"]):
+            out.print(f"generate text:  genloom generate {file} --prompt \"The json module\"")
+
+
+@app.command()
+def status(file: Annotated[Path, typer.Argument(help="The pipeline file")] = Path("pipeline.yaml")) -> None:
+    """Recent runs (what ran, what was cached) and the model versions."""
+    try:
+        info = _pipeline(file).status()
+    except GenloomError as e:
+        _fail(e)
+    if not info["runs"]:
+        out.print("no runs yet: genloom run " + str(file))
+    for r in info["runs"]:
+        t = Table(title=f"run {r['id']} {r['status']} {r['started_at']:%Y-%m-%d %H:%M:%S}", title_justify="left")
+        for c in ("stage", "status", "seconds", "key", "why"):
+            t.add_column(c, overflow="fold")
+        for s in r["stages"]:
+            t.add_row(s["stage"], s["status"], f"{s['seconds'] or 0:.1f}", (s["key"] or "")[:12], s["reason"] or "")
+        out.print(t)
+    if info["models"]:
+        t = Table(title="models", title_justify="left")
+        for c in ("name", "version", "stage", "metrics", "created"):
+            t.add_column(c, overflow="fold")
+        for m in info["models"]:
+            metrics = ", ".join(f"{k}={v:.4g}" for k, v in (m["metrics"] or {}).items() if isinstance(v, float))
+            t.add_row(m["name"], str(m["version"]), m["stage"], metrics, f"{m['created_at']:%Y-%m-%d %H:%M}")
+        out.print(t)
+
+
+@app.command()
+def explain(file: Annotated[Path, typer.Argument(help="The pipeline file")] = Path("pipeline.yaml"),
+            set_: SetOpt = None) -> None:
+    """For each stage: cached or will run, and which input or config change causes it."""
+    try:
+        rows = _pipeline(file, set_).explain()
+    except GenloomError as e:
+        _fail(e)
+    t = Table()
+    for c in ("stage", "will", "key", "because"):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(r["stage"], r["status"], (r["key"] or "")[:12], r["reason"])
+    out.print(t)
+
+
+@app.command()
+def lineage(
+    record_id: Annotated[str, typer.Argument(help="A record id, e.g. python_docs:module/json/__init__.py")],
+    file: Annotated[Path, typer.Option("--file", "-f", help="The pipeline file")] = Path("pipeline.yaml"),
+) -> None:
+    """A record's source, the steps that touched it, and the artifacts and models it reached."""
+    try:
+        info = _pipeline(file).lineage(record_id)
+    except GenloomError as e:
+        _fail(e)
+    out.print(f"[bold]{info['id']}[/]")
+    if "source" in info:
+        out.print(f"  source: {info['source']['source']}  {json.dumps(info['source']['meta'])}")
+    for s in info["stages"]:
+        state = "kept" if s["present"] else "gone"
+        out.print(f"  {s['stage']:<10} {state:<5} artifact {s['artifact'][:12]}")
+        for e in s["events"]:
+            out.print(f"      {e}")
+    if "split" in info:
+        out.print(f"  split: {info['split']}")
+    for a in info["artifacts"]:
+        if a["stage"] not in ("ingest", "augment", "clean", "preprocess", "features"):
+            out.print(f"  {a['stage']:<10} artifact {a['key'][:12]}")
+    for m in info["models"]:
+        out.print(f"  model {m['name']} v{m['version']} ({m['stage']})")
+
+
+@app.command()
+def rejected(file: FileArg, stage: Annotated[str, typer.Option(help="Data stage")] = "ingest",
+             limit: int = 50) -> None:
+    """The quarantine table of a data stage: id, step, reason, location."""
+    try:
+        table = _pipeline(file).rejected(stage)
+    except GenloomError as e:
+        _fail(e)
+    t = Table(title=f"{stage}: {table.num_rows} rejected")
+    for c in ("id", "step", "reason", "location", "detail"):
+        t.add_column(c, overflow="fold")
+    for r in table.slice(0, limit).to_pylist():
+        t.add_row(r["id"], r["step"], r["reason"], r["location"], (r["detail"] or "")[:200])
+    out.print(t)
+
+
+@app.command()
+def generate(
+    file: FileArg,
+    prompt: Annotated[list[str], typer.Option(help="Prompt text (repeat for a batch)")],
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = 50,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable)")] = None,
+    seed: int | None = None,
+    controls: Annotated[list[str] | None, typer.Option(help="Control attribute k=v (repeatable)")] = None,
+) -> None:
+    """Generate text with the pipeline's champion model."""
+    try:
+        model_dir = _pipeline(file).champion_dir()
+        from genloom.train.generate import generate as gen
+
+        ctl = dict(c.split("=", 1) for c in controls or [])
+        texts = gen(model_dir, list(prompt), max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                    top_p=top_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed, controls=ctl or None)
+    except GenloomError as e:
+        _fail(e)
+    for p, t in zip(prompt, texts, strict=True):
+        out.print(t if t.startswith(p) else p + t, highlight=False, markup=False)
+        if len(prompt) > 1:
+            out.print("---")
+
+
+@setup_app.command("wordnet")
+def setup_wordnet(target: Annotated[Path | None, typer.Option(help="nltk_data folder")] = None) -> None:
+    """Make Debian's WordNet (wordnet-base, wordnet-sense-index) readable by NLTK, offline."""
+    try:
+        from genloom.augment.wordnet_setup import setup_wordnet as do_setup
+
+        path = do_setup(target) if target else do_setup()
+    except (GenloomError, ImportError) as e:
+        _fail(e if isinstance(e, GenloomError) else MissingDependencyError("nltk", "pip install 'genloom[nlp]'"))
+    out.print(f"WordNet ready at {path}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Core concepts: config, registry, records, steps, store, catalog, executors."""

@@ -1,0 +1,333 @@
+"""The pipeline file: YAML -> one frozen, validated ``PipelineConfig``.
+
+Validation happens once, at the boundary, before any work. Every error names its place in the
+file (``clean.2.min_chars``) and a fix (a close valid name, the variable to export...). The model
+is built from the registries at load time, so plugins' components validate like built-in ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from genloom.core.errors import ConfigError, ConfigErrors
+from genloom.core.registry import REGISTRIES, suggest
+
+STAGE_LISTS = ("sources", "augment", "clean", "preprocess", "features")
+_ENV = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class Frozen(BaseModel):
+    """Base of config sections: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StoreConfig(Frozen):
+    """Where artifacts live (any fsspec URL; a plain path is relative to the pipeline file)."""
+
+    path: str = Field(".genloom/artifacts", description="Artifact root: a folder, or s3://, gs://... with fsspec")
+
+
+class CatalogConfig(Frozen):
+    """The catalog database (runs, artifacts, lineage, model versions)."""
+
+    url: str = Field(
+        "sqlite:///.genloom/catalog.db",
+        description="SQLAlchemy URL: sqlite:///file.db (relative to the pipeline file) or postgresql+psycopg://...",
+    )
+
+
+class LocalExecutorConfig(Frozen):
+    """Run shards in this process (workers=1) or in a process pool."""
+
+    type: Literal["local"] = "local"
+    workers: int = Field(1, ge=1, description="Processes for data stages; 1 runs inline (easiest to debug)")
+
+
+class RayExecutorConfig(Frozen):
+    """Run shards as Ray tasks, on a cluster at ``address`` or a local Ray runtime."""
+
+    type: Literal["ray"] = "ray"
+    address: str | None = Field(None, description="ray://host:10001 or 'auto'; empty starts a local runtime")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local runtime (default: all)")
+
+
+ExecutorConfig = Annotated[LocalExecutorConfig | RayExecutorConfig, Field(discriminator="type")]
+
+
+class DataConfig(Frozen):
+    """How data stages shard their work and how much loss is tolerated."""
+
+    partitions_per_shard: int = Field(8, ge=1, description="Source partitions (files, modules...) per ingest shard")
+    max_drop_fraction: float = Field(
+        0.99, ge=0, le=1, description="A stage fails when it drops more than this fraction of its input rows"
+    )
+
+
+class SplitConfig(Frozen):
+    """Train/validation split, by a hash of the record id (stable across runs)."""
+
+    val_fraction: float = Field(0.05, gt=0, lt=1, description="Fraction of records held out for validation")
+    seed: int = Field(0, description="Changes which records are held out")
+
+
+class Gate(Frozen):
+    """Bounds a metric must meet for the model to be promoted."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+class EvaluateConfig(Frozen):
+    """Held-out evaluation and the quality gates a model must pass."""
+
+    gates: dict[str, Gate] = Field(
+        default_factory=dict, description="metric -> {min, max}, e.g. {val_bpc: {max: 4.0}}"
+    )
+    max_tokens: int | None = Field(None, description="Evaluate on at most this many validation tokens")
+
+
+class RegisterConfig(Frozen):
+    """Model registry: the name to register under and the promotion rule."""
+
+    name: str | None = Field(None, description="Model name (default: the pipeline name)")
+    metric: str = Field("val_bpc", description="Metric that decides promotion (lower is better)")
+    promote: Literal["if_better", "always", "never"] = Field(
+        "if_better", description="Make the new model champion if it beats the champion on the same data"
+    )
+
+
+class PipelineBase(Frozen):
+    """Fields common to every pipeline; stage lists are added from the registries."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Pipeline name (also the default model name)")
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    executor: ExecutorConfig = Field(default_factory=LocalExecutorConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    # `register` would shadow ABCMeta.register on the model class, so the attribute is `registry`
+    registry: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
+
+
+def has_literal_type(cls: type) -> bool:
+    """True when a component declares ``type: Literal["name"]`` (needed to pick it from YAML)."""
+    field = getattr(cls, "model_fields", {}).get("type")
+    return field is not None and typing.get_origin(field.annotation) is Literal
+
+
+def _component_union(stage: str) -> Any:
+    classes = [cls for _, cls in REGISTRIES[stage].items() if has_literal_type(cls)]
+    if not classes:
+        return dict[str, Any]
+    if len(classes) == 1:
+        return classes[0]
+    return Annotated[Union[tuple(classes)], Field(discriminator="type")]  # noqa: UP007
+
+
+@functools.cache
+def pipeline_model() -> type[BaseModel]:
+    """The PipelineConfig model, built from every registered component (cached)."""
+    from genloom.train.loop import TrainConfig
+
+    sources_item = _component_union("sources")
+    fields: dict[str, Any] = {
+        "sources": (list[sources_item], Field(..., min_length=1, description="Where data comes from")),  # type: ignore[valid-type]
+    }
+    for stage in STAGE_LISTS[1:]:
+        item = _component_union(stage)
+        fields[stage] = (list[item], Field(default_factory=list, description=f"{stage} steps, in order"))  # type: ignore[valid-type]
+    fields["train"] = (TrainConfig | None, Field(None, description="Model training; omit to stop after data stages"))
+    return create_model("PipelineConfig", __base__=PipelineBase, **fields)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, env: dict[str, str] | None = None) -> Any:
+    """Read, override, substitute secrets and validate a pipeline file; raise ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"pipeline file {str(p)!r} not found", hint="genloom init DIR writes one to start from")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML ({getattr(e, 'problem', e)})", path=where) from e
+    return validate_config(raw, overrides=overrides, env=env)
+
+
+def validate_config(raw: Any, overrides: list[str] | None = None, env: dict[str, str] | None = None) -> Any:
+    """Validate already-parsed data (the Python API's entry point)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the pipeline file must be a mapping (name:, sources:, ...)")
+    for item in overrides or []:
+        apply_override(raw, item)
+    raw = substitute_env(raw, os.environ if env is None else env)
+    _check_component_types(raw)
+    model = pipeline_model()
+    try:
+        cfg = model.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigErrors([_format_error(err, raw, model) for err in e.errors()]) from None
+    for stage in STAGE_LISTS:
+        for i, step in enumerate(getattr(cfg, stage)):
+            if hasattr(step, "check"):
+                step.check(f"{stage}.{i}")
+    return cfg
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``a.b.2.c=value`` override (the value is parsed as YAML) to raw config data."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not KEY=VALUE", path="--set", hint="e.g. --set train.max_steps=200")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node: Any = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"no list item {part!r}", path=".".join(parts[: i + 1]), hint=f"{len(node)} items")
+            if last:
+                node[int(part)] = yaml.safe_load(value)
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = yaml.safe_load(value)
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError("cannot set a key inside a scalar", path=".".join(parts[:i]))
+
+
+def substitute_env(node: Any, env: Any, path: str = "") -> Any:
+    """Replace ``${env:NAME}`` (or ``${env:NAME:-default}``) in string values; a missing variable is an error."""
+    if isinstance(node, dict):
+        return {k: substitute_env(v, env, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute_env(v, env, f"{path}.{i}" if path else str(i)) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${env:" in node:
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return str(env[name])
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"environment variable {name} is not set", path=path, hint=f"export {name}=... before running"
+            )
+
+        return _ENV.sub(repl, node)
+    return node
+
+
+def _check_component_types(raw: dict[str, Any]) -> None:
+    errors = []
+    for stage in STAGE_LISTS:
+        items = raw.get(stage)
+        if not isinstance(items, list):
+            continue
+        registry = REGISTRIES[stage]
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or "type" not in item:
+                errors.append(ConfigError("each step needs a 'type'", path=f"{stage}.{i}",
+                                          hint=f"one of: {', '.join(registry.names())}"))
+                continue
+            try:
+                registry.get(str(item["type"]), path=f"{stage}.{i}.type")
+            except ConfigError as e:
+                errors.append(e)
+    if errors:
+        raise ConfigErrors(errors)
+
+
+def _format_error(err: Any, raw: Any, model: type[BaseModel]) -> ConfigError:
+    loc = _clean_loc(err["loc"], raw)
+    path = ".".join(str(p) for p in loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        valid = _fields_at(model, loc[:-1], raw)
+        bad = str(loc[-1])
+        hint = suggest(bad, valid, prefix=f"valid keys: {', '.join(valid)}" if valid else "")
+        return ConfigError(f"unknown key {bad!r}", path=path, hint=hint or "remove it")
+    if kind == "missing":
+        return ConfigError("required field is missing", path=path, hint="add it")
+    if kind == "union_tag_invalid":
+        return ConfigError(err["msg"], path=f"{path}.type" if path else "type")
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    return ConfigError(f"{err['msg'].rstrip('.')} (got {shown})", path=path)
+
+
+def _clean_loc(loc: tuple[Any, ...], raw: Any) -> list[Any]:
+    """Drop the union tags and function-validator labels Pydantic inserts into error locations."""
+    out: list[Any] = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue  # discriminator tag
+        if isinstance(part, str) and ("[" in part or part.startswith("function-")):
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return out
+
+
+def _fields_at(model: type[BaseModel], loc: list[Any], raw: Any) -> list[str]:
+    """The valid keys of the config section at ``loc`` (for 'did you mean')."""
+    tp: Any = model
+    node = raw
+    for part in loc:
+        tp = _resolve(tp, node)
+        if isinstance(part, int):
+            args = typing.get_args(tp)
+            tp = args[0] if args else Any
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        elif isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
+            tp = tp.model_fields[part].annotation
+            node = node.get(part) if isinstance(node, dict) else None
+        else:
+            return []
+    tp = _resolve(tp, node)
+    return sorted(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _resolve(tp: Any, node: Any) -> Any:
+    """Unwrap Annotated/Optional/unions, picking the member whose ``type`` tag matches the data."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            tag = node.get("type") if isinstance(node, dict) else None
+            chosen = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)
+                      and "type" in m.model_fields and m.model_fields["type"].default == tag]
+            tp = chosen[0] if chosen else members[0]
+        else:
+            return tp
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the pipeline file, for editor completion."""
+    return pipeline_model().model_json_schema()

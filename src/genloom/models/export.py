@@ -1,0 +1,97 @@
+"""Export a genloom GPT as a Hugging Face ``LlamaForCausalLM`` folder with its tokenizer.
+
+The layouts are the same (RMSNorm, rotate-half RoPE, SwiGLU, no biases, tied embeddings), so the
+export only renames tensors and splits the fused ones: ``qkv`` into q/k/v_proj and ``gate_up``
+into gate/up_proj. transformers then loads the folder with logits equal to genloom's (within
+1e-4 in float32), and vLLM or llama.cpp (``convert_hf_to_gguf.py``) can serve it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from genloom.core.errors import ConfigError, MissingDependencyError
+from genloom.models.gpt import GPT
+from genloom.train.tokenizer import CHAT_TEMPLATE_JINJA, EOD, PAD
+
+
+def llama_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """genloom tensor names -> LlamaForCausalLM tensor names (fused matrices split)."""
+    cfg = model.cfg
+    kv_dim = cfg.n_kv_head * cfg.head_dim
+    out = {"model.embed_tokens.weight": model.wte.weight, "model.norm.weight": model.norm.weight}
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = model.lm_head.weight
+    for i, b in enumerate(model.blocks):
+        p = f"model.layers.{i}."
+        q, k, v = b.attn.qkv.weight.split([cfg.n_embd, kv_dim, kv_dim], dim=0)
+        gate, up = b.mlp.gate_up.weight.chunk(2, dim=0)
+        out.update(
+            {
+                p + "input_layernorm.weight": b.attn_norm.weight,
+                p + "self_attn.q_proj.weight": q,
+                p + "self_attn.k_proj.weight": k,
+                p + "self_attn.v_proj.weight": v,
+                p + "self_attn.o_proj.weight": b.attn.proj.weight,
+                p + "post_attention_layernorm.weight": b.mlp_norm.weight,
+                p + "mlp.gate_proj.weight": gate,
+                p + "mlp.up_proj.weight": up,
+                p + "mlp.down_proj.weight": b.mlp.down.weight,
+            }
+        )
+    return {k: t.detach().to(torch.float32).contiguous().cpu() for k, t in out.items()}
+
+
+def export_hf(model_dir: Path | str, out_dir: Path | str) -> Path:
+    """Writes ``out_dir`` with config.json, model.safetensors and the tokenizer files; returns it."""
+    try:
+        from transformers import LlamaConfig, PreTrainedTokenizerFast
+    except ImportError as e:
+        raise MissingDependencyError("transformers", "pip install 'genloom[hf]'") from e
+    from safetensors.torch import save_file
+
+    from genloom.train.generate import load_model, read_model_config
+
+    if read_model_config(model_dir)["model_type"] != "gpt":
+        raise ConfigError(
+            f"{model_dir} is not a genloom GPT", hint="a fine-tuned HF model is already in hf_model/"
+        )
+    model, tok = load_model(model_dir)
+    assert isinstance(model, GPT)
+    cfg = model.cfg
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    eod, pad = tok.token_to_id(EOD), tok.token_to_id(PAD)
+    hf_cfg = LlamaConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.n_embd,
+        intermediate_size=cfg.ffn_hidden,
+        num_hidden_layers=cfg.n_layer,
+        num_attention_heads=cfg.n_head,
+        num_key_value_heads=cfg.n_kv_head,
+        head_dim=cfg.head_dim,
+        max_position_embeddings=cfg.block_size,
+        rms_norm_eps=cfg.norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        hidden_act="silu",
+        tie_word_embeddings=cfg.tie_embeddings,
+        attention_bias=False,
+        mlp_bias=False,
+        bos_token_id=eod,
+        eos_token_id=eod,
+        pad_token_id=pad,
+        dtype="float32",
+    )
+    hf_cfg.architectures = ["LlamaForCausalLM"]
+    hf_cfg.save_pretrained(str(out))
+    save_file(llama_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOD, eos_token=EOD, pad_token=PAD)
+    fast.chat_template = CHAT_TEMPLATE_JINJA
+    fast.save_pretrained(str(out))
+    (out / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": eod, "eos_token_id": eod, "pad_token_id": pad})
+    )
+    return out

@@ -1,0 +1,183 @@
+"""Fine-tuning a local Hugging Face causal LM, fully or with LoRA adapters (``peft``).
+
+The model is read from a folder on disk (``save_pretrained`` output with ``tokenizer.json``);
+nothing is downloaded. It plugs into the same loop as the genloom GPT: ``forward(idx, targets)``
+returns (logits, loss), checkpoints hold the trainable parameters only (the adapters, for LoRA),
+and ``generate`` uses the model's own KV cache. The final model is saved merged (plain weights,
+servable by transformers or vLLM), or as base path + adapter when ``merge_lora: false``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from genloom.core.errors import ConfigError, MissingDependencyError, NotFoundError
+
+if TYPE_CHECKING:
+    import tokenizers
+
+    from genloom.train.loop import HFCausalLMConfig
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+)
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as e:
+        raise MissingDependencyError("transformers", "pip install 'genloom[hf]'") from e
+    transformers.logging.set_verbosity_error()
+    return transformers
+
+
+def load_hf_tokenizer(path: str | Path) -> tokenizers.Tokenizer:
+    """The ``tokenizers`` tokenizer of a local Hugging Face model (its tokenizer.json): pack data with it."""
+    from tokenizers import Tokenizer
+
+    f = Path(path) / "tokenizer.json"
+    if not f.exists():
+        raise NotFoundError(
+            f"no tokenizer.json in {path}",
+        )
+    return Tokenizer.from_file(str(f))
+
+
+class HFCausalLM(nn.Module):
+    """A transformers causal LM (optionally wrapped by peft) behind genloom's model interface."""
+
+    def __init__(self, hf: nn.Module, tokenizer: tokenizers.Tokenizer, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.hf = hf
+        self.tokenizer = tokenizer
+        self.cfg = cfg  # the HFCausalLMConfig as a dict
+
+    @classmethod
+    def from_config(cls, cfg: HFCausalLMConfig, device: torch.device) -> HFCausalLM:
+        """Loads ``cfg.path`` in float32 and adds LoRA adapters if asked."""
+        tf = _transformers()
+        path = Path(cfg.path).expanduser()
+        if not (path / "config.json").exists():
+            raise ConfigError(
+                f"no Hugging Face model at {path}",
+                path="train.model.path",
+                hint="a folder written by save_pretrained (config.json + weights + tokenizer.json)",
+            )
+        hf = tf.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+        if cfg.gradient_checkpointing:
+            hf.gradient_checkpointing_enable()
+        if cfg.lora is not None:
+            try:
+                import peft
+            except ImportError as e:
+                raise MissingDependencyError("peft", "pip install 'genloom[hf]'") from e
+            lora = peft.LoraConfig(
+                r=cfg.lora.r,
+                lora_alpha=cfg.lora.alpha,
+                lora_dropout=cfg.lora.dropout,
+                target_modules=cfg.lora.target_modules,
+                task_type="CAUSAL_LM",
+            )
+            with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates
+                warnings.filterwarnings(
+                    "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+                )
+                hf = peft.get_peft_model(hf, lora)
+        return cls(hf.to(device), load_hf_tokenizer(path), cfg.model_dump(mode="json"))
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab) and the mean cross-entropy against ``targets`` (B, T); -1 is ignored."""
+        logits = self.hf(input_ids=idx, use_cache=False).logits  # (B, T, vocab)
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+        )
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups over the trainable parameters: matrices decay, vectors do not."""
+        train = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in train if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in train if p.dim() < 2], "weight_decay": 0.0},
+        ]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        sample: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        done: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Same contract as ``GPT.generate``, with the model's own KV cache (past_key_values)."""
+        self.eval()
+        limit = int(getattr(self.base_config(), "max_position_embeddings", 1 << 20))
+        seq = idx[:, -(limit - max_new_tokens) :] if idx.size(1) + max_new_tokens > limit else idx
+        base = self.hf.get_base_model() if hasattr(self.hf, "get_base_model") else self.hf
+        # transformers 5 renamed past_key_values to cache
+        cache_kw = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        out = self.hf(input_ids=seq, use_cache=True)
+        for _ in range(max_new_tokens):
+            nxt = sample(out.logits[:, -1, :].float(), seq)  # (B,)
+            seq = torch.cat((seq, nxt[:, None]), dim=1)
+            if done is not None and bool(done(seq).all()):
+                break
+            out = self.hf(input_ids=nxt[:, None], use_cache=True, **{cache_kw: out.get(cache_kw)})
+        return seq
+
+    def base_config(self) -> Any:
+        """The transformers config of the underlying model."""
+        return self.hf.config
+
+    def save(self, out_dir: Path) -> None:
+        """Writes ``hf_model/`` (merged weights) or ``adapter/`` (LoRA only) plus the tokenizer files."""
+        out_dir = Path(out_dir)
+        src = Path(self.cfg["path"]).expanduser()
+        is_peft = hasattr(self.hf, "merge_and_unload")
+        if is_peft and not self.cfg.get("merge_lora", True):
+            target = out_dir / "adapter"
+            self.hf.save_pretrained(str(target))  # type: ignore[operator]
+        else:
+            target = out_dir / "hf_model"
+            model = self.hf.merge_and_unload() if is_peft else self.hf  # type: ignore[operator]
+            model.save_pretrained(str(target), safe_serialization=True)
+        for name in TOKENIZER_FILES:
+            if (src / name).exists():
+                shutil.copy(src / name, target / name)
+        shutil.copy(src / "tokenizer.json", out_dir / "tokenizer.json")
+
+    @classmethod
+    def load(cls, model_dir: Path) -> HFCausalLM:
+        """The fine-tuned model saved by ``save`` (merged, or base + adapter)."""
+        tf = _transformers()
+        model_dir = Path(model_dir)
+        cfg = json.loads((model_dir / "config.json").read_text())["train"]["model"]
+        if (model_dir / "hf_model").exists():
+            hf = tf.AutoModelForCausalLM.from_pretrained(
+                str(model_dir / "hf_model"), local_files_only=True, dtype=torch.float32
+            )
+        else:
+            import peft
+
+            base = tf.AutoModelForCausalLM.from_pretrained(
+                cfg["path"], local_files_only=True, dtype=torch.float32
+            )
+            hf = peft.PeftModel.from_pretrained(base, str(model_dir / "adapter"))
+        return cls(hf, load_hf_tokenizer(model_dir), cfg)

@@ -1,0 +1,1 @@
+"""Sources: one file per component, registered in SOURCES (file name = YAML type)."""

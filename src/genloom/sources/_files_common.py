@@ -1,0 +1,1082 @@
+"""What every file source shares: discovery, format detection, archives, fingerprints, chunking.
+
+A file source (``files``, ``pdf``, ``csv``...) subclasses :class:`FileSource` and writes one method,
+``read_file(blob)``. Everything else lives here once:
+
+- discovery: globs with ``**``, directories walked recursively, include/exclude patterns, hidden
+  files skipped, symlinks followed with loop detection (a directory reached twice is walked once);
+- format detection by content (magic bytes, the parts inside a ZIP or OLE2 container), the file
+  extension only breaking ties: a DOCX named ``.doc`` is read as DOCX;
+- archives (zip, tar, gz, bz2, xz) opened transparently, members extracted one at a time under a
+  budget (total uncompressed bytes, compression ratio, member count, nesting depth), so a zip bomb
+  is quarantined as ``zip_bomb`` and never unpacked;
+- fingerprints per file (size, mtime, SHA-256), so unchanged files are cache hits;
+- chunking of long documents by structure (sections, pages, paragraphs) to a target size with
+  overlap.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import unicodedata
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO, ClassVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+
+from genloom.core.errors import ConfigError, RecordError
+from genloom.core.records import Rejected, record_id
+from genloom.core.steps import Source
+
+# --------------------------------------------------------------------------------------------
+# config pieces shared by every file source
+
+
+class ChunkConfig(BaseModel):
+    """How long documents are cut into chunks (``chunk: {size: 2000, overlap: 200}``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: target chunk size in characters; a chunk ends at a paragraph or sentence boundary at or below it
+    size: int = Field(2000, ge=50)
+    #: characters repeated from the end of one chunk at the start of the next (cut at a word boundary)
+    overlap: int = Field(200, ge=0)
+    #: start a new chunk when the section (heading path, page) changes and the current one holds at least this much
+    min_size: int = Field(200, ge=0)
+
+
+class ArchiveLimits(BaseModel):
+    """Limits applied while unpacking archives; crossing one quarantines the archive as ``zip_bomb``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: total uncompressed bytes over all members (nested archives included)
+    max_total_mb: float = Field(4096, gt=0)
+    #: uncompressed / compressed size, checked per member and over the whole archive once past 1 MB
+    max_ratio: float = Field(100.0, gt=1)
+    #: members in one archive (nested archives included)
+    max_members: int = Field(10_000, gt=0)
+    #: archives inside archives
+    max_depth: int = Field(3, ge=0)
+
+
+# --------------------------------------------------------------------------------------------
+# one file to read: on disk, or extracted from an archive into a temporary file
+
+
+@dataclass
+class Blob:
+    """One file to read. ``key`` is the stable native key (path, or ``archive!member``)."""
+
+    key: str
+    path: Path
+    name: str
+    depth: int = 0
+    budget: ArchiveBudget | None = None
+    _head: bytes | None = field(default=None, repr=False)
+
+    @property
+    def size(self) -> int:
+        """Size in bytes."""
+        return self.path.stat().st_size
+
+    @property
+    def ext(self) -> str:
+        """Lower-case extension without the dot (``pdf``); ``tar.gz`` style doubles give the last part."""
+        return Path(self.name).suffix.lower().lstrip(".")
+
+    def head(self, n: int = 8192) -> bytes:
+        """The first ``n`` bytes (at most 64 KiB are cached)."""
+        if self._head is None or (len(self._head) < n and len(self._head) == 65536):
+            with open(self.path, "rb") as f:
+                self._head = f.read(max(n, 65536))
+        return self._head[:n]
+
+    def open(self) -> BinaryIO:
+        """The bytes as a binary stream (the caller closes it)."""
+        return open(self.path, "rb")
+
+    def read_bytes(self, limit: int = 512 * 2**20) -> bytes:
+        """Every byte; files larger than ``limit`` are quarantined as ``too_large``."""
+        size = self.size
+        if size > limit:
+            raise RecordError(
+                "too_large", f"{size} bytes; this format is read whole and the limit is {limit}"
+            )
+        return self.path.read_bytes()
+
+
+@dataclass
+class ArchiveBudget:
+    """What unpacking may still use: shared by nested archives so a 42.zip cannot multiply it."""
+
+    limits: ArchiveLimits
+    total: int = 0
+    members: int = 0
+
+    def add_member(self, archive: str) -> None:
+        """Count one member; too many quarantines the archive."""
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise RecordError("zip_bomb", f"{archive}: more than {self.limits.max_members} members")
+
+    def add_bytes(self, n: int, archive: str) -> None:
+        """Count ``n`` uncompressed bytes; past the total limit quarantines the archive."""
+        self.total += n
+        if self.total > self.limits.max_total_mb * 1e6:
+            raise RecordError(
+                "zip_bomb",
+                f"{archive}: more than {self.limits.max_total_mb:g} MB uncompressed (max_total_mb)",
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# format detection
+
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+ARCHIVE_FORMATS = ("zip", "tar", "gz", "bz2", "xz")
+
+# extension -> format, used when the content does not decide
+EXTENSIONS: dict[str, str] = {
+    "txt": "text", "text": "text", "md": "text", "markdown": "text", "rst": "text", "log": "text",
+    "names": "text",
+    "csv": "csv", "tsv": "csv", "tab": "csv",
+    "json": "json", "jsonl": "json", "ndjson": "json", "parquet": "json", "pq": "json",
+    "html": "html", "htm": "html", "xhtml": "html",
+    "pdf": "pdf", "docx": "docx", "docm": "docx", "doc": "doc", "dot": "doc",
+    "xlsx": "excel", "xlsm": "excel", "xlsb": "excel", "xls": "excel", "ods": "excel",
+    "pptx": "pptx", "odt": "odt", "rtf": "rtf", "eml": "eml",
+    "zip": "zip", "tar": "tar", "tgz": "tar", "gz": "gz", "bz2": "bz2", "xz": "xz",
+}  # fmt: skip
+
+# formats we know and decline, so they are quarantined as unsupported without reading
+BINARY_EXTENSIONS = {
+    "png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp", "wav", "mp3", "flac", "ogg", "mp4", "avi",
+    "mov", "mkv", "exe", "dll", "so", "bin", "pyc", "class", "jar", "7z", "rar", "ppt", "odp", "epub",
+    "msg", "sqlite", "db", "npy", "npz", "pt", "safetensors", "gpx",
+}  # fmt: skip
+
+
+def _ole_streams(path: Path) -> bytes:
+    """Enough of an OLE2 file to find its directory entry names (UTF-16LE), at most 32 MiB."""
+    with open(path, "rb") as f:
+        return f.read(32 * 2**20)
+
+
+def _u16(name: str) -> bytes:
+    return name.encode("utf-16-le")
+
+
+def detect_format(blob: Blob) -> str:
+    """The format of ``blob`` by content, then by extension.
+
+    Returns a reader name (``pdf``, ``docx``, ``excel``...), an archive kind (``zip``, ``tar``, ``gz``,
+    ``bz2``, ``xz``), ``encrypted_ooxml`` (an Office file inside an OLE2 encryption container), or
+    ``unknown``/``binary``.
+    """
+    head = blob.head(4096)
+    ext = blob.ext
+    if not head:
+        return "empty"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return _zip_kind(blob.path, ext)
+    if head.startswith(OLE_MAGIC):
+        data = _ole_streams(blob.path)
+        if _u16("EncryptedPackage") in data:
+            return "encrypted_ooxml"
+        if _u16("WordDocument") in data:
+            return "doc"
+        if _u16("Workbook") in data or _u16("Book") in data:
+            return "excel"
+        if _u16("PowerPoint Document") in data:
+            return "ppt"
+        return EXTENSIONS.get(ext, "ole")
+    if b"%PDF-" in head[:1024]:
+        return "pdf"
+    if head.startswith(b"{\\rtf"):
+        return "rtf"
+    if head.startswith(b"\x1f\x8b"):
+        return "tar" if _is_tar_stream(blob.path, gzip.open) else "gz"
+    if head.startswith(b"BZh"):
+        return "tar" if _is_tar_stream(blob.path, bz2.open) else "bz2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "tar" if _is_tar_stream(blob.path, lzma.open) else "xz"
+    if len(head) > 262 and head[257:262] == b"ustar":
+        return "tar"
+    if head.startswith(b"PAR1"):
+        return "json"  # the json source reads parquet
+    by_ext = EXTENSIONS.get(ext)
+    if by_ext in ("docx", "excel", "pptx", "odt", "zip", "pdf", "doc", "rtf", "gz", "bz2", "xz", "tar"):
+        # a binary container format by name whose content is none of the magic numbers above
+        return "mismatch"
+    if ext in BINARY_EXTENSIONS:
+        return "binary"
+    if by_ext is not None:
+        if by_ext == "text" and _looks_like_html(head):
+            return "html"
+        return by_ext
+    if _is_binary(head):
+        return "binary"
+    if ext == "" and head.lstrip()[:5] in (b"From ", b"Recei", b"Retur", b"MIME-", b"Messa", b"Deliv"):
+        return "eml"
+    if _looks_like_html(head):
+        return "html"
+    return "text"
+
+
+def _zip_kind(path: Path, ext: str) -> str:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if "mimetype" in names:
+                mime = z.read("mimetype")[:100].decode("ascii", "replace").strip()
+                return {
+                    "application/vnd.oasis.opendocument.text": "odt",
+                    "application/vnd.oasis.opendocument.spreadsheet": "excel",
+                }.get(mime, "unsupported_zip")
+            if "[Content_Types].xml" in names:
+                if any(n.startswith("word/") for n in names):
+                    return "docx"
+                if any(n.startswith("xl/") for n in names):
+                    return "excel"
+                if any(n.startswith("ppt/") for n in names):
+                    return "pptx"
+            return "zip"
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return "broken_zip"
+
+
+def _is_tar_stream(path: Path, opener: Any) -> bool:
+    try:
+        with opener(path, "rb") as f:
+            block = f.read(512)
+        return len(block) == 512 and block[257:262] == b"ustar"
+    except (OSError, EOFError, lzma.LZMAError):
+        return False
+
+
+def _is_binary(head: bytes) -> bool:
+    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
+        return False
+    sample = head[:4096]
+    if b"\x00" in sample:
+        return True
+    control = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13, 27))
+    return control > len(sample) * 0.05
+
+
+def _looks_like_html(head: bytes) -> bool:
+    start = head[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return start.startswith((b"<!doctype html", b"<html", b"<?xml version")) and b"<html" in head.lower()
+
+
+# --------------------------------------------------------------------------------------------
+# discovery
+
+_MAGIC = re.compile(r"[*?\[]")
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob (``**`` spans folders, ``*`` and ``?`` stay inside one, ``[...]`` classes) as a regex."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = pattern.find("]", i + 1)
+            if j == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : j]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _matches(rel: str, patterns: list[re.Pattern[str]], raw: list[str]) -> bool:
+    base = rel.rsplit("/", 1)[-1]
+    return any(
+        rx.match(rel) or ("/" not in p and rx.match(base)) for rx, p in zip(patterns, raw, strict=True)
+    )
+
+
+def _walk(base: Path, follow_symlinks: bool, hidden: bool, max_depth: int | None = None) -> Iterator[Path]:
+    """Every file under ``base`` (at most ``max_depth`` folders down); a directory reached twice
+    (a symlink loop) is walked once."""
+    seen: set[tuple[int, int]] = set()
+    stack = [(base, 0)]
+    while stack:
+        d, depth = stack.pop()
+        try:
+            st = d.stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs: list[tuple[Path, int]] = []
+        for e in entries:
+            if not hidden and e.name.startswith("."):
+                continue
+            try:
+                if e.is_symlink() and not follow_symlinks:
+                    continue
+                if e.is_dir():
+                    if max_depth is None or depth < max_depth:
+                        subdirs.append((Path(e.path), depth + 1))
+                elif e.is_file():
+                    yield Path(e.path)
+            except OSError:  # a dangling link or a file that vanished
+                continue
+        stack.extend(reversed(subdirs))
+
+
+def discover(
+    paths: list[str],
+    include: list[str],
+    exclude: list[str],
+    follow_symlinks: bool = True,
+    hidden: bool = False,
+) -> list[str]:
+    """The files matched by ``paths`` (files, folders or globs), filtered, sorted, without duplicates.
+
+    Each result is the path as the glob produced it (POSIX separators): that string is the file's
+    stable native key.
+    """
+    inc = [glob_regex(p) for p in include]
+    exc = [glob_regex(p) for p in exclude]
+    found: dict[str, None] = {}
+    for raw in paths:
+        pattern = os.path.expanduser(raw)
+        if not _MAGIC.search(pattern):
+            p = Path(pattern)
+            if p.is_file():
+                candidates: Iterable[tuple[Path, str]] = [(p, p.name)]
+            elif p.is_dir():
+                candidates = ((f, f.relative_to(p).as_posix()) for f in _walk(p, follow_symlinks, hidden))
+            else:
+                continue
+        else:
+            parts = Path(pattern).parts
+            k = next(i for i, part in enumerate(parts) if _MAGIC.search(part))
+            base = Path(*parts[:k]) if k else Path(".")
+            rest = parts[k:]
+            rx = glob_regex("/".join(rest))
+            depth = None if any("**" in part for part in rest) else len(rest) - 1
+            candidates = (
+                (f, rel)
+                for f in _walk(base, follow_symlinks, hidden, depth)
+                if rx.match(rel := f.relative_to(base).as_posix())
+            )
+        for f, rel in candidates:
+            if inc and not _matches(rel, inc, include):
+                continue
+            if exc and _matches(rel, exc, exclude):
+                continue
+            found[Path(os.path.normpath(f)).as_posix()] = None
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------------------------
+# fingerprints
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_fingerprint(path: str) -> str:
+    """``size:mtime_ns:sha256`` of a file; the hash is memoised per (path, size, mtime)."""
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    digest = _HASHES.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(4 * 2**20):
+                h.update(block)
+        digest = _HASHES[key] = h.hexdigest()
+    return f"{st.st_size}:{st.st_mtime_ns}:{digest}"
+
+
+# --------------------------------------------------------------------------------------------
+# archives
+
+
+class _LimitedWriter:
+    """Copies a stream into a file, counting bytes against the member size, ratio and budget."""
+
+    def __init__(self, budget: ArchiveBudget, archive: str, member: str, compressed: int) -> None:
+        self.budget = budget
+        self.archive = archive
+        self.member = member
+        self.compressed = max(compressed, 1)
+        self.written = 0
+
+    def copy(self, src: IO[bytes], dst: IO[bytes]) -> None:
+        limits = self.budget.limits
+        while block := src.read(1 << 20):
+            dst.write(block)
+            self.written += len(block)
+            self.budget.add_bytes(len(block), self.archive)
+            if self.written > 1e6 and self.written / self.compressed > limits.max_ratio:
+                raise RecordError(
+                    "zip_bomb",
+                    f"{self.archive}!{self.member}: compression ratio over {limits.max_ratio:g} "
+                    f"({self.written} bytes from {self.compressed}) (max_ratio)",
+                )
+
+
+@contextlib.contextmanager
+def _temp_member(suffix: str) -> Iterator[tuple[Path, BinaryIO]]:
+    fd, name = tempfile.mkstemp(prefix="genloom-", suffix=suffix)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield path, f
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _member_suffix(name: str) -> str:
+    suffix = "".join(Path(name).suffixes[-2:])
+    return suffix if len(suffix) < 20 else Path(name).suffix[:20]
+
+
+def iter_archive(blob: Blob, kind: str, limits: ArchiveLimits) -> Iterator[Blob]:
+    """Members of an archive as blobs backed by temporary files (each deleted once read).
+
+    Raises RecordError ``zip_bomb`` when a limit is crossed, ``corrupt``/``truncated`` when the
+    archive cannot be read.
+    """
+    budget = blob.budget or ArchiveBudget(limits)
+    if blob.depth >= limits.max_depth:
+        raise RecordError(
+            "zip_bomb", f"{blob.key}: archives nested deeper than {limits.max_depth} (max_depth)"
+        )
+    if kind == "zip":
+        yield from _iter_zip(blob, budget)
+    elif kind == "tar":
+        yield from _iter_tar(blob, budget)
+    else:
+        opener: Any = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}[kind]
+        inner = blob.name[: -len(Path(blob.name).suffix)] if Path(blob.name).suffix else blob.name + ".out"
+        compressed = blob.size
+        with _temp_member(_member_suffix(inner)) as (tmp, out):
+            try:
+                with opener(blob.path, "rb") as src:
+                    budget.add_member(blob.key)
+                    _LimitedWriter(budget, blob.key, inner, compressed).copy(src, out)
+            except (EOFError, OSError, lzma.LZMAError, zlib_error()) as e:
+                reason = "truncated" if isinstance(e, EOFError) else "corrupt"
+                raise RecordError(reason, f"{blob.key}: {type(e).__name__}: {e}") from e
+            out.close()
+            yield Blob(f"{blob.key}!{inner}", tmp, inner, blob.depth + 1, budget)
+
+
+def zlib_error() -> type[Exception]:
+    """zlib.error, imported lazily (the stdlib module is tiny, but keep the pattern)."""
+    import zlib
+
+    return zlib.error
+
+
+def _iter_zip(blob: Blob, budget: ArchiveBudget) -> Iterator[Blob]:
+    limits = budget.limits
+    try:
+        z = zipfile.ZipFile(blob.path)
+    except zipfile.BadZipFile as e:
+        raise RecordError("corrupt", f"{blob.key}: {e}") from e
+    with z:
+        infos = [i for i in z.infolist() if not i.is_dir()]
+        if len(infos) + budget.members > limits.max_members:
+            raise RecordError(
+                "zip_bomb", f"{blob.key}: {len(infos)} members (max_members {limits.max_members})"
+            )
+        declared = sum(i.file_size for i in infos)
+        if budget.total + declared > limits.max_total_mb * 1e6:
+            raise RecordError(
+                "zip_bomb",
+                f"{blob.key}: declares {declared} bytes uncompressed (max_total_mb {limits.max_total_mb:g})",
+            )
+        for i in infos:
+            if i.file_size > 1e6 and i.file_size / max(i.compress_size, 1) > limits.max_ratio:
+                raise RecordError(
+                    "zip_bomb",
+                    f"{blob.key}!{i.filename}: ratio {i.file_size / max(i.compress_size, 1):.0f} "
+                    f"(max_ratio {limits.max_ratio:g})",
+                )
+        for i in sorted(infos, key=lambda i: i.filename):
+            if i.flag_bits & 0x1:
+                yield _encrypted_member(blob, i.filename)
+                continue
+            name = i.filename.rsplit("/", 1)[-1]
+            if name.startswith(".") or i.filename.startswith("__MACOSX/"):
+                continue
+            budget.add_member(blob.key)
+            with _temp_member(_member_suffix(name)) as (tmp, out):
+                try:
+                    with z.open(i) as src:
+                        _LimitedWriter(budget, blob.key, i.filename, i.compress_size).copy(src, out)
+                except (zipfile.BadZipFile, EOFError, OSError, zlib_error()) as e:
+                    raise RecordError("corrupt", f"{blob.key}!{i.filename}: {type(e).__name__}: {e}") from e
+                out.close()
+                yield Blob(f"{blob.key}!{i.filename}", tmp, name, blob.depth + 1, budget)
+
+
+def _encrypted_member(blob: Blob, member: str) -> Blob:
+    return Blob(f"{blob.key}!{member}", Path(os.devnull), "__encrypted__", blob.depth + 1, blob.budget)
+
+
+def _iter_tar(blob: Blob, budget: ArchiveBudget) -> Iterator[Blob]:
+    writer = _LimitedWriter(budget, blob.key, "", blob.size)
+    try:
+        tf = tarfile.open(blob.path, mode="r|*")  # noqa: SIM115 (closed by the with below)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise RecordError("corrupt", f"{blob.key}: {e}") from e
+    try:
+        with tf:
+            for m in tf:
+                if not m.isfile():
+                    continue
+                name = m.name.rsplit("/", 1)[-1]
+                budget.add_member(blob.key)
+                if m.size > budget.limits.max_total_mb * 1e6 - budget.total:
+                    raise RecordError(
+                        "zip_bomb", f"{blob.key}!{m.name}: declares {m.size} bytes (max_total_mb)"
+                    )
+                src = tf.extractfile(m)
+                if src is None or name.startswith("."):
+                    continue
+                with _temp_member(_member_suffix(name)) as (tmp, out):
+                    writer.member = m.name
+                    writer.copy(src, out)  # the ratio is judged over the whole archive read so far
+                    out.close()
+                    yield Blob(f"{blob.key}!{m.name}", tmp, name, blob.depth + 1, budget)
+    except (tarfile.ReadError, EOFError, lzma.LZMAError, zlib_error()) as e:
+        reason = "truncated" if "unexpected end" in str(e).lower() or isinstance(e, EOFError) else "corrupt"
+        raise RecordError(reason, f"{blob.key}: {type(e).__name__}: {e}") from e
+
+
+# --------------------------------------------------------------------------------------------
+# text helpers
+
+
+_WS = re.compile(r"[ \t\r\f\v\xa0\u2000-\u200a\u202f\u205f\u3000]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f\ufffe\uffff]")
+_BLANKS = re.compile(r"\n{3,}")
+
+
+def clean_text(text: str, nfc: bool = True) -> str:
+    """Normalise extracted text: NFC, one space for whitespace runs, at most one blank line."""
+    text = text.replace("\r\n", "\n").replace("\x02", "")
+    text = _CONTROL.sub("", text)
+    lines = [_WS.sub(" ", line).strip() for line in text.split("\n")]
+    text = _BLANKS.sub("\n\n", "\n".join(lines)).strip()
+    return unicodedata.normalize("NFC", text) if nfc else text
+
+
+def decode_bytes(data: bytes, hint: str | None = None) -> tuple[str, str]:
+    """Decode bytes of unknown encoding: BOM, then strict UTF-8, then charset-normalizer.
+
+    Returns (text, encoding). Bytes that are mostly valid UTF-8 with a few invalid sequences raise
+    RecordError ``invalid_utf8`` (they are damaged, and guessing a legacy code page would hide it).
+    """
+    enc = sniff_encoding(data[: 1 << 20], hint)
+    try:
+        return data.decode(enc), enc
+    except UnicodeDecodeError as e:
+        if enc.replace("-", "_").lower() in ("utf_8", "utf8", "utf_8_sig"):
+            raise RecordError(
+                "invalid_utf8", f"invalid UTF-8 at byte {e.start}: {data[e.start : e.start + 8]!r}"
+            ) from e
+        return data.decode(enc, errors="replace"), enc
+
+
+def sniff_encoding(sample: bytes, hint: str | None = None) -> str:
+    """The encoding of a byte sample (see decode_bytes); ``hint`` wins when it decodes the sample."""
+    if sample.startswith(b"\xef\xbb\xbf"):
+        return "utf-8-sig"
+    if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    if hint:
+        try:
+            import codecs
+
+            codecs.getincrementaldecoder(hint)().decode(sample, final=False)
+            return hint
+        except (LookupError, UnicodeDecodeError):
+            pass
+    import codecs
+
+    dec = codecs.getincrementaldecoder("utf-8")()
+    try:
+        dec.decode(sample, final=False)
+        return "utf-8"
+    except UnicodeDecodeError as e:
+        # valid multi-byte sequences before the error mean the file is UTF-8 that got damaged
+        before = sample[: e.start]
+        if len(re.findall(rb"[\xc2-\xf4][\x80-\xbf]+", before)) >= 3:
+            raise RecordError(
+                "invalid_utf8", f"invalid UTF-8 at byte {e.start}: {sample[e.start : e.start + 8]!r}"
+            ) from e
+    guess = _single_byte_guess(sample)
+    if guess is not None:
+        return guess
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(sample[:200_000]).best()
+    return best.encoding if best is not None else "cp1252"
+
+
+_WESTERN = set(
+    "àáâãäåæçèéêëìíîïðñòóôõöøùúûüýþÿßÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÐÑÒÓÔÕÖØÙÚÛÜÝÞŒœŠšŽžŸ€‘’‚“”„–—…•°±²³µ·¹º»«¼½¾¿¡£¥§©®™¢¤¦¨ª¬¯´¸×÷†‡‰‹›ˆ˜\xa0"
+)
+
+
+def _single_byte_guess(sample: bytes) -> str | None:
+    """cp1252 when every non-ASCII byte decodes to a Western letter or sign, cp1251 when each is
+    Cyrillic: charset-normalizer confuses short texts of both with Farsi, Greek or Baltic pages."""
+    high = {b for b in sample if b >= 0x80}
+    if not high:
+        return None
+    n_high = sum(1 for b in sample if b >= 0x80)
+    n_ascii_letters = sum(1 for b in sample if 65 <= b <= 90 or 97 <= b <= 122)
+    letters_mostly_high = n_high > n_ascii_letters  # Cyrillic text; Western text is mostly ASCII
+    cyr = bytes(sorted(high)).decode("cp1251", errors="replace")
+    if letters_mostly_high and all("\u0400" <= ch <= "\u04ff" or ch in "«»–—…№‘’“”\xa0" for ch in cyr):
+        return "cp1251"
+    try:
+        if not letters_mostly_high and all(ch in _WESTERN for ch in bytes(sorted(high)).decode("cp1252")):
+            return "cp1252"
+    except UnicodeDecodeError:
+        pass
+    return None
+
+
+def markdown_table(rows: list[list[Any]]) -> str:
+    """Rows (the first is the header) as a Markdown table; cells are flattened to one line."""
+    if not rows:
+        return ""
+    width = max(len(r) for r in rows)
+
+    def cell(v: Any) -> str:
+        s = "" if v is None else str(v)
+        return _WS.sub(" ", s.replace("\n", " ")).strip().replace("|", "\\|")
+
+    norm = [[cell(v) for v in r] + [""] * (width - len(r)) for r in rows]
+    lines = ["| " + " | ".join(norm[0]) + " |", "|" + "---|" * width]
+    lines += ["| " + " | ".join(r) + " |" for r in norm[1:]]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# documents: blocks with structure, assembled into records or chunks
+
+
+@dataclass
+class Block:
+    """A piece of a document (paragraph, heading, table, page text) with where it sits."""
+
+    text: str
+    section: tuple[str, ...] = ()
+    page: int | None = None
+    heading: bool = False
+    #: facts about this piece that go to its record's meta (``{"ocr": True}``)
+    meta: dict[str, Any] | None = None
+
+
+def _split_long(text: str, size: int) -> list[str]:
+    """Cut a paragraph longer than ``size`` at sentence ends, then at spaces, then hard."""
+    if len(text) <= size:
+        return [text]
+    pieces: list[str] = []
+    rest = text
+    while len(rest) > size:
+        window = rest[:size]
+        cut = max(window.rfind(". "), window.rfind("? "), window.rfind("! "), window.rfind("\n"))
+        if cut < size // 3:
+            cut = window.rfind(" ")
+        if cut < size // 3:
+            cut = size - 1
+        pieces.append(rest[: cut + 1].strip())
+        rest = rest[cut + 1 :].lstrip()
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def _overlap_tail(text: str, n: int) -> str:
+    if n <= 0 or not text:
+        return ""
+    tail = text[-n:]
+    sp = tail.find(" ")
+    return tail[sp + 1 :] if 0 <= sp < len(tail) - 1 and len(text) > n else tail
+
+
+def chunk_blocks(blocks: Iterable[Block], cfg: ChunkConfig) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Group blocks into chunks of about ``cfg.size`` characters, streaming.
+
+    A chunk ends before the block that would push it past the size; a new section (heading path or
+    page) starts a new chunk once the current one holds ``min_size`` characters. The next chunk
+    begins with the last ``overlap`` characters of the previous one. Yields (text, meta) with the
+    chunk's position (index, start and end offsets in the document without overlap), section path
+    and pages.
+    """
+    parts: list[str] = []
+    length = 0
+    first: Block | None = None
+    last_page: int | None = None
+    offset = 0
+    start = 0
+    index = 0
+    carry = ""
+
+    def flush() -> tuple[str, dict[str, Any]]:
+        nonlocal parts, length, first, index, start, carry
+        body = "\n\n".join(parts)
+        text = f"{carry} {body}".strip() if carry else body
+        meta: dict[str, Any] = {"chunk": index, "start": start, "end": start + len(body)}
+        if first is not None and first.section:
+            meta["section"] = list(first.section)
+        if first is not None and first.meta:
+            meta.update(first.meta)
+        if first is not None and first.page is not None:
+            meta["page"] = first.page
+            if last_page is not None and last_page != first.page:
+                meta["page_end"] = last_page
+        carry = _overlap_tail(body, cfg.overlap)
+        index += 1
+        start = offset
+        parts, length, first = [], 0, None
+        return text, meta
+
+    for block in blocks:
+        text = block.text.strip("\n").rstrip()  # leading spaces are list indentation: kept
+        if not text.strip():
+            continue
+        for piece in _split_long(text, max(cfg.size - cfg.overlap, 50)):
+            new_section = first is not None and (block.section != first.section or block.page != first.page)
+            too_big = length + len(piece) + 2 > cfg.size - len(carry)
+            if parts and (too_big or (new_section and length >= cfg.min_size)):
+                yield flush()
+            if first is None:
+                first = block
+                start = offset
+            parts.append(piece)
+            length += len(piece) + 2
+            last_page = block.page
+            offset += len(piece) + 2
+    if parts:
+        yield flush()
+
+
+def section_path(stack: list[tuple[int, str]], level: int, title: str) -> list[tuple[int, str]]:
+    """The heading stack after a heading of ``level`` (1 = top) titled ``title``."""
+    kept = [(lv, t) for lv, t in stack if lv < level]
+    return [*kept, (level, title)]
+
+
+# --------------------------------------------------------------------------------------------
+# the base class
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+
+
+class FileSource(Source):
+    """Base of every file source: finds files, opens archives, detects formats, chunks documents.
+
+    A subclass declares ``formats`` (the detected formats it reads) and ``default_include`` (the
+    file patterns used when ``include`` is empty), and writes ``read_file(blob)``.
+    """
+
+    #: files, folders or globs (``data/**/*.pdf``); relative paths are relative to the working directory
+    paths: list[str]
+    #: keep only files matching one of these globs (a pattern without ``/`` matches the file name)
+    include: list[str] = []
+    #: drop files matching one of these globs
+    exclude: list[str] = []
+    #: follow symbolic links (a folder reached twice through links is read once)
+    follow_symlinks: bool = True
+    #: read files and folders whose name starts with a dot
+    hidden: bool = False
+    #: cut long documents into chunks; without it a document is one record (PDF: one per page)
+    chunk: ChunkConfig | None = None
+    #: password for encrypted PDFs; write ``${env:PDF_PASSWORD}`` in YAML, never the secret itself
+    password: SecretStr | None = None
+    #: more passwords to try, in order, when files have different ones
+    passwords: list[SecretStr] = []
+    #: limits while unpacking zip/tar/gz/bz2/xz archives
+    archives: ArchiveLimits = ArchiveLimits()
+
+    _readers: dict[str, FileSource] = PrivateAttr(default_factory=dict)
+
+    formats: ClassVar[tuple[str, ...]] = ()
+    default_include: ClassVar[tuple[str, ...]] = ()
+
+    # -- Source API ---------------------------------------------------------------------------
+
+    def _includes(self) -> list[str]:
+        if self.include:
+            return list(self.include)
+        return list(self.default_include)
+
+    def partitions(self) -> list[Any]:
+        """One partition per file (an archive is one partition; its members are read inside it)."""
+        return discover(self.paths, self._includes(), list(self.exclude), self.follow_symlinks, self.hidden)
+
+    def partition_fingerprint(self, partition: Any) -> str:
+        """Size, mtime and SHA-256 of the file: unchanged files are cache hits."""
+        try:
+            return file_fingerprint(str(partition))
+        except OSError:
+            return "missing"
+
+    def fingerprint(self) -> str:
+        """Changes when any matched file is added, removed or changed."""
+        h = hashlib.sha256()
+        for p in self.partitions():
+            h.update(f"{p}\0{self.partition_fingerprint(p)}\n".encode())
+        return h.hexdigest()
+
+    def location(self, partition: Any) -> str:
+        return "" if partition is None else str(partition)
+
+    def check(self, path: str) -> None:
+        """The globs must match at least one file."""
+        if not self.partitions():
+            raise ConfigError(
+                f"no file matches {self.paths}"
+                + (f" with include {self._includes()}" if self._includes() else ""),
+                path=f"{path}.paths",
+                hint="check the paths (relative to the working directory) and the include/exclude patterns",
+            )
+
+    def read(self, partition: Any) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
+        path = Path(str(partition))
+        yield from self.read_blob(Blob(str(partition), path, path.name))
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def read_blob(self, blob: Blob) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
+        """Detect the format of ``blob`` and read it, unpacking archives; failures become Rejected."""
+        if blob.name == "__encrypted__":
+            yield Rejected(record_id("files", blob.key), "encrypted", blob.key, "encrypted archive member")
+            return
+        try:
+            size = blob.size
+            if size == 0:
+                raise RecordError("empty_file", "0 bytes")
+            fmt = detect_format(blob)
+            if fmt in ARCHIVE_FORMATS:
+                for member in iter_archive(blob, fmt, self.archives):
+                    yield from self.read_blob(member)
+                return
+            reader = self.reader_for(fmt, blob)
+            yield from reader.read_file(blob)
+        except RecordError as e:
+            yield Rejected(record_id(self._fmt_name(blob), blob.key), e.reason, blob.key, e.detail)
+        except Exception as e:  # one broken file never stops the others (archives, attachments)
+            yield Rejected(
+                record_id(self._fmt_name(blob), blob.key),
+                f"read_error:{type(e).__name__}",
+                blob.key,
+                str(e)[:2000],
+            )
+
+    def _fmt_name(self, blob: Blob) -> str:
+        return EXTENSIONS.get(blob.ext, "files")
+
+    def reader_for(self, fmt: str, blob: Blob) -> FileSource:
+        """The source that reads ``fmt``: this one, or the registered reader built with shared options."""
+        if fmt in self.formats:
+            return self
+        if fmt == "encrypted_ooxml":
+            raise RecordError(
+                "encrypted",
+                f"{blob.name} is an encrypted Office file (OLE2 EncryptedPackage); decrypt it first",
+            )
+        if fmt == "mismatch":
+            raise RecordError(
+                "corrupt",
+                f"named .{blob.ext} but the content is not a {blob.ext.upper()} file: {blob.head(16)!r}",
+            )
+        if fmt == "broken_zip":
+            raise RecordError(
+                "truncated" if blob.size > 22 else "corrupt", f"ZIP container unreadable (.{blob.ext})"
+            )
+        if fmt in ("binary", "unknown", "ole", "ppt", "unsupported_zip"):
+            raise RecordError(
+                "unsupported_format", f"no reader for this content (.{blob.ext}, detected {fmt})"
+            )
+        return self.make_reader(fmt)
+
+    def make_reader(self, fmt: str) -> FileSource:
+        """A reader for ``fmt`` that inherits this source's shared options (cached per process)."""
+        cache = self._readers
+        if fmt not in cache:
+            from genloom.core.registry import SOURCES
+
+            cls = SOURCES.get(fmt)
+            cache[fmt] = cls(**self.reader_options(fmt, cls))
+        return cache[fmt]
+
+    def reader_options(self, fmt: str, cls: Any) -> dict[str, Any]:
+        """Options for the reader of ``fmt``: the fields both sources share."""
+        fields = getattr(cls, "model_fields", {})
+        shared = {
+            k: getattr(self, k)
+            for k in type(self).model_fields
+            if k in fields and k not in ("type", "include")
+        }
+        return {**shared, "type": fmt}
+
+    def secrets(self) -> list[str]:
+        """The configured passwords, in the order they are tried."""
+        out = [self.password.get_secret_value()] if self.password is not None else []
+        return out + [p.get_secret_value() for p in self.passwords]
+
+    def read_file(self, blob: Blob) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
+        """Read one file of this source's format (written by each format)."""
+        raise NotImplementedError
+
+    # -- helpers for readers ------------------------------------------------------------------
+
+    def record(self, key: str, text: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """One record of this source's format: stable id from the key, format as ``source``."""
+        return {"id": record_id(self.type, key), "text": text, "source": self.type, "meta": meta}
+
+    def emit_document(
+        self,
+        blob: Blob,
+        blocks: Iterable[Block],
+        meta: dict[str, Any],
+        per_page: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        """Records for a document: chunks when ``chunk`` is set, else one per document (or per page).
+
+        An empty document raises RecordError ``no_text``.
+        """
+        base = {"path": blob.key, "format": self.type, **meta}
+        n = 0
+        if self.chunk is not None:
+            for text, cmeta in chunk_blocks(blocks, self.chunk):
+                n += 1
+                yield self.record(
+                    f"{blob.key}#chunk={cmeta['chunk']}",
+                    text,
+                    {**base, **cmeta, "doc_id": record_id(self.type, blob.key)},
+                )
+        elif per_page:
+            page_blocks: list[Block] = []
+            current: int | None = None
+            for b in blocks:
+                if page_blocks and b.page != current:
+                    n += 1
+                    yield self._page_record(blob, page_blocks, base)
+                    page_blocks = []
+                current = b.page
+                page_blocks.append(b)
+            if page_blocks:
+                n += 1
+                yield self._page_record(blob, page_blocks, base)
+        else:
+            kept = [b for b in blocks if b.text.strip()]
+            texts = [b.text.strip("\n").rstrip() for b in kept]
+            for b in kept:
+                if b.meta:
+                    base.update(b.meta)
+            if texts:
+                n += 1
+                yield self.record(blob.key, "\n\n".join(texts), base)
+        if n == 0:
+            raise RecordError("no_text", "the document holds no text")
+
+    def _page_record(self, blob: Blob, blocks: list[Block], base: dict[str, Any]) -> dict[str, Any]:
+        page = blocks[0].page
+        text = "\n\n".join(b.text.strip("\n").rstrip() for b in blocks if b.text.strip())
+        meta = {**base, "page": page}
+        for b in blocks:
+            if b.meta:
+                meta.update(b.meta)
+        if blocks[0].section:
+            meta["section"] = list(blocks[0].section)
+        return self.record(f"{blob.key}#page={page}", text, meta)
+
+
+def copy_to_temp(data: bytes, suffix: str) -> Path:
+    """Write bytes to a temporary file (the caller deletes it)."""
+    fd, name = tempfile.mkstemp(prefix="genloom-", suffix=suffix)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return Path(name)
+
+
+def which(*tools: str) -> str | None:
+    """The first of ``tools`` found on PATH."""
+    for t in tools:
+        if shutil.which(t):
+            return t
+    return None
+
+
+def is_regular_file(path: Path) -> bool:
+    """True for a regular file (not a FIFO or device, which would block a reader)."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+__all__ = [
+    "ArchiveLimits",
+    "Blob",
+    "Block",
+    "ChunkConfig",
+    "FileSource",
+    "chunk_blocks",
+    "clean_text",
+    "decode_bytes",
+    "detect_format",
+    "discover",
+    "file_fingerprint",
+    "markdown_table",
+    "sniff_encoding",
+]

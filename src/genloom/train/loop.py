@@ -1,0 +1,647 @@
+"""The one training loop: AdamW, warmup + cosine or WSD schedule, accumulation, clipping, eval, checkpoints.
+
+``train()`` is what the pipeline's train stage calls. It resolves the config into a *plan* (model
+shape, batch, steps, learning rate), saved with every checkpoint so that a resumed run follows the
+same plan exactly; the batch of a step depends only on (seed, step), so resuming after ``kill -9``
+reproduces the uninterrupted loss curve. Under ``torchrun`` each process trains on its own batches
+and DistributedDataParallel averages the gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from genloom.core.errors import ConfigError, NotFoundError
+from genloom.train import checkpoint as ckpt_io
+from genloom.train.data import TokenBatches, eval_windows, load_tokens, read_sidecar
+from genloom.train.tokenizer import TokenizerConfig
+
+Progress = Callable[[int, int | None, dict[str, Any]], None]
+
+
+class GPTModelConfig(BaseModel):
+    """A genloom GPT trained from scratch (Llama layout); ``preset: auto`` sizes it from the data and budget."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["gpt"] = "gpt"
+    preset: Literal["auto", "tiny", "mini", "small", "base", "medium", "large"] = Field(
+        "auto", description="Named size; auto: the largest that the time budget and the data size support."
+    )
+    n_layer: int | None = Field(None, ge=1, description="Transformer blocks (overrides the preset).")
+    n_head: int | None = Field(None, ge=1, description="Attention heads (overrides the preset).")
+    n_kv_head: int | None = Field(
+        None, ge=1, description="Key/value heads; fewer than n_head is grouped-query attention."
+    )
+    n_embd: int | None = Field(None, ge=8, description="Width of the residual stream (overrides the preset).")
+    ffn_hidden: int | None = Field(None, ge=8, description="SwiGLU hidden width; None: about 8/3 * n_embd.")
+    block_size: int | None = Field(None, ge=8, description="Context length in tokens (overrides the preset).")
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Dropout on residual branches (small data overfits: try 0.1-0.2)."
+    )
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base frequency.")
+
+
+class LoraConfig(BaseModel):
+    """Low-rank adapters (Hu et al. 2021) through ``peft``: only A and B matrices are trained."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    r: int = Field(8, ge=1, description="Rank of the adapters.")
+    alpha: float = Field(16.0, gt=0, description="Scale: the update is alpha / r * B A.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="Module names to adapt, or all-linear (every linear layer but the output head).",
+    )
+
+
+class HFCausalLMConfig(BaseModel):
+    """Fine-tuning of a local Hugging Face causal LM (a folder on disk; nothing is downloaded)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["hf_causal_lm"] = "hf_causal_lm"
+    path: str = Field(
+        description="Folder with config.json, the weights and tokenizer.json (save_pretrained output)."
+    )
+    lora: LoraConfig | None = Field(
+        default_factory=LoraConfig, description="LoRA adapters; null: full fine-tuning."
+    )
+    block_size: int = Field(512, ge=8, description="Training context length in tokens.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward to save memory."
+    )
+    merge_lora: bool = Field(
+        True, description="Save the merged model (plain weights) rather than base + adapter."
+    )
+
+
+ModelConfig = Annotated[GPTModelConfig | HFCausalLMConfig, Field(discriminator="type")]
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '5m', '1.5h', '1h30m' -> seconds."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(h|m|s)", text.strip().lower())
+    if not parts or "".join(f"{a}{b}" for a, b in parts) != re.sub(r"\s+", "", text.strip().lower()):
+        raise ValueError(f"not a duration: {text!r} (use 90s, 5m, 1h30m)")
+    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
+
+
+class TrainConfig(BaseModel):
+    """The ``train:`` section: what model to train, for how long, and how."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: ModelConfig = Field(
+        default_factory=GPTModelConfig,
+        description="The model: {type: gpt, ...} or {type: hf_causal_lm, path: ...}.",
+    )
+    tokenizer: TokenizerConfig = Field(
+        default_factory=TokenizerConfig, description="Tokenizer trained on the corpus (gpt only)."
+    )
+    time_budget: str | None = Field(
+        None, description="Wall-clock budget ('5m', '90s'); picks model size, batch and steps that fit."
+    )
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Optimizer steps; None: from time_budget, else one pass over the data (50-20000 steps).",
+    )
+    seed: int = Field(1337, description="Seed of weights, batches and dropout: same seed, same loss curve.")
+    batch_size: int | None = Field(
+        None, ge=1, description="Sequences per micro-batch (per process); None: chosen from the model size."
+    )
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate; None: chosen from the model width.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate as a fraction of the peak.")
+    weight_decay: float = Field(0.1, ge=0, description="Decoupled weight decay of AdamW (matrices only).")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    beta2: float | None = Field(
+        None, gt=0, lt=1, description="AdamW beta2; None: 0.99 for small batches (< 8192 tokens), else 0.95."
+    )
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Linear warmup steps; None: 5% of the steps, at most 200."
+    )
+    schedule: Literal["cosine", "wsd", "constant"] = Field(
+        "cosine",
+        description="cosine decay to min_lr; wsd: warmup-stable-decay (linear decay over the last decay_fraction).",
+    )
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: fraction of the steps spent decaying.")
+    grad_clip: float | None = Field(
+        1.0, gt=0, description="Clip the gradient's global norm to this; null: no clipping."
+    )
+    eval_interval: int | None = Field(
+        None, ge=1, description="Evaluate every N steps; None: about 10 times per run."
+    )
+    eval_tokens: int = Field(
+        32768,
+        ge=1,
+        description="Validation tokens per evaluation (the first N of the val split: deterministic).",
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many evaluations without improvement and keep the best weights.",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="bf16: autocast matmuls to bfloat16 with float32 weights; auto: bf16 where the hardware has it.",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model (measured: no gain for small CPU models)."
+    )
+    checkpoint_interval: int | None = Field(
+        None, ge=1, description="Checkpoint every N steps; None: at every evaluation."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads; None: the cores not busy with other work at start."
+    )
+    log_interval: int = Field(10, ge=1, description="Report progress every N steps.")
+
+    @field_validator("time_budget")
+    @classmethod
+    def _check_budget(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan: every choice the loop makes, resolved once and saved with the checkpoints
+
+
+def _cpu_has_bf16() -> bool:
+    with contextlib.suppress(OSError):
+        flags = Path("/proc/cpuinfo").read_text()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def pick_threads(requested: int | None) -> int:
+    """Requested threads, else the cores minus those other processes keep busy (1-minute load average)."""
+    if requested:
+        return requested
+    cores = os.cpu_count() or 1
+    with contextlib.suppress(OSError):
+        busy = os.getloadavg()[0]
+        return max(1, min(cores, round(cores - busy + 0.3)))
+    return cores
+
+
+def choose_preset(n_train_tokens: int, budget_s: float | None, device: torch.device) -> str:
+    """The largest preset that the compute (Chinchilla: ~20 tokens per parameter) and the data support."""
+    from genloom.models.gpt import PRESETS, GPTConfig
+
+    flops_per_s = 4e13 if device.type == "cuda" else 1.2e11  # sustained, conservative
+    order = ["tiny", "mini", "small", "base", "medium", "large"]
+    best = "mini"
+    for name in order[1:]:
+        cfg = GPTConfig.from_preset(name, vocab_size=1)
+        n = cfg.n_layer * (4 * cfg.n_embd**2 + 3 * cfg.n_embd * cfg.ffn_hidden)
+        tokens_needed = 20 * n
+        if budget_s is not None and 6 * n * tokens_needed > flops_per_s * budget_s:
+            break
+        if tokens_needed > 8 * n_train_tokens:  # more than ~8 epochs of data: it would overfit
+            break
+        best = name
+    assert best in PRESETS
+    return best
+
+
+def make_plan(cfg: TrainConfig, vocab_size: int, n_train_tokens: int, device: torch.device) -> dict[str, Any]:
+    """Resolves the config's automatic choices (steps come later, for a time budget)."""
+    budget = parse_duration(cfg.time_budget) if cfg.time_budget else None
+    m = cfg.model
+    plan: dict[str, Any] = {"type": m.type}
+    if isinstance(m, GPTModelConfig):
+        from genloom.models.gpt import GPTConfig
+
+        preset = m.preset if m.preset != "auto" else choose_preset(n_train_tokens, budget, device)
+        try:
+            gcfg = GPTConfig.from_preset(
+                preset,
+                vocab_size=_round_vocab(vocab_size),
+                n_layer=m.n_layer,
+                n_head=m.n_head,
+                n_kv_head=m.n_kv_head,
+                n_embd=m.n_embd,
+                ffn_hidden=m.ffn_hidden,
+                block_size=m.block_size,
+                dropout=m.dropout,
+                rope_theta=m.rope_theta,
+            )
+        except ValueError as e:
+            raise ConfigError(str(e), path="train.model", hint="pick n_embd divisible by n_head") from e
+        plan["preset"], plan["gpt"] = preset, gcfg.to_dict()
+        width, block = gcfg.n_embd, gcfg.block_size
+    else:
+        width, block = 1024, m.block_size
+    plan["block_size"] = block
+    # tokens per micro-batch: small on CPU (more, cheaper steps learn more per token), big on GPUs
+    plan["batch_size"] = cfg.batch_size or max(4, (2048 if device.type == "cpu" else 16384) // block)
+    # peak lr: 1e-3 around width 128-384, smaller for wider models (muP-like 1/width beyond that)
+    default_lr = (
+        2e-5
+        if m.type == "hf_causal_lm" and m.lora is None
+        else (2e-4 if m.type == "hf_causal_lm" else min(2e-3, 0.4 / width))
+    )
+    plan["lr"] = cfg.lr or default_lr
+    plan["beta2"] = cfg.beta2 or (0.99 if plan["batch_size"] * block * cfg.grad_accum < 8192 else 0.95)
+    if cfg.precision == "auto":
+        bf16 = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
+            device.type == "cpu" and _cpu_has_bf16()
+        )
+        plan["precision"] = "bf16" if bf16 else "fp32"
+    else:
+        plan["precision"] = cfg.precision
+    plan["max_steps"] = cfg.max_steps
+    if cfg.max_steps is None and budget is None:
+        tokens_per_step = plan["batch_size"] * cfg.grad_accum * block
+        plan["max_steps"] = int(min(20000, max(50, n_train_tokens // tokens_per_step)))
+    return plan
+
+
+def _round_vocab(v: int) -> int:
+    """Vocabulary rows padded to a multiple of 64 (faster matmuls; the extra ids are never produced)."""
+    return 64 * math.ceil(v / 64)
+
+
+def finish_plan(plan: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
+    """Warmup, eval and checkpoint intervals, once the number of steps is known."""
+    n = plan["max_steps"]
+    plan["warmup_steps"] = cfg.warmup_steps if cfg.warmup_steps is not None else min(200, max(1, n // 20))
+    plan["eval_interval"] = cfg.eval_interval or max(1, n // 10)
+    plan["checkpoint_interval"] = cfg.checkpoint_interval or plan["eval_interval"]
+    return plan
+
+
+def lr_at(step: int, plan: dict[str, Any], cfg: TrainConfig) -> float:
+    """Learning rate of ``step``: linear warmup, then cosine / wsd / constant down to min_lr_ratio * lr."""
+    lr, n, warm = plan["lr"], plan["max_steps"], plan["warmup_steps"]
+    if step < warm:
+        return lr * (step + 1) / warm
+    min_lr = lr * cfg.min_lr_ratio
+    if cfg.schedule == "constant":
+        return lr
+    if cfg.schedule == "wsd":
+        decay_start = n - int(cfg.decay_fraction * n)
+        if step < decay_start:
+            return lr
+        return lr + (min_lr - lr) * (step - decay_start) / max(1, n - decay_start)
+    progress = (step - warm) / max(1, n - warm)
+    return min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (lr - min_lr)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+def build_model(plan: dict[str, Any], cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """The model of a plan, on ``device``; its forward is ``(idx, targets) -> (logits, loss)``."""
+    if plan["type"] == "gpt":
+        from genloom.models.gpt import GPT, GPTConfig
+
+        return GPT(GPTConfig.from_dict(plan["gpt"])).to(device)
+    from genloom.models.hf_causal_lm import HFCausalLM
+
+    assert isinstance(cfg.model, HFCausalLMConfig)
+    return HFCausalLM.from_config(cfg.model, device)
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast (float32 master weights) or nothing."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module,
+    data: np.ndarray,
+    block_size: int,
+    max_tokens: int | None,
+    batch_size: int,
+    precision: str = "fp32",
+    device: torch.device | None = None,
+) -> tuple[float, int]:
+    """(mean loss in nats per predicted token, tokens predicted) over non-overlapping windows of ``data``."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    full = [w for w in eval_windows(data, block_size, max_tokens)]
+    groups: dict[int, list[np.ndarray]] = {}
+    for w in full:
+        groups.setdefault(len(w), []).append(w)
+    for windows in groups.values():
+        for i in range(0, len(windows), batch_size):
+            w = torch.from_numpy(np.stack(windows[i : i + batch_size])).to(device)
+            with autocast(precision, device):
+                _, loss = model(w[:, :-1], w[:, 1:])
+            n = w[:, 1:].numel()
+            total += float(loss) * n
+            count += n
+    model.train(was_training)
+    return (total / count if count else float("nan")), count
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed
+
+
+def _ddp_init(device: torch.device) -> tuple[int, int]:
+    """(rank, world_size); joins the process group that torchrun describes in its environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's protocol, not a user setting
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def train(
+    cfg: TrainConfig, train_bin: Path, val_bin: Path, out_dir: Path, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Trains (or resumes training) the model of ``cfg`` on packed tokens; writes the model into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+    device = pick_device()
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    rank, world = _ddp_init(device)
+    threads = pick_threads(cfg.threads)
+    if world > 1 and device.type == "cpu" and cfg.threads is None:
+        threads = max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", world)))  # share the cores
+    torch.set_num_threads(threads)
+
+    train_data, val_data = load_tokens(train_bin), load_tokens(val_bin)
+    vocab_size = _vocab_size(cfg, out_dir)
+    latest = ckpt_io.latest_checkpoint(out_dir)
+    resumed_state = ckpt_io.read_state(latest) if latest else None
+    plan = resumed_state["plan"] if resumed_state else make_plan(cfg, vocab_size, len(train_data), device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(plan, cfg, device)
+    packed_vocab = read_sidecar(train_bin).get("vocab_size")
+    if plan["type"] == "gpt" and packed_vocab and packed_vocab > vocab_size:
+        raise ConfigError(
+            "the token file was packed with a larger vocabulary than tokenizer.json",
+            path="train",
+            hint="re-pack the data with the tokenizer in the output folder",
+        )
+
+    if plan["max_steps"] is None:  # time budget: measure the step time, then size the schedule
+        left = parse_duration(cfg.time_budget or "5m") - (time.monotonic() - t_start)
+        plan["max_steps"] = _steps_for_budget(model, plan, cfg, train_data, device, left)
+        if world > 1:  # every rank must run the same number of steps: rank 0 decides
+            import torch.distributed as dist
+
+            n = torch.tensor([plan["max_steps"]], device=device)
+            dist.broadcast(n, src=0)
+            plan["max_steps"] = int(n.item())
+        torch.manual_seed(cfg.seed)
+        model = build_model(plan, cfg, device)
+    plan = finish_plan(plan, cfg) if "warmup_steps" not in plan else plan
+
+    opt = torch.optim.AdamW(
+        model.optimizer_groups(cfg.weight_decay),  # type: ignore[operator]
+        lr=plan["lr"],
+        betas=(cfg.beta1, plan.get("beta2") or 0.95),
+        fused=device.type in ("cpu", "cuda"),
+    )
+    step, tokens_seen, best_val, bad_evals, elapsed_before = 0, 0, float("inf"), 0, 0.0
+    history: list[dict[str, Any]] = []
+    if latest is not None:
+        st = ckpt_io.load_checkpoint(latest, model, opt)
+        step, tokens_seen, best_val = st["step"], st["tokens"], st["best_val"]
+        bad_evals, elapsed_before, history = st["bad_evals"], st["elapsed_s"], st["history"]
+
+    train_model: nn.Module = model
+    if cfg.compile:
+        train_model = torch.compile(model)  # type: ignore[assignment]
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None)
+    batches = TokenBatches(train_data, plan["batch_size"], plan["block_size"], cfg.seed, rank)
+    tokens_per_step = plan["batch_size"] * plan["block_size"] * cfg.grad_accum * world
+    n_steps = plan["max_steps"]
+    eval_batch = max(1, plan["batch_size"])
+    budget = parse_duration(cfg.time_budget) if cfg.time_budget else None
+
+    def run_eval() -> float:
+        loss, _ = evaluate_loss(
+            model, val_data, plan["block_size"], cfg.eval_tokens, eval_batch, plan["precision"], device
+        )
+        return loss
+
+    def checkpoint(step_done: int) -> None:
+        if rank == 0:
+            state = {
+                "tokens": tokens_seen,
+                "best_val": best_val,
+                "bad_evals": bad_evals,
+                "plan": plan,
+                "elapsed_s": elapsed_before + time.monotonic() - t_start,
+                "history": history,
+            }
+            ckpt_io.save_checkpoint(out_dir, model, opt, step_done, state)
+
+    model.train()
+    t_last, tok_last = time.monotonic(), tokens_seen
+    loss_val = float("nan")
+    stopped = ""
+    while step < n_steps:
+        lr = lr_at(step, plan, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum):
+            x, y = batches.batch(step, micro)
+            x, y = x.to(device), y.to(device)
+            sync = (
+                contextlib.nullcontext()
+                if world == 1 or micro == cfg.grad_accum - 1
+                else train_model.no_sync()
+            )  # type: ignore[operator]
+            with sync:  # DDP: all-reduce the gradients only after the last micro-batch
+                with autocast(plan["precision"], device):
+                    _, loss = train_model(x, y)
+                    loss = loss / cfg.grad_accum
+                loss.backward()
+            loss_sum += float(loss.detach())
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += tokens_per_step
+        loss_val = loss_sum
+        if step % cfg.log_interval == 0:
+            history.append({"step": step, "loss": round(loss_sum, 6)})
+        if not math.isfinite(loss_sum):
+            raise ConfigError(
+                f"the loss became {loss_sum} at step {step}", path="train.lr", hint="lower the learning rate"
+            )
+
+        info: dict[str, Any] = {}
+        if step % plan["eval_interval"] == 0 or step == n_steps:
+            val = run_eval()
+            info["val_loss"] = val
+            history.append({"step": step, "val_loss": round(val, 6)})
+            if val < best_val - 1e-4:
+                best_val, bad_evals = val, 0
+                if cfg.early_stopping_patience and rank == 0:
+                    _save_weights(model, out_dir / "best.safetensors")
+            else:
+                bad_evals += 1
+                if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
+                    stopped = "early_stopping"
+        if step % cfg.log_interval == 0 or info or step == n_steps:
+            now = time.monotonic()
+            tps = (tokens_seen - tok_last) / max(1e-9, now - t_last)
+            t_last, tok_last = now, tokens_seen
+            info.update(
+                loss=loss_sum,
+                lr=lr,
+                tokens_per_s=tps,
+                tokens=tokens_seen,
+                eta_s=(n_steps - step) * tokens_per_step / max(tps, 1e-9),
+            )
+            if progress is not None and rank == 0:
+                progress(step, n_steps, info)
+        if step % plan["checkpoint_interval"] == 0 and step < n_steps and not stopped:
+            checkpoint(step)
+        if budget is not None and elapsed_before + time.monotonic() - t_start > 1.5 * budget:
+            stopped = "time_budget"  # the machine got much slower than measured: stop rather than overrun
+        if stopped:
+            break
+
+    if stopped == "early_stopping" and (out_dir / "best.safetensors").exists():
+        from safetensors.torch import load_file
+
+        ckpt_io.load_trainable_state(model, load_file(str(out_dir / "best.safetensors")))
+    final_val = run_eval()
+    wall = elapsed_before + time.monotonic() - t_start
+    metrics: dict[str, Any] = {
+        "val_loss": final_val,
+        "best_val_loss": min(best_val, final_val),
+        "train_loss": loss_val,
+        "steps": step,
+        "max_steps": n_steps,
+        "tokens": tokens_seen,
+        "wall_s": wall,
+        "tokens_per_s": tokens_seen / max(wall, 1e-9),
+        "stopped": stopped or "max_steps",
+        "precision": plan["precision"],
+        "threads": threads,
+        "world_size": world,
+        "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+    }
+    val_meta = read_sidecar(val_bin)
+    if val_meta.get("n_chars"):
+        metrics["val_bpc"] = final_val / math.log(2) * val_meta["n_tokens"] / val_meta["n_chars"]
+    if rank == 0:
+        checkpoint(step)  # before save_model, which may merge LoRA adapters into the weights
+        save_model(model, plan, cfg, out_dir, metrics)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return metrics
+
+
+def _vocab_size(cfg: TrainConfig, out_dir: Path) -> int:
+    if cfg.model.type != "gpt":
+        return 0
+    tok_path = out_dir / "tokenizer.json"
+    if not tok_path.exists():
+        raise NotFoundError(
+            f"no tokenizer.json in {out_dir}: the train stage needs the tokenizer beside the model"
+        )
+    from tokenizers import Tokenizer
+
+    return int(Tokenizer.from_file(str(tok_path)).get_vocab_size())
+
+
+def _steps_for_budget(
+    model: nn.Module,
+    plan: dict[str, Any],
+    cfg: TrainConfig,
+    data: np.ndarray,
+    device: torch.device,
+    budget_s: float,
+) -> int:
+    """How many steps fit in ``budget_s``: a few timed steps on a throwaway optimizer."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-9)
+    batches = TokenBatches(data, plan["batch_size"], plan["block_size"], cfg.seed)
+    times = []
+    for i in range(6):
+        t0 = time.monotonic()
+        for micro in range(cfg.grad_accum):
+            x, y = batches.batch(i, micro)
+            with autocast(plan["precision"], device):
+                _, loss = model(x.to(device), y.to(device))
+            loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.monotonic() - t0)
+    step_s = float(np.median(times[2:]))
+    # evals cost about a third of a training step per token; keep 10% for them and the final save
+    return max(10, int(0.9 * budget_s / step_s))
+
+
+def _save_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file(ckpt_io.trainable_state(model), str(path))
+
+
+def save_model(
+    model: nn.Module, plan: dict[str, Any], cfg: TrainConfig, out_dir: Path, metrics: dict[str, Any]
+) -> None:
+    """Writes the final model: weights + config.json (model and train config) + metrics.json."""
+    out_dir = Path(out_dir)
+    if plan["type"] == "gpt":
+        _save_weights(model, out_dir / "model.safetensors")
+    else:
+        model.save(out_dir)  # type: ignore[operator]
+    config = {
+        "format": "genloom",
+        "model_type": plan["type"],
+        "plan": plan,
+        "train": cfg.model_dump(mode="json"),
+    }
+    if plan["type"] == "gpt":
+        config["gpt"] = plan["gpt"]
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

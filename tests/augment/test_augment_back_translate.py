@@ -1,0 +1,106 @@
+"""back_translate: Apertium round trips, an OpenAI-compatible endpoint on loopback, and the per-sentence cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from genloom.augment import is_augmented
+from genloom.augment.back_translate import BackTranslateAugmenter
+from genloom.core.steps import StepContext
+
+TEXTS = [
+    "The weather is very nice today and I want to go to the beach with my friends.",
+    "The cat sleeps on the mat. It is happy.",
+]
+
+
+def _table(texts: list[str | None]) -> pa.Table:
+    n = len(texts)
+    return pa.table(
+        {"id": [f"r{i}" for i in range(n)], "text": texts, "source": ["t"] * n, "meta": ["{}"] * n}
+    )
+
+
+def _has_apertium() -> bool:
+    if shutil.which("apertium") is None:
+        return False
+    return "eng-spa" in subprocess.run(["apertium", "-l"], capture_output=True, text=True, check=False).stdout
+
+
+@pytest.mark.skipif(not _has_apertium(), reason="Debian apertium and apertium-eng-spa are not installed")
+def test_apertium_round_trip(tmp_path: Path) -> None:
+    step = BackTranslateAugmenter(cache_path=str(tmp_path / "bt.sqlite"))
+    out = step.run(_table([*TEXTS, None]), StepContext())
+    new = [r for r in out.to_pylist() if is_augmented(json.loads(r["meta"]))]
+    assert len(new) == 2
+    assert new[0]["text"] != TEXTS[0] and "beach" in new[0]["text"]
+    assert json.loads(new[0]["meta"])["pivot"] == "spa"
+    # a second step with the same cache file translates nothing anew and gives the same result
+    again = BackTranslateAugmenter(cache_path=str(tmp_path / "bt.sqlite"))
+    again.ensure_setup()
+    assert len(again._cache) == 0
+    assert again.run(_table([*TEXTS, None]), StepContext()).equals(out)
+
+
+class _FakeLLM(BaseHTTPRequestHandler):
+    """Translates by tagging: to Spanish appends ' [es]', back to English removes it and says 'Indeed,'."""
+
+    calls: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][0]["content"]
+        text = prompt.split("\n\n", 1)[1]
+        type(self).calls.append(text)
+        out = text + " [es]" if "to spa" in prompt else "Indeed, " + text.removesuffix(" [es]")
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": out}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def llm_server() -> Iterator[str]:
+    _FakeLLM.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeLLM)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_endpoint_batched_and_cached(llm_server: str) -> None:
+    step = BackTranslateAugmenter(translator="openai", endpoint=llm_server, api_key="k", concurrency=2)
+    texts = [*TEXTS, TEXTS[1]]  # the repeated record's sentences are translated once
+    out = step.run(_table(texts), StepContext())
+    new = [r for r in out.to_pylist() if is_augmented(json.loads(r["meta"]))]
+    assert [r["text"] for r in new] == [
+        "Indeed, " + TEXTS[0],
+        "Indeed, The cat sleeps on the mat. Indeed, It is happy.",
+        "Indeed, The cat sleeps on the mat. Indeed, It is happy.",
+    ]
+    assert len(_FakeLLM.calls) == 6  # 3 distinct sentences, there and back
+    step.run(_table(texts), StepContext())
+    assert len(_FakeLLM.calls) == 6  # all from the cache
+
+
+def test_unreachable_endpoint_quarantines_records() -> None:
+    step = BackTranslateAugmenter(translator="openai", endpoint="http://127.0.0.1:9/v1", timeout_s=2)
+    ctx = StepContext()
+    out = step.run(_table(TEXTS[:1]), ctx)
+    assert out.num_rows == 1 and ctx.rejected[0]["reason"] == "translation_failed"

