@@ -6,6 +6,7 @@ import difflib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -82,6 +83,8 @@ EXPECTED_REJECTED = {
     "docs/pdf/libreoffice-writer-password.pdf": "encrypted",
     "docs/pdf/r6-both-passwords.pdf": "encrypted",
     "docs/office/password_protected.xlsx": "encrypted",
+    "docs/pdf/issue-297-broken-xref.pdf": "broken_xref",
+    "docs/pdf/zen_of_python_corrupted.pdf": "corrupt_stream",
 }
 
 
@@ -98,7 +101,11 @@ def test_every_shared_file(shared_data: Path) -> None:
         "docs/pdf/single_table-image-only.pdf",
         "docs/pdf/textract-ocr_text.pdf",
     }
-    assert got == {**EXPECTED_REJECTED, **dict.fromkeys(no_ocr, "no_text_layer")}
+    expected = {**EXPECTED_REJECTED, **dict.fromkeys(no_ocr, "no_text_layer")}
+    if not (shutil.which("antiword") or shutil.which("catdoc") or shutil.which("soffice")):
+        doc = [p for p in files if p.suffix == ".doc" and "docx" not in p.name]
+        expected |= {p.relative_to(shared_data).as_posix(): "missing_dependency" for p in doc}
+    assert got == expected
     read = {Path(r["meta"]["path"].split("!")[0]).relative_to(shared_data).as_posix() for r in rows}
     assert read | set(got) == {p.relative_to(shared_data).as_posix() for p in files}  # no file lost
     assert "robots.txt" in {Path(p).name for p in read}
@@ -177,18 +184,16 @@ def test_bad_inputs_quarantined_good_files_kept(tmp_path: Path, shared_data_opti
         for name in ("issue-297-broken-xref.pdf", "zen_of_python_corrupted.pdf"):
             paths.append(str(pdf / name))
         paths.append(str(shared_data_optional / "docs/office/password_protected.xlsx"))
-        extra = {"password_protected.xlsx": "encrypted"}
+        extra = {
+            "password_protected.xlsx": "encrypted",
+            "issue-297-broken-xref.pdf": "broken_xref",
+            "zen_of_python_corrupted.pdf": "corrupt_stream",
+        }
     rows, rejected = read_all(FilesSource(paths=paths, password="wrong"))
     got = {Path(r["location"].split(":")[0]).name: r["reason"] for r in rejected}
     assert got == {**BAD_EXPECTED, **extra}
     read = {Path(r["meta"]["path"]).name for r in rows}
     assert {"good.pdf", "good.docx", "good.txt", "ragged.csv"} <= read  # ragged: its good rows stay
-    if shared_data_optional is not None:
-        # lenient recovery: the broken xref is rebuilt (and marked), the corrupt stream partly read
-        repaired = [r for r in rows if r["meta"]["path"].endswith("issue-297-broken-xref.pdf")]
-        assert repaired[0]["text"] == "test example" and repaired[0]["meta"]["repaired"] == "xref"
-        zen = [r for r in rows if r["meta"]["path"].endswith("zen_of_python_corrupted.pdf")]
-        assert zen[0]["text"].startswith("Beautiful is better than ugly.")
     # Memory is checked in a fresh process below: this process's peak includes earlier tests.
 
 

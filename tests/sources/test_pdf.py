@@ -86,3 +86,33 @@ def test_chunks_span_pages(tmp_path: Path) -> None:
     assert len(rows) > 3
     assert all("#chunk=" in r["id"] and r["meta"]["doc_id"].endswith("loom.pdf") for r in rows)
     assert {r["meta"]["page"] for r in rows} == {1, 2, 3}
+
+
+def test_damaged_shared_pdfs_quarantined_or_recovered(shared_data: Path) -> None:
+    pdf = shared_data / "docs/pdf"
+    paths = [str(pdf / "issue-297-broken-xref.pdf"), str(pdf / "zen_of_python_corrupted.pdf")]
+    rows, rejected = read_all(PdfSource(paths=paths))
+    assert rows == []
+    assert {Path(r["location"]).name: r["reason"] for r in rejected} == {
+        "issue-297-broken-xref.pdf": "broken_xref",
+        "zen_of_python_corrupted.pdf": "corrupt_stream",
+    }
+    assert all("damaged: recover" in r["detail"] for r in rejected)
+    rows, rejected = read_all(PdfSource(paths=paths, damaged="recover"))
+    assert rejected == []
+    by_name = {Path(r["meta"]["path"]).name: r for r in rows}
+    xref = by_name["issue-297-broken-xref.pdf"]
+    assert xref["text"] == "test example" and xref["meta"]["repaired"] == "xref"
+    zen = by_name["zen_of_python_corrupted.pdf"]
+    assert zen["text"].startswith("Beautiful is better than ugly.") and zen["meta"]["repaired"] == "stream"
+
+
+def test_corrupt_stream_detected_in_own_fixture(tmp_path: Path) -> None:
+    good = make_pdf(tmp_path / "good.pdf", pages=1).read_bytes()
+    start = good.index(b"stream", good.index(b"/FlateDecode")) + len(b"stream\n")
+    bad = bytearray(good)
+    bad[start + 2 : start + 12] = b"\x00" * 10  # damage the deflate data after its header
+    (tmp_path / "bad.pdf").write_bytes(bytes(bad))
+    rows, rejected = read_all(PdfSource(paths=[str(tmp_path)]))
+    assert [Path(r["meta"]["path"]).name for r in rows] == ["good.pdf"]
+    assert [r["reason"] for r in rejected] == ["corrupt_stream"]

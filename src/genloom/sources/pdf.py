@@ -72,6 +72,41 @@ def xref_ok(path: Path, size: int) -> bool:
     return head.lstrip().startswith(b"xref") or re.match(rb"\s*\d+\s+\d+\s+obj", head) is not None
 
 
+_STREAM = re.compile(rb"stream\r?\n")
+
+
+def corrupt_streams(path: Path, size: int, limit: int = 256 << 20) -> int:
+    """How many Flate streams of an unencrypted PDF fail to inflate (PDFium keeps what it can).
+
+    The raw bytes are scanned (memory-mapped, so a large file is not read into memory); files over
+    ``limit`` bytes and encrypted files (their streams are ciphertext) are not checked.
+    """
+    import mmap
+    import zlib
+
+    if size == 0 or size > limit:
+        return 0
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        if m.rfind(b"/Encrypt") != -1:
+            return 0
+        bad, pos = 0, 0
+        while (match := _STREAM.search(m, pos)) is not None:
+            start = match.end()
+            end = m.find(b"endstream", start)
+            if end == -1:
+                break
+            pos = end + 9
+            head = m[max(0, match.start() - 512) : match.start()]
+            head = head[head.rfind(b"obj") + 1 :]  # this object's dictionary only
+            if b"/FlateDecode" not in head or b"/DecodeParms" in head:
+                continue
+            try:
+                zlib.decompressobj().decompress(m[start:end])
+            except zlib.error:
+                bad += 1
+    return bad
+
+
 def outline_sections(doc: Any) -> dict[int, tuple[str, ...]]:
     """Page index -> the outline (bookmark) path in force on that page."""
     entries: list[tuple[int, int, str]] = []
@@ -156,13 +191,14 @@ def _plumber_page_text(pl_page: Any) -> str | None:
 class PdfSource(FileSource):
     """PDF files: one record per page with its page number (or chunks across pages).
 
-    Text comes from pypdfium2 (PDFium, fast and lenient: broken cross-reference tables are rebuilt
-    and marked ``meta.repaired``). Pages with ruled tables (many vector paths) are re-read with
+    Text comes from pypdfium2 (PDFium). Damaged files (a broken cross-reference table, a content
+    stream that does not inflate) are quarantined as ``broken_xref`` / ``corrupt_stream`` unless
+    ``damaged: recover`` keeps the text PDFium salvages, marked ``meta.repaired``. Pages with ruled tables (many vector paths) are re-read with
     pdfplumber, and their tables rendered as Markdown tables in reading order. The outline
     (bookmarks) gives each page its section path. Encrypted files open with ``password``
     (``${env:PDF_PASSWORD}``); pages without a text layer are OCR'd with Tesseract when it is
     installed. Quarantined: ``encrypted`` (no password given), ``wrong_password``, ``truncated``,
-    ``corrupt``, ``no_text_layer`` (a scan and no Tesseract: the detail says what to install),
+    ``corrupt``, ``broken_xref``, ``corrupt_stream``, ``no_text_layer`` (a scan and no Tesseract: the detail says what to install),
     ``empty_file``.
     """
 
@@ -177,6 +213,8 @@ class PdfSource(FileSource):
     ocr_dpi: int = Field(200, ge=72, le=600)
     #: read at most this many pages per file
     max_pages: int | None = Field(None, gt=0)
+    #: damaged files (broken xref, corrupt streams): quarantine them, or keep what PDFium recovers
+    damaged: Literal["quarantine", "recover"] = "quarantine"
 
     formats: ClassVar[tuple[str, ...]] = ("pdf",)
     default_include: ClassVar[tuple[str, ...]] = ("*.pdf",)
@@ -199,8 +237,16 @@ class PdfSource(FileSource):
                 value = clean_text(str(info.get(k) or ""))
                 if value:
                     meta[k.lower()] = value
+        damage = []
         if not xref_ok(blob.path, blob.size):
-            meta["repaired"] = "xref"
+            damage.append(("xref", "broken_xref", "startxref does not point at a cross-reference table"))
+        if n := corrupt_streams(blob.path, blob.size):
+            damage.append(("stream", "corrupt_stream", f"{n} content stream(s) fail to inflate (zlib)"))
+        if damage and self.damaged == "quarantine":
+            kind, reason, detail = damage[0]
+            raise RecordError(reason, f"{detail}; set damaged: recover to keep the text PDFium salvages")
+        if damage:
+            meta["repaired"] = ",".join(kind for kind, _, _ in damage)
         return meta
 
     def _blocks(self, doc: Any, blob: Blob, meta: dict[str, Any]) -> Iterator[Block]:
