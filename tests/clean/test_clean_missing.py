@@ -57,3 +57,17 @@ def test_missing_series_fills_and_constant() -> None:
 def test_missing_constant_needs_value() -> None:
     with pytest.raises(ConfigError):
         MissingValues(columns={"city": "constant"}).check("clean.0")
+
+
+def test_series_fills_cross_shard_boundaries() -> None:
+    """ffill, bfill and interpolate give the same values whether the series is one table or shards."""
+    v = [1.0, None, None, None, None, 6.0, None, None, 9.0, None]
+    whole = pa.table({"id": [f"r{i}" for i in range(len(v))], "text": ["t"] * len(v), "v": v, "w": v, "z": v})
+    step = MissingValues(columns={"v": "ffill", "w": "bfill", "z": "interpolate"})
+    expected = step.run_fitted(whole, step.fit([whole]), StepContext()).to_pydict()
+    assert expected["z"] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 9.0]
+    shards = [whole.slice(0, 2), whole.slice(2, 2), whole.slice(4, 3), whole.slice(7, 3)]
+    state = step.fit(shards)
+    got = [step.run_fitted(t, state, StepContext()).to_pydict() for t in shards]
+    for col in ("v", "w", "z"):
+        assert [x for g in got for x in g[col]] == expected[col], col

@@ -28,7 +28,9 @@ class MissingValues(Fitted):
     record (counted as ``missing``); fill with the ``mean``/``median`` (numeric) or ``mode`` of the
     whole input, learnt by the fit; ``constant`` from ``fill_values``; ``ffill``/``bfill`` copy the
     previous/next value and ``interpolate`` draws a straight line between neighbours (numeric), in
-    batch order: use these for series whose rows arrive in time order. ``text_column`` empty or
+    row order across the whole input: use these for series whose rows arrive in time order. A gap
+    at a shard boundary is filled from the neighbouring shards (the fit records, per shard, the
+    last value before it and the first after it), so sharding does not change the result. ``text_column`` empty or
     whitespace-only is dropped (``empty_text: drop``), kept, or set to ``text_fill``. The state holds
     the fill values and a report of how many values each column was missing in the fit's input.
     Vectorised (pyarrow.compute); the median keeps one column of numbers in memory during the fit.
@@ -67,7 +69,10 @@ class MissingValues(Fitted):
         counts: dict[str, int] = {}
         values: dict[str, list[np.ndarray]] = {}
         modes: dict[str, Counter[Any]] = {}
+        series = [c for c, s in self.columns.items() if s in ("ffill", "bfill", "interpolate")]
+        edges = _SeriesEdges(series)
         for table in tables:
+            edges.add(table, self.missing_mask)
             rows += table.num_rows
             for col, strategy in self.columns.items():
                 if col not in table.column_names:
@@ -109,7 +114,7 @@ class MissingValues(Fitted):
                 "missing": missing.get(self.text_column, 0),
                 "strategy": self.empty_text,
             }
-        return {"fill": fill, "rows": rows, "report": report}
+        return {"fill": fill, "rows": rows, "report": report, "edges": edges.finish()}
 
     def _empty_text(self, table: pa.Table) -> pa.ChunkedArray:
         col = table.column(self.text_column)
@@ -127,10 +132,9 @@ class MissingValues(Fitted):
                 keep = pc.and_(keep, pc.invert(mask))
                 continue
             nulled = pc.if_else(mask, pa.scalar(None, arr.type), arr)
-            if strategy in ("ffill", "bfill"):
-                new = pc.fill_null_forward(nulled) if strategy == "ffill" else pc.fill_null_backward(nulled)
-            elif strategy == "interpolate":
-                new = _interpolate(nulled)
+            if strategy in ("ffill", "bfill", "interpolate"):
+                before, after = _edge_values(state.get("edges", {}), table, col)
+                new = _fill_series(nulled, strategy, before, after)
             elif col in fill:
                 value = fill[col]
                 target = (
@@ -152,12 +156,84 @@ class MissingValues(Fitted):
         return table.filter(keep)
 
 
-def _interpolate(arr: pa.ChunkedArray) -> pa.Array:
-    """Linear interpolation over the row index; leading and trailing gaps take the nearest value."""
+Edge = tuple[Any, int] | None  # (a present value, its distance in rows from the shard's edge)
+
+
+class _SeriesEdges:
+    """Per shard (keyed by its first id): the last present value before it and the first after it."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = columns
+        self.offset = 0  # rows seen before the current table
+        self.last: dict[str, tuple[Any, int]] = {}  # column -> (value, global row)
+        self.pending: dict[str, list[tuple[str, int]]] = {c: [] for c in columns}  # (key, end row)
+        self.edges: dict[str, dict[str, list[Edge]]] = {}
+
+    def add(self, table: pa.Table, missing_mask: Any) -> None:
+        if not self.columns or table.num_rows == 0 or "id" not in table.column_names:
+            self.offset += table.num_rows
+            return
+        key = str(table.column("id")[0].as_py())
+        start, end = self.offset, self.offset + table.num_rows
+        for col in self.columns:
+            if col not in table.column_names:
+                continue
+            edge = self.edges.setdefault(key, {}).setdefault(col, [None, None])
+            if col in self.last:
+                value, row = self.last[col]
+                edge[0] = (value, start - row)
+            present = np.flatnonzero(~np.asarray(missing_mask(table.column(col)).to_numpy(zero_copy_only=False)))
+            if len(present):
+                values = table.column(col)
+                first, last = int(present[0]), int(present[-1])
+                for k, k_end in self.pending[col]:  # earlier shards waiting for their next value
+                    self.edges[k][col][1] = (values[first].as_py(), start + first - k_end + 1)
+                self.pending[col] = []
+                self.last[col] = (values[last].as_py(), start + last)
+            self.pending[col].append((key, end))
+        self.offset = end
+
+    def finish(self) -> dict[str, dict[str, list[Edge]]]:
+        return self.edges
+
+
+def _edge_values(edges: dict[str, Any], table: pa.Table, col: str) -> tuple[Edge, Edge]:
+    if not edges or table.num_rows == 0 or "id" not in table.column_names:
+        return None, None
+    found = edges.get(str(table.column("id")[0].as_py()), {}).get(col)
+    if not found:
+        return None, None
+    before, after = found
+    return (tuple(before) if before else None), (tuple(after) if after else None)
+
+
+def _fill_series(arr: pa.ChunkedArray, strategy: str, before: Edge, after: Edge) -> pa.Array:
+    """ffill / bfill / interpolate ``arr``, seeing the neighbouring shards' values ``before``/``after``."""
+    if strategy == "ffill":
+        if before is None:
+            return pc.fill_null_forward(arr)
+        head = pa.array([before[0]]).cast(arr.type)
+        return pc.fill_null_forward(pa.chunked_array([head, *arr.chunks], arr.type))[1:]
+    if strategy == "bfill":
+        if after is None:
+            return pc.fill_null_backward(arr)
+        tail = pa.array([after[0]]).cast(arr.type)
+        return pc.fill_null_backward(pa.chunked_array([*arr.chunks, tail], arr.type))[:-1]
+    return _interpolate(arr, before, after)
+
+
+def _interpolate(arr: pa.ChunkedArray, before: Edge = None, after: Edge = None) -> pa.Array:
+    """Linear interpolation over the row index; gaps at the ends of the whole input take the nearest value."""
     y = arr.to_numpy(zero_copy_only=False).astype(np.float64)
     ok = ~np.isnan(y)
-    if ok.sum() == 0:
+    x = np.arange(len(y), dtype=np.float64)
+    xp, fp = x[ok], y[ok]
+    if before is not None:
+        xp, fp = np.concatenate([[-float(before[1])], xp]), np.concatenate([[float(before[0])], fp])
+    if after is not None:
+        xp = np.concatenate([xp, [len(y) - 1 + float(after[1])]])
+        fp = np.concatenate([fp, [float(after[0])]])
+    if len(xp) == 0:
         return pa.array(y)
-    x = np.arange(len(y))
-    y[~ok] = np.interp(x[~ok], x[ok], y[ok])
+    y[~ok] = np.interp(x[~ok], xp, fp)
     return pa.array(y)

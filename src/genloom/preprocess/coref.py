@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 from pydantic import Field
 
+from genloom.core.errors import MissingDependencyError
 from genloom.core.registry import PREPROCESSORS
 from genloom.core.steps import StepContext
 from genloom.preprocess._common import write_column
@@ -404,12 +405,23 @@ class CorefMap(SpacyAnnotator):
     each resolved pronoun replaced by its antecedent (``his`` -> ``Tim Cook's``). Accuracy on the
     annotated set held in the tests (tests/preprocess/test_preprocess_coref.py) is stated in
     docs/preprocess.md. No offline neural coreference model exists for spaCy 3.8, hence rules.
+
+    ``backend: model`` uses a stronger model where one is installed instead: ``spacy_model``
+    names a spaCy pipeline (package or folder) with a coreference component that writes its
+    clusters to ``doc.spans`` under keys starting with ``cluster_prefix`` (spacy-experimental's
+    ``coref``, e.g. ``en_coreference_web_trf``, writes ``coref_clusters_1``, ``_2``...). Each
+    pronoun in a cluster is linked to the nearest earlier mention of that cluster that is not a
+    pronoun; the output columns are the same.
     """
 
     type: Literal["coref"] = "coref"
     output_column: str = "coref"
     resolved_column: str | None = None
     max_sentences: int = Field(default=3, ge=0)
+    #: rules on the parse (default), or the clusters of a coreference model in ``spacy_model``
+    backend: Literal["rules", "model"] = "rules"
+    #: backend model: the ``doc.spans`` keys holding clusters start with this
+    cluster_prefix: str = "coref_clusters"
     value_type: ClassVar[pa.DataType] = pa.list_(
         pa.struct(
             [
@@ -482,7 +494,19 @@ class CorefMap(SpacyAnnotator):
             )
         return sorted(out.values(), key=lambda m: m.start)
 
+    def setup(self) -> None:
+        super().setup()
+        if self.backend == "model" and not any("coref" in name for name in self._nlp.pipe_names):
+            raise MissingDependencyError(
+                f"a coreference component in spaCy pipeline {self.spacy_model!r} "
+                f"(it has {', '.join(self._nlp.pipe_names) or 'no components'})",
+                "install a pipeline with one (pip install spacy-experimental and its "
+                "en_coreference_web_trf) and set spacy_model to it, or use backend: rules",
+            )
+
     def annotate(self, doc: Any) -> Any:
+        if self.backend == "model":
+            return self.model_links(doc)
         mentions = self.mentions(doc)
         sent_of = {}
         for k, s in enumerate(doc.sents):
@@ -540,6 +564,31 @@ class CorefMap(SpacyAnnotator):
                 )
             links.append(link)
         return links
+
+    def model_links(self, doc: Any) -> list[dict[str, Any]]:
+        """Links from a coreference model's clusters: pronoun -> nearest earlier non-pronoun mention."""
+        links: dict[int, dict[str, Any]] = {}
+        for key, group in doc.spans.items():
+            if not key.startswith(self.cluster_prefix):
+                continue
+            spans = sorted(group, key=lambda sp: sp.start)
+            for k, sp in enumerate(spans):
+                if len(sp) != 1 or sp[0].lower_ not in PRONOUNS:
+                    continue
+                tok = sp[0]
+                ante = next(
+                    (a for a in reversed(spans[:k]) if not (len(a) == 1 and a[0].lower_ in PRONOUNS)), None
+                )
+                links[tok.i] = {
+                    "pronoun": tok.text,
+                    "start": tok.idx,
+                    "end": tok.idx + len(tok.text),
+                    "possessive": tok.dep_ == "poss" or PRONOUNS[tok.lower_][2] == "poss",
+                    "antecedent": ante.text if ante is not None else None,
+                    "antecedent_start": ante.start_char if ante is not None else None,
+                    "antecedent_end": ante.end_char if ante is not None else None,
+                }
+        return [links[i] for i in sorted(links)]
 
     @staticmethod
     def _agrees(m: Mention, gender: str | None, number: str) -> bool:
