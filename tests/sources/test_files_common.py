@@ -132,6 +132,45 @@ def test_chunks_follow_structure_with_overlap() -> None:
     assert len(list(chunk_blocks(long, ChunkConfig(size=300, overlap=0)))) > 5
 
 
+def _tiny_tokenizer(path: Path, corpus: list[str]) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, show_progress=False))
+    tok.save(str(path / "tokenizer.json"))
+    return path / "tokenizer.json"
+
+
+def test_chunks_sized_in_tokens(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    blocks = [Block(f"Paragraph {i}. " + "The loom weaves threads into cloth. " * (3 + i % 5)) for i in range(12)]
+    blocks.append(Block("One very long paragraph without a break. " * 60))
+    path = _tiny_tokenizer(tmp_path, [b.text for b in blocks])
+    cfg = ChunkConfig(size=64, overlap=8, min_size=0, unit="tokens", tokenizer=str(tmp_path))
+    chunks = list(chunk_blocks(blocks, cfg))
+    tok = Tokenizer.from_file(str(path))
+    counts = [len(tok.encode(t, add_special_tokens=False).ids) for t, _ in chunks]
+    assert len(chunks) > 10 and max(counts) <= 64  # the size is a hard limit in tokens
+    assert [m["tokens"] for _, m in chunks] == counts
+    assert sum(counts) / len(counts) > 32  # and chunks are filled, not tiny
+    body = " ".join(" ".join(b.text.split()) for b in blocks)
+    assert all(" ".join(t.split())[-20:] in body for t, _ in chunks)  # nothing invented
+    # the next chunk starts with the last few tokens of the previous one
+    assert chunks[2][0].split()[0] in chunks[1][0].split()[-8:]
+
+
+def test_token_chunks_need_a_tokenizer(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="tokenizer"):
+        ChunkConfig(unit="tokens")
+    with pytest.raises(ValueError, match="no tokenizer.json"):
+        ChunkConfig(unit="tokens", tokenizer=str(tmp_path))
+    with pytest.raises(ValueError, match="overlap"):
+        ChunkConfig(size=100, overlap=100)
+
+
 def _zip_bytes(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:

@@ -34,10 +34,10 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, ClassVar
+from typing import IO, Any, BinaryIO, ClassVar, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from genloom.core.errors import ConfigError, RecordError
 from genloom.core.records import Rejected, record_id
@@ -48,16 +48,84 @@ from genloom.core.steps import Source
 
 
 class ChunkConfig(BaseModel):
-    """How long documents are cut into chunks (``chunk: {size: 2000, overlap: 200}``)."""
+    """How long documents are cut into chunks (``chunk: {size: 2000, overlap: 200}``).
+
+    Sizes are in characters, or in tokens of a tokenizer on disk with ``unit: tokens`` and
+    ``tokenizer: path/to/tokenizer.json`` (a Hugging Face ``tokenizers`` file, or a model folder
+    holding one), so chunks fit a model's context exactly.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    #: target chunk size in characters; a chunk ends at a paragraph or sentence boundary at or below it
-    size: int = Field(2000, ge=50)
-    #: characters repeated from the end of one chunk at the start of the next (cut at a word boundary)
+    #: target chunk size (in ``unit``); a chunk ends at a paragraph or sentence boundary at or below it
+    size: int = Field(2000, ge=8)
+    #: repeated from the end of one chunk at the start of the next (cut at a word boundary)
     overlap: int = Field(200, ge=0)
     #: start a new chunk when the section (heading path, page) changes and the current one holds at least this much
     min_size: int = Field(200, ge=0)
+    #: what ``size``, ``overlap`` and ``min_size`` count
+    unit: Literal["chars", "tokens"] = "chars"
+    #: with ``unit: tokens``: a tokenizer.json, or a folder holding one (nothing is downloaded)
+    tokenizer: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ChunkConfig:
+        if self.overlap >= self.size:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than size ({self.size})")
+        if self.unit == "tokens":
+            if not self.tokenizer:
+                raise ValueError("unit: tokens needs tokenizer: a tokenizer.json path or a model folder")
+            if not _tokenizer_file(self.tokenizer).is_file():
+                raise ValueError(f"no tokenizer.json at {self.tokenizer!r}")
+        elif self.size < 50:
+            raise ValueError(f"size {self.size} characters is too small: use at least 50")
+        return self
+
+
+def _tokenizer_file(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p / "tokenizer.json" if p.is_dir() else p
+
+
+class _Measure:
+    """Lengths in characters, or in tokens of a ``tokenizers`` tokenizer (cut points from its offsets)."""
+
+    def __init__(self, cfg: ChunkConfig) -> None:
+        self.tok: Any = None
+        if cfg.unit == "tokens":
+            self.tok = _load_tokenizer(str(_tokenizer_file(cfg.tokenizer or "")))
+
+    def __call__(self, text: str) -> int:
+        if self.tok is None:
+            return len(text)
+        return len(self.tok.encode(text, add_special_tokens=False).ids)
+
+    def prefix_chars(self, text: str, n: int) -> int:
+        """How many leading characters of ``text`` hold at most ``n`` units."""
+        if self.tok is None:
+            return min(n, len(text))
+        offsets = self.tok.encode(text, add_special_tokens=False).offsets
+        return len(text) if len(offsets) <= n else offsets[n][0]
+
+    def suffix_chars(self, text: str, n: int) -> int:
+        """How many trailing characters of ``text`` hold at most ``n`` units."""
+        if self.tok is None:
+            return min(n, len(text))
+        offsets = self.tok.encode(text, add_special_tokens=False).offsets
+        if n <= 0 or not offsets:
+            return 0
+        return len(text) - offsets[-n][0] if len(offsets) >= n else len(text)
+
+
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def _load_tokenizer(path: str) -> Any:
+    from tokenizers import Tokenizer
+
+    if path not in _TOKENIZERS:
+        _TOKENIZERS[path] = Tokenizer.from_file(path)
+    return _TOKENIZERS[path]
 
 
 class ArchiveLimits(BaseModel):
@@ -721,19 +789,21 @@ class Block:
     meta: dict[str, Any] | None = None
 
 
-def _split_long(text: str, size: int) -> list[str]:
-    """Cut a paragraph longer than ``size`` at sentence ends, then at spaces, then hard."""
-    if len(text) <= size:
+def _split_long(text: str, size: int, measure: _Measure | None = None) -> list[str]:
+    """Cut a paragraph longer than ``size`` (units of ``measure``) at sentence ends, then spaces, then hard."""
+    measure = measure or _CHARS
+    if measure(text) <= size:
         return [text]
     pieces: list[str] = []
     rest = text
-    while len(rest) > size:
-        window = rest[:size]
+    while measure(rest) > size:
+        limit = max(1, measure.prefix_chars(rest, size))
+        window = rest[:limit]
         cut = max(window.rfind(". "), window.rfind("? "), window.rfind("! "), window.rfind("\n"))
-        if cut < size // 3:
+        if cut < limit // 3:
             cut = window.rfind(" ")
-        if cut < size // 3:
-            cut = size - 1
+        if cut < limit // 3:
+            cut = limit - 1
         pieces.append(rest[: cut + 1].strip())
         rest = rest[cut + 1 :].lstrip()
     if rest:
@@ -741,20 +811,21 @@ def _split_long(text: str, size: int) -> list[str]:
     return pieces
 
 
-def _overlap_tail(text: str, n: int) -> str:
+def _overlap_tail(text: str, n: int, measure: _Measure | None = None) -> str:
     if n <= 0 or not text:
         return ""
-    tail = text[-n:]
+    k = (measure or _CHARS).suffix_chars(text, n)
+    tail = text[-k:] if k else ""
     sp = tail.find(" ")
-    return tail[sp + 1 :] if 0 <= sp < len(tail) - 1 and len(text) > n else tail
+    return tail[sp + 1 :] if 0 <= sp < len(tail) - 1 and len(text) > k else tail
 
 
 def chunk_blocks(blocks: Iterable[Block], cfg: ChunkConfig) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Group blocks into chunks of about ``cfg.size`` characters, streaming.
+    """Group blocks into chunks of about ``cfg.size`` characters (or tokens), streaming.
 
     A chunk ends before the block that would push it past the size; a new section (heading path or
-    page) starts a new chunk once the current one holds ``min_size`` characters. The next chunk
-    begins with the last ``overlap`` characters of the previous one. Yields (text, meta) with the
+    page) starts a new chunk once the current one holds ``min_size``. The next chunk begins with
+    the last ``overlap`` characters (tokens) of the previous one. Yields (text, meta) with the
     chunk's position (index, start and end offsets in the document without overlap), section path
     and pages.
     """
@@ -766,6 +837,8 @@ def chunk_blocks(blocks: Iterable[Block], cfg: ChunkConfig) -> Iterator[tuple[st
     start = 0
     index = 0
     carry = ""
+    measure = _Measure(cfg) if cfg.unit == "tokens" else _CHARS
+    sep = 1 if cfg.unit == "tokens" else 2  # the blank line between parts
 
     def flush() -> tuple[str, dict[str, Any]]:
         nonlocal parts, length, first, index, start, carry
@@ -780,7 +853,9 @@ def chunk_blocks(blocks: Iterable[Block], cfg: ChunkConfig) -> Iterator[tuple[st
             meta["page"] = first.page
             if last_page is not None and last_page != first.page:
                 meta["page_end"] = last_page
-        carry = _overlap_tail(body, cfg.overlap)
+        carry = _overlap_tail(body, cfg.overlap, measure)
+        if cfg.unit == "tokens":
+            meta["tokens"] = measure(text)
         index += 1
         start = offset
         parts, length, first = [], 0, None
@@ -790,20 +865,25 @@ def chunk_blocks(blocks: Iterable[Block], cfg: ChunkConfig) -> Iterator[tuple[st
         text = block.text.strip("\n").rstrip()  # leading spaces are list indentation: kept
         if not text.strip():
             continue
-        for piece in _split_long(text, max(cfg.size - cfg.overlap, 50)):
+        floor = 50 if cfg.unit == "chars" else 1
+        for piece in _split_long(text, max(cfg.size - cfg.overlap - sep, floor), measure):
             new_section = first is not None and (block.section != first.section or block.page != first.page)
-            too_big = length + len(piece) + 2 > cfg.size - len(carry)
+            n = measure(piece)
+            too_big = length + n + sep > cfg.size - (measure(carry) + 1 if carry else 0)
             if parts and (too_big or (new_section and length >= cfg.min_size)):
                 yield flush()
             if first is None:
                 first = block
                 start = offset
             parts.append(piece)
-            length += len(piece) + 2
+            length += n + sep
             last_page = block.page
             offset += len(piece) + 2
     if parts:
         yield flush()
+
+
+_CHARS = _Measure(ChunkConfig())
 
 
 def section_path(stack: list[tuple[int, str]], level: int, title: str) -> list[tuple[int, str]]:
