@@ -24,16 +24,25 @@ pytest.importorskip("peft")
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """A random 2-layer Llama + its tokenizer in a folder, and packed data in its tokenizer."""
+    return _make_base(tmp_path_factory.mktemp("hf"), hidden=32)
+
+
+@pytest.fixture(scope="module")
+def base_model_64(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The same at width 64: bitsandbytes' CPU 4-bit kernels quantise blocks of 64 inputs."""
+    return _make_base(tmp_path_factory.mktemp("hf64"), hidden=64)
+
+
+def _make_base(tmp: Path, hidden: int) -> tuple[Path, Path, Path]:
     from genloom.models.hf_causal_lm import load_hf_tokenizer
 
-    tmp = tmp_path_factory.mktemp("hf")
     rng = random.Random(0)
     docs = [" ".join(rng.choice(["red", "green", "blue"]) + " fish" for _ in range(12)) for _ in range(200)]
     tok = train_tokenizer(iter(docs), TokenizerConfig(vocab_size=280))
     cfg = transformers.LlamaConfig(
         vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
@@ -74,3 +83,37 @@ def test_fine_tuning_lowers_the_loss(
     assert abs(ev["val_loss"] - m["val_loss"]) < 0.05
     text = generate(out, ["red fish"], max_new_tokens=8, seed=0, temperature=0)
     assert "fish" in text[0]
+
+
+def test_qlora_on_a_4bit_base_lowers_the_loss(base_model_64: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """QLoRA: the base loaded in 4-bit NF4 (bitsandbytes' CPU backend), LoRA adapters trained on top,
+    the adapters merged into the full-precision base at the end."""
+    pytest.importorskip("bitsandbytes")
+    base, tr, va = base_model_64
+    out = tmp_path / "qlora"
+    cfg = TrainConfig(
+        model={"type": "hf_causal_lm", "path": str(base), "lora": {"r": 4, "alpha": 8}, "block_size": 32,
+               "quantize": "nf4"},
+        max_steps=40,
+        batch_size=8,
+        lr=1e-2,
+        eval_interval=10,
+        precision="fp32",
+    )
+    model = HFCausalLM.from_config(cfg.model, torch.device("cpu"))
+    assert any(type(m).__name__ == "Linear4bit" for m in model.modules())  # the base really is 4-bit
+    before, _ = evaluate_loss(model, load_tokens(va), 32, None, 8)
+    m = train(cfg, tr, va, out)
+    assert m["val_loss"] < before - 1.0
+    assert (out / "hf_model" / "config.json").exists() and not (out / "adapter").exists()
+    merged = transformers.LlamaForCausalLM.from_pretrained(str(out / "hf_model"))
+    assert not any(type(x).__name__ == "Linear4bit" for x in merged.modules())  # plain weights
+    ev = evaluate_text_model(out, va)
+    assert ev["val_loss"] < before - 1.0  # the merged full-precision model keeps what was learnt
+
+
+def test_qlora_needs_lora() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="quantize: nf4"):
+        TrainConfig(model={"type": "hf_causal_lm", "path": "x", "lora": None, "quantize": "nf4"})

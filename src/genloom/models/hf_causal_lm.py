@@ -9,11 +9,12 @@ servable by transformers or vLLM), or as base path + adapter when ``merge_lora: 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,29 @@ def _transformers() -> Any:
         raise MissingDependencyError("transformers", "pip install 'genloom[hf]'") from e
     transformers.logging.set_verbosity_error()
     return transformers
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft 0.21 reads a property that transformers 5 deprecates (a FutureWarning on every wrap)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def _nf4_config(tf: Any) -> Any:
+    """QLoRA's quantisation: 4-bit NormalFloat with double quantisation, float32 compute on CPU."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise MissingDependencyError("bitsandbytes (quantize: nf4)", "pip install 'genloom[qlora]'") from e
+    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return tf.BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
 
 
 def load_hf_tokenizer(path: str | Path) -> tokenizers.Tokenizer:
@@ -77,7 +101,17 @@ class HFCausalLM(nn.Module):
                 path="train.model.path",
                 hint="a folder written by save_pretrained (config.json + weights + tokenizer.json)",
             )
-        hf = tf.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+        quantized = cfg.quantize == "nf4"
+        if quantized:
+            hf = tf.AutoModelForCausalLM.from_pretrained(
+                str(path),
+                local_files_only=True,
+                dtype=torch.float32,
+                quantization_config=_nf4_config(tf),
+                device_map={"": str(device)},
+            )
+        else:
+            hf = tf.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
         if cfg.gradient_checkpointing:
             hf.gradient_checkpointing_enable()
         if cfg.lora is not None:
@@ -92,12 +126,22 @@ class HFCausalLM(nn.Module):
                 target_modules=cfg.lora.target_modules,
                 task_type="CAUSAL_LM",
             )
-            with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates
-                warnings.filterwarnings(
-                    "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
-                )
+            with _quiet_peft():
+                if quantized:  # norms in float32, inputs that carry gradients into the adapters
+                    hf = peft.prepare_model_for_kbit_training(
+                        hf, use_gradient_checkpointing=cfg.gradient_checkpointing
+                    )
                 hf = peft.get_peft_model(hf, lora)
-        return cls(hf.to(device), load_hf_tokenizer(path), cfg.model_dump(mode="json"))
+        if quantized:
+            # bitsandbytes repacks 4-bit weights for its AVX512-BF16 CPU kernel the first time the
+            # model runs in eval mode; that kernel has no backward, so training after an evaluation
+            # would stop the gradient at every frozen layer. Keep the trainable layout.
+            for module in hf.modules():
+                if hasattr(module, "support_avx512bf16_for_cpu"):
+                    module.support_avx512bf16_for_cpu = False
+        else:  # a 4-bit model is placed by device_map and cannot be moved
+            hf = hf.to(device)
+        return cls(hf, load_hf_tokenizer(path), cfg.model_dump(mode="json"))
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
@@ -151,9 +195,20 @@ class HFCausalLM(nn.Module):
         out_dir = Path(out_dir)
         src = Path(self.cfg["path"]).expanduser()
         is_peft = hasattr(self.hf, "merge_and_unload")
-        if is_peft and not self.cfg.get("merge_lora", True):
+        if is_peft and (not self.cfg.get("merge_lora", True) or self.cfg.get("quantize", "none") != "none"):
             target = out_dir / "adapter"
             self.hf.save_pretrained(str(target))  # type: ignore[operator]
+            if self.cfg.get("merge_lora", True):
+                # QLoRA: merge into the full-precision base, not into its 4-bit copy (no requantisation)
+                import peft
+
+                tf = _transformers()
+                base = tf.AutoModelForCausalLM.from_pretrained(str(src), local_files_only=True, dtype=torch.float32)
+                with _quiet_peft():
+                    merged = peft.PeftModel.from_pretrained(base, str(target)).merge_and_unload()
+                shutil.rmtree(target)
+                target = out_dir / "hf_model"
+                merged.save_pretrained(str(target), safe_serialization=True)
         else:
             target = out_dir / "hf_model"
             model = self.hf.merge_and_unload() if is_peft else self.hf  # type: ignore[operator]
@@ -179,5 +234,6 @@ class HFCausalLM(nn.Module):
             base = tf.AutoModelForCausalLM.from_pretrained(
                 cfg["path"], local_files_only=True, dtype=torch.float32
             )
-            hf = peft.PeftModel.from_pretrained(base, str(model_dir / "adapter"))
+            with _quiet_peft():
+                hf = peft.PeftModel.from_pretrained(base, str(model_dir / "adapter"))
         return cls(hf, load_hf_tokenizer(model_dir), cfg)

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genloom.core.errors import ConfigError, NotFoundError
 from genloom.train import checkpoint as ckpt_io
@@ -88,6 +88,16 @@ class HFCausalLMConfig(BaseModel):
     merge_lora: bool = Field(
         True, description="Save the merged model (plain weights) rather than base + adapter."
     )
+    quantize: Literal["none", "nf4"] = Field(
+        "none",
+        description="nf4: QLoRA, the frozen base in 4-bit NormalFloat (bitsandbytes; CPU or GPU), LoRA on top.",
+    )
+
+    @model_validator(mode="after")
+    def _qlora_needs_lora(self) -> HFCausalLMConfig:
+        if self.quantize != "none" and self.lora is None:
+            raise ValueError("quantize: nf4 trains LoRA adapters on a frozen 4-bit base: set lora (or quantize: none)")
+        return self
 
 
 ModelConfig = Annotated[GPTModelConfig | HFCausalLMConfig, Field(discriminator="type")]
