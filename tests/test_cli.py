@@ -42,7 +42,9 @@ def test_run_status_explain_lineage_rejected_generate(tmp_path: Path) -> None:
     assert runner.invoke(app, ["lineage", "python_docs:nope", "-f", path]).exit_code == 1
     assert runner.invoke(app, ["rejected", path]).exit_code == 0
 
-    res = runner.invoke(app, ["generate", path, "--prompt", "The json", "--max-new-tokens", "8", "--seed", "1"])
+    res = runner.invoke(
+        app, ["generate", path, "--prompt", "The json", "--max-new-tokens", "8", "--seed", "1"]
+    )
     assert res.exit_code == 0 and res.output.startswith("The json")
 
     res = runner.invoke(app, ["run", path, "--until", "nope"])

@@ -11,8 +11,15 @@ from genloom.core.config import load_config
 from genloom.pipeline import Pipeline
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*/pipeline.yaml"))
-SMOKE = ["train.model.preset=tiny", "train.time_budget=null", "train.max_steps=15", "train.batch_size=4",
-         "train.eval_tokens=2048", "train.threads=1", "train.tokenizer.vocab_size=512"]
+SMOKE = [
+    "train.model.preset=tiny",
+    "train.time_budget=null",
+    "train.max_steps=15",
+    "train.batch_size=4",
+    "train.eval_tokens=2048",
+    "train.threads=1",
+    "train.tokenizer.vocab_size=512",
+]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.parent.name for p in EXAMPLES])

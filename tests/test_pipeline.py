@@ -19,8 +19,13 @@ DATA_STAGES = ("ingest", "clean", "preprocess")
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "genloom.cli", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "genloom.cli", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _artifact_bytes(folder: Path, stages: tuple[str, ...] = DATA_STAGES) -> dict[str, list[bytes]]:
@@ -30,8 +35,10 @@ def _artifact_bytes(folder: Path, stages: tuple[str, ...] = DATA_STAGES) -> dict
     for plan in p.plan():
         if plan.stage in stages:
             manifest = p.store.read_manifest(plan.stage, plan.key)
-            out[plan.stage] = [(k, Path(p.store.shard_dir(plan.stage, k), "data.parquet").read_bytes())
-                               for k in manifest["shards"]]
+            out[plan.stage] = [
+                (k, Path(p.store.shard_dir(plan.stage, k), "data.parquet").read_bytes())
+                for k in manifest["shards"]
+            ]
     p.close()
     return out
 
@@ -92,8 +99,11 @@ def test_kill9_during_training_resumes_from_the_last_checkpoint(tmp_path: Path) 
     time.sleep(0.5)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    steps_before = sorted(int(p.name.split("_")[1]) for p in ckpts.glob("*/checkpoints/step_*")
-                          if not p.name.endswith(".partial"))
+    steps_before = sorted(
+        int(p.name.split("_")[1])
+        for p in ckpts.glob("*/checkpoints/step_*")
+        if not p.name.endswith(".partial")
+    )
     assert steps_before and steps_before[-1] < 400
 
     resumed = _cli("run", "pipeline.yaml", "--log-format", "json", cwd=killed)
@@ -172,15 +182,18 @@ def test_evaluation_writes_a_self_contained_html_report(tmp_path: Path) -> None:
     assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing fetched
 
 
-def test_files_source_in_a_pipeline_quarantines_bad_files_and_rereads_only_changed_ones(tmp_path: Path) -> None:
+def test_files_source_in_a_pipeline_quarantines_bad_files_and_rereads_only_changed_ones(
+    tmp_path: Path,
+) -> None:
     data = tmp_path / "p" / "data"
     data.mkdir(parents=True)
     for i in range(6):
         (data / f"doc{i}.txt").write_text(f"Document {i}. " + "Plain text that is long enough to keep. " * 10)
     (data / "empty.txt").write_bytes(b"")
     (data / "bad.docx").write_bytes(b"\x00\x01 not a zip at all")
-    path = write_pipeline(tmp_path / "p", sources=[{"type": "files", "paths": ["data/**/*"]}],
-                          data={"partitions_per_shard": 1})
+    path = write_pipeline(
+        tmp_path / "p", sources=[{"type": "files", "paths": ["data/**/*"]}], data={"partitions_per_shard": 1}
+    )
     first = Pipeline.from_file(path).run()
     assert first.stages[0].rows == 6
     p = Pipeline.from_file(path)
@@ -201,8 +214,12 @@ def test_augmented_records_never_reach_validation(tmp_path: Path) -> None:
 
     from genloom.pipeline import split_of
 
-    path = write_pipeline(tmp_path / "p", augment=[{"type": "bigram_flip", "rate": 0.5, "seed": 3}],
-                          split={"val_fraction": 0.3, "seed": 0}, train=TINY_TRAIN)
+    path = write_pipeline(
+        tmp_path / "p",
+        augment=[{"type": "bigram_flip", "rate": 0.5, "seed": 3}],
+        split={"val_fraction": 0.3, "seed": 0},
+        train=TINY_TRAIN,
+    )
     p = Pipeline.from_file(path)
     summary = p.run(until="tokenize")
     assert summary.status == "succeeded"
@@ -210,7 +227,9 @@ def test_augmented_records_never_reach_validation(tmp_path: Path) -> None:
     augmented = [r for r in rows if "augmented_from" in r["meta"]]
     assert augmented, "the augmenter added nothing"
     splits = dict(zip([r["id"] for r in rows], split_of(pa_table(rows), 0.3, 0), strict=True))
-    val_texts = set(pq.read_table(next((tmp_path / "p").rglob("val_texts.parquet"))).column("text").to_pylist())
+    val_texts = set(
+        pq.read_table(next((tmp_path / "p").rglob("val_texts.parquet"))).column("text").to_pylist()
+    )
     assert not {r["text"] for r in augmented} & val_texts
     for r in augmented:
         origin = json.loads(r["meta"])["augmented_from"]

@@ -15,8 +15,12 @@ from rich.table import Table
 
 from genloom.core.errors import ConfigError, GenloomError, MissingDependencyError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="genloom: raw data to a deployed, monitored, self-updating generative model.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="genloom: raw data to a deployed, monitored, self-updating generative model.",
+)
 setup_app = typer.Typer(no_args_is_help=True, help="Install offline resources (WordNet...).")
 app.add_typer(setup_app, name="setup")
 out = Console()
@@ -57,7 +61,9 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder to create the pr
         raise typer.Exit(1)
     (directory / "data").mkdir(parents=True, exist_ok=True)
     text = files("genloom").joinpath("templates/pipeline.yaml").read_text(encoding="utf-8")
-    target.write_text(text.replace("name: my-project", f"name: {_slug(directory.resolve().name)}"), encoding="utf-8")
+    target.write_text(
+        text.replace("name: my-project", f"name: {_slug(directory.resolve().name)}"), encoding="utf-8"
+    )
     out.print(f"created {target} and {directory / 'data'}/\nnext: genloom run {target}")
 
 
@@ -90,13 +96,17 @@ def schema() -> None:
 
 
 @app.command("list")
-def list_components(stage: Annotated[str | None, typer.Argument(help="sources, augment, clean, preprocess, features")] = None) -> None:
+def list_components(
+    stage: Annotated[str | None, typer.Argument(help="sources, augment, clean, preprocess, features")] = None,
+) -> None:
     """List every component (the YAML ``type:``) with the first line of its documentation."""
     from genloom.core.registry import REGISTRIES, first_doc_line, suggest
 
     if stage is not None and stage not in REGISTRIES:
-        err.print(f"[red]error[/] unknown stage {stage!r}; {suggest(stage, list(REGISTRIES))} "
-                  f"stages: {', '.join(REGISTRIES)}")
+        err.print(
+            f"[red]error[/] unknown stage {stage!r}; {suggest(stage, list(REGISTRIES))} "
+            f"stages: {', '.join(REGISTRIES)}"
+        )
         raise typer.Exit(2)
     for name, registry in REGISTRIES.items():
         if stage and name != stage:
@@ -113,9 +123,13 @@ def list_components(stage: Annotated[str | None, typer.Argument(help="sources, a
 def run(
     file: FileArg,
     until: Annotated[str | None, typer.Option(help="Stop after this stage")] = None,
-    force: Annotated[list[str] | None, typer.Option(help="Rerun this stage even if cached (repeatable)")] = None,
+    force: Annotated[
+        list[str] | None, typer.Option(help="Rerun this stage even if cached (repeatable)")
+    ] = None,
     set_: SetOpt = None,
-    log_format: Annotated[LogFormat, typer.Option("--log-format", help="rich (humans) or json (machines)")] = LogFormat.rich,
+    log_format: Annotated[
+        LogFormat, typer.Option("--log-format", help="rich (humans) or json (machines)")
+    ] = LogFormat.rich,
 ) -> None:
     """Run the pipeline: every stage whose artifact is missing; the others are cache hits."""
     from genloom.console import JsonReporter, RichReporter, summary_table
@@ -130,8 +144,14 @@ def run(
     finally:
         reporter.close()
     if log_format == LogFormat.json:
-        reporter.message("summary", run_id=summary.run_id, status=summary.status, seconds=round(summary.seconds, 2),
-                         stages=[r.__dict__ for r in summary.stages], model=summary.model)
+        reporter.message(
+            "summary",
+            run_id=summary.run_id,
+            status=summary.status,
+            seconds=round(summary.seconds, 2),
+            stages=[r.__dict__ for r in summary.stages],
+            model=summary.model,
+        )
         return
     out.print(summary_table(summary))
     if summary.report:
@@ -140,7 +160,7 @@ def run(
         m = summary.model
         out.print(f"model [bold]{m['name']}[/] v{m['version']} is [bold]{m['stage']}[/] ({m['decision']})")
         if m["stage"] == "champion" or pipeline.catalog.champion(m["name"]):
-            out.print(f"generate text:  genloom generate {file} --prompt \"The json module\"")
+            out.print(f'generate text:  genloom generate {file} --prompt "The json module"')
 
 
 @app.command()
@@ -153,25 +173,33 @@ def status(file: Annotated[Path, typer.Argument(help="The pipeline file")] = Pat
     if not info["runs"]:
         out.print("no runs yet: genloom run " + str(file))
     for r in info["runs"]:
-        t = Table(title=f"run {r['id']} {r['status']} {r['started_at']:%Y-%m-%d %H:%M:%S}", title_justify="left")
+        t = Table(
+            title=f"run {r['id']} {r['status']} {r['started_at']:%Y-%m-%d %H:%M:%S}", title_justify="left"
+        )
         for c in ("stage", "status", "seconds", "key", "why"):
             t.add_column(c, overflow="fold")
         for s in r["stages"]:
-            t.add_row(s["stage"], s["status"], f"{s['seconds'] or 0:.1f}", (s["key"] or "")[:12], s["reason"] or "")
+            t.add_row(
+                s["stage"], s["status"], f"{s['seconds'] or 0:.1f}", (s["key"] or "")[:12], s["reason"] or ""
+            )
         out.print(t)
     if info["models"]:
         t = Table(title="models", title_justify="left")
         for c in ("name", "version", "stage", "metrics", "created"):
             t.add_column(c, overflow="fold")
         for m in info["models"]:
-            metrics = ", ".join(f"{k}={v:.4g}" for k, v in (m["metrics"] or {}).items() if isinstance(v, float))
+            metrics = ", ".join(
+                f"{k}={v:.4g}" for k, v in (m["metrics"] or {}).items() if isinstance(v, float)
+            )
             t.add_row(m["name"], str(m["version"]), m["stage"], metrics, f"{m['created_at']:%Y-%m-%d %H:%M}")
         out.print(t)
 
 
 @app.command()
-def explain(file: Annotated[Path, typer.Argument(help="The pipeline file")] = Path("pipeline.yaml"),
-            set_: SetOpt = None) -> None:
+def explain(
+    file: Annotated[Path, typer.Argument(help="The pipeline file")] = Path("pipeline.yaml"),
+    set_: SetOpt = None,
+) -> None:
     """For each stage: cached or will run, and which input or config change causes it."""
     try:
         rows = _pipeline(file, set_).explain()
@@ -213,8 +241,9 @@ def lineage(
 
 
 @app.command()
-def rejected(file: FileArg, stage: Annotated[str, typer.Option(help="Data stage")] = "ingest",
-             limit: int = 50) -> None:
+def rejected(
+    file: FileArg, stage: Annotated[str, typer.Option(help="Data stage")] = "ingest", limit: int = 50
+) -> None:
     """The quarantine table of a data stage: id, step, reason, location."""
     try:
         table = _pipeline(file).rejected(stage)
@@ -247,8 +276,18 @@ def generate(
         from genloom.train.generate import generate as gen
 
         ctl = dict(c.split("=", 1) for c in controls or [])
-        texts = gen(model_dir, list(prompt), max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                    top_p=top_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed, controls=ctl or None)
+        texts = gen(
+            model_dir,
+            list(prompt),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            stop=stop,
+            seed=seed,
+            controls=ctl or None,
+        )
     except GenloomError as e:
         _fail(e)
     for p, t in zip(prompt, texts, strict=True):
@@ -265,7 +304,9 @@ def setup_wordnet(target: Annotated[Path | None, typer.Option(help="nltk_data fo
 
         path = do_setup(target) if target else do_setup()
     except (GenloomError, ImportError) as e:
-        _fail(e if isinstance(e, GenloomError) else MissingDependencyError("nltk", "pip install 'genloom[nlp]'"))
+        _fail(
+            e if isinstance(e, GenloomError) else MissingDependencyError("nltk", "pip install 'genloom[nlp]'")
+        )
     out.print(f"WordNet ready at {path}")
 
 

@@ -58,7 +58,9 @@ class RichReporter(Reporter):
         else:
             self.tasks[stage] = self.progress.add_task(stage, total=total, rate="", info="")
 
-    def stage_advance(self, stage: str, done: int = 1, rows: int = 0, info: dict[str, Any] | None = None) -> None:
+    def stage_advance(
+        self, stage: str, done: int = 1, rows: int = 0, info: dict[str, Any] | None = None
+    ) -> None:
         task = self.tasks.get(stage)
         if task is None:
             return
@@ -74,16 +76,20 @@ class RichReporter(Reporter):
             if step is not None:
                 self.progress.update(task, completed=step)
             shown = {k: v for k, v in info.items() if k not in ("step", "total")}
-            fields["info"] = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                      for k, v in shown.items())
+            fields["info"] = " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()
+            )
         self.progress.update(task, advance=done, **fields)
 
     def stage_end(self, stage: str, status: str, reason: str, seconds: float, stats: dict[str, Any]) -> None:
         task = self.tasks.get(stage)
         if task is not None:
             t = self.progress.tasks[task]
-            self.progress.update(task, completed=t.total if t.total is not None else t.completed,
-                                 total=t.total if t.total is not None else t.completed)
+            self.progress.update(
+                task,
+                completed=t.total if t.total is not None else t.completed,
+                total=t.total if t.total is not None else t.completed,
+            )
         elif status in ("cached", "skipped"):
             return
         if status == "ran" and stage == "register":
@@ -113,7 +119,9 @@ class JsonReporter(Reporter):
     def stage_start(self, stage: str, total: int | None, unit: str = "shards") -> None:
         self._emit(event="stage_start", stage=stage, total=total, unit=unit)
 
-    def stage_advance(self, stage: str, done: int = 1, rows: int = 0, info: dict[str, Any] | None = None) -> None:
+    def stage_advance(
+        self, stage: str, done: int = 1, rows: int = 0, info: dict[str, Any] | None = None
+    ) -> None:
         now = time.monotonic()
         if info and now - self._last.get(stage, 0) < 2:  # training reports often: throttle
             return
@@ -121,8 +129,14 @@ class JsonReporter(Reporter):
         self._emit(event="progress", stage=stage, done=done, rows=rows, **(info or {}))
 
     def stage_end(self, stage: str, status: str, reason: str, seconds: float, stats: dict[str, Any]) -> None:
-        self._emit(event="stage_end", stage=stage, status=status, reason=reason, seconds=round(seconds, 3),
-                   stats=stats)
+        self._emit(
+            event="stage_end",
+            stage=stage,
+            status=status,
+            reason=reason,
+            seconds=round(seconds, 3),
+            stats=stats,
+        )
 
     def message(self, text: str, **fields: Any) -> None:
         self._emit(event="message", text=text, **fields)
@@ -138,7 +152,14 @@ def summary_table(summary: Any) -> Table:
         steps = steps if isinstance(steps, dict) else {}
         dropped = sum(sum(s.get("dropped", {}).values()) for s in steps.values())
         color = {"ran": "green", "cached": "cyan", "skipped": "dim", "failed": "red"}.get(r.status, "")
-        table.add_row(r.stage, f"[{color}]{r.status}[/]", "" if r.rows is None else f"{r.rows:,}",
-                      str(dropped) if steps else "", str(r.stats.get("rejected", "")) if steps else "",
-                      f"{r.seconds:.1f}", (r.key or "")[:12], r.reason)
+        table.add_row(
+            r.stage,
+            f"[{color}]{r.status}[/]",
+            "" if r.rows is None else f"{r.rows:,}",
+            str(dropped) if steps else "",
+            str(r.stats.get("rejected", "")) if steps else "",
+            f"{r.seconds:.1f}",
+            (r.key or "")[:12],
+            r.reason,
+        )
     return table

@@ -82,8 +82,13 @@ class RunSummary:
 class Pipeline:
     """A validated pipeline bound to its project folder, store and catalog."""
 
-    def __init__(self, cfg: Any, base_dir: str | Path = ".", config_path: str | Path | None = None,
-                 reporter: Reporter | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        base_dir: str | Path = ".",
+        config_path: str | Path | None = None,
+        reporter: Reporter | None = None,
+    ) -> None:
         self.cfg = cfg
         self.base_dir = Path(base_dir).resolve()
         self.config_path = str(config_path) if config_path else ""
@@ -95,8 +100,9 @@ class Pipeline:
         self.catalog = Catalog(resolve_url(cfg.catalog.url, self.base_dir))
 
     @classmethod
-    def from_file(cls, path: str | Path, overrides: list[str] | None = None,
-                  reporter: Reporter | None = None) -> Pipeline:
+    def from_file(
+        cls, path: str | Path, overrides: list[str] | None = None, reporter: Reporter | None = None
+    ) -> Pipeline:
         """Load and validate a pipeline file; relative paths in it are relative to its folder."""
         p = Path(path).resolve()
         with working_dir(str(p.parent)):
@@ -104,7 +110,9 @@ class Pipeline:
         return cls(cfg, base_dir=p.parent, config_path=p, reporter=reporter)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], base_dir: str | Path = ".", reporter: Reporter | None = None) -> Pipeline:
+    def from_dict(
+        cls, raw: dict[str, Any], base_dir: str | Path = ".", reporter: Reporter | None = None
+    ) -> Pipeline:
         """Validate config data given as a dict (the Python API)."""
         with working_dir(str(Path(base_dir).resolve())):
             cfg = validate_config(raw)
@@ -137,17 +145,31 @@ class Pipeline:
         if self.cfg.train is None:
             plans += [StagePlan(s, None, [], {}) for s in MODEL_STAGES]
             return self._mark_cached(plans, force)
-        tok = {"stage": "tokenize", "tokenizer": self._tokenizer_ingredients(),
-               "split": self.cfg.split.model_dump(mode="json"), "input": data_key, "version": 1}
+        tok = {
+            "stage": "tokenize",
+            "tokenizer": self._tokenizer_ingredients(),
+            "split": self.cfg.split.model_dump(mode="json"),
+            "input": data_key,
+            "version": 1,
+        }
         tok_plan = StagePlan("tokenize", content_key(tok), [data_key], tok)
         plans.append(tok_plan)
         tr = {"stage": "train", "train": self.cfg.train.model_dump(mode="json"), "input": tok_plan.key}
         train_plan = StagePlan("train", content_key(tr), [tok_plan.key or ""], tr)
-        ev = {"stage": "evaluate", "evaluate": self.cfg.evaluate.model_dump(mode="json"),
-              "model": train_plan.key, "data": tok_plan.key, "version": 1}
+        ev = {
+            "stage": "evaluate",
+            "evaluate": self.cfg.evaluate.model_dump(mode="json"),
+            "model": train_plan.key,
+            "data": tok_plan.key,
+            "version": 1,
+        }
         ev_plan = StagePlan("evaluate", content_key(ev), [train_plan.key or "", tok_plan.key or ""], ev)
-        reg = {"stage": "register", "register": self.cfg.registry.model_dump(mode="json"),
-               "model": train_plan.key, "evaluation": ev_plan.key}
+        reg = {
+            "stage": "register",
+            "register": self.cfg.registry.model_dump(mode="json"),
+            "model": train_plan.key,
+            "evaluation": ev_plan.key,
+        }
         plans += [train_plan, ev_plan, StagePlan("register", content_key(reg), [ev_plan.key or ""], reg)]
         return self._mark_cached(plans, force)
 
@@ -175,19 +197,31 @@ class Pipeline:
             src_cfg = {"config": src.config_dict(), "version": src.version}
             parts = src.partitions()
             fps = [src.partition_fingerprint(p) for p in parts]
-            fingerprints[f"sources.{i}"] = {"partitions": {str(p): fp for p, fp in zip(parts, fps, strict=True)}}
+            fingerprints[f"sources.{i}"] = {
+                "partitions": {str(p): fp for p, fp in zip(parts, fps, strict=True)}
+            }
             for j in range(0, max(len(parts), 1), per_shard):
-                chunk = parts[j: j + per_shard]
-                key = content_key("ingest", src_cfg, fps[j: j + per_shard])
-                shards.append(ShardTask(store_root=root, base_dir=str(self.base_dir), stage="ingest", shard_key=key,
-                                        source=src, partitions=tuple(chunk),
-                                        label={"source": f"sources.{i}", "first": str(chunk[0]) if chunk else ""}))
+                chunk = parts[j : j + per_shard]
+                key = content_key("ingest", src_cfg, fps[j : j + per_shard])
+                shards.append(
+                    ShardTask(
+                        store_root=root,
+                        base_dir=str(self.base_dir),
+                        stage="ingest",
+                        shard_key=key,
+                        source=src,
+                        partitions=tuple(chunk),
+                        label={"source": f"sources.{i}", "first": str(chunk[0]) if chunk else ""},
+                    )
+                )
         ingredients = {
             "stage": "ingest",
             "sources": [{"config": s.config_dict(), "version": s.version} for s in self.cfg.sources],
             "fingerprints": fingerprints,
         }
-        return StagePlan("ingest", content_key("ingest", [t.shard_key for t in shards]), [], ingredients, shards=shards)
+        return StagePlan(
+            "ingest", content_key("ingest", [t.shard_key for t in shards]), [], ingredients, shards=shards
+        )
 
     # ------------------------------------------------------------------------------------------
     # running
@@ -231,7 +265,9 @@ class Pipeline:
                     self._register_artifact(plan, run_id, res)
                 res.seconds = time.perf_counter() - t0
                 self.reporter.stage_end(res.stage, res.status, res.reason, res.seconds, res.stats)
-                self.catalog.record_stage(run_id, res.stage, res.key, res.status, res.reason, res.seconds, res.stats)
+                self.catalog.record_stage(
+                    run_id, res.stage, res.key, res.status, res.reason, res.seconds, res.stats
+                )
                 results.append(res)
                 if until is not None and plan.stage == until:
                     break
@@ -258,14 +294,23 @@ class Pipeline:
         if plan.key is None or plan.stage == "register":
             return
         kind = {"tokenize": "tokens", "train": "model", "evaluate": "metrics"}.get(plan.stage, "dataset")
-        self.catalog.add_artifact(plan.key, plan.stage, self.cfg.name, kind,
-                                  self.store.artifact_dir(plan.stage, plan.key), run_id, res.rows,
-                                  plan.ingredients, [k for k in plan.inputs if k])
+        self.catalog.add_artifact(
+            plan.key,
+            plan.stage,
+            self.cfg.name,
+            kind,
+            self.store.artifact_dir(plan.stage, plan.key),
+            run_id,
+            res.rows,
+            plan.ingredients,
+            [k for k in plan.inputs if k],
+        )
 
     # -- data stages
 
-    def _run_data_stage(self, plan: StagePlan, plans: list[StagePlan], executor: Executor, reason: str,
-                        forced: frozenset[str]) -> StageResult:
+    def _run_data_stage(
+        self, plan: StagePlan, plans: list[StagePlan], executor: Executor, reason: str, forced: frozenset[str]
+    ) -> StageResult:
         assert plan.key is not None
         force = plan.stage in forced
         if plan.stage == "ingest":
@@ -286,16 +331,28 @@ class Pipeline:
                 state_key = ""
                 if seg_fitted is not None:
                     fitted = seg_fitted
-                    state_key = content_key(plan.stage, seg_index, fitted.config_dict(), fitted.version, cur_shards)
-                    state_dir = self._fit_state(plan.stage, state_key, seg_fitted, cur_stage, cur_shards, force)
+                    state_key = content_key(
+                        plan.stage, seg_index, fitted.config_dict(), fitted.version, cur_shards
+                    )
+                    state_dir = self._fit_state(
+                        plan.stage, state_key, seg_fitted, cur_stage, cur_shards, force
+                    )
                 else:
                     fitted, state_dir = None, None
                 seg_cfg = _step_ingredients(([fitted] if fitted else []) + seg_steps)
                 tasks = [
-                    ShardTask(store_root=self.store.root, base_dir=str(self.base_dir), stage=plan.stage,
-                              shard_key=content_key(plan.stage, seg_index, seg_cfg, state_key, s),
-                              steps=tuple(seg_steps), input_stage=cur_stage, input_shard=s, fitted=fitted,
-                              state_dir=state_dir, force=force)
+                    ShardTask(
+                        store_root=self.store.root,
+                        base_dir=str(self.base_dir),
+                        stage=plan.stage,
+                        shard_key=content_key(plan.stage, seg_index, seg_cfg, state_key, s),
+                        steps=tuple(seg_steps),
+                        input_stage=cur_stage,
+                        input_shard=s,
+                        fitted=fitted,
+                        state_dir=state_dir,
+                        force=force,
+                    )
                     for s in cur_shards
                 ]
                 outputs = self._map_shards(plan.stage, tasks, executor)
@@ -307,8 +364,15 @@ class Pipeline:
             stats.update(s)
         rejected = sum(o["rejected"] for o in outputs)
         self._check_drops(plan.stage, rows_in, rows)
-        manifest = {"stage": plan.stage, "key": plan.key, "shards": [o["shard_key"] for o in outputs],
-                    "rows": rows, "rejected": rejected, "stats": stats, "ingredients": plan.ingredients}
+        manifest = {
+            "stage": plan.stage,
+            "key": plan.key,
+            "shards": [o["shard_key"] for o in outputs],
+            "rows": rows,
+            "rejected": rejected,
+            "stats": stats,
+            "ingredients": plan.ingredients,
+        }
         self.store.write_manifest(plan.stage, plan.key, manifest)
         stats = {"steps": stats, "rejected": rejected, "rows_in": rows_in}
         return StageResult(plan.stage, "ran", plan.key, reason, 0.0, rows, stats)
@@ -321,8 +385,9 @@ class Pipeline:
 
         return executor.map(run_shard, tasks, on_result)
 
-    def _fit_state(self, stage: str, key: str, step: Fitted, in_stage: str, in_shards: list[str],
-                   force: bool) -> str:
+    def _fit_state(
+        self, stage: str, key: str, step: Fitted, in_stage: str, in_shards: list[str], force: bool
+    ) -> str:
         state_dir = f"{self.store.base}/states/{stage}/{key}"
         marker = f"{state_dir}/done"
         if force or not self.store.fs.exists(marker):
@@ -339,15 +404,21 @@ class Pipeline:
     def _check_drops(self, stage: str, rows_in: int | None, rows_out: int) -> None:
         if not rows_in:
             if stage == "ingest" and rows_out == 0:
-                raise StageError("ingest produced no records: check the sources' paths and the rejected table "
-                                 "(genloom status)")
+                raise StageError(
+                    "ingest produced no records: check the sources' paths and the rejected table "
+                    "(genloom status)"
+                )
             return
         if rows_out == 0:
-            raise StageError(f"{stage} dropped every record ({rows_in} in, 0 out): check its steps' thresholds")
+            raise StageError(
+                f"{stage} dropped every record ({rows_in} in, 0 out): check its steps' thresholds"
+            )
         dropped = 1 - rows_out / rows_in
         if dropped > self.cfg.data.max_drop_fraction:
-            raise StageError(f"{stage} dropped {dropped:.1%} of its records, more than "
-                             f"data.max_drop_fraction={self.cfg.data.max_drop_fraction}")
+            raise StageError(
+                f"{stage} dropped {dropped:.1%} of its records, more than "
+                f"data.max_drop_fraction={self.cfg.data.max_drop_fraction}"
+            )
 
     def _shards_of(self, plan: StagePlan) -> tuple[str, list[str]]:
         """(stage folder, shard keys) of a finished data stage's output."""
@@ -405,19 +476,30 @@ class Pipeline:
         self.reporter.stage_advance("tokenize")
         if not train_info.get("n_tokens") or not val_info.get("n_tokens"):
             raise StageError("the train or validation split is empty: add data or change split.val_fraction")
-        manifest = {"stage": "tokenize", "key": plan.key, "train": train_info, "val": val_info,
-                    "vocab_size": tokenizer.get_vocab_size(), "ingredients": plan.ingredients,
-                    "rows": train_info.get("n_docs")}
+        manifest = {
+            "stage": "tokenize",
+            "key": plan.key,
+            "train": train_info,
+            "val": val_info,
+            "vocab_size": tokenizer.get_vocab_size(),
+            "ingredients": plan.ingredients,
+            "rows": train_info.get("n_docs"),
+        }
         self.store.write_manifest("tokenize", plan.key, manifest)
-        stats = {"vocab_size": tokenizer.get_vocab_size(), "train_tokens": train_info.get("n_tokens"),
-                 "val_tokens": val_info.get("n_tokens")}
+        stats = {
+            "vocab_size": tokenizer.get_vocab_size(),
+            "train_tokens": train_info.get("n_tokens"),
+            "val_tokens": val_info.get("n_tokens"),
+        }
         return StageResult("tokenize", "ran", plan.key, reason, 0.0, train_info.get("n_docs"), stats)
 
     def _run_train(self, plan: StagePlan, plans: list[StagePlan], reason: str) -> StageResult:
         from genloom.train.loop import train
 
         assert plan.key is not None
-        tok_dir = self.store.local_path(self.store.artifact_dir("tokenize", _plan_for(plans, "tokenize").key or ""))
+        tok_dir = self.store.local_path(
+            self.store.artifact_dir("tokenize", _plan_for(plans, "tokenize").key or "")
+        )
         out = self.store.local_path(self.store.artifact_dir("train", plan.key))
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(tok_dir / "tokenizer.json", out / "tokenizer.json")
@@ -427,16 +509,23 @@ class Pipeline:
             self.reporter.stage_advance("train", 0, 0, {"step": step, "total": total, **info})
 
         metrics = train(self.cfg.train, tok_dir / "train.bin", tok_dir / "val.bin", out, progress)
-        self.store.write_manifest("train", plan.key, {"stage": "train", "key": plan.key, "metrics": metrics,
-                                                      "ingredients": plan.ingredients})
+        self.store.write_manifest(
+            "train",
+            plan.key,
+            {"stage": "train", "key": plan.key, "metrics": metrics, "ingredients": plan.ingredients},
+        )
         return StageResult("train", "ran", plan.key, reason, 0.0, None, _round(metrics))
 
     def _run_evaluate(self, plan: StagePlan, plans: list[StagePlan], reason: str) -> StageResult:
         from genloom.evaluate.text import evaluate_text_model
 
         assert plan.key is not None
-        model_dir = self.store.local_path(self.store.artifact_dir("train", _plan_for(plans, "train").key or ""))
-        tok_dir = self.store.local_path(self.store.artifact_dir("tokenize", _plan_for(plans, "tokenize").key or ""))
+        model_dir = self.store.local_path(
+            self.store.artifact_dir("train", _plan_for(plans, "train").key or "")
+        )
+        tok_dir = self.store.local_path(
+            self.store.artifact_dir("tokenize", _plan_for(plans, "tokenize").key or "")
+        )
         self.reporter.stage_start("evaluate", 1, unit="steps")
         metrics = evaluate_text_model(model_dir, tok_dir / "val.bin", max_tokens=self.cfg.evaluate.max_tokens)
         self.reporter.stage_advance("evaluate")
@@ -445,33 +534,66 @@ class Pipeline:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "gates": gates}, indent=1))
         self._write_report(out, plans, metrics, gates, model_dir)
-        self.store.write_manifest("evaluate", plan.key, {"stage": "evaluate", "key": plan.key, "metrics": metrics,
-                                                         "gates": gates, "ingredients": plan.ingredients})
-        return StageResult("evaluate", "ran", plan.key, reason, 0.0, None, {**_round(metrics), "gates": gates})
+        self.store.write_manifest(
+            "evaluate",
+            plan.key,
+            {
+                "stage": "evaluate",
+                "key": plan.key,
+                "metrics": metrics,
+                "gates": gates,
+                "ingredients": plan.ingredients,
+            },
+        )
+        return StageResult(
+            "evaluate", "ran", plan.key, reason, 0.0, None, {**_round(metrics), "gates": gates}
+        )
 
-    def _write_report(self, out: Path, plans: list[StagePlan], metrics: dict[str, Any], gates: dict[str, Any],
-                      model_dir: Path) -> None:
+    def _write_report(
+        self,
+        out: Path,
+        plans: list[StagePlan],
+        metrics: dict[str, Any],
+        gates: dict[str, Any],
+        model_dir: Path,
+    ) -> None:
         from genloom.evaluate.report import write_report
 
         stages = []
         for p in plans:
-            if p.stage in DATA_STAGES and not p.passthrough and p.key and self.store.has_artifact(p.stage, p.key):
+            if (
+                p.stage in DATA_STAGES
+                and not p.passthrough
+                and p.key
+                and self.store.has_artifact(p.stage, p.key)
+            ):
                 m = self.store.read_manifest(p.stage, p.key)
                 dropped = sum(sum(s.get("dropped", {}).values()) for s in m.get("stats", {}).values())
-                stages.append({"stage": p.stage, "rows": m["rows"], "dropped": dropped, "rejected": m.get("rejected", 0),
-                               "steps": ", ".join(m.get("stats", {})), "key": p.key[:12]})
+                stages.append(
+                    {
+                        "stage": p.stage,
+                        "rows": m["rows"],
+                        "dropped": dropped,
+                        "rejected": m.get("rejected", 0),
+                        "steps": ", ".join(m.get("stats", {})),
+                        "key": p.key[:12],
+                    }
+                )
         states = sorted((model_dir / "checkpoints").glob("step_*/state.json"))
         history = json.loads(states[-1].read_text()).get("history", []) if states else []
         write_report(out / "report.html", f"{self.cfg.name}: evaluation", metrics, gates, history, stages)
 
-    def _run_register(self, plan: StagePlan, plans: list[StagePlan],
-                      run_id: str) -> tuple[StageResult, dict[str, Any]]:
+    def _run_register(
+        self, plan: StagePlan, plans: list[StagePlan], run_id: str
+    ) -> tuple[StageResult, dict[str, Any]]:
         train_key = _plan_for(plans, "train").key or ""
         ev_key = _plan_for(plans, "evaluate").key or ""
         evaluation = self.store.read_manifest("evaluate", ev_key)
         trained = self.store.read_manifest("train", train_key)["metrics"]
-        metrics = {**{k: trained[k] for k in ("steps", "tokens", "train_loss", "params", "wall_s") if k in trained},
-                   **evaluation["metrics"]}
+        metrics = {
+            **{k: trained[k] for k in ("steps", "tokens", "train_loss", "params", "wall_s") if k in trained},
+            **evaluation["metrics"],
+        }
         gates = evaluation["gates"]
         name = self.model_name
         known = [m for m in self.catalog.models(name) if m["artifact_key"] == train_key]
@@ -479,19 +601,37 @@ class Pipeline:
             version, status = known[0], "cached"
             decision = f"already registered as v{version['version']} ({version['stage']})"
         else:
-            version, status = self.catalog.register_model(name, train_key, self.store.artifact_dir("train", train_key),
-                                                          metrics, run_id), "ran"
+            version, status = (
+                self.catalog.register_model(
+                    name, train_key, self.store.artifact_dir("train", train_key), metrics, run_id
+                ),
+                "ran",
+            )
             decision = self._promotion(version, metrics, gates, plans)
             if decision.startswith("promoted"):
                 self.catalog.promote(name, version["version"])
                 version = self.catalog.model_version(name, version["version"])
-        res = StageResult("register", status, plan.key, decision, 0.0, None,
-                          {"model": name, "version": version["version"], "stage": version["stage"]})
-        return res, {"name": name, "version": version["version"], "stage": version["stage"],
-                     "uri": version["uri"], "metrics": _round(metrics), "decision": decision}
+        res = StageResult(
+            "register",
+            status,
+            plan.key,
+            decision,
+            0.0,
+            None,
+            {"model": name, "version": version["version"], "stage": version["stage"]},
+        )
+        return res, {
+            "name": name,
+            "version": version["version"],
+            "stage": version["stage"],
+            "uri": version["uri"],
+            "metrics": _round(metrics),
+            "decision": decision,
+        }
 
-    def _promotion(self, version: dict[str, Any], metrics: dict[str, Any], gates: dict[str, Any],
-                   plans: list[StagePlan]) -> str:
+    def _promotion(
+        self, version: dict[str, Any], metrics: dict[str, Any], gates: dict[str, Any], plans: list[StagePlan]
+    ) -> str:
         rule = self.cfg.registry
         champion = self.catalog.champion(self.model_name)
         if champion is not None and champion["version"] == version["version"]:
@@ -503,7 +643,9 @@ class Pipeline:
             return "kept as candidate (register.promote=never)"
         if champion is None or rule.promote == "always":
             return "promoted: first champion" if champion is None else "promoted (register.promote=always)"
-        tok_dir = self.store.local_path(self.store.artifact_dir("tokenize", _plan_for(plans, "tokenize").key or ""))
+        tok_dir = self.store.local_path(
+            self.store.artifact_dir("tokenize", _plan_for(plans, "tokenize").key or "")
+        )
         ours = metrics.get(rule.metric)
         theirs = self._evaluate_on(Path(champion["uri"]), tok_dir).get(rule.metric)
         if ours is None or theirs is None:
@@ -525,7 +667,9 @@ class Pipeline:
         tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         with tempfile.TemporaryDirectory() as tmp:
             pack_tokens(tokenizer, iter(texts), Path(tmp) / "val.bin")
-            return evaluate_text_model(model_dir, Path(tmp) / "val.bin", max_tokens=self.cfg.evaluate.max_tokens)
+            return evaluate_text_model(
+                model_dir, Path(tmp) / "val.bin", max_tokens=self.cfg.evaluate.max_tokens
+            )
 
     # ------------------------------------------------------------------------------------------
     # explaining, status, lineage
@@ -582,7 +726,12 @@ class Pipeline:
             if not self.store.has_artifact(plan.stage, plan.key):
                 break
             manifest = self.store.read_manifest(plan.stage, plan.key)
-            entry: dict[str, Any] = {"stage": plan.stage, "artifact": plan.key, "events": [], "present": False}
+            entry: dict[str, Any] = {
+                "stage": plan.stage,
+                "artifact": plan.key,
+                "events": [],
+                "present": False,
+            }
             for s in manifest["shards"]:
                 events = self.store.read_shard(plan.stage, s, "events")
                 hits = events.filter(pc.equal(events.column("id"), record_id))
@@ -592,7 +741,10 @@ class Pipeline:
                 if rows:
                     entry["present"] = True
                     if plan.stage == "ingest":
-                        found["source"] = {"source": rows[0]["source"], "meta": json.loads(rows[0]["meta"] or "{}")}
+                        found["source"] = {
+                            "source": rows[0]["source"],
+                            "meta": json.loads(rows[0]["meta"] or "{}"),
+                        }
                 rej = self.store.read_shard(plan.stage, s, "rejected")
                 for r in rej.filter(pc.equal(rej.column("id"), record_id)).to_pylist():
                     entry["events"].append(f"{r['step']}: rejected:{r['reason']} {r['detail']}".strip())
@@ -606,13 +758,20 @@ class Pipeline:
             table = pa.table({"id": [record_id], "meta": ["{}"]})
             found["split"] = split_of(table, split.val_fraction, split.seed)[0]
             for plan in plans:
-                if plan.stage in MODEL_STAGES and plan.key and plan.stage != "register" \
-                        and self.store.has_artifact(plan.stage, plan.key):
+                if (
+                    plan.stage in MODEL_STAGES
+                    and plan.key
+                    and plan.stage != "register"
+                    and self.store.has_artifact(plan.stage, plan.key)
+                ):
                     found["artifacts"].append({"stage": plan.stage, "key": plan.key})
             train_key = _plan_for(plans, "train").key
             if train_key:
-                found["models"] = [{"name": m["name"], "version": m["version"], "stage": m["stage"]}
-                                   for m in self.catalog.models(self.model_name) if m["artifact_key"] == train_key]
+                found["models"] = [
+                    {"name": m["name"], "version": m["version"], "stage": m["stage"]}
+                    for m in self.catalog.models(self.model_name)
+                    if m["artifact_key"] == train_key
+                ]
         return found
 
     def champion_dir(self) -> Path:
@@ -654,8 +813,11 @@ def check_gates(metrics: dict[str, Any], gates: dict[str, Any]) -> dict[str, Any
     out = {}
     for name, gate in gates.items():
         value = metrics.get(name)
-        passed = value is not None and (gate.min is None or value >= gate.min) and \
-            (gate.max is None or value <= gate.max)
+        passed = (
+            value is not None
+            and (gate.min is None or value >= gate.min)
+            and (gate.max is None or value <= gate.max)
+        )
         out[name] = {"value": value, "min": gate.min, "max": gate.max, "passed": passed}
     return out
 

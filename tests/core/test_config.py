@@ -27,11 +27,23 @@ def _validate(path: Path) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"clean": [{"type": "length", "min_char": 5}]}, "clean.0.min_char: unknown key 'min_char' (did you mean 'min_chars'?"),
-        ({"clean": [{"type": "length", "min_chars": "many"}]}, "clean.0.min_chars: Input should be a valid integer"),
-        ({"clean": [{"type": "dedup_exakt"}]}, "clean.0.type: unknown clean component 'dedup_exakt' (did you mean 'dedup_exact'?"),
+        (
+            {"clean": [{"type": "length", "min_char": 5}]},
+            "clean.0.min_char: unknown key 'min_char' (did you mean 'min_chars'?",
+        ),
+        (
+            {"clean": [{"type": "length", "min_chars": "many"}]},
+            "clean.0.min_chars: Input should be a valid integer",
+        ),
+        (
+            {"clean": [{"type": "dedup_exakt"}]},
+            "clean.0.type: unknown clean component 'dedup_exakt' (did you mean 'dedup_exact'?",
+        ),
         ({"split": {"val_fraction": 2}}, "split.val_fraction: Input should be less than 1"),
-        ({"sources": [{"type": "python_docs", "topics": True}], "executr": {}}, "executr: unknown key 'executr' (did you mean 'executor'?"),
+        (
+            {"sources": [{"type": "python_docs", "topics": True}], "executr": {}},
+            "executr: unknown key 'executr' (did you mean 'executor'?",
+        ),
         ({"executor": {"type": "rayy"}}, "executor.type"),
     ],
 )
@@ -66,8 +78,9 @@ def test_set_overrides_nested_and_list_items() -> None:
 
 def test_missing_input_path_is_a_config_error_and_nothing_is_written(tmp_path: Path) -> None:
     path = write_pipeline(tmp_path, sources=[{"type": "files", "paths": ["nowhere/*.txt"]}])
-    result = subprocess.run([sys.executable, "-m", "genloom.cli", "run", str(path)], capture_output=True,
-                            text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "genloom.cli", "run", str(path)], capture_output=True, text=True, cwd=tmp_path
+    )
     assert result.returncode == 2, result.stderr
     assert "sources.0.paths" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -14,7 +14,9 @@ ALL = [(stage, name, cls) for stage, reg in REGISTRIES.items() for name, cls in 
 
 
 @pytest.mark.parametrize(("stage", "name", "cls"), ALL, ids=[f"{s}.{n}" for s, n, _ in ALL])
-def test_component_has_literal_type_matching_its_name_and_a_docstring(stage: str, name: str, cls: type) -> None:
+def test_component_has_literal_type_matching_its_name_and_a_docstring(
+    stage: str, name: str, cls: type
+) -> None:
     assert has_literal_type(cls), f"{cls.__name__} must declare type: Literal[{name!r}]"
     assert cls.model_fields["type"].default == name
     assert first_doc_line(cls), f"{cls.__name__} needs a docstring (it is its user documentation)"
@@ -55,7 +57,9 @@ def test_plugins_register_through_the_entry_point(monkeypatch: pytest.MonkeyPatc
             return register
 
     monkeypatch.setattr(registry, "_loaded", False)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [FakeEntryPoint()] if group == "genloom.plugins" else [])
+    monkeypatch.setattr(
+        registry, "entry_points", lambda group: [FakeEntryPoint()] if group == "genloom.plugins" else []
+    )
     try:
         assert "plugin_never" in registry.CLEANERS.names()
     finally:

@@ -92,8 +92,13 @@ def test_qlora_on_a_4bit_base_lowers_the_loss(base_model_64: tuple[Path, Path, P
     base, tr, va = base_model_64
     out = tmp_path / "qlora"
     cfg = TrainConfig(
-        model={"type": "hf_causal_lm", "path": str(base), "lora": {"r": 4, "alpha": 8}, "block_size": 32,
-               "quantize": "nf4"},
+        model={
+            "type": "hf_causal_lm",
+            "path": str(base),
+            "lora": {"r": 4, "alpha": 8},
+            "block_size": 32,
+            "quantize": "nf4",
+        },
         max_steps=40,
         batch_size=8,
         lr=1e-2,

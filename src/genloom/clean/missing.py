@@ -182,7 +182,9 @@ class _SeriesEdges:
             if col in self.last:
                 value, row = self.last[col]
                 edge[0] = (value, start - row)
-            present = np.flatnonzero(~np.asarray(missing_mask(table.column(col)).to_numpy(zero_copy_only=False)))
+            present = np.flatnonzero(
+                ~np.asarray(missing_mask(table.column(col)).to_numpy(zero_copy_only=False))
+            )
             if len(present):
                 values = table.column(col)
                 first, last = int(present[0]), int(present[-1])

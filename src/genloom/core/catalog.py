@@ -35,7 +35,8 @@ from genloom.core.errors import NotFoundError
 metadata = MetaData()
 
 runs = Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     Column("id", String(32), primary_key=True),
     Column("pipeline", String(200), nullable=False, index=True),
     Column("config_path", Text),
@@ -46,7 +47,8 @@ runs = Table(
 )
 
 stage_runs = Table(
-    "stage_runs", metadata,
+    "stage_runs",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("run_id", String(32), ForeignKey("runs.id"), index=True, nullable=False),
     Column("stage", String(50), nullable=False),
@@ -58,7 +60,8 @@ stage_runs = Table(
 )
 
 artifacts = Table(
-    "artifacts", metadata,
+    "artifacts",
+    metadata,
     Column("key", String(64), primary_key=True),
     Column("stage", String(50), nullable=False, index=True),
     Column("pipeline", String(200), index=True),
@@ -71,13 +74,15 @@ artifacts = Table(
 )
 
 lineage = Table(
-    "lineage", metadata,
+    "lineage",
+    metadata,
     Column("parent", String(64), primary_key=True),
     Column("child", String(64), primary_key=True),
 )
 
 model_versions = Table(
-    "model_versions", metadata,
+    "model_versions",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(200), nullable=False, index=True),
     Column("version", Integer, nullable=False),
@@ -100,7 +105,7 @@ def resolve_url(url: str, base_dir: Path) -> str:
     """Make a relative SQLite path relative to the project folder, creating its parent folder."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
-        path = (base_dir / url[len(prefix):]).resolve()
+        path = (base_dir / url[len(prefix) :]).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"{prefix}{path}"
     return url
@@ -122,21 +127,44 @@ class Catalog:
     def start_run(self, run_id: str, pipeline: str, config_path: str) -> None:
         """Record a new run."""
         with self.engine.begin() as c:
-            c.execute(insert(runs).values(id=run_id, pipeline=pipeline, config_path=config_path,
-                                          status="running", started_at=_now()))
+            c.execute(
+                insert(runs).values(
+                    id=run_id, pipeline=pipeline, config_path=config_path, status="running", started_at=_now()
+                )
+            )
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
         """Mark a run finished (``succeeded`` or ``failed``) with its summary."""
         with self.engine.begin() as c:
-            c.execute(update(runs).where(runs.c.id == run_id)
-                      .values(status=status, finished_at=_now(), summary=_jsonable(summary)))
+            c.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(status=status, finished_at=_now(), summary=_jsonable(summary))
+            )
 
-    def record_stage(self, run_id: str, stage: str, key: str | None, status: str, reason: str,
-                     seconds: float, stats: dict[str, Any]) -> None:
+    def record_stage(
+        self,
+        run_id: str,
+        stage: str,
+        key: str | None,
+        status: str,
+        reason: str,
+        seconds: float,
+        stats: dict[str, Any],
+    ) -> None:
         """Record what one stage did in a run (``cached`` or ``ran``) and why."""
         with self.engine.begin() as c:
-            c.execute(insert(stage_runs).values(run_id=run_id, stage=stage, key=key, status=status,
-                                                reason=reason, seconds=seconds, stats=_jsonable(stats)))
+            c.execute(
+                insert(stage_runs).values(
+                    run_id=run_id,
+                    stage=stage,
+                    key=key,
+                    status=status,
+                    reason=reason,
+                    seconds=seconds,
+                    stats=_jsonable(stats),
+                )
+            )
 
     def runs(self, pipeline: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """Most recent runs first."""
@@ -153,16 +181,38 @@ class Catalog:
             return [dict(r._mapping) for r in c.execute(q)]
 
     # -- artifacts
-    def add_artifact(self, key: str, stage: str, pipeline: str, kind: str, uri: str, run_id: str,
-                     rows: int | None, ingredients: dict[str, Any], parents: list[str]) -> None:
+    def add_artifact(
+        self,
+        key: str,
+        stage: str,
+        pipeline: str,
+        kind: str,
+        uri: str,
+        run_id: str,
+        rows: int | None,
+        ingredients: dict[str, Any],
+        parents: list[str],
+    ) -> None:
         """Register an artifact and its lineage edges (idempotent)."""
         with self.engine.begin() as c:
             if c.execute(select(artifacts.c.key).where(artifacts.c.key == key)).first() is None:
-                c.execute(insert(artifacts).values(key=key, stage=stage, pipeline=pipeline, kind=kind, uri=uri,
-                                                   run_id=run_id, created_at=_now(), rows=rows,
-                                                   ingredients=_jsonable(ingredients)))
+                c.execute(
+                    insert(artifacts).values(
+                        key=key,
+                        stage=stage,
+                        pipeline=pipeline,
+                        kind=kind,
+                        uri=uri,
+                        run_id=run_id,
+                        created_at=_now(),
+                        rows=rows,
+                        ingredients=_jsonable(ingredients),
+                    )
+                )
             for p in parents:
-                exists = c.execute(select(lineage).where(lineage.c.parent == p, lineage.c.child == key)).first()
+                exists = c.execute(
+                    select(lineage).where(lineage.c.parent == p, lineage.c.child == key)
+                ).first()
                 if exists is None:
                     c.execute(insert(lineage).values(parent=p, child=key))
 
@@ -175,8 +225,12 @@ class Catalog:
     def latest_artifact(self, pipeline: str, stage: str) -> dict[str, Any] | None:
         """The most recently created artifact of a stage of a pipeline."""
         with self.engine.connect() as c:
-            q = (select(artifacts).where(artifacts.c.pipeline == pipeline, artifacts.c.stage == stage)
-                 .order_by(artifacts.c.created_at.desc()).limit(1))
+            q = (
+                select(artifacts)
+                .where(artifacts.c.pipeline == pipeline, artifacts.c.stage == stage)
+                .order_by(artifacts.c.created_at.desc())
+                .limit(1)
+            )
             r = c.execute(q).first()
             return dict(r._mapping) if r else None
 
@@ -186,27 +240,47 @@ class Catalog:
             return [r[0] for r in c.execute(select(lineage.c.child).where(lineage.c.parent == key))]
 
     # -- models
-    def register_model(self, name: str, artifact_key: str, uri: str, metrics: dict[str, Any],
-                       run_id: str) -> dict[str, Any]:
+    def register_model(
+        self, name: str, artifact_key: str, uri: str, metrics: dict[str, Any], run_id: str
+    ) -> dict[str, Any]:
         """Add a candidate version (or return the existing version of the same artifact)."""
         with self.engine.begin() as c:
-            existing = c.execute(select(model_versions).where(model_versions.c.name == name,
-                                                              model_versions.c.artifact_key == artifact_key)).first()
+            existing = c.execute(
+                select(model_versions).where(
+                    model_versions.c.name == name, model_versions.c.artifact_key == artifact_key
+                )
+            ).first()
             if existing is not None:
                 return dict(existing._mapping)
-            last = c.execute(select(model_versions.c.version).where(model_versions.c.name == name)
-                             .order_by(model_versions.c.version.desc()).limit(1)).first()
+            last = c.execute(
+                select(model_versions.c.version)
+                .where(model_versions.c.name == name)
+                .order_by(model_versions.c.version.desc())
+                .limit(1)
+            ).first()
             version = (last[0] if last else 0) + 1
-            c.execute(insert(model_versions).values(name=name, version=version, artifact_key=artifact_key, uri=uri,
-                                                    stage="candidate", metrics=_jsonable(metrics), run_id=run_id,
-                                                    created_at=_now()))
+            c.execute(
+                insert(model_versions).values(
+                    name=name,
+                    version=version,
+                    artifact_key=artifact_key,
+                    uri=uri,
+                    stage="candidate",
+                    metrics=_jsonable(metrics),
+                    run_id=run_id,
+                    created_at=_now(),
+                )
+            )
         return self.model_version(name, version)
 
     def model_version(self, name: str, version: int) -> dict[str, Any]:
         """One model version."""
         with self.engine.connect() as c:
-            r = c.execute(select(model_versions).where(model_versions.c.name == name,
-                                                       model_versions.c.version == version)).first()
+            r = c.execute(
+                select(model_versions).where(
+                    model_versions.c.name == name, model_versions.c.version == version
+                )
+            ).first()
         if r is None:
             raise NotFoundError(f"model {name!r} has no version {version}")
         return dict(r._mapping)
@@ -214,8 +288,11 @@ class Catalog:
     def champion(self, name: str) -> dict[str, Any] | None:
         """The champion version of a model, or None."""
         with self.engine.connect() as c:
-            r = c.execute(select(model_versions).where(model_versions.c.name == name,
-                                                       model_versions.c.stage == "champion")).first()
+            r = c.execute(
+                select(model_versions).where(
+                    model_versions.c.name == name, model_versions.c.stage == "champion"
+                )
+            ).first()
             return dict(r._mapping) if r else None
 
     def models(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -229,11 +306,16 @@ class Catalog:
     def promote(self, name: str, version: int) -> None:
         """Make ``version`` the champion; the previous champion is archived (one transaction)."""
         with self.engine.begin() as c:
-            c.execute(update(model_versions).where(model_versions.c.name == name,
-                                                   model_versions.c.stage == "champion").values(stage="archived"))
-            res = c.execute(update(model_versions).where(model_versions.c.name == name,
-                                                         model_versions.c.version == version)
-                            .values(stage="champion"))
+            c.execute(
+                update(model_versions)
+                .where(model_versions.c.name == name, model_versions.c.stage == "champion")
+                .values(stage="archived")
+            )
+            res = c.execute(
+                update(model_versions)
+                .where(model_versions.c.name == name, model_versions.c.version == version)
+                .values(stage="champion")
+            )
             if res.rowcount == 0:
                 raise NotFoundError(f"model {name!r} has no version {version}")
 

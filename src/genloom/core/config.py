@@ -34,7 +34,9 @@ class Frozen(BaseModel):
 class StoreConfig(Frozen):
     """Where artifacts live (any fsspec URL; a plain path is relative to the pipeline file)."""
 
-    path: str = Field(".genloom/artifacts", description="Artifact root: a folder, or s3://, gs://... with fsspec")
+    path: str = Field(
+        ".genloom/artifacts", description="Artifact root: a folder, or s3://, gs://... with fsspec"
+    )
 
 
 class CatalogConfig(Frozen):
@@ -67,7 +69,9 @@ ExecutorConfig = Annotated[LocalExecutorConfig | RayExecutorConfig, Field(discri
 class DataConfig(Frozen):
     """How data stages shard their work and how much loss is tolerated."""
 
-    partitions_per_shard: int = Field(8, ge=1, description="Source partitions (files, modules...) per ingest shard")
+    partitions_per_shard: int = Field(
+        8, ge=1, description="Source partitions (files, modules...) per ingest shard"
+    )
     max_drop_fraction: float = Field(
         0.99, ge=0, le=1, description="A stage fails when it drops more than this fraction of its input rows"
     )
@@ -109,7 +113,9 @@ class RegisterConfig(Frozen):
 class PipelineBase(Frozen):
     """Fields common to every pipeline; stage lists are added from the registries."""
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Pipeline name (also the default model name)")
+    name: str = Field(
+        ..., pattern=r"^[A-Za-z0-9_.-]+$", description="Pipeline name (also the default model name)"
+    )
     store: StoreConfig = Field(default_factory=StoreConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     executor: ExecutorConfig = Field(default_factory=LocalExecutorConfig)
@@ -147,7 +153,10 @@ def pipeline_model() -> type[BaseModel]:
     for stage in STAGE_LISTS[1:]:
         item = _component_union(stage)
         fields[stage] = (list[item], Field(default_factory=list, description=f"{stage} steps, in order"))  # type: ignore[valid-type]
-    fields["train"] = (TrainConfig | None, Field(None, description="Model training; omit to stop after data stages"))
+    fields["train"] = (
+        TrainConfig | None,
+        Field(None, description="Model training; omit to stop after data stages"),
+    )
     return create_model("PipelineConfig", __base__=PipelineBase, **fields)
 
 
@@ -155,11 +164,15 @@ def pipeline_model() -> type[BaseModel]:
 # loading
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, env: dict[str, str] | None = None) -> Any:
+def load_config(
+    path: str | Path, overrides: list[str] | None = None, env: dict[str, str] | None = None
+) -> Any:
     """Read, override, substitute secrets and validate a pipeline file; raise ConfigError."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"pipeline file {str(p)!r} not found", hint="genloom init DIR writes one to start from")
+        raise ConfigError(
+            f"pipeline file {str(p)!r} not found", hint="genloom init DIR writes one to start from"
+        )
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -192,7 +205,9 @@ def validate_config(raw: Any, overrides: list[str] | None = None, env: dict[str,
 def apply_override(raw: dict[str, Any], item: str) -> None:
     """Apply one ``a.b.2.c=value`` override (the value is parsed as YAML) to raw config data."""
     if "=" not in item:
-        raise ConfigError(f"override {item!r} is not KEY=VALUE", path="--set", hint="e.g. --set train.max_steps=200")
+        raise ConfigError(
+            f"override {item!r} is not KEY=VALUE", path="--set", hint="e.g. --set train.max_steps=200"
+        )
     key, value = item.split("=", 1)
     parts = key.strip().split(".")
     node: Any = raw
@@ -200,7 +215,9 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"no list item {part!r}", path=".".join(parts[: i + 1]), hint=f"{len(node)} items")
+                raise ConfigError(
+                    f"no list item {part!r}", path=".".join(parts[: i + 1]), hint=f"{len(node)} items"
+                )
             if last:
                 node[int(part)] = yaml.safe_load(value)
             else:
@@ -245,8 +262,13 @@ def _check_component_types(raw: dict[str, Any]) -> None:
         registry = REGISTRIES[stage]
         for i, item in enumerate(items):
             if not isinstance(item, dict) or "type" not in item:
-                errors.append(ConfigError("each step needs a 'type'", path=f"{stage}.{i}",
-                                          hint=f"one of: {', '.join(registry.names())}"))
+                errors.append(
+                    ConfigError(
+                        "each step needs a 'type'",
+                        path=f"{stage}.{i}",
+                        hint=f"one of: {', '.join(registry.names())}",
+                    )
+                )
                 continue
             try:
                 registry.get(str(item["type"]), path=f"{stage}.{i}.type")
@@ -321,8 +343,14 @@ def _resolve(tp: Any, node: Any) -> Any:
         elif origin in (Union, types.UnionType):
             members = [a for a in typing.get_args(tp) if a is not type(None)]
             tag = node.get("type") if isinstance(node, dict) else None
-            chosen = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)
-                      and "type" in m.model_fields and m.model_fields["type"].default == tag]
+            chosen = [
+                m
+                for m in members
+                if isinstance(m, type)
+                and issubclass(m, BaseModel)
+                and "type" in m.model_fields
+                and m.model_fields["type"].default == tag
+            ]
             tp = chosen[0] if chosen else members[0]
         else:
             return tp

@@ -11,7 +11,9 @@ class Reporter:
     def stage_start(self, stage: str, total: int | None, unit: str = "shards") -> None:
         """A stage begins ``total`` units of work."""
 
-    def stage_advance(self, stage: str, done: int = 1, rows: int = 0, info: dict[str, Any] | None = None) -> None:
+    def stage_advance(
+        self, stage: str, done: int = 1, rows: int = 0, info: dict[str, Any] | None = None
+    ) -> None:
         """Some units finished (``rows`` rows produced); ``info`` carries live metrics (loss...)."""
 
     def stage_end(self, stage: str, status: str, reason: str, seconds: float, stats: dict[str, Any]) -> None:

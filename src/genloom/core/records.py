@@ -113,7 +113,9 @@ def rejected_table(rows: list[Rejected | dict[str, Any]], step: str = "") -> pa.
     out = []
     for r in rows:
         if isinstance(r, Rejected):
-            out.append({"id": r.id, "step": step, "reason": r.reason, "location": r.location, "detail": r.detail})
+            out.append(
+                {"id": r.id, "step": step, "reason": r.reason, "location": r.location, "detail": r.detail}
+            )
         else:
             out.append({k: r.get(k, "") for k in REJECTED_SCHEMA.names})
     return pa.Table.from_pylist(out, schema=REJECTED_SCHEMA)

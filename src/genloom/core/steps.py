@@ -154,7 +154,13 @@ class Source(Step):
         try:
             for item in self.read(partition):
                 if isinstance(item, Rejected):
-                    ctx.reject(self.name, item.id, item.reason, item.location or self.location(partition), item.detail)
+                    ctx.reject(
+                        self.name,
+                        item.id,
+                        item.reason,
+                        item.location or self.location(partition),
+                        item.detail,
+                    )
                 elif isinstance(item, pa.Table):
                     if item.num_rows:
                         stats.rows_out += item.num_rows

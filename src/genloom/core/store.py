@@ -87,21 +87,27 @@ class ArtifactStore:
         d = self.shard_dir(stage, shard_key)
         self.fs.makedirs(d, exist_ok=True)
         self._write_atomic(f"{d}/data.parquet", write_parquet_bytes(table))
-        self._write_atomic(f"{d}/rejected.parquet",
-                           write_parquet_bytes(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA)))
-        self._write_atomic(f"{d}/events.parquet",
-                           write_parquet_bytes(pa.Table.from_pylist(events, schema=EVENTS_SCHEMA)))
+        self._write_atomic(
+            f"{d}/rejected.parquet",
+            write_parquet_bytes(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA)),
+        )
+        self._write_atomic(
+            f"{d}/events.parquet", write_parquet_bytes(pa.Table.from_pylist(events, schema=EVENTS_SCHEMA))
+        )
         done = {**info, "rows": table.num_rows, "rejected": len(rejected)}
         self._write_atomic(f"{d}/done.json", json.dumps(done, sort_keys=True, indent=1).encode())
         return done
 
-    def read_shard(self, stage: str, shard_key: str, part: str = "data", columns: list[str] | None = None) -> pa.Table:
+    def read_shard(
+        self, stage: str, shard_key: str, part: str = "data", columns: list[str] | None = None
+    ) -> pa.Table:
         """Read one shard's ``data``, ``rejected`` or ``events`` table."""
         with self.fs.open(f"{self.shard_dir(stage, shard_key)}/{part}.parquet", "rb") as f:
             return pq.read_table(f, columns=columns)
 
-    def iter_batches(self, stage: str, shard_key: str, batch_rows: int = 8192,
-                     columns: list[str] | None = None) -> Iterator[pa.Table]:
+    def iter_batches(
+        self, stage: str, shard_key: str, batch_rows: int = 8192, columns: list[str] | None = None
+    ) -> Iterator[pa.Table]:
         """Stream one shard's data in record batches (bounded memory)."""
         with self.fs.open(f"{self.shard_dir(stage, shard_key)}/data.parquet", "rb") as f:
             pf = pq.ParquetFile(f)

@@ -28,14 +28,20 @@ def loss_curve_svg(history: list[dict[str, Any]], width: int = 640, height: int 
         return f"{x:.1f},{y:.1f}"
 
     colors = {"train": "#1f77b4", "val": "#d62728"}
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-             f'<rect width="{width}" height="{height}" fill="white" stroke="#ccc"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+        f'<rect width="{width}" height="{height}" fill="white" stroke="#ccc"/>',
+    ]
     for name, pts in series.items():
         if pts:
-            parts.append(f'<polyline fill="none" stroke="{colors[name]}" stroke-width="1.5" '
-                         f'points="{" ".join(xy(s, v) for s, v in pts)}"/>')
-    parts.append(f'<text x="{pad}" y="{pad - 10}" font-size="12">loss (nats/token); '
-                 f'<tspan fill="{colors["train"]}">train</tspan> <tspan fill="{colors["val"]}">val</tspan></text>')
+            parts.append(
+                f'<polyline fill="none" stroke="{colors[name]}" stroke-width="1.5" '
+                f'points="{" ".join(xy(s, v) for s, v in pts)}"/>'
+            )
+    parts.append(
+        f'<text x="{pad}" y="{pad - 10}" font-size="12">loss (nats/token); '
+        f'<tspan fill="{colors["train"]}">train</tspan> <tspan fill="{colors["val"]}">val</tspan></text>'
+    )
     parts.append(f'<text x="{pad}" y="{height - 10}" font-size="11">step 0</text>')
     parts.append(f'<text x="{width - pad - 60}" y="{height - 10}" font-size="11">step {x1}</text>')
     parts.append(f'<text x="4" y="{pad + 4}" font-size="11">{y1:.2f}</text>')
@@ -49,7 +55,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
         return "<p>None.</p>"
     cols = list(rows[0])
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -61,8 +69,14 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def write_report(path: Path, title: str, metrics: dict[str, Any], gates: dict[str, Any],
-                 history: list[dict[str, Any]], stages: list[dict[str, Any]]) -> Path:
+def write_report(
+    path: Path,
+    title: str,
+    metrics: dict[str, Any],
+    gates: dict[str, Any],
+    history: list[dict[str, Any]],
+    stages: list[dict[str, Any]],
+) -> Path:
     """Write ``report.html``: metrics, gates, loss curves and per-stage data statistics."""
     gate_rows = [{"metric": k, **v, "passed": "yes" if v["passed"] else "NO"} for k, v in gates.items()]
     metric_rows = [{"metric": k, "value": v} for k, v in metrics.items()]

@@ -111,7 +111,9 @@ class HFCausalLM(nn.Module):
                 device_map={"": str(device)},
             )
         else:
-            hf = tf.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+            hf = tf.AutoModelForCausalLM.from_pretrained(
+                str(path), local_files_only=True, dtype=torch.float32
+            )
         if cfg.gradient_checkpointing:
             hf.gradient_checkpointing_enable()
         if cfg.lora is not None:
@@ -203,7 +205,9 @@ class HFCausalLM(nn.Module):
                 import peft
 
                 tf = _transformers()
-                base = tf.AutoModelForCausalLM.from_pretrained(str(src), local_files_only=True, dtype=torch.float32)
+                base = tf.AutoModelForCausalLM.from_pretrained(
+                    str(src), local_files_only=True, dtype=torch.float32
+                )
                 with _quiet_peft():
                     merged = peft.PeftModel.from_pretrained(base, str(target)).merge_and_unload()
                 shutil.rmtree(target)

@@ -11,9 +11,23 @@ import pyarrow.compute as pc
 from genloom.core.registry import PREPROCESSORS
 from genloom.core.steps import Map, StepContext
 
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u201c": '"',
-                         "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2032": "'", "\u2033": '"'})
-_DASHES = str.maketrans({"\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-"})
+_QUOTES = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u2032": "'",
+        "\u2033": '"',
+    }
+)
+_DASHES = str.maketrans(
+    {"\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-"}
+)
 
 
 @PREPROCESSORS.register("normalize")
@@ -60,7 +74,9 @@ class NormalizeMap(Map):
             text = text.translate(_QUOTES).translate(_DASHES)
         if self.fold_accents:
             decomposed = unicodedata.normalize("NFKD", text)
-            text = unicodedata.normalize("NFC", "".join(c for c in decomposed if not unicodedata.combining(c)))
+            text = unicodedata.normalize(
+                "NFC", "".join(c for c in decomposed if not unicodedata.combining(c))
+            )
         return text
 
 

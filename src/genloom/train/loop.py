@@ -96,7 +96,9 @@ class HFCausalLMConfig(BaseModel):
     @model_validator(mode="after")
     def _qlora_needs_lora(self) -> HFCausalLMConfig:
         if self.quantize != "none" and self.lora is None:
-            raise ValueError("quantize: nf4 trains LoRA adapters on a frozen 4-bit base: set lora (or quantize: none)")
+            raise ValueError(
+                "quantize: nf4 trains LoRA adapters on a frozen 4-bit base: set lora (or quantize: none)"
+            )
         return self
 
 

@@ -16,8 +16,9 @@ R = TypeVar("R")
 class Executor(Protocol):
     """Runs ``fn`` over ``items``; calls ``on_result(index, result)`` as each one finishes."""
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T],
-            on_result: Callable[[int, R], None] | None = None) -> list[R]: ...
+    def map(
+        self, fn: Callable[[T], R], items: Sequence[T], on_result: Callable[[int, R], None] | None = None
+    ) -> list[R]: ...
 
     def close(self) -> None: ...
 

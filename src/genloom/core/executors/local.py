@@ -29,8 +29,12 @@ class LocalExecutor:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any],
-            on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        items: Sequence[Any],
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
         results: list[Any] = [None] * len(items)
         if self.workers <= 1 or len(items) <= 1:
             for i, item in enumerate(items):
@@ -40,7 +44,9 @@ class LocalExecutor:
             return results
         if self._pool is None:
             ctx = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=ctx, initializer=_init_worker
+            )
         futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
         for fut in as_completed(futures):
             i = futures[fut]

@@ -21,16 +21,23 @@ class RayExecutor:
         self._ray = ray
         self._started = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                      "configure_logging": False}
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "configure_logging": False,
+            }
             if address:
                 ray.init(address=address, **kwargs)
             else:
                 ray.init(num_cpus=num_cpus, **kwargs)
             self._started = True
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any],
-            on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        items: Sequence[Any],
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
         ray = self._ray
         remote = ray.remote(num_cpus=1)(fn)
         refs = [remote.remote(item) for item in items]
