@@ -185,7 +185,7 @@ def test_bad_inputs_quarantined_good_files_kept(tmp_path: Path, shared_data_opti
             paths.append(str(pdf / name))
         paths.append(str(shared_data_optional / "docs/office/password_protected.xlsx"))
         extra = {
-            "password_protected.xlsx": "encrypted",
+            "password_protected.xlsx": "wrong_password",
             "issue-297-broken-xref.pdf": "broken_xref",
             "zen_of_python_corrupted.pdf": "corrupt_stream",
         }

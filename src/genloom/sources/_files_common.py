@@ -21,12 +21,14 @@ import bz2
 import contextlib
 import gzip
 import hashlib
+import io
 import json
 import lzma
 import os
 import re
 import shutil
 import stat
+import struct
 import tarfile
 import tempfile
 import unicodedata
@@ -229,14 +231,17 @@ EXTENSIONS: dict[str, str] = {
     "pdf": "pdf", "docx": "docx", "docm": "docx", "doc": "doc", "dot": "doc",
     "xlsx": "excel", "xlsm": "excel", "xlsb": "excel", "xls": "excel", "ods": "excel",
     "pptx": "pptx", "odt": "odt", "rtf": "rtf", "eml": "eml",
+    "ppt": "ppt", "pps": "ppt", "odp": "odp", "epub": "epub",
     "zip": "zip", "tar": "tar", "tgz": "tar", "gz": "gz", "bz2": "bz2", "xz": "xz",
 }  # fmt: skip
+# ``.msg`` is left out on purpose: Outlook messages are found by content (OLE2 property streams),
+# and the name also marks text files (Tcl and ROS message catalogs) that must stay text
 
 # formats we know and decline, so they are quarantined as unsupported without reading
 BINARY_EXTENSIONS = {
     "png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp", "wav", "mp3", "flac", "ogg", "mp4", "avi",
-    "mov", "mkv", "exe", "dll", "so", "bin", "pyc", "class", "jar", "7z", "rar", "ppt", "odp", "epub",
-    "msg", "sqlite", "db", "npy", "npz", "pt", "safetensors", "gpx",
+    "mov", "mkv", "exe", "dll", "so", "bin", "pyc", "class", "jar", "7z", "rar", "sqlite", "db", "npy",
+    "npz", "pt", "safetensors", "gpx",
 }  # fmt: skip
 
 
@@ -248,6 +253,92 @@ def _ole_streams(path: Path) -> bytes:
 
 def _u16(name: str) -> bytes:
     return name.encode("utf-16-le")
+
+
+_OLE_END = 0xFFFFFFFA  # sector numbers from here up are markers (end of chain, free, FAT...)
+
+
+def ole_root_names(path: Path) -> set[str] | None:
+    """Lower-cased names of the streams and storages at the root of an OLE2 (CFB) file.
+
+    Only the root counts: an e-mail's attached ``.doc`` or encrypted XLSX has its own stream names
+    deeper in the tree. None when the header or directory chain cannot be followed ([MS-CFB] 2.2-2.6).
+    """
+    u32 = "<I"
+    try:
+        with open(path, "rb") as f:
+            header = f.read(512)
+            shift = int.from_bytes(header[30:32], "little")
+            if len(header) < 512 or shift not in (9, 12):
+                return None
+            size = 1 << shift
+            per = size // 4
+            n_fat, dir_start = struct.unpack_from("<II", header, 44)
+            difat_next = struct.unpack_from(u32, header, 68)[0]
+            fat = [x for x in struct.unpack_from("<109I", header, 76) if x < _OLE_END]
+            seen: set[int] = set()
+            while difat_next < _OLE_END and len(fat) < n_fat and difat_next not in seen:
+                seen.add(difat_next)
+                f.seek((difat_next + 1) * size)
+                block = struct.unpack(f"<{per}I", f.read(size))
+                fat += [x for x in block[:-1] if x < _OLE_END]
+                difat_next = block[-1]
+
+            def next_sector(sector: int) -> int:
+                index, slot = divmod(sector, per)
+                if index >= len(fat):
+                    return _OLE_END
+                f.seek((fat[index] + 1) * size + slot * 4)
+                return struct.unpack(u32, f.read(4))[0]
+
+            raw = bytearray()
+            sector, visited = dir_start, set()
+            while sector < _OLE_END and sector not in visited and len(raw) < 16 * 2**20:
+                visited.add(sector)
+                f.seek((sector + 1) * size)
+                raw += f.read(size)
+                sector = next_sector(sector)
+    except (OSError, struct.error):
+        return None
+    entries = []
+    for off in range(0, len(raw) - 127, 128):
+        name_len = min(int.from_bytes(raw[off + 64 : off + 66], "little"), 64)
+        name = bytes(raw[off : off + max(name_len - 2, 0)]).decode("utf-16-le", "replace")
+        left, right, child = struct.unpack_from("<III", raw, off + 68)
+        entries.append((name, raw[off + 66], left, right, child))
+    if not entries or entries[0][1] != 5:  # entry 0 is the root storage
+        return None
+    names: set[str] = set()
+    stack, walked = [entries[0][4]], set()
+    while stack:
+        i = stack.pop()
+        if i >= len(entries) or i in walked:
+            continue
+        walked.add(i)
+        name, _, left, right, _ = entries[i]
+        names.add(name.lower())
+        stack += [left, right]
+    return names
+
+
+def _ole_kind(path: Path, ext: str) -> str:
+    """The format of an OLE2 file from the stream names at its root (msg, doc, excel, ppt...)."""
+    names = ole_root_names(path)
+    if names is None:  # a damaged directory: look for the names anywhere in the first 32 MiB
+        data = _ole_streams(path).lower()
+        wanted = ("__properties_version1.0", "__substg1.0_", "encryptedpackage", "worddocument", "workbook")
+        names = {n for n in (*wanted, "book", "powerpoint document") if _u16(n) in data}
+    if "__properties_version1.0" in names and any(n.startswith("__substg1.0_") for n in names):
+        return "msg"
+    if "encryptedpackage" in names:
+        return "encrypted_ooxml"
+    if "worddocument" in names:
+        return "doc"
+    if "workbook" in names or "book" in names:
+        return "excel"
+    if "powerpoint document" in names:
+        return "ppt"
+    return EXTENSIONS.get(ext, "ole")
 
 
 def detect_format(blob: Blob) -> str:
@@ -264,16 +355,7 @@ def detect_format(blob: Blob) -> str:
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return _zip_kind(blob.path, ext)
     if head.startswith(OLE_MAGIC):
-        data = _ole_streams(blob.path)
-        if _u16("EncryptedPackage") in data:
-            return "encrypted_ooxml"
-        if _u16("WordDocument") in data:
-            return "doc"
-        if _u16("Workbook") in data or _u16("Book") in data:
-            return "excel"
-        if _u16("PowerPoint Document") in data:
-            return "ppt"
-        return EXTENSIONS.get(ext, "ole")
+        return _ole_kind(blob.path, ext)
     if b"%PDF-" in head[:1024]:
         return "pdf"
     if head.startswith(b"{\\rtf"):
@@ -289,7 +371,10 @@ def detect_format(blob: Blob) -> str:
     if head.startswith(b"PAR1"):
         return "json"  # the json source reads parquet
     by_ext = EXTENSIONS.get(ext)
-    if by_ext in ("docx", "excel", "pptx", "odt", "zip", "pdf", "doc", "rtf", "gz", "bz2", "xz", "tar"):
+    if by_ext in (
+        "docx", "excel", "pptx", "odt", "odp", "epub", "zip", "pdf", "doc", "ppt", "rtf", "gz", "bz2", "xz",
+        "tar",
+    ):  # fmt: skip
         # a binary container format by name whose content is none of the magic numbers above
         return "mismatch"
     if ext in BINARY_EXTENSIONS:
@@ -316,7 +401,11 @@ def _zip_kind(path: Path, ext: str) -> str:
                 return {
                     "application/vnd.oasis.opendocument.text": "odt",
                     "application/vnd.oasis.opendocument.spreadsheet": "excel",
+                    "application/vnd.oasis.opendocument.presentation": "odp",
+                    "application/epub+zip": "epub",
                 }.get(mime, "unsupported_zip")
+            if ext == "epub" and "META-INF/container.xml" in names:
+                return "epub"  # an EPUB zipped without its mimetype member
             if "[Content_Types].xml" in names:
                 if any(n.startswith("word/") for n in names):
                     return "docx"
@@ -919,7 +1008,7 @@ class FileSource(Source):
     hidden: bool = False
     #: cut long documents into chunks; without it a document is one record (PDF: one per page)
     chunk: ChunkConfig | None = None
-    #: password for encrypted PDFs; write ``${env:PDF_PASSWORD}`` in YAML, never the secret itself
+    #: password for encrypted PDFs and Office files; write ``${env:PDF_PASSWORD}`` in YAML, never the secret
     password: SecretStr | None = None
     #: more passwords to try, in order, when files have different ones
     passwords: list[SecretStr] = []
@@ -989,6 +1078,9 @@ class FileSource(Source):
                 for member in iter_archive(blob, fmt, self.archives):
                     yield from self.read_blob(member)
                 return
+            if fmt == "encrypted_ooxml" and any(self.secrets()):
+                yield from self._read_decrypted(blob)
+                return
             reader = self.reader_for(fmt, blob)
             yield from reader.read_file(blob)
         except RecordError as e:
@@ -1000,6 +1092,22 @@ class FileSource(Source):
                 blob.key,
                 str(e)[:2000],
             )
+
+    def _read_decrypted(self, blob: Blob) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
+        """An encrypted XLSX/DOCX/PPTX opened with the configured passwords, read by its own reader.
+
+        Records keep the encrypted file's key; the plain package lives in a private temporary file
+        (mode 0600) only while its reader runs.
+        """
+        plain = decrypt_office(blob, self.secrets())
+        try:
+            inner = Blob(blob.key, plain, blob.name, blob.depth, blob.budget)
+            fmt = detect_format(inner)
+            if fmt not in ("docx", "excel", "pptx"):
+                raise RecordError("corrupt", f"the decrypted package is not an Office file (detected {fmt})")
+            yield from self.reader_for(fmt, inner).read_file(inner)
+        finally:
+            plain.unlink(missing_ok=True)
 
     def _fmt_name(self, blob: Blob) -> str:
         return EXTENSIONS.get(blob.ext, "files")
@@ -1022,7 +1130,7 @@ class FileSource(Source):
             raise RecordError(
                 "truncated" if blob.size > 22 else "corrupt", f"ZIP container unreadable (.{blob.ext})"
             )
-        if fmt in ("binary", "unknown", "ole", "ppt", "unsupported_zip"):
+        if fmt in ("binary", "unknown", "ole", "unsupported_zip"):
             raise RecordError(
                 "unsupported_format", f"no reader for this content (.{blob.ext}, detected {fmt})"
             )
@@ -1127,6 +1235,43 @@ def copy_to_temp(data: bytes, suffix: str) -> Path:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     return Path(name)
+
+
+def decrypt_office(blob: Blob, passwords: list[str]) -> Path:
+    """Decrypt an OOXML file in an OLE2 ``EncryptedPackage`` (Agile or Standard encryption) with
+    the first password that opens it; the plain package is written to a temporary file (the caller
+    deletes it).
+
+    RecordError ``wrong_password`` when none opens it, ``encrypted`` when the encryption is not
+    password-based (IRM/DRM) or not supported, ``missing_dependency`` without msoffcrypto-tool.
+    """
+    try:
+        import msoffcrypto
+        from msoffcrypto.exceptions import DecryptionError, FileFormatError, InvalidKeyError, ParseError
+    except ImportError as e:
+        raise RecordError(
+            "missing_dependency",
+            "msoffcrypto-tool decrypts password-protected Office files: pip install 'genloom[docs]'",
+        ) from e
+    data = blob.read_bytes()
+    passwords = [p for p in passwords if p]  # Office has no empty password (PDF has)
+    for password in passwords:
+        try:
+            office = msoffcrypto.OfficeFile(io.BytesIO(data))
+            office.load_key(password=password, verify_password=True)
+            out = io.BytesIO()
+            office.decrypt(out)
+        except InvalidKeyError:
+            continue
+        except (DecryptionError, FileFormatError, ParseError, KeyError, ValueError) as e:
+            raise RecordError(
+                "encrypted", f"encrypted Office file that cannot be decrypted: {type(e).__name__}: {e}"
+            ) from e
+        return copy_to_temp(out.getvalue(), Path(blob.name).suffix[:20])
+    raise RecordError(
+        "wrong_password",
+        f"none of the {len(passwords)} configured passwords opens this encrypted Office file",
+    )
 
 
 def which(*tools: str) -> str | None:

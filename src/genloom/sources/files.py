@@ -11,7 +11,10 @@ from genloom.core.registry import SOURCES, suggest
 from genloom.sources._files_common import FileSource
 
 #: the reader (registered source) for each detected format
-READERS = ("text", "csv", "json", "html", "pdf", "docx", "doc", "excel", "pptx", "odt", "rtf", "eml")
+READERS = (
+    "text", "csv", "json", "html", "pdf", "docx", "doc", "excel", "pptx", "ppt", "odt", "odp", "rtf", "eml",
+    "msg", "epub",
+)  # fmt: skip
 
 
 @SOURCES.register("files")
@@ -23,8 +26,10 @@ class FilesSource(FileSource):
     random bytes named ``.docx`` are quarantined as ``corrupt``. Archives (zip, tar, gz, bz2, xz)
     are opened transparently under ``archives`` limits. Each format is read by its own source
     (``text``, ``csv``, ``json``, ``html``, ``pdf``, ``docx``, ``doc``, ``excel``, ``pptx``,
-    ``odt``, ``rtf``, ``eml``), with the shared options given here (``chunk``, ``password``,
-    ``text_template``...) and per-format ones under ``options`` (``{pdf: {ocr: never}}``).
+    ``ppt``, ``odt``, ``odp``, ``rtf``, ``eml``, ``msg``, ``epub``), with the shared options given
+    here (``chunk``, ``password``, ``text_template``...) and per-format ones under ``options``
+    (``{pdf: {ocr: never}}``). Password-protected XLSX/DOCX/PPTX are decrypted with ``password``
+    / ``passwords`` when given.
     Record ids are ``<format>:<path>[!member]#<locator>``, stable across runs; a file that
     cannot be read goes to ``rejected`` with a specific reason and the run goes on.
     """
