@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from genloom.core.errors import NotFoundError
 from genloom.train.checkpoint import latest_checkpoint
@@ -84,7 +85,8 @@ def losses_by_step(
     return got
 
 
-def test_resume_gives_the_same_loss_curve(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_gives_the_same_loss_curve(tmp_path: Path, ema_decay: float | None) -> None:
     tr, va, out = prepare(tmp_path)
     cfg = TrainConfig(
         model={**TINY, "dropout": 0.1},
@@ -93,6 +95,7 @@ def test_resume_gives_the_same_loss_curve(tmp_path: Path) -> None:
         log_interval=1,
         checkpoint_interval=8,
         grad_accum=2,
+        ema_decay=ema_decay,
     )
     straight = losses_by_step(cfg, tr, va, out)
     out2 = tmp_path / "model2"
@@ -176,3 +179,30 @@ def test_missing_tokenizer_is_reported(tmp_path: Path) -> None:
     (out / "tokenizer.json").unlink()
     with pytest.raises(NotFoundError):
         train(TrainConfig(model=TINY, max_steps=2), tr, va, out)
+
+
+def test_weight_average_is_what_gets_evaluated_and_saved(tmp_path: Path) -> None:
+    """With ema_decay the saved weights are the average, not the last step's."""
+    from safetensors.torch import load_file
+
+    from genloom.train.ema import WeightEMA
+
+    tr, va, out = prepare(tmp_path)
+    m = train(TrainConfig(model=TINY, max_steps=30, batch_size=4, ema_decay=0.9), tr, va, out)
+    saved = load_file(str(out / "model.safetensors"))
+    last = load_file(str(latest_checkpoint(out) / "model.safetensors"))
+    assert all(torch.equal(saved[k], last[k]) for k in last)  # the final checkpoint holds the average
+    ema_out = tmp_path / "plain"
+    ema_out.mkdir()
+    (ema_out / "tokenizer.json").write_bytes((out / "tokenizer.json").read_bytes())
+    plain = train(TrainConfig(model=TINY, max_steps=30, batch_size=4), tr, va, ema_out)
+    assert plain["train_loss"] == m["train_loss"]  # training itself is unchanged
+    assert plain["val_loss"] != m["val_loss"]  # but another set of weights is evaluated
+    model = torch.nn.Linear(2, 2)
+    ema = WeightEMA(model, 0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update()  # decay_t = min(0.5, 2/11): mostly the new weights
+    with ema.swapped():
+        assert torch.allclose(model.weight, ema.shadow[0])
+    assert not torch.allclose(model.weight, ema.shadow[0])  # restored outside the block

@@ -74,9 +74,16 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], groups: list[dict[str, An
 
 
 def save_checkpoint(
-    out_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, state: dict[str, Any]
+    out_dir: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    step: int,
+    state: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Writes the checkpoint of ``step`` atomically and prunes old ones; returns its folder."""
+    """Writes the checkpoint of ``step`` atomically and prunes old ones; returns its folder.
+
+    ``extra`` tensors (the weight average) are stored beside the optimizer state."""
     root = Path(out_dir) / CKPT_DIR
     final = root / f"step_{step:08d}"
     tmp = root / f"step_{step:08d}.partial"
@@ -84,6 +91,7 @@ def save_checkpoint(
     tmp.mkdir(parents=True)
     save_file(trainable_state(model), str(tmp / "model.safetensors"))
     tensors, groups = _optimizer_tensors(opt)
+    tensors.update(extra or {})
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
@@ -126,7 +134,9 @@ def read_state(ckpt: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer | None) -> dict[str, Any]:
-    """Restores weights, optimizer state and RNG from ``ckpt``; returns its JSON state."""
+    """Restores weights, optimizer state and RNG from ``ckpt``; returns its JSON state.
+
+    Tensors saved as ``extra`` come back under the state's ``"extra"`` key."""
     ckpt = Path(ckpt)
     state = read_state(ckpt)
     load_trainable_state(model, load_file(str(ckpt / "model.safetensors")))
@@ -136,4 +146,5 @@ def load_checkpoint(ckpt: Path, model: nn.Module, opt: torch.optim.Optimizer | N
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
+    state["extra"] = {k: v for k, v in tensors.items() if not k.startswith(("state.", "rng."))}
     return state

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from genloom.core.errors import ConfigError, NotFoundError
 from genloom.train import checkpoint as ckpt_io
 from genloom.train.data import TokenBatches, eval_windows, load_tokens, read_sidecar
+from genloom.train.ema import WeightEMA
 from genloom.train.tokenizer import TokenizerConfig
 
 Progress = Callable[[int, int | None, dict[str, Any]], None]
@@ -153,6 +154,12 @@ class TrainConfig(BaseModel):
         description="cosine decay to min_lr; wsd: warmup-stable-decay (linear decay over the last decay_fraction).",
     )
     decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: fraction of the steps spent decaying.")
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Average the weights over training (e.g. 0.998); evaluations and the saved model use the average.",
+    )
     grad_clip: float | None = Field(
         1.0, gt=0, description="Clip the gradient's global norm to this; null: no clipping."
     )
@@ -450,8 +457,11 @@ def train(
     )
     step, tokens_seen, best_val, bad_evals, elapsed_before = 0, 0, float("inf"), 0, 0.0
     history: list[dict[str, Any]] = []
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
     if latest is not None:
         st = ckpt_io.load_checkpoint(latest, model, opt)
+        if ema is not None:
+            ema.load_state_tensors(st["extra"])
         step, tokens_seen, best_val = st["step"], st["tokens"], st["best_val"]
         bad_evals, elapsed_before, history = st["bad_evals"], st["elapsed_s"], st["history"]
 
@@ -469,9 +479,10 @@ def train(
     budget = parse_duration(cfg.time_budget) if cfg.time_budget else None
 
     def run_eval() -> float:
-        loss, _ = evaluate_loss(
-            model, val_data, plan["block_size"], cfg.eval_tokens, eval_batch, plan["precision"], device
-        )
+        with ema.swapped() if ema is not None else contextlib.nullcontext():
+            loss, _ = evaluate_loss(
+                model, val_data, plan["block_size"], cfg.eval_tokens, eval_batch, plan["precision"], device
+            )
         return loss
 
     def checkpoint(step_done: int) -> None:
@@ -484,7 +495,8 @@ def train(
                 "elapsed_s": elapsed_before + time.monotonic() - t_start,
                 "history": history,
             }
-            ckpt_io.save_checkpoint(out_dir, model, opt, step_done, state)
+            extra = ema.state_tensors() if ema is not None else None
+            ckpt_io.save_checkpoint(out_dir, model, opt, step_done, state, extra)
 
     model.train()
     t_last, tok_last = time.monotonic(), tokens_seen
@@ -513,6 +525,8 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update()
         step += 1
         tokens_seen += tokens_per_step
         loss_val = loss_sum
@@ -531,7 +545,8 @@ def train(
             if val < best_val - 1e-4:
                 best_val, bad_evals = val, 0
                 if cfg.early_stopping_patience and rank == 0:
-                    _save_weights(model, out_dir / "best.safetensors")
+                    with ema.swapped() if ema is not None else contextlib.nullcontext():
+                        _save_weights(model, out_dir / "best.safetensors")
             else:
                 bad_evals += 1
                 if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
@@ -560,6 +575,10 @@ def train(
         from safetensors.torch import load_file
 
         ckpt_io.load_trainable_state(model, load_file(str(out_dir / "best.safetensors")))
+        ema = None  # the best weights were saved averaged
+    if ema is not None:  # from here on the model is the average
+        ema.copy_to_model()
+        ema = None
     final_val = run_eval()
     wall = elapsed_before + time.monotonic() - t_start
     metrics: dict[str, Any] = {
