@@ -206,3 +206,15 @@ def test_weight_average_is_what_gets_evaluated_and_saved(tmp_path: Path) -> None
     with ema.swapped():
         assert torch.allclose(model.weight, ema.shadow[0])
     assert not torch.allclose(model.weight, ema.shadow[0])  # restored outside the block
+
+
+def test_dropout_is_chosen_from_the_passes_over_the_data() -> None:
+    from genloom.train.loop import make_plan
+
+    cpu = torch.device("cpu")
+    many = TrainConfig(model=TINY, max_steps=1000, batch_size=4)  # 1000 x 4 x 32 tokens over 10k: 12.8 passes
+    assert make_plan(many, 256, 10_000, cpu)["gpt"]["dropout"] == 0.1
+    once = TrainConfig(model=TINY, batch_size=4)  # no max_steps, no budget: one pass
+    assert make_plan(once, 256, 10_000, cpu)["gpt"]["dropout"] == 0.0
+    fixed = TrainConfig(model={**TINY, "dropout": 0.0}, max_steps=1000, batch_size=4)
+    assert make_plan(fixed, 256, 10_000, cpu)["gpt"]["dropout"] == 0.0  # the config's choice stands
