@@ -279,20 +279,22 @@ RECIPE_RUN = dict(
     ),
 )
 # Time budgets: BPE with 1024 tokens, a context of 256 tokens (~580 characters) and a model sized
-# for the budget: at 5 minutes the recipe's width (more passes over the data beat more parameters
-# on 2 cores), at 15 minutes the `small` preset with dropout (it sees the text ~6 times).
+# for the budget: at 5 minutes the recipe's width with dropout 0.1 and a weight average (more
+# passes over the data beat more parameters on 2 cores; see docs/models.md for what else was
+# tried), at 15 minutes the `small` preset with dropout (it sees the text ~6 times).
 BUDGET_RUNS = {
     "5m": dict(
         tokenizer=("bpe", 1024),
         train=dict(
             model=dict(
-                type="gpt", preset="small", n_layer=4, n_head=4, n_embd=128, block_size=256, dropout=0.05
+                type="gpt", preset="small", n_layer=4, n_head=4, n_embd=128, block_size=256, dropout=0.1
             ),
             batch_size=8,
             lr=3e-3,
             warmup_steps=100,
             schedule="cosine",
             min_lr_ratio=0.05,
+            ema_decay=0.998,
             beta2=0.99,
             eval_interval=10_000,
             eval_tokens=4096,

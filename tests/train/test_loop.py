@@ -144,6 +144,10 @@ def test_time_budget_sizes_the_schedule(tmp_path: Path) -> None:
     t0 = time.monotonic()
     m = train(TrainConfig(model=TINY, time_budget="4s", batch_size=4), tr, va, out)
     assert m["steps"] >= 10 and time.monotonic() - t0 < 20
+    plan = json.loads((out / "config.json").read_text())["plan"]
+    # the schedule was re-sized from real steps early on, and the run did all of it
+    assert plan["measured_step_s"] > 0 and "first_estimate_steps" in plan
+    assert m["steps"] == m["max_steps"] == plan["max_steps"]
     assert parse_duration("1h30m") == 5400 and parse_duration("90s") == 90
     with pytest.raises(ValueError):
         TrainConfig(time_budget="soon")

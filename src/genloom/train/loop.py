@@ -459,7 +459,8 @@ def train(
             hint="re-pack the data with the tokenizer in the output folder",
         )
 
-    if plan["max_steps"] is None:  # time budget: measure the step time, then size the schedule
+    sized_here = plan["max_steps"] is None
+    if sized_here:  # time budget: measure the step time, then size the schedule
         left = parse_duration(cfg.time_budget or "5m") - (time.monotonic() - t_start)
         plan["max_steps"] = _steps_for_budget(model, plan, cfg, train_data, device, left)
         if world > 1:  # every rank must run the same number of steps: rank 0 decides
@@ -522,6 +523,12 @@ def train(
             extra = ema.state_tensors() if ema is not None else None
             ckpt_io.save_checkpoint(out_dir, model, opt, step_done, state, extra)
 
+    # a budget's first estimate comes from 6 cold steps: re-measure on real steps early in warmup
+    # (before the first evaluation or checkpoint, so the plan a checkpoint saves is final)
+    calibrate = (10, 40) if sized_here and budget is not None else None
+    if calibrate and min(plan["eval_interval"], plan["checkpoint_interval"], n_steps // 4) <= calibrate[1]:
+        calibrate = None
+    t_cal = 0.0
     model.train()
     t_last, tok_last = time.monotonic(), tokens_seen
     loss_val = float("nan")
@@ -553,6 +560,18 @@ def train(
             ema.update()
         step += 1
         tokens_seen += tokens_per_step
+        if calibrate is not None and step == calibrate[0]:
+            t_cal = time.monotonic()
+        elif calibrate is not None and step == calibrate[1]:
+            step_s = (time.monotonic() - t_cal) / (calibrate[1] - calibrate[0])
+            n_steps = _resize_for_budget(plan, cfg, budget or 0.0, time.monotonic() - t_start, step, step_s)
+            if world > 1:  # every rank must run the same number of steps: rank 0 decides
+                import torch.distributed as dist
+
+                n = torch.tensor([n_steps], device=device)
+                dist.broadcast(n, src=0)
+                n_steps = plan["max_steps"] = int(n.item())
+            calibrate = None
         loss_val = loss_sum
         if step % cfg.log_interval == 0:
             history.append({"step": step, "loss": round(loss_sum, 6)})
@@ -673,6 +692,23 @@ def _steps_for_budget(
     step_s = float(np.median(times[2:]))
     # evals cost about a third of a training step per token; keep 10% for them and the final save
     return max(10, int(0.9 * budget_s / step_s))
+
+
+def _resize_for_budget(
+    plan: dict[str, Any], cfg: TrainConfig, budget_s: float, elapsed_s: float, step: int, step_s: float
+) -> int:
+    """The schedule's length from the step time measured on real steps: the budget minus what has
+    been spent, the evaluations (about a third of a training step per token) and 4% for the save."""
+    tokens_per_step = plan["batch_size"] * plan["block_size"] * cfg.grad_accum
+    evals = plan["max_steps"] // plan["eval_interval"] + 1
+    eval_s = evals * cfg.eval_tokens / tokens_per_step * step_s / 3
+    n = step + max(1, int((0.96 * budget_s - elapsed_s - eval_s) / step_s))
+    plan["first_estimate_steps"], plan["max_steps"], plan["measured_step_s"] = plan["max_steps"], n, step_s
+    if cfg.eval_interval is None:
+        plan["eval_interval"] = max(1, n // 10)
+    if cfg.checkpoint_interval is None:
+        plan["checkpoint_interval"] = plan["eval_interval"]
+    return n
 
 
 def _save_weights(model: nn.Module, path: Path) -> None:
