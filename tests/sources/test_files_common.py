@@ -146,7 +146,9 @@ def _tiny_tokenizer(path: Path, corpus: list[str]) -> Path:
 def test_chunks_sized_in_tokens(tmp_path: Path) -> None:
     from tokenizers import Tokenizer
 
-    blocks = [Block(f"Paragraph {i}. " + "The loom weaves threads into cloth. " * (3 + i % 5)) for i in range(12)]
+    blocks = [
+        Block(f"Paragraph {i}. " + "The loom weaves threads into cloth. " * (3 + i % 5)) for i in range(12)
+    ]
     blocks.append(Block("One very long paragraph without a break. " * 60))
     path = _tiny_tokenizer(tmp_path, [b.text for b in blocks])
     cfg = ChunkConfig(size=64, overlap=8, min_size=0, unit="tokens", tokenizer=str(tmp_path))

@@ -17,8 +17,19 @@ from genloom.core.records import record_id
 from genloom.core.registry import SOURCES
 from genloom.core.steps import Source
 
-_SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__", "lib2to3",
-              "ensurepip", "turtledemo", "config-3", "venv"}
+_SKIP_DIRS = {
+    "site-packages",
+    "dist-packages",
+    "test",
+    "tests",
+    "idle_test",
+    "__pycache__",
+    "lib2to3",
+    "ensurepip",
+    "turtledemo",
+    "config-3",
+    "venv",
+}
 
 
 def _stdlib_root() -> Path:
@@ -84,7 +95,9 @@ class PythonDocsSource(Source):
         if self.modules:
             root = _stdlib_root()
             for dirpath, dirnames, filenames in os.walk(root):
-                dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("config-"))
+                dirnames[:] = sorted(
+                    d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("config-")
+                )
                 for name in sorted(filenames):
                     if name.endswith(".py") and (not name.startswith("_") or name == "__init__.py"):
                         rel = Path(dirpath, name).relative_to(root)
@@ -108,9 +121,12 @@ class PythonDocsSource(Source):
             from pydoc_data.topics import topics
 
             for name in sorted(topics):
-                yield {"id": record_id("python_docs", f"topic/{name}"), "text": topics[name],
-                       "source": "python_docs", "meta": {"kind": "topic", "topic": name,
-                                                         "path": str(_topics_path())}}
+                yield {
+                    "id": record_id("python_docs", f"topic/{name}"),
+                    "text": topics[name],
+                    "source": "python_docs",
+                    "meta": {"kind": "topic", "topic": name, "path": str(_topics_path())},
+                }
             return
         path = self._path(partition)
         module = partition[:-3].replace(os.sep, ".").removesuffix(".__init__")
@@ -119,5 +135,9 @@ class PythonDocsSource(Source):
         except (SyntaxError, UnicodeDecodeError) as e:
             raise RecordError("unparsable_module", f"{path}: {e}") from e
         if len(text) >= self.min_chars:
-            yield {"id": record_id("python_docs", f"module/{partition}"), "text": text, "source": "python_docs",
-                   "meta": {"kind": "module", "module": module, "path": str(path)}}
+            yield {
+                "id": record_id("python_docs", f"module/{partition}"),
+                "text": text,
+                "source": "python_docs",
+                "meta": {"kind": "module", "module": module, "path": str(path)},
+            }
