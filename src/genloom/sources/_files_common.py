@@ -1093,6 +1093,21 @@ class FileSource(Source):
                 str(e)[:2000],
             )
 
+    def read_attached(
+        self, blob: Blob, members: Iterable[tuple[str, bytes]]
+    ) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
+        """Files embedded in ``blob`` (e-mail attachments), each read by its own format's reader
+        with the id ``<blob>!<name>``, counted against the same limits as archive members."""
+        budget = blob.budget or ArchiveBudget(self.archives)
+        for name, payload in members:
+            budget.add_member(blob.key)
+            budget.add_bytes(len(payload), blob.key)
+            tmp = copy_to_temp(payload, "".join(Path(name).suffixes[-2:])[:20])
+            try:
+                yield from self.read_blob(Blob(f"{blob.key}!{name}", tmp, name, blob.depth + 1, budget))
+            finally:
+                tmp.unlink(missing_ok=True)
+
     def _read_decrypted(self, blob: Blob) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
         """An encrypted XLSX/DOCX/PPTX opened with the configured passwords, read by its own reader.
 

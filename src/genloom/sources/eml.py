@@ -15,11 +15,9 @@ from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
 from genloom.sources._files_common import (
-    ArchiveBudget,
     Blob,
     FileSource,
     clean_text,
-    copy_to_temp,
     sniff_encoding,
 )
 from genloom.sources.html import html_to_text, markdown_blocks
@@ -68,7 +66,7 @@ class EmlSource(FileSource):
         if text:
             yield from self.emit_document(blob, markdown_blocks(text), meta)
         if self.attachments:
-            yield from self._attachments(blob, msg)
+            yield from self.read_attached(blob, _attached_files(msg))
 
     def _body(self, msg: Any) -> str:
         prefs = ("html", "plain") if self.prefer_html else ("plain", "html")
@@ -83,20 +81,13 @@ class EmlSource(FileSource):
             content, _ = html_to_text(content)
         return clean_text(content)
 
-    def _attachments(self, blob: Blob, msg: Any) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
-        budget = blob.budget or ArchiveBudget(self.archives)
-        for i, part in enumerate(msg.iter_attachments()):
-            if part.get_content_type() == "message/rfc822":
-                inner = part.get_payload()
-                payload = bytes(inner[0] if isinstance(inner, list) else inner) if inner else b""
-                name = f"attachment-{i}.eml"
-            else:
-                payload = part.get_payload(decode=True) or b""
-                name = Path(part.get_filename() or f"attachment-{i}").name
-            budget.add_member(blob.key)
-            budget.add_bytes(len(payload), blob.key)
-            tmp = copy_to_temp(payload, "".join(Path(name).suffixes[-2:])[:20])
-            try:
-                yield from self.read_blob(Blob(f"{blob.key}!{name}", tmp, name, blob.depth + 1, budget))
-            finally:
-                tmp.unlink(missing_ok=True)
+
+def _attached_files(msg: Any) -> Iterator[tuple[str, bytes]]:
+    """(file name, bytes) of each attachment; a forwarded message becomes an ``.eml`` file."""
+    for i, part in enumerate(msg.iter_attachments()):
+        if part.get_content_type() == "message/rfc822":
+            inner = part.get_payload()
+            payload = bytes(inner[0] if isinstance(inner, list) else inner) if inner else b""
+            yield f"attachment-{i}.eml", payload
+        else:
+            yield Path(part.get_filename() or f"attachment-{i}").name, part.get_payload(decode=True) or b""

@@ -12,7 +12,7 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import ArchiveBudget, Blob, FileSource, clean_text, copy_to_temp
+from genloom.sources._files_common import Blob, FileSource, clean_text
 from genloom.sources.html import html_to_text, markdown_blocks
 
 
@@ -67,15 +67,7 @@ class MsgSource(FileSource):
         text = f"{subject}\n\n{body}".strip() if subject else body
         if text:
             yield from self.emit_document(blob, markdown_blocks(text), meta)
-        budget = blob.budget or ArchiveBudget(self.archives)
-        for name, payload in attached:
-            budget.add_member(blob.key)
-            budget.add_bytes(len(payload), blob.key)
-            tmp = copy_to_temp(payload, "".join(Path(name).suffixes[-2:])[:20])
-            try:
-                yield from self.read_blob(Blob(f"{blob.key}!{name}", tmp, name, blob.depth + 1, budget))
-            finally:
-                tmp.unlink(missing_ok=True)
+        yield from self.read_attached(blob, attached)
 
     def _body(self, msg: Any) -> str:
         plain = getattr(msg, "body", None) or ""
