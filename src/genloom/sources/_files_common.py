@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -90,44 +91,39 @@ def _tokenizer_file(path: str) -> Path:
 
 
 class _Measure:
-    """Lengths in characters, or in tokens of a ``tokenizers`` tokenizer (cut points from its offsets)."""
+    """Lengths in characters, or in tokens of a ``tokenizers`` file (cut points from its offsets)."""
 
-    def __init__(self, cfg: ChunkConfig) -> None:
-        self.tok: Any = None
-        if cfg.unit == "tokens":
-            self.tok = _load_tokenizer(str(_tokenizer_file(cfg.tokenizer or "")))
+    def __init__(self, tokenizer: str | None = None) -> None:
+        self.tok = _load_tokenizer(str(_tokenizer_file(tokenizer))) if tokenizer else None
 
     def __call__(self, text: str) -> int:
-        if self.tok is None:
-            return len(text)
-        return len(self.tok.encode(text, add_special_tokens=False).ids)
+        return len(text) if self.tok is None else len(self._offsets(text))
+
+    def _offsets(self, text: str) -> list[tuple[int, int]]:
+        return list(self.tok.encode(text, add_special_tokens=False).offsets)
 
     def prefix_chars(self, text: str, n: int) -> int:
-        """How many leading characters of ``text`` hold at most ``n`` units."""
+        """How many leading characters of ``text`` hold at most ``n`` units (all of it if it fits)."""
         if self.tok is None:
             return min(n, len(text))
-        offsets = self.tok.encode(text, add_special_tokens=False).offsets
+        offsets = self._offsets(text)
         return len(text) if len(offsets) <= n else offsets[n][0]
 
     def suffix_chars(self, text: str, n: int) -> int:
         """How many trailing characters of ``text`` hold at most ``n`` units."""
         if self.tok is None:
             return min(n, len(text))
-        offsets = self.tok.encode(text, add_special_tokens=False).offsets
+        offsets = self._offsets(text)
         if n <= 0 or not offsets:
             return 0
         return len(text) - offsets[-n][0] if len(offsets) >= n else len(text)
 
 
-_TOKENIZERS: dict[str, Any] = {}
-
-
+@functools.lru_cache(maxsize=8)
 def _load_tokenizer(path: str) -> Any:
     from tokenizers import Tokenizer
 
-    if path not in _TOKENIZERS:
-        _TOKENIZERS[path] = Tokenizer.from_file(path)
-    return _TOKENIZERS[path]
+    return Tokenizer.from_file(path)
 
 
 class ArchiveLimits(BaseModel):
@@ -878,15 +874,12 @@ class Block:
     meta: dict[str, Any] | None = None
 
 
-def _split_long(text: str, size: int, measure: _Measure | None = None) -> list[str]:
+def _split_long(text: str, size: int, measure: _Measure) -> list[str]:
     """Cut a paragraph longer than ``size`` (units of ``measure``) at sentence ends, then spaces, then hard."""
-    measure = measure or _CHARS
-    if measure(text) <= size:
-        return [text]
     pieces: list[str] = []
     rest = text
-    while measure(rest) > size:
-        limit = max(1, measure.prefix_chars(rest, size))
+    while (limit := measure.prefix_chars(rest, size)) < len(rest):
+        limit = max(1, limit)
         window = rest[:limit]
         cut = max(window.rfind(". "), window.rfind("? "), window.rfind("! "), window.rfind("\n"))
         if cut < limit // 3:
@@ -900,10 +893,10 @@ def _split_long(text: str, size: int, measure: _Measure | None = None) -> list[s
     return pieces
 
 
-def _overlap_tail(text: str, n: int, measure: _Measure | None = None) -> str:
+def _overlap_tail(text: str, n: int, measure: _Measure) -> str:
     if n <= 0 or not text:
         return ""
-    k = (measure or _CHARS).suffix_chars(text, n)
+    k = measure.suffix_chars(text, n)
     tail = text[-k:] if k else ""
     sp = tail.find(" ")
     return tail[sp + 1 :] if 0 <= sp < len(tail) - 1 and len(text) > k else tail
@@ -926,11 +919,14 @@ def chunk_blocks(blocks: Iterable[Block], cfg: ChunkConfig) -> Iterator[tuple[st
     start = 0
     index = 0
     carry = ""
-    measure = _Measure(cfg) if cfg.unit == "tokens" else _CHARS
-    sep = 1 if cfg.unit == "tokens" else 2  # the blank line between parts
+    carry_len = 0  # the carry's length in units, plus its separator
+    tokens = cfg.unit == "tokens"
+    measure = _Measure(cfg.tokenizer if tokens else None)
+    sep = 1 if tokens else 2  # the blank line between parts
+    piece_size = max(cfg.size - cfg.overlap - sep, 1 if tokens else 50)
 
     def flush() -> tuple[str, dict[str, Any]]:
-        nonlocal parts, length, first, index, start, carry
+        nonlocal parts, length, first, index, start, carry, carry_len
         body = "\n\n".join(parts)
         text = f"{carry} {body}".strip() if carry else body
         meta: dict[str, Any] = {"chunk": index, "start": start, "end": start + len(body)}
@@ -943,7 +939,8 @@ def chunk_blocks(blocks: Iterable[Block], cfg: ChunkConfig) -> Iterator[tuple[st
             if last_page is not None and last_page != first.page:
                 meta["page_end"] = last_page
         carry = _overlap_tail(body, cfg.overlap, measure)
-        if cfg.unit == "tokens":
+        carry_len = measure(carry) + 1 if carry else 0
+        if tokens:
             meta["tokens"] = measure(text)
         index += 1
         start = offset
@@ -954,11 +951,10 @@ def chunk_blocks(blocks: Iterable[Block], cfg: ChunkConfig) -> Iterator[tuple[st
         text = block.text.strip("\n").rstrip()  # leading spaces are list indentation: kept
         if not text.strip():
             continue
-        floor = 50 if cfg.unit == "chars" else 1
-        for piece in _split_long(text, max(cfg.size - cfg.overlap - sep, floor), measure):
+        for piece in _split_long(text, piece_size, measure):
             new_section = first is not None and (block.section != first.section or block.page != first.page)
             n = measure(piece)
-            too_big = length + n + sep > cfg.size - (measure(carry) + 1 if carry else 0)
+            too_big = length + n + sep > cfg.size - carry_len
             if parts and (too_big or (new_section and length >= cfg.min_size)):
                 yield flush()
             if first is None:
@@ -970,9 +966,6 @@ def chunk_blocks(blocks: Iterable[Block], cfg: ChunkConfig) -> Iterator[tuple[st
             offset += len(piece) + 2
     if parts:
         yield flush()
-
-
-_CHARS = _Measure(ChunkConfig())
 
 
 def section_path(stack: list[tuple[int, str]], level: int, title: str) -> list[tuple[int, str]]:
