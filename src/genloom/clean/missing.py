@@ -72,13 +72,15 @@ class MissingValues(Fitted):
         series = [c for c, s in self.columns.items() if s in ("ffill", "bfill", "interpolate")]
         edges = _SeriesEdges(series)
         for table in tables:
-            edges.add(table, self.missing_mask)
+            series_masks = {}
             rows += table.num_rows
             for col, strategy in self.columns.items():
                 if col not in table.column_names:
                     continue
                 arr = table.column(col)
                 mask = self.missing_mask(arr)
+                if col in series:
+                    series_masks[col] = mask
                 missing[col] += int(pc.sum(mask).as_py() or 0)
                 present = arr.filter(pc.invert(mask))
                 if strategy == "mean":
@@ -93,6 +95,7 @@ class MissingValues(Fitted):
                     )
             if self.text_column and self.text_column in table.column_names:
                 missing[self.text_column] += int(pc.sum(self._empty_text(table)).as_py() or 0)
+            edges.add(table, series_masks)
         fill: dict[str, Any] = {}
         for col, strategy in self.columns.items():
             if strategy == "mean" and counts.get(col):
@@ -114,7 +117,7 @@ class MissingValues(Fitted):
                 "missing": missing.get(self.text_column, 0),
                 "strategy": self.empty_text,
             }
-        return {"fill": fill, "rows": rows, "report": report, "edges": edges.finish()}
+        return {"fill": fill, "rows": rows, "report": report, "edges": edges.edges}
 
     def _empty_text(self, table: pa.Table) -> pa.ChunkedArray:
         col = table.column(self.text_column)
@@ -169,22 +172,19 @@ class _SeriesEdges:
         self.pending: dict[str, list[tuple[str, int]]] = {c: [] for c in columns}  # (key, end row)
         self.edges: dict[str, dict[str, list[Edge]]] = {}
 
-    def add(self, table: pa.Table, missing_mask: Any) -> None:
+    def add(self, table: pa.Table, masks: dict[str, Any]) -> None:
+        """Records ``table``'s edges; ``masks``: the missing-value mask of each series column in it."""
         if not self.columns or table.num_rows == 0 or "id" not in table.column_names:
             self.offset += table.num_rows
             return
         key = str(table.column("id")[0].as_py())
         start, end = self.offset, self.offset + table.num_rows
-        for col in self.columns:
-            if col not in table.column_names:
-                continue
+        for col, mask in masks.items():
             edge = self.edges.setdefault(key, {}).setdefault(col, [None, None])
             if col in self.last:
                 value, row = self.last[col]
                 edge[0] = (value, start - row)
-            present = np.flatnonzero(
-                ~np.asarray(missing_mask(table.column(col)).to_numpy(zero_copy_only=False))
-            )
+            present = np.flatnonzero(~np.asarray(mask.to_numpy(zero_copy_only=False)))
             if len(present):
                 values = table.column(col)
                 first, last = int(present[0]), int(present[-1])
@@ -194,9 +194,6 @@ class _SeriesEdges:
                 self.last[col] = (values[last].as_py(), start + last)
             self.pending[col].append((key, end))
         self.offset = end
-
-    def finish(self) -> dict[str, dict[str, list[Edge]]]:
-        return self.edges
 
 
 def _edge_values(edges: dict[str, Any], table: pa.Table, col: str) -> tuple[Edge, Edge]:
