@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import json
 import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -197,26 +198,21 @@ class HFCausalLM(nn.Module):
         out_dir = Path(out_dir)
         src = Path(self.cfg["path"]).expanduser()
         is_peft = hasattr(self.hf, "merge_and_unload")
-        if is_peft and (not self.cfg.get("merge_lora", True) or self.cfg.get("quantize", "none") != "none"):
+        merge = self.cfg.get("merge_lora", True)
+        target = out_dir / "hf_model"
+        if not is_peft:
+            self.hf.save_pretrained(str(target), safe_serialization=True)
+        elif not merge:
             target = out_dir / "adapter"
             self.hf.save_pretrained(str(target))  # type: ignore[operator]
-            if self.cfg.get("merge_lora", True):
-                # QLoRA: merge into the full-precision base, not into its 4-bit copy (no requantisation)
-                import peft
-
-                tf = _transformers()
-                base = tf.AutoModelForCausalLM.from_pretrained(
-                    str(src), local_files_only=True, dtype=torch.float32
-                )
-                with _quiet_peft():
-                    merged = peft.PeftModel.from_pretrained(base, str(target)).merge_and_unload()
-                shutil.rmtree(target)
-                target = out_dir / "hf_model"
-                merged.save_pretrained(str(target), safe_serialization=True)
+        elif self.cfg.get("quantize", "none") != "none":
+            # QLoRA: merge into the full-precision base, not into its 4-bit copy (no requantisation)
+            with tempfile.TemporaryDirectory() as adapter:
+                self.hf.save_pretrained(adapter)  # type: ignore[operator]
+                merged = _base_with_adapter(src, Path(adapter)).merge_and_unload()
+            merged.save_pretrained(str(target), safe_serialization=True)
         else:
-            target = out_dir / "hf_model"
-            model = self.hf.merge_and_unload() if is_peft else self.hf  # type: ignore[operator]
-            model.save_pretrained(str(target), safe_serialization=True)
+            self.hf.merge_and_unload().save_pretrained(str(target), safe_serialization=True)  # type: ignore[operator]
         for name in TOKENIZER_FILES:
             if (src / name).exists():
                 shutil.copy(src / name, target / name)
@@ -233,11 +229,17 @@ class HFCausalLM(nn.Module):
                 str(model_dir / "hf_model"), local_files_only=True, dtype=torch.float32
             )
         else:
-            import peft
-
-            base = tf.AutoModelForCausalLM.from_pretrained(
-                cfg["path"], local_files_only=True, dtype=torch.float32
-            )
-            with _quiet_peft():
-                hf = peft.PeftModel.from_pretrained(base, str(model_dir / "adapter"))
+            hf = _base_with_adapter(Path(cfg["path"]), model_dir / "adapter")
         return cls(hf, load_hf_tokenizer(model_dir), cfg)
+
+
+def _base_with_adapter(base_path: Path, adapter_dir: Path) -> Any:
+    """The full-precision base model from disk with the LoRA adapter saved in ``adapter_dir``."""
+    import peft
+
+    tf = _transformers()
+    base = tf.AutoModelForCausalLM.from_pretrained(
+        str(Path(base_path).expanduser()), local_files_only=True, dtype=torch.float32
+    )
+    with _quiet_peft():
+        return peft.PeftModel.from_pretrained(base, str(adapter_dir))
