@@ -70,3 +70,24 @@ def test_every_preset_is_valid() -> None:
     model = tiny()
     assert model.flops_per_token(64) == 6 * model.num_params() + 12 * 2 * 16 * 64
     assert GPTConfig.from_dict({**model.cfg.to_dict(), "unknown": 1}) == model.cfg
+
+
+def test_cpu_attention_dropout_is_unbiased_and_matches_sdpa_without_drops() -> None:
+    import torch.nn.functional as F
+
+    from genloom.models.gpt import causal_attention_with_dropout
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 8, 4) for _ in range(3))
+    exact = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.allclose(causal_attention_with_dropout(q, k, v, 1e-9), exact, atol=1e-6)
+    draws = torch.stack([causal_attention_with_dropout(q, k, v, 0.3) for _ in range(4000)])
+    assert not torch.allclose(draws[0], exact, atol=1e-3)  # something was dropped
+    assert torch.allclose(draws.mean(0), exact, atol=0.05)  # the 1 / (1 - p) scale keeps the mean
+
+
+def test_attention_dropout_is_separate_from_residual_dropout() -> None:
+    model = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=2, n_embd=16, attn_dropout=0.2))
+    assert model.blocks[0].attn.dropout == 0.2 and model.blocks[0].drop.p == 0.0
+    model = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.1))
+    assert model.blocks[0].attn.dropout == 0.1  # None: the same as dropout
