@@ -279,15 +279,23 @@ RECIPE_RUN = dict(
     ),
 )
 # Time budgets: BPE with 1024 tokens, a context of 256 tokens (~580 characters) and a model sized
-# for the budget: at 5 minutes the recipe's width with dropout 0.1 and a weight average (more
-# passes over the data beat more parameters on 2 cores; see docs/models.md for what else was
-# tried), at 15 minutes the `small` preset with dropout (it sees the text ~6 times).
+# for the budget: at 5 minutes the recipe's width with dropout 0.1 (attention and residual), an
+# output projection of its own and a weight average (more passes over the data beat more
+# parameters on 2 cores; see docs/models.md for what else was tried), at 15 minutes the `small`
+# preset with dropout (it sees the text ~6 times).
 BUDGET_RUNS = {
     "5m": dict(
         tokenizer=("bpe", 1024),
         train=dict(
             model=dict(
-                type="gpt", preset="small", n_layer=4, n_head=4, n_embd=128, block_size=256, dropout=0.1
+                type="gpt",
+                preset="small",
+                n_layer=4,
+                n_head=4,
+                n_embd=128,
+                block_size=256,
+                dropout=0.1,
+                tie_embeddings=False,
             ),
             batch_size=8,
             lr=3e-3,

@@ -34,12 +34,12 @@ def trained_gpt(tmp: Path, **model_kw) -> Path:
     return out
 
 
-@pytest.mark.parametrize("n_kv_head", [None, 1])
-def test_hf_export_round_trips_logits(tmp_path: Path, n_kv_head: int | None) -> None:
+@pytest.mark.parametrize(("n_kv_head", "tie"), [(None, True), (1, True), (None, False)])
+def test_hf_export_round_trips_logits(tmp_path: Path, n_kv_head: int | None, tie: bool) -> None:
     from genloom.models.export import export_hf
     from genloom.train.generate import load_model
 
-    src = trained_gpt(tmp_path, n_kv_head=n_kv_head, rope_theta=500.0)
+    src = trained_gpt(tmp_path, n_kv_head=n_kv_head, rope_theta=500.0, tie_embeddings=tie)
     hf_dir = export_hf(src, tmp_path / "hf")
     ours, tok = load_model(src)
     hf = transformers.LlamaForCausalLM.from_pretrained(str(hf_dir)).eval()

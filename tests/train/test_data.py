@@ -66,3 +66,19 @@ def test_eval_windows_predict_every_token_once() -> None:
     wins = list(eval_windows(data, 16))
     assert sum(len(w) - 1 for w in wins) == 99
     assert sum(len(w) - 1 for w in eval_windows(data, 16, max_tokens=40)) == 40
+
+
+def test_each_pass_trains_on_every_window_once_and_ranks_split_it() -> None:
+    data = np.arange(16 * 40 + 1, dtype=np.uint16)  # 40 windows of 16 tokens (39 after an offset)
+    b = TokenBatches(data, batch_size=3, block_size=16, seed=5)
+    per_pass = b.n_windows // 3
+    firsts = [int(x[0]) for s in range(per_pass) for x in b.batch(s)[0]]
+    assert len(set(firsts)) == len(firsts) == per_pass * 3  # no window twice in a pass
+    assert len({f % 16 for f in firsts}) == 1  # one cut (offset) per pass
+    second = {int(x[0]) for s in range(per_pass, 2 * per_pass) for x in b.batch(s)[0]}
+    assert second != set(firsts)  # the next pass is shuffled (and most likely cut) anew
+    r0 = TokenBatches(data, 3, 16, seed=5, rank=0, world=2)
+    r1 = TokenBatches(data, 3, 16, seed=5, rank=1, world=2)
+    seen0 = {int(x[0]) for s in range(per_pass // 2) for x in r0.batch(s)[0]}
+    seen1 = {int(x[0]) for s in range(per_pass // 2) for x in r1.batch(s)[0]}
+    assert not seen0 & seen1  # two processes never train on the same window in a pass

@@ -503,7 +503,9 @@ def train(
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None)
-    batches = TokenBatches(train_data, plan["batch_size"], plan["block_size"], cfg.seed, rank)
+    batches = TokenBatches(
+        train_data, plan["batch_size"], plan["block_size"], cfg.seed, rank, world, cfg.grad_accum
+    )
     tokens_per_step = plan["batch_size"] * plan["block_size"] * cfg.grad_accum * world
     n_steps = plan["max_steps"]
     eval_batch = max(1, plan["batch_size"])
@@ -685,7 +687,7 @@ def _steps_for_budget(
 ) -> int:
     """How many steps fit in ``budget_s``: a few timed steps on a throwaway optimizer."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-9)
-    batches = TokenBatches(data, plan["batch_size"], plan["block_size"], cfg.seed)
+    batches = TokenBatches(data, plan["batch_size"], plan["block_size"], cfg.seed, grad_accum=cfg.grad_accum)
     times = []
     for i in range(6):
         t0 = time.monotonic()
