@@ -142,8 +142,8 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
 def test_time_budget_sizes_the_schedule(tmp_path: Path) -> None:
     tr, va, out = prepare(tmp_path)
     t0 = time.monotonic()
-    m = train(TrainConfig(model=TINY, time_budget="4s", batch_size=4), tr, va, out)
-    assert m["steps"] >= 10 and time.monotonic() - t0 < 20
+    m = train(TrainConfig(model=TINY, time_budget="8s", batch_size=4), tr, va, out)
+    assert m["steps"] >= 10 and time.monotonic() - t0 < 30
     plan = json.loads((out / "config.json").read_text())["plan"]
     # the schedule was re-sized from real steps early on, and the run did all of it
     assert plan["measured_step_s"] > 0 and "first_estimate_steps" in plan

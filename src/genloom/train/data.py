@@ -143,8 +143,7 @@ class TokenBatches:
             )
         self.data, self.batch_size, self.block_size = data, batch_size, block_size
         self.seed, self.rank, self.world, self.grad_accum = seed, rank, world, grad_accum
-        self.n_windows = (len(data) - 1) // block_size - 1  # windows that fit after any offset
-        self.n_windows = max(1, self.n_windows)
+        self.n_windows = max(1, (len(data) - 1) // block_size - 1)  # windows that fit after any offset
         self._pass: tuple[int, int, np.ndarray] | None = None  # (pass, offset, order) of the last batch
 
     def _order(self, e: int) -> tuple[int, np.ndarray]:

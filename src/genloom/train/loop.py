@@ -538,6 +538,7 @@ def train(
     calibrate = (10, 40) if sized_here and budget is not None else None
     if calibrate and min(plan["eval_interval"], plan["checkpoint_interval"], n_steps // 4) <= calibrate[1]:
         calibrate = None
+    measured_twice = False
     t_cal = 0.0
     model.train()
     t_last, tok_last = time.monotonic(), tokens_seen
@@ -582,8 +583,8 @@ def train(
                 dist.broadcast(n, src=0)
                 n_steps = plan["max_steps"] = int(n.item())
             second = min(plan["eval_interval"], plan["checkpoint_interval"], n_steps // 4) - 1
-            calibrate = (step, second) if calibrate[0] == 10 and second - step >= 50 else None
-            t_cal = time.monotonic()
+            calibrate = (step, second) if not measured_twice and second - step >= 50 else None
+            measured_twice, t_cal = True, time.monotonic()
         loss_val = loss_sum
         if step % cfg.log_interval == 0:
             history.append({"step": step, "loss": round(loss_sum, 6)})
