@@ -258,24 +258,29 @@ def run_genloom(data: tuple[Path, Path, Path], name: str, train_cfg: dict) -> di
     }
 
 
+# What every run shares: 8 windows a step, AdamW (beta2 0.99) with 100 warmup steps and a cosine
+# decay, bf16 autocast, and no evaluation before the end (the script evaluates the whole split).
+COMMON = dict(
+    batch_size=8,
+    warmup_steps=100,
+    schedule="cosine",
+    beta2=0.99,
+    eval_interval=10_000,
+    eval_tokens=4096,
+    precision="bf16",
+)
 # The recipe-compute configuration: BPE with 512 tokens, 4 layers of 128, context 128 tokens
 # (about 280 characters), within the recipe's parameters, FLOPs per token and characters.
 RECIPE_RUN = dict(
     tokenizer=("bpe", 512),
     train=dict(
+        COMMON,
         model=dict(
             type="gpt", preset="small", n_layer=4, n_head=4, n_embd=128, ffn_hidden=256, block_size=128
         ),
-        batch_size=8,
         lr=3e-3,
-        warmup_steps=100,
-        schedule="cosine",
         min_lr_ratio=0.1,
-        beta2=0.99,
         weight_decay=0.1,
-        eval_interval=10_000,
-        eval_tokens=4096,
-        precision="bf16",
     ),
 )
 # Time budgets: BPE with 1024 tokens, a context of 256 tokens (~580 characters) and a model sized
@@ -287,6 +292,7 @@ BUDGET_RUNS = {
     "5m": dict(
         tokenizer=("bpe", 1024),
         train=dict(
+            COMMON,
             model=dict(
                 type="gpt",
                 preset="small",
@@ -297,33 +303,20 @@ BUDGET_RUNS = {
                 dropout=0.1,
                 tie_embeddings=False,
             ),
-            batch_size=8,
             lr=3e-3,
-            warmup_steps=100,
-            schedule="cosine",
             min_lr_ratio=0.05,
             ema_decay=0.998,
-            beta2=0.99,
-            eval_interval=10_000,
-            eval_tokens=4096,
-            precision="bf16",
         ),
     ),
     "15m": dict(
         tokenizer=("bpe", 1024),
         train=dict(
+            COMMON,
             model=dict(
                 type="gpt", preset="small", n_layer=6, n_head=6, n_embd=192, block_size=256, dropout=0.1
             ),
-            batch_size=8,
             lr=2e-3,
-            warmup_steps=100,
-            schedule="cosine",
             min_lr_ratio=0.05,
-            beta2=0.99,
-            eval_interval=10_000,
-            eval_tokens=4096,
-            precision="bf16",
         ),
     ),
 }

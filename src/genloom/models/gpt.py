@@ -122,11 +122,12 @@ def causal_attention_with_dropout(
 ) -> torch.Tensor:
     """Causal attention of q, k, v (B, H, T, hd) with dropout on the probabilities, for CPU training.
 
-    On CPU, ``scaled_dot_product_attention`` with ``dropout_p > 0`` takes PyTorch's reference path and
-    draws its mask with ``bernoulli_``: a step of the 5-minute Shakespeare model took 1.5x as long as
-    without attention dropout. Here the scores are formed explicitly (B x H x T x T floats, small at
-    CPU sizes) and the mask is cut from 64-bit random words, 16 bits per score (several times cheaper to draw):
-    a layer's forward and backward took 11.8 ms instead of 34 ms (B 8, H 4, T 256, hd 32).
+    On CPU, ``scaled_dot_product_attention`` with ``dropout_p > 0`` takes PyTorch's reference path
+    and draws its mask with ``bernoulli_``: a step of the 5-minute Shakespeare model took 1.5x as
+    long as without attention dropout. Here the scores are formed explicitly (B x H x T x T floats,
+    small at CPU sizes) and the mask is cut from 64-bit random words, 16 bits per score (several
+    times cheaper to draw): a layer's forward and backward took 11.8 ms instead of 34 ms
+    (B 8, H 4, T 256, hd 32).
     """
     T = q.size(-2)
     att = (q @ k.transpose(-2, -1)) * q.size(-1) ** -0.5  # (B, H, T, T)
