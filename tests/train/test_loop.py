@@ -85,8 +85,8 @@ def losses_by_step(
     return got
 
 
-@pytest.mark.parametrize("ema_decay", [None, 0.9])
-def test_resume_gives_the_same_loss_curve(tmp_path: Path, ema_decay: float | None) -> None:
+@pytest.mark.parametrize(("ema_decay", "optimizer"), [(None, "adamw"), (0.9, "adamw"), (None, "muon")])
+def test_resume_gives_the_same_loss_curve(tmp_path: Path, ema_decay: float | None, optimizer: str) -> None:
     tr, va, out = prepare(tmp_path)
     cfg = TrainConfig(
         model={**TINY, "dropout": 0.1},
@@ -96,6 +96,7 @@ def test_resume_gives_the_same_loss_curve(tmp_path: Path, ema_decay: float | Non
         checkpoint_interval=8,
         grad_accum=2,
         ema_decay=ema_decay,
+        optimizer=optimizer,
     )
     straight = losses_by_step(cfg, tr, va, out)
     out2 = tmp_path / "model2"

@@ -333,3 +333,23 @@ class GPT(nn.Module):
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def muon_groups(self, weight_decay: float) -> tuple[list[dict], list[dict]]:
+        """Muon groups (the blocks' matrices; fused q/k/v and gate/up split into their parts) and
+        AdamW groups (embeddings and output projection decay, norm gains do not)."""
+        c = self.cfg
+        kv = c.n_kv_head * c.head_dim  # type: ignore[operator]
+        muon = [
+            {"params": [b.attn.qkv.weight for b in self.blocks], "split": [c.n_embd, kv, kv]},
+            {"params": [b.mlp.gate_up.weight for b in self.blocks], "split": [c.ffn_hidden] * 2},
+            {"params": [w for b in self.blocks for w in (b.attn.proj.weight, b.mlp.down.weight)]},
+        ]
+        for g in muon:
+            g["weight_decay"] = weight_decay
+        in_muon = {id(p) for g in muon for p in g["params"]}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in in_muon]
+        adamw = [
+            {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return muon, adamw

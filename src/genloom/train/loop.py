@@ -28,6 +28,7 @@ from genloom.core.errors import ConfigError, NotFoundError
 from genloom.train import checkpoint as ckpt_io
 from genloom.train.data import TokenBatches, eval_windows, load_tokens, read_sidecar
 from genloom.train.ema import WeightEMA
+from genloom.train.optim import build_optimizer
 from genloom.train.tokenizer import TokenizerConfig
 
 Progress = Callable[[int, int | None, dict[str, Any]], None]
@@ -148,7 +149,11 @@ class TrainConfig(BaseModel):
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     lr: float | None = Field(None, gt=0, description="Peak learning rate; None: chosen from the model width.")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate as a fraction of the peak.")
-    weight_decay: float = Field(0.1, ge=0, description="Decoupled weight decay of AdamW (matrices only).")
+    optimizer: Literal["adamw", "muon"] = Field(
+        "adamw",
+        description="adamw; muon: Muon (orthogonalized momentum) for the GPT's hidden matrices, AdamW for the rest.",
+    )
+    weight_decay: float = Field(0.1, ge=0, description="Decoupled weight decay (matrices only).")
     beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
     beta2: float | None = Field(
         None, gt=0, lt=1, description="AdamW beta2; None: 0.99 for small batches (< 8192 tokens), else 0.95."
@@ -204,6 +209,14 @@ class TrainConfig(BaseModel):
         if v is not None:
             parse_duration(v)
         return v
+
+    @model_validator(mode="after")
+    def _muon_needs_gpt(self) -> TrainConfig:
+        if self.optimizer == "muon" and self.model.type != "gpt":
+            raise ValueError(
+                "train.optimizer: muon is for the genloom GPT (type: gpt); use adamw to fine-tune a Hugging Face model"
+            )
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,10 +493,12 @@ def train(
         model = build_model(plan, cfg, device)
     plan = finish_plan(plan, cfg) if "warmup_steps" not in plan else plan
 
-    opt = torch.optim.AdamW(
-        model.optimizer_groups(cfg.weight_decay),  # type: ignore[operator]
-        lr=plan["lr"],
-        betas=(cfg.beta1, plan.get("beta2") or 0.95),
+    opt = build_optimizer(
+        model,
+        cfg.optimizer,
+        plan["lr"],
+        cfg.weight_decay,
+        (cfg.beta1, plan.get("beta2") or 0.95),
         fused=device.type in ("cpu", "cuda"),
     )
     step, tokens_seen, best_val, bad_evals, elapsed_before = 0, 0, float("inf"), 0, 0.0
@@ -686,8 +701,8 @@ def _steps_for_budget(
     device: torch.device,
     budget_s: float,
 ) -> int:
-    """How many steps fit in ``budget_s``: a few timed steps on a throwaway optimizer."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-9)
+    """How many steps fit in ``budget_s``: a few timed steps on a throwaway optimizer of the same kind."""
+    opt = build_optimizer(model, cfg.optimizer, 1e-9, 0.0, (0.9, 0.99), fused=device.type in ("cpu", "cuda"))
     batches = TokenBatches(data, plan["batch_size"], plan["block_size"], cfg.seed, grad_accum=cfg.grad_accum)
     times = []
     for i in range(6):

@@ -1,0 +1,156 @@
+"""Optimizers of the training loop: AdamW, or Muon for the hidden matrices with AdamW for the rest.
+
+Muon (Jordan et al. 2024, "Muon: an optimizer for hidden layers in neural networks") takes
+SGD-momentum's update of a weight matrix and replaces it with the nearest semi-orthogonal matrix,
+computed by a few Newton-Schulz iterations in bfloat16. The update is scaled to AdamW's RMS
+(``0.2 * sqrt(max(rows, cols))``, Liu et al. 2025, "Muon is scalable for LLM training"), so Muon
+shares AdamW's learning rate, schedule and decoupled weight decay. Fused matrices (q, k, v in one
+projection; gate and up in SwiGLU) are orthogonalized block by block, as if they were separate.
+Embeddings, the output projection and norm gains stay with AdamW.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan's quintic: fast, not exact, convergence to ~[0.7, 1.2]
+
+
+def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """The semi-orthogonal matrices nearest to ``g[..., :, :]`` (U V^T of the SVD), approximately, in bf16."""
+    a, b, c = NS_COEFFICIENTS
+    x = g.bfloat16()
+    tall = x.size(-2) > x.size(-1)
+    if tall:  # iterate on the smaller Gram matrix
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral norm <= Frobenius norm <= 1
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.mT if tall else x).to(g.dtype)
+
+
+def orthogonalize_all(mats: list[torch.Tensor], steps: int = 5) -> list[torch.Tensor]:
+    """``orthogonalize`` of each matrix, batched by shape (one bmm chain per shape, not per matrix)."""
+    wide = [m.mT if m.size(0) > m.size(1) else m for m in mats]  # a matrix and its transpose batch together
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, m in enumerate(wide):
+        by_shape.setdefault(tuple(m.shape), []).append(i)
+    out: list[torch.Tensor] = [mats[0]] * len(mats)
+    for idx in by_shape.values():
+        for i, o in zip(
+            idx, orthogonalize(torch.stack([wide[i] for i in idx]), steps).unbind(0), strict=True
+        ):
+            out[i] = o.mT if wide[i] is not mats[i] else o
+    return out
+
+
+class Muon(torch.optim.Optimizer):
+    """Orthogonalized SGD-momentum for 2-D weights; a group's ``split`` lists row blocks of fused matrices."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.95,
+        ns_steps: int = 5,
+    ) -> None:
+        super().__init__(
+            params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps, split=None)
+        )
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.dim() != 2:
+                    raise ValueError(f"Muon takes 2-D weights, got shape {tuple(p.shape)}")
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        todo: list[tuple[torch.Tensor, dict[str, Any], int]] = []  # (param, group, number of blocks)
+        blocks: list[torch.Tensor] = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.mul_(group["momentum"]).add_(p.grad)
+                update = p.grad.add(buf, alpha=group["momentum"])  # Nesterov
+                parts = update.split(group["split"] or [p.size(0)], dim=0)
+                todo.append((p, group, len(parts)))
+                blocks += parts
+        if not todo:
+            return
+        ortho = iter(orthogonalize_all(blocks, self.param_groups[0]["ns_steps"]))
+        for p, group, n in todo:
+            update = torch.cat([o * (0.2 * max(o.shape) ** 0.5) for o in (next(ortho) for _ in range(n))])
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+            p.add_(update, alpha=-group["lr"])
+
+
+class OptimizerChain:
+    """Several optimizers stepped as one, with one ``param_groups`` list and one state dict."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Every optimizer's groups (read anew: ``load_state_dict`` replaces the group dicts)."""
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizers' states with parameter indices numbered on through the chain."""
+        state: dict[int, Any] = {}
+        groups: list[dict[str, Any]] = []
+        offset = 0
+        for o in self.optimizers:
+            sd = o.state_dict()
+            state.update({i + offset: s for i, s in sd["state"].items()})
+            groups += [{**g, "params": [i + offset for i in g["params"]]} for g in sd["param_groups"]]
+            offset += sum(len(g["params"]) for g in sd["param_groups"])
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        first_group, offset = 0, 0
+        for o in self.optimizers:
+            groups = sd["param_groups"][first_group : first_group + len(o.param_groups)]
+            n = sum(len(g["params"]) for g in groups)
+            o.load_state_dict(
+                {
+                    "state": {i - offset: s for i, s in sd["state"].items() if offset <= i < offset + n},
+                    "param_groups": [{**g, "params": [i - offset for i in g["params"]]} for g in groups],
+                }
+            )
+            first_group, offset = first_group + len(groups), offset + n
+
+
+def build_optimizer(
+    model: torch.nn.Module,
+    kind: str,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    fused: bool,
+) -> torch.optim.Optimizer | OptimizerChain:
+    """AdamW over ``model.optimizer_groups``, or Muon over ``model.muon_groups`` chained with AdamW."""
+    if kind == "adamw":
+        return torch.optim.AdamW(model.optimizer_groups(weight_decay), lr=lr, betas=betas, fused=fused)  # type: ignore[operator]
+    muon_groups, adam_groups = model.muon_groups(weight_decay)  # type: ignore[operator]
+    return OptimizerChain(
+        Muon(muon_groups, lr=lr, weight_decay=weight_decay),
+        torch.optim.AdamW(adam_groups, lr=lr, betas=betas, fused=fused),
+    )
