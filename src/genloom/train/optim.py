@@ -59,9 +59,8 @@ class Muon(torch.optim.Optimizer):
         momentum: float = 0.95,
         ns_steps: int = 5,
     ) -> None:
-        super().__init__(
-            params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps, split=None)
-        )
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, split=None))
+        self.ns_steps = ns_steps  # one value for all groups: their blocks are orthogonalized in one batch
         for group in self.param_groups:
             for p in group["params"]:
                 if p.dim() != 2:
@@ -86,7 +85,7 @@ class Muon(torch.optim.Optimizer):
                 blocks += parts
         if not todo:
             return
-        ortho = iter(orthogonalize_all(blocks, self.param_groups[0]["ns_steps"]))
+        ortho = iter(orthogonalize_all(blocks, self.ns_steps))
         for p, group, n in todo:
             update = torch.cat([o * (0.2 * max(o.shape) ** 0.5) for o in (next(ortho) for _ in range(n))])
             p.mul_(1 - group["lr"] * group["weight_decay"])
