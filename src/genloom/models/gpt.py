@@ -232,6 +232,14 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
+def decay_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
+    """Optimizer groups: matrices (and embeddings) decay, vectors (norm gains) do not."""
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
 class GPT(nn.Module):
     """Token embedding, n_layer blocks, a final RMSNorm, and the (tied) output projection."""
 
@@ -330,9 +338,7 @@ class GPT(nn.Module):
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         """AdamW groups: matrices (and the embedding) decay, norm gains do not."""
-        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return decay_groups([p for p in self.parameters() if p.requires_grad], weight_decay)
 
     def muon_groups(self, weight_decay: float) -> tuple[list[dict], list[dict]]:
         """Muon groups (the blocks' matrices; fused q/k/v and gate/up split into their parts) and
@@ -348,8 +354,4 @@ class GPT(nn.Module):
             g["weight_decay"] = weight_decay
         in_muon = {id(p) for g in muon for p in g["params"]}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in in_muon]
-        adamw = [
-            {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        return muon, adamw
+        return muon, decay_groups(rest, weight_decay)

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genloom.core.errors import ConfigError, MissingDependencyError, NotFoundError
+from genloom.models.gpt import decay_groups
 
 if TYPE_CHECKING:
     import tokenizers
@@ -159,11 +160,7 @@ class HFCausalLM(nn.Module):
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW groups over the trainable parameters: matrices decay, vectors do not."""
-        train = [p for p in self.parameters() if p.requires_grad]
-        return [
-            {"params": [p for p in train if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in train if p.dim() < 2], "weight_decay": 0.0},
-        ]
+        return decay_groups([p for p in self.parameters() if p.requires_grad], weight_decay)
 
     @torch.no_grad()
     def generate(
