@@ -59,5 +59,22 @@ class StageError(GenloomError):
     """A stage failed as a whole (for instance it dropped more than the allowed fraction)."""
 
 
+class StepError(StageError):
+    """A component failed in a way that is not a problem of one record: a bug, or a resource it
+    needs is broken. The stage fails loudly; the message names the component, its config path
+    (``clean.2``) and the cause."""
+
+    def __init__(self, message: str, path: str = "", component: str = "") -> None:
+        self.path = path
+        self.component = component
+        where = f"{path} ({component})" if path and component else path or component
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class SourceError(StepError):
+    """A source's backend cannot be reached, refuses the credentials or drops mid-read (after the
+    configured retries): the stage fails rather than ingest a silently shorter dataset."""
+
+
 class NotFoundError(GenloomError):
     """A run, artifact, record or model asked for by the user does not exist."""

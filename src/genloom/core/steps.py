@@ -102,6 +102,20 @@ class Step(BaseModel):
             self.setup()
             self._ready = True
 
+    def files_read(self) -> list[str]:
+        """Files the step reads besides its input records (a dictionary, another dataset, a model).
+
+        Paths or globs as configured (relative ones are relative to the pipeline file's folder).
+        Their content hashes enter the cache key, so editing one reruns the step, and ``explain``
+        names the file that changed.
+        """
+        return []
+
+    def resource_versions(self) -> dict[str, str]:
+        """Versions of resources the step loads that are not files it names (an installed spaCy
+        model package): part of the cache key, so upgrading one reruns the step."""
+        return {}
+
     def config_dict(self) -> dict[str, Any]:
         """The resolved config, as it enters cache keys."""
         return self.model_dump(mode="json")
