@@ -34,6 +34,7 @@ from genloom.core.records import (
     records_to_table,
     table_to_records,
 )
+from genloom.core.secrets import key_dump
 from genloom.core.stats import StepStats
 
 
@@ -119,6 +120,12 @@ class Step(BaseModel):
     def config_dict(self) -> dict[str, Any]:
         """The resolved config, as it enters cache keys."""
         return self.model_dump(mode="json")
+
+    def key_config(self, salt: bytes) -> dict[str, Any]:
+        """``config_dict()`` with every secret replaced by its HMAC under the store's ``salt``
+        (``core.secrets``): what keys and ``explain`` see, so a changed password reruns the step
+        while its value never reaches a manifest or the catalog."""
+        return key_dump(self, salt)
 
     def run(self, table: pa.Table, ctx: StepContext) -> pa.Table:
         """Process one batch (implemented by each family)."""
