@@ -55,8 +55,10 @@ class _FakeLLM(BaseHTTPRequestHandler):
     """Translates by tagging: to Spanish appends ' [es]', back to English removes it and says 'Indeed,'."""
 
     calls: list[str] = []
+    auth: list[str | None] = []
 
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        type(self).auth.append(self.headers.get("Authorization"))
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         prompt = body["messages"][0]["content"]
         text = prompt.split("\n\n", 1)[1]
@@ -76,6 +78,7 @@ class _FakeLLM(BaseHTTPRequestHandler):
 @pytest.fixture()
 def llm_server() -> Iterator[str]:
     _FakeLLM.calls = []
+    _FakeLLM.auth = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeLLM)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -104,3 +107,15 @@ def test_unreachable_endpoint_quarantines_records() -> None:
     ctx = StepContext()
     out = step.run(_table(TEXTS[:1]), ctx)
     assert out.num_rows == 1 and ctx.rejected[0]["reason"] == "translation_failed"
+
+
+def test_api_key_is_sent_but_never_shown(llm_server: str) -> None:
+    key = "sk-test-3f9a1c77e2"
+    step = BackTranslateAugmenter(translator="openai", endpoint=llm_server, api_key=key)
+    for shown in (repr(step), str(step), json.dumps(step.config_dict()), step.model_dump_json()):
+        assert key not in shown
+    step.run(_table(TEXTS[:1]), StepContext())
+    assert _FakeLLM.auth and set(_FakeLLM.auth) == {f"Bearer {key}"}
+    _FakeLLM.auth = []
+    BackTranslateAugmenter(translator="openai", endpoint=llm_server).run(_table(TEXTS[1:]), StepContext())
+    assert _FakeLLM.auth and set(_FakeLLM.auth) == {None}  # no key: no Authorization header

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, SecretStr
 
 from genloom.augment._common import selected
 from genloom.core.errors import MissingDependencyError, RecordError
@@ -51,7 +51,11 @@ class BackTranslateAugmenter(Augmenter):
     seed: int = 0
     endpoint: str = "http://127.0.0.1:8000/v1"
     model: str = "default"
-    api_key: str | None = None
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the endpoint; write ${env:OPENAI_API_KEY}, never the key itself "
+        "(the cache key holds only its HMAC)",
+    )
     temperature: float = 0.0
     concurrency: int = Field(default=4, ge=1)
     timeout_s: float = 60.0
@@ -145,7 +149,7 @@ class BackTranslateAugmenter(Augmenter):
             data=json.dumps(body).encode(),
             headers={
                 "Content-Type": "application/json",
-                **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
+                **({"Authorization": f"Bearer {self.api_key.get_secret_value()}"} if self.api_key else {}),
             },
         )
         try:

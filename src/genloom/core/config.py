@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from genloom.core.errors import ConfigError, ConfigErrors
 from genloom.core.registry import REGISTRIES, suggest
+from genloom.core.secrets import is_secret_name
 
 STAGE_LISTS = ("sources", "augment", "clean", "preprocess", "features")
 _ENV = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -188,13 +189,13 @@ def validate_config(raw: Any, overrides: list[str] | None = None, env: dict[str,
         raise ConfigError("the pipeline file must be a mapping (name:, sources:, ...)")
     for item in overrides or []:
         apply_override(raw, item)
-    raw = substitute_env(raw, os.environ if env is None else env)
+    template, raw = raw, substitute_env(raw, os.environ if env is None else env)
     _check_component_types(raw)
     model = pipeline_model()
     try:
         cfg = model.model_validate(raw)
     except ValidationError as e:
-        raise ConfigErrors([_format_error(err, raw, model) for err in e.errors()]) from None
+        raise ConfigErrors([_format_error(err, raw, model, template) for err in e.errors()]) from None
     for stage in STAGE_LISTS:
         for i, step in enumerate(getattr(cfg, stage)):
             if hasattr(step, "check"):
@@ -278,7 +279,10 @@ def _check_component_types(raw: dict[str, Any]) -> None:
         raise ConfigErrors(errors)
 
 
-def _format_error(err: Any, raw: Any, model: type[BaseModel]) -> ConfigError:
+def _format_error(err: Any, raw: Any, model: type[BaseModel], template: Any = None) -> ConfigError:
+    """One Pydantic error as a ConfigError at the user's path. ``template`` is the data before
+    ``${env:...}`` substitution: a substituted value, or any value of a field named like a
+    credential, is never echoed (it may be a secret given to the wrong field)."""
     loc = _clean_loc(err["loc"], raw)
     path = ".".join(str(p) for p in loc)
     kind = err["type"]
@@ -292,8 +296,26 @@ def _format_error(err: Any, raw: Any, model: type[BaseModel]) -> ConfigError:
     if kind == "union_tag_invalid":
         return ConfigError(err["msg"], path=f"{path}.type" if path else "type")
     value = err.get("input")
-    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    written = _value_at(template, loc)
+    if isinstance(written, str) and "${env:" in written:
+        shown = f"the value of {written}"
+    elif any(is_secret_name(p) for p in loc) or isinstance(value, dict | list):
+        shown = type(value).__name__
+    else:
+        shown = repr(value)
     return ConfigError(f"{err['msg'].rstrip('.')} (got {shown})", path=path)
+
+
+def _value_at(node: Any, loc: list[Any]) -> Any:
+    """The raw value at ``loc`` (None when the path is not in the data)."""
+    for part in loc:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return None
+    return node
 
 
 def _clean_loc(loc: tuple[Any, ...], raw: Any) -> list[Any]:

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 import secrets as _random
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,14 @@ from genloom.core.errors import GenloomError
 SALT_FILE = "secret_salt"
 SALT_BYTES = 32
 DIGEST_PREFIX = "hmac-sha256:"
+# config field names that hold credentials: such a field must be a SecretStr, and its value is
+# never echoed in an error message
+SECRET_NAME = re.compile(r"(key|token|password|passwords|secret|secrets)$", re.IGNORECASE)
+
+
+def is_secret_name(name: object) -> bool:
+    """True for a config key named like a credential (``api_key``, ``password``, ``token``...)."""
+    return isinstance(name, str) and SECRET_NAME.search(name) is not None
 
 
 def store_salt(fs: Any, base: str) -> bytes:
