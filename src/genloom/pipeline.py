@@ -11,8 +11,10 @@ Data stages are split into shards, each keyed by its own content, run by an exec
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import os
 import shutil
 import time
 import uuid
@@ -30,7 +32,7 @@ from genloom.core.config import STAGE_LISTS, load_config, validate_config
 from genloom.core.errors import GenloomError, NotFoundError, StageError
 from genloom.core.executors import Executor, make_executor
 from genloom.core.progress import Reporter
-from genloom.core.runner import ShardTask, run_shard, working_dir
+from genloom.core.runner import ShardTask, check_unique_ids, run_shard, working_dir
 from genloom.core.stats import merge_stats
 from genloom.core.steps import Fitted, Step
 from genloom.core.store import ArtifactStore, content_key
@@ -137,11 +139,12 @@ class Pipeline:
             if not steps:
                 plan = StagePlan(stage, prev.key, [prev.key] if prev.key else [], {}, passthrough=True)
             else:
-                ingredients = {"stage": stage, "steps": _step_ingredients(steps), "input": prev.key}
+                ingredients = {"stage": stage, "steps": self._step_ingredients(steps), "input": prev.key}
                 plan = StagePlan(stage, content_key(ingredients), [prev.key or ""], ingredients)
             plans.append(plan)
             prev = plan
         data_key = prev.key or ""
+        self.store.save_file_digests()
         if self.cfg.train is None:
             plans += [StagePlan(s, None, [], {}) for s in MODEL_STAGES]
             return self._mark_cached(plans, force)
@@ -154,7 +157,12 @@ class Pipeline:
         }
         tok_plan = StagePlan("tokenize", content_key(tok), [data_key], tok)
         plans.append(tok_plan)
-        tr = {"stage": "train", "train": self.cfg.train.model_dump(mode="json"), "input": tok_plan.key}
+        tr = {
+            "stage": "train",
+            "train": self.cfg.train.model_dump(mode="json"),
+            "input": tok_plan.key,
+            **self._base_model_files(),
+        }
         train_plan = StagePlan("train", content_key(tr), [tok_plan.key or ""], tr)
         ev = {
             "stage": "evaluate",
@@ -171,6 +179,7 @@ class Pipeline:
             "evaluation": ev_plan.key,
         }
         plans += [train_plan, ev_plan, StagePlan("register", content_key(reg), [ev_plan.key or ""], reg)]
+        self.store.save_file_digests()
         return self._mark_cached(plans, force)
 
     def _mark_cached(self, plans: list[StagePlan], force: frozenset[str]) -> list[StagePlan]:
@@ -179,12 +188,52 @@ class Pipeline:
                 p.cached = p.stage not in force and self.store.has_artifact(p.stage, p.key)
         return plans
 
+    def _resolve(self, path: str) -> str:
+        """A path from the config, relative to the pipeline file's folder."""
+        return path if "://" in path or Path(path).is_absolute() else str(self.base_dir / path)
+
+    def _file_digests(self, patterns: list[str]) -> dict[str, str]:
+        """{path as configured (or found by its glob, or inside its folder): content digest}."""
+        out: dict[str, str] = {}
+        for pattern in patterns:
+            full = self._resolve(pattern)
+            if os.path.isdir(full):
+                found = sorted(str(f) for f in Path(full).rglob("*") if f.is_file())
+            elif glob.has_magic(full):
+                found = sorted(glob.glob(full, recursive=True))
+            else:
+                found = [full]
+            for f in found:
+                name = os.path.relpath(f, self.base_dir) if f.startswith(str(self.base_dir)) else f
+                out[name] = self.store.file_digest(f) if os.path.isfile(f) else "missing"
+        return out
+
+    def _step_ingredients(self, steps: list[Step]) -> list[dict[str, Any]]:
+        """What a step's key hashes: its config, version and class, the files it reads and the
+        versions of the resources it loads."""
+        out = []
+        for s in steps:
+            entry: dict[str, Any] = {"config": s.config_dict(), "version": s.version, "class": type(s).__qualname__}
+            files = self._file_digests(s.files_read())
+            if files:
+                entry["files"] = files
+            resources = s.resource_versions()
+            if resources:
+                entry["resources"] = resources
+            out.append(entry)
+        return out
+
+    def _base_model_files(self) -> dict[str, Any]:
+        """The files of a pretrained base model (weights, config, tokenizer), for the train key."""
+        model = self.cfg.train.model
+        path = getattr(model, "path", None)
+        return {"base_model_files": self._file_digests([path])} if isinstance(path, str) else {}
+
     def _tokenizer_ingredients(self) -> dict[str, Any]:
         model = self.cfg.train.model
         if model.type == "hf_causal_lm":  # a pretrained model brings its own tokenizer
-            path = Path(model.path) if Path(model.path).is_absolute() else self.base_dir / model.path
-            tok_file = path / "tokenizer.json"
-            digest = hashlib.sha256(tok_file.read_bytes()).hexdigest() if tok_file.exists() else ""
+            tok_file = Path(self._resolve(model.path)) / "tokenizer.json"
+            digest = self.store.file_digest(str(tok_file)) if tok_file.exists() else ""
             return {"pretrained": str(model.path), "sha256": digest}
         return self.cfg.train.tokenizer.model_dump(mode="json")
 
@@ -193,8 +242,9 @@ class Pipeline:
         shards: list[ShardTask] = []
         fingerprints: dict[str, Any] = {}
         per_shard = self.cfg.data.partitions_per_shard
+        source_ingredients = self._step_ingredients(list(self.cfg.sources))
         for i, src in enumerate(self.cfg.sources):
-            src_cfg = {"config": src.config_dict(), "version": src.version}
+            src_cfg = source_ingredients[i]
             parts = src.partitions()
             fps = [src.partition_fingerprint(p) for p in parts]
             fingerprints[f"sources.{i}"] = {
@@ -202,7 +252,10 @@ class Pipeline:
             }
             for j in range(0, max(len(parts), 1), per_shard):
                 chunk = parts[j : j + per_shard]
-                key = content_key("ingest", src_cfg, fps[j : j + per_shard])
+                # the partitions themselves (file paths) are part of the key: two files with equal
+                # content and mtime are two shards, and a renamed file is read again under its name
+                named = [[str(p), fp] for p, fp in zip(chunk, fps[j : j + per_shard], strict=True)]
+                key = content_key("ingest", 2, src_cfg, named)
                 shards.append(
                     ShardTask(
                         store_root=root,
@@ -212,11 +265,12 @@ class Pipeline:
                         source=src,
                         partitions=tuple(chunk),
                         label={"source": f"sources.{i}", "first": str(chunk[0]) if chunk else ""},
+                        step_paths=(f"sources.{i}",),
                     )
                 )
         ingredients = {
             "stage": "ingest",
-            "sources": [{"config": s.config_dict(), "version": s.version} for s in self.cfg.sources],
+            "sources": source_ingredients,
             "fingerprints": fingerprints,
         }
         return StagePlan(
@@ -232,7 +286,9 @@ class Pipeline:
             if name is not None and name not in STAGES:
                 raise GenloomError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
         started = time.perf_counter()
-        forced = frozenset(force or [])
+        # --force STAGE reruns that stage from nothing, and every stage after it
+        first = min((STAGES.index(f) for f in force or []), default=len(STAGES))
+        forced = frozenset(STAGES[first:])
         plans = self.plan(forced)
         run_id = uuid.uuid4().hex[:12]
         self.catalog.start_run(run_id, self.cfg.name, self.config_path)
@@ -257,7 +313,7 @@ class Pipeline:
                     elif plan.stage == "tokenize":
                         res = self._run_tokenize(plan, plans, reason)
                     elif plan.stage == "train":
-                        res = self._run_train(plan, plans, reason)
+                        res = self._run_train(plan, plans, reason, "train" in forced)
                     elif plan.stage == "evaluate":
                         res = self._run_evaluate(plan, plans, reason)
                     else:
@@ -323,23 +379,23 @@ class Pipeline:
             in_stage, in_shards = self._shards_of(upstream)
             rows_in = sum(self.store.shard_done(in_stage, s)["rows"] for s in in_shards)  # type: ignore[index]
             steps: list[Step] = list(getattr(self.cfg, _STEP_LISTS[plan.stage]))
+            step_ingredients = plan.ingredients["steps"]
+            list_name = _STEP_LISTS[plan.stage]
             segment_stats = []
             fitted: Fitted | None = None
             state_dir: str | None = None
             cur_stage, cur_shards = in_stage, in_shards
-            for seg_index, (seg_fitted, seg_steps) in enumerate(_segments(steps)):
+            for seg_index, seg in enumerate(_segments(steps)):
                 state_key = ""
-                if seg_fitted is not None:
-                    fitted = seg_fitted
-                    state_key = content_key(
-                        plan.stage, seg_index, fitted.config_dict(), fitted.version, cur_shards
-                    )
-                    state_dir = self._fit_state(
-                        plan.stage, state_key, seg_fitted, cur_stage, cur_shards, force
-                    )
+                fitted = steps[seg[0]] if seg[0] is not None else None  # type: ignore[assignment]
+                indices = ([seg[0]] if seg[0] is not None else []) + seg[1]
+                seg_cfg = [step_ingredients[i] for i in indices]
+                seg_steps = [steps[i] for i in seg[1]]
+                if fitted is not None:
+                    state_key = content_key(plan.stage, seg_index, seg_cfg[0], cur_shards)
+                    state_dir = self._fit_state(plan.stage, state_key, fitted, cur_stage, cur_shards, force)
                 else:
-                    fitted, state_dir = None, None
-                seg_cfg = _step_ingredients(([fitted] if fitted else []) + seg_steps)
+                    state_dir = None
                 tasks = [
                     ShardTask(
                         store_root=self.store.root,
@@ -352,6 +408,7 @@ class Pipeline:
                         fitted=fitted,
                         state_dir=state_dir,
                         force=force,
+                        step_paths=tuple(f"{list_name}.{i}" for i in indices),
                     )
                     for s in cur_shards
                 ]
@@ -359,6 +416,7 @@ class Pipeline:
                 segment_stats.append(merge_stats([o["stats"] for o in outputs]))
                 cur_stage, cur_shards = plan.stage, [t.shard_key for t in tasks]
         rows = sum(o["rows"] for o in outputs)
+        check_unique_ids(self.store, plan.stage, [o["shard_key"] for o in outputs])
         stats: dict[str, Any] = {}
         for s in segment_stats:
             stats.update(s)
@@ -399,6 +457,8 @@ class Pipeline:
             step.save_state(state, state_dir, self.store.fs)
             with self.store.fs.open(marker, "w") as f:
                 f.write("ok")
+        with working_dir(str(self.base_dir)):
+            step.commit_state(state_dir, self.store.fs)  # idempotent: also after a kill right here
         return state_dir
 
     def _check_drops(self, stage: str, rows_in: int | None, rows_out: int) -> None:
@@ -493,7 +553,7 @@ class Pipeline:
         }
         return StageResult("tokenize", "ran", plan.key, reason, 0.0, train_info.get("n_docs"), stats)
 
-    def _run_train(self, plan: StagePlan, plans: list[StagePlan], reason: str) -> StageResult:
+    def _run_train(self, plan: StagePlan, plans: list[StagePlan], reason: str, force: bool) -> StageResult:
         from genloom.train.loop import train
 
         assert plan.key is not None
@@ -501,6 +561,8 @@ class Pipeline:
             self.store.artifact_dir("tokenize", _plan_for(plans, "tokenize").key or "")
         )
         out = self.store.local_path(self.store.artifact_dir("train", plan.key))
+        if force and out.exists():  # forced: train from nothing, not from the last checkpoint
+            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(tok_dir / "tokenizer.json", out / "tokenizer.json")
         self.reporter.stage_start("train", None, unit="steps")
@@ -868,18 +930,14 @@ def _friendly(change: str, stage: str) -> str:
     return change.replace("upstream artifact changed (input)", "input changed (an earlier stage's output)")
 
 
-def _step_ingredients(steps: list[Step]) -> list[dict[str, Any]]:
-    return [{"config": s.config_dict(), "version": s.version, "class": type(s).__qualname__} for s in steps]
-
-
-def _segments(steps: list[Step]) -> list[tuple[Fitted | None, list[Step]]]:
-    """Split a step list at Fitted steps: [(fitted or None, per-record steps after it)]."""
-    segs: list[tuple[Fitted | None, list[Step]]] = [(None, [])]
-    for s in steps:
+def _segments(steps: list[Step]) -> list[tuple[int | None, list[int]]]:
+    """Split a step list at Fitted steps, as indices: [(fitted or None, per-record steps after it)]."""
+    segs: list[tuple[int | None, list[int]]] = [(None, [])]
+    for i, s in enumerate(steps):
         if isinstance(s, Fitted):
-            segs.append((s, []))
+            segs.append((i, []))
         else:
-            segs[-1][1].append(s)
+            segs[-1][1].append(i)
     return [seg for i, seg in enumerate(segs) if i > 0 or seg[1]]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import fsspec
 import pyarrow as pa
 
 from genloom.clean.dedup_minhash import MinHashDedup
@@ -53,9 +54,23 @@ def test_minhash_index_across_runs(paragraphs: list[str], tmp_path: Path) -> Non
     first = pa.table({"id": ["a", "b"], "text": paragraphs[:2]})
     second = pa.table({"id": ["c", "d"], "text": [paragraphs[1], paragraphs[2]]})
     step = MinHashDedup(index_path=index)
+    fs = fsspec.filesystem("file")
+
+    def fit_and_commit(table: pa.Table, name: str) -> dict:
+        state = step.fit([table])
+        (tmp_path / name).mkdir()
+        step.save_state(state, str(tmp_path / name), fs)
+        step.commit_state(str(tmp_path / name), fs)
+        return state
+
     assert step.fit([first])["drop_ids"] == []
-    state = step.fit([second])
+    assert not Path(index).exists()  # the fit itself writes nothing outside its state
+    assert fit_and_commit(first, "s1")["drop_ids"] == []
+    assert fit_and_commit(first, "s2")["drop_ids"] == []  # refitting the same data drops nothing
+    state = fit_and_commit(second, "s3")
     assert state["drop_ids"] == ["c"] and state["duplicate_of"]["c"] == "(earlier run)"
+    # the index now holds both runs' documents; a fit of the first run's data again drops nothing of it
+    assert step.fit([first])["drop_ids"] == []
 
 
 def test_short_documents_are_never_dropped() -> None:

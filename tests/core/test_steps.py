@@ -6,8 +6,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import pyarrow as pa
+import pytest
 
-from genloom.core.errors import RecordError
+from genloom.core.errors import RecordError, StageError, StepError
 from genloom.core.records import Rejected, records_to_table
 from genloom.core.steps import Augmenter, Filter, Map, Source, StepContext
 
@@ -55,7 +56,9 @@ class FlakySource(Source):
 
     def read(self, partition: Any) -> Iterator[Any]:
         if partition == "bad":
-            raise ValueError("corrupt")
+            raise RecordError("corrupt", "bad bytes")
+        if partition == "bug":
+            raise ValueError("a reader bug")
         if partition == "rej":
             yield Rejected("flaky:rej", "empty_file", "rej")
             return
@@ -93,4 +96,65 @@ def test_source_quarantines_a_broken_partition_and_goes_on() -> None:
     tables = [t for p in src.partitions() for t in src.run_partition(p, ctx)]
     assert sum(t.num_rows for t in tables) == 1
     reasons = {r["reason"] for r in ctx.rejected}
-    assert reasons == {"read_error:ValueError", "empty_file"}
+    assert reasons == {"corrupt", "empty_file"}
+
+
+def test_a_source_bug_is_not_quarantined() -> None:
+    with pytest.raises(ValueError, match="a reader bug"):
+        list(FlakySource().run_partition("bug", StepContext()))
+
+
+class BuggyMap(Map):
+    """Raises a non-record error on one record (a bug)."""
+
+    type: Literal["buggy"] = "buggy"
+
+    def apply(self, record: dict[str, Any]) -> dict[str, Any]:
+        if record["id"] == "r2":
+            raise KeyError("oops")
+        return record
+
+
+def test_a_component_bug_fails_the_shard_with_its_config_path(tmp_path: Any) -> None:
+    from genloom.core.runner import ShardTask, run_shard
+    from genloom.core.store import ArtifactStore
+
+    store = ArtifactStore(str(tmp_path))
+    store.write_shard("ingest", "in", _table(), [], [], {})
+    task = ShardTask(
+        store_root=str(tmp_path),
+        base_dir=str(tmp_path),
+        stage="clean",
+        shard_key="out",
+        steps=(UpperMap(), BuggyMap()),
+        input_stage="ingest",
+        input_shard="in",
+        step_paths=("clean.0", "clean.1"),
+    )
+    with pytest.raises(StepError, match=r"clean\.1 \(buggy\): KeyError: 'oops'"):
+        run_shard(task)
+    assert store.shard_done("clean", "out") is None  # nothing half-written is marked done
+
+
+def test_repeated_ids_in_a_shard_fail_before_it_is_written(tmp_path: Any) -> None:
+    from genloom.core.runner import ShardTask, run_shard
+    from genloom.core.store import ArtifactStore
+
+    store = ArtifactStore(str(tmp_path))
+    twice = pa.table(
+        {"id": ["a", "a"], "text": ["x", "y"], "meta": ['{"path": "one.txt"}', '{"path": "two.txt"}']}
+    )
+    store.write_shard("ingest", "in", twice, [], [], {})
+    task = ShardTask(
+        str(tmp_path), str(tmp_path), "clean", "out", (UpperMap(),), input_stage="ingest", input_shard="in"
+    )
+    with pytest.raises(StageError, match=r"'a' \(from one.txt and from two.txt\)"):
+        run_shard(task)
+    assert store.shard_done("clean", "out") is None
+
+
+def test_two_augmenters_of_one_type_never_reuse_an_id() -> None:
+    ctx = StepContext()
+    out = CopyAugmenter().run(CopyAugmenter().run(_table(), ctx), ctx)
+    ids = out.column("id").to_pylist()
+    assert len(ids) == 20 and len(set(ids)) == 20

@@ -197,8 +197,14 @@ class MinHashDedup(Fitted):
     the id of the copy kept. The fit streams the batches and keeps only ``bands`` 64-bit keys per
     document (112 bytes with the defaults) plus the ids; clustering is vectorised NumPy.
     ``index_path`` keeps the band keys in a .npy file between runs, so a cluster that touches a
-    document of an earlier run is dropped whole (``duplicate_of: "(earlier run)"``). Documents
-    with fewer than ``ngram`` words are never dropped.
+    document of an earlier run is dropped whole (``duplicate_of: "(earlier run)"``). A document
+    counts as "earlier" only if its id is not in the data being fitted: refitting the same data
+    (``--force clean``, a resumed run) drops nothing more than the first fit, and an edited
+    document replaces its old entries. The updated index is part of the fitted state (saved in
+    the store with it) and is copied to ``index_path`` only after the state is complete, so a fit
+    killed midway leaves the index as it was. The index file's content is part of the step's cache
+    key: after a run that added documents to it, the next run refits once (with the same result
+    when the data did not change). Documents with fewer than ``ngram`` words are never dropped.
     """
 
     type: Literal["dedup_minhash"] = "dedup_minhash"
@@ -209,13 +215,16 @@ class MinHashDedup(Fitted):
     seed: int = 1
     #: ``xxhash64``: datatrove's exact signatures (needs the xxhash package); ``blake2b``: no extra package
     hash: Literal["xxhash64", "blake2b"] = "xxhash64"
-    #: a .npy file with band keys of earlier runs: read before the fit, rewritten after it
+    #: a .npy file with band keys of earlier runs: read by the fit, updated once its state is complete
     index_path: str | None = None
     drop_reason: ClassVar[str] = "near_duplicate"
 
     def check(self, path: str) -> None:
         if self.index_path and not self.index_path.endswith(".npy"):
             raise ConfigError("index_path must end with .npy", path=f"{path}.index_path")
+
+    def files_read(self) -> list[str]:
+        return [self.index_path] if self.index_path else []
 
     def band_keys(self, tables: Iterable[pa.Table]) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
         """Per batch: ids, band keys (D, bands) uint64 and which documents have shingles."""
@@ -243,21 +252,50 @@ class MinHashDedup(Fitted):
             valid.append(has)
         keys = np.concatenate(parts) if parts else np.zeros((0, self.bands), np.uint64)
         has = np.concatenate(valid) if valid else np.zeros(0, bool)
-        previous = np.zeros(0, np.uint64)
-        if self.index_path and os.path.exists(self.index_path):
-            previous = np.load(self.index_path)
         label = cluster_first(keys, has)
+        owners = np.array([_id_hash(i) for i in ids], dtype=np.uint64)
+        previous = np.zeros((0, 2), np.uint64)
+        if self.index_path and os.path.exists(self.index_path):
+            previous = _load_index(self.index_path)
+        # entries of documents in this fit are this run's, not an earlier one's (a refit, an edit)
+        previous = previous[~np.isin(previous[:, 1], owners)]
         # a cluster that touches a document of an earlier run is a duplicate as a whole
         seen_before = np.zeros(len(ids), bool)
         if len(previous):
-            hit = np.isin(keys, previous).any(axis=1) & has
+            hit = np.isin(keys, previous[:, 0]).any(axis=1) & has
             seen_before = np.isin(label, label[hit])
         drop: dict[str, str] = {}
         for i in np.flatnonzero((label != np.arange(len(ids))) | seen_before).tolist():
             drop[ids[i]] = "(earlier run)" if seen_before[i] else ids[label[i]]
-        if self.index_path:
-            np.save(self.index_path, np.union1d(previous, keys[has].ravel()))
-        return {"drop_ids": sorted(drop), "duplicate_of": drop, "documents": len(ids)}
+        state: dict[str, Any] = {"drop_ids": sorted(drop), "duplicate_of": drop, "documents": len(ids)}
+        if self.index_path:  # the kept documents join the index (a dropped one never reached a dataset)
+            kept = has & ~((label != np.arange(len(ids))) | seen_before)
+            ours = np.stack([keys[kept].ravel(), np.repeat(owners[kept], self.bands)], axis=1)
+            state["_index"] = np.unique(np.concatenate([previous, ours]), axis=0)  # sorted: stable bytes
+        return state
+
+    def save_state(self, state: Any, path: str, fs: Any) -> None:
+        index = state.get("_index")
+        super().save_state({k: v for k, v in state.items() if k != "_index"}, path, fs)
+        if index is not None:
+            with fs.open(f"{path}/index.npy", "wb") as f:
+                np.save(f, index)
+
+    def commit_state(self, path: str, fs: Any) -> None:
+        """Copy the index saved with the state to ``index_path`` (atomically; a no-op if equal)."""
+        if not self.index_path or not fs.exists(f"{path}/index.npy"):
+            return
+        with fs.open(f"{path}/index.npy", "rb") as f:
+            data = f.read()
+        if os.path.exists(self.index_path):
+            with open(self.index_path, "rb") as f:
+                if f.read() == data:
+                    return
+        os.makedirs(os.path.dirname(os.path.abspath(self.index_path)), exist_ok=True)
+        tmp = f"{self.index_path}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, self.index_path)
 
     def transform(self, table: pa.Table, state: Any) -> pa.Table:
         drop = state.get("_drop_set")
@@ -265,6 +303,19 @@ class MinHashDedup(Fitted):
             drop = state["_drop_set"] = set(state["drop_ids"])
         keep = [rid not in drop for rid in table.column("id").to_pylist()]
         return table.filter(pa.array(keep, pa.bool_()))
+
+
+def _id_hash(record_id: str) -> int:
+    """A stable 64-bit hash of a record id (the owner of index entries)."""
+    return int.from_bytes(hashlib.blake2b(record_id.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _load_index(path: str) -> np.ndarray:
+    """(N, 2) uint64 rows (band key, owner id hash); an index of older genloom (keys only) has no owners."""
+    index = np.load(path)
+    if index.ndim == 1:
+        return np.stack([index.astype(np.uint64), np.zeros(len(index), np.uint64)], axis=1)
+    return index.astype(np.uint64)
 
 
 def cluster_first(keys: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from genloom.core.records import empty_records
+from genloom.core.errors import GenloomError, StageError, StepError
+from genloom.core.records import empty_records, load_meta
 from genloom.core.steps import Fitted, Source, Step, StepContext
 from genloom.core.store import ArtifactStore
 
@@ -35,6 +37,8 @@ class ShardTask:
     state_dir: str | None = None
     force: bool = False
     label: dict[str, Any] = field(default_factory=dict)
+    #: config paths of ``fitted`` (if any) then ``steps``, for error messages (``clean.2``)
+    step_paths: tuple[str, ...] = ()
 
 
 @contextlib.contextmanager
@@ -66,14 +70,17 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
         for batch in _input_batches(task, store, ctx):
             rows_in += batch.num_rows
             if task.fitted is not None:
-                batch = task.fitted.run_fitted(batch, state, ctx)
-            for step in task.steps:
+                with _blame(task, 0, task.fitted):
+                    batch = task.fitted.run_fitted(batch, state, ctx)
+            for i, step in enumerate(task.steps, start=1 if task.fitted is not None else 0):
                 if batch.num_rows == 0:
                     break
-                batch = step.run(batch, ctx)
+                with _blame(task, i, step):
+                    batch = step.run(batch, ctx)
             if batch.num_rows:
                 outputs.append(batch)
     table = pa.concat_tables(outputs, promote_options="default") if outputs else empty_records()
+    _check_unique_ids(table, task)
     info = {
         "shard_key": task.shard_key,
         "rows_in": rows_in,
@@ -84,9 +91,68 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     return {**done, "seconds": time.perf_counter() - start, "resumed": False}
 
 
+@contextlib.contextmanager
+def _blame(task: ShardTask, index: int, step: Step, where: str = "") -> Iterator[None]:
+    """Turn an unexpected exception of a step into a StepError naming its config path."""
+    path = task.step_paths[index] if index < len(task.step_paths) else task.stage
+    suffix = f" (while reading {where})" if where else ""
+    try:
+        yield
+    except StepError as e:
+        if e.path:
+            raise
+        raise type(e)(f"{e}{suffix}", path=path, component=step.type) from e
+    except GenloomError:
+        raise
+    except Exception as e:
+        raise StepError(f"{type(e).__name__}: {e}{suffix}", path=path, component=step.type) from e
+
+
+def _check_unique_ids(table: pa.Table, task: ShardTask) -> None:
+    """Fail before the shard is written when two of its records share an id."""
+    if table.num_rows < 2 or "id" not in table.column_names:
+        return
+    ids = table.column("id")
+    if pc.count_distinct(ids).as_py() == table.num_rows:
+        return
+    first: dict[str, int] = {}
+    for i, rid in enumerate(ids.to_pylist()):
+        if rid in first:
+            raise StageError(
+                f"{task.stage}: two records have the id {rid!r} ({_where(table, first[rid])} and "
+                f"{_where(table, i)}); ids must be unique: give each source its own files, or set "
+                "the source's id column to a unique key"
+            )
+        first[rid] = i
+
+
+def _where(table: pa.Table, row: int) -> str:
+    """A record's location for messages: its meta path (and page or chunk), else its row."""
+    meta = load_meta(table.column("meta")[row].as_py()) if "meta" in table.column_names else {}
+    place = meta.get("path") or meta.get("augmented_from") or meta.get("combined_from")
+    return f"from {place}" if place else f"row {row}"
+
+
+def check_unique_ids(store: ArtifactStore, stage: str, shard_keys: list[str]) -> None:
+    """Fail when two shards of one artifact hold the same record id (naming both shards)."""
+    seen: dict[str, str] = {}
+    for sk in shard_keys:
+        ids = store.read_shard(stage, sk, columns=["id"]).column("id").to_pylist()
+        for rid in ids:
+            other = seen.setdefault(rid, sk)
+            if other != sk:
+                where = [store.shard_done(stage, k) or {} for k in (other, sk)]
+                labels = [" ".join(str(v) for v in (w.get("label") or {}).values()) or "?" for w in where]
+                raise StageError(
+                    f"{stage}: two records have the id {rid!r} (in the shards of {labels[0]} and "
+                    f"{labels[1]}); ids must be unique: two sources probably read the same file"
+                )
+
+
 def _input_batches(task: ShardTask, store: ArtifactStore, ctx: StepContext) -> Iterator[pa.Table]:
     if task.source is not None:
         for partition in task.partitions:
-            yield from task.source.run_partition(partition, ctx)
+            with _blame(task, 0, task.source, task.source.location(partition)):
+                yield from task.source.run_partition(partition, ctx)
     elif task.input_stage is not None and task.input_shard is not None:
         yield from store.iter_batches(task.input_stage, task.input_shard)

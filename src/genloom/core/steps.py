@@ -10,7 +10,10 @@
 
 A step is a frozen Pydantic model: its fields are its config. Heavy state (a model, a connection)
 is created in ``setup()``, which runs once per process, so steps pickle to worker processes and Ray.
-Record-level problems are quarantined with a reason, never raised.
+The error policy: a component raises ``RecordError(reason)`` for a problem of one record or file,
+which is quarantined with that reason while the run goes on; any other exception is a bug or a
+broken resource (``SourceError`` for an unreachable backend) and fails the stage with a
+``StepError`` naming the component, its config path (``clean.2``) and the cause.
 """
 
 from __future__ import annotations
@@ -192,12 +195,11 @@ class Source(Step):
                         stats.rows_out += len(rows)
                         yield records_to_table(rows)
                         rows = []
-        except RecordError as e:
+        except RecordError as e:  # this partition is bad: quarantined, the run goes on
             loc = self.location(partition)
             ctx.reject(self.name, loc, e.reason, loc, e.detail)
-        except Exception as e:  # a reader bug or a broken file must not stop the run
-            loc = self.location(partition)
-            ctx.reject(self.name, loc, f"read_error:{type(e).__name__}", loc, str(e))
+        # anything else (a reader bug, an unreachable backend: SourceError) fails the stage; file
+        # sources turn a parser's exception on one broken file into a RecordError themselves
         if rows:
             stats.rows_out += len(rows)
             yield records_to_table(rows)
@@ -217,10 +219,8 @@ class Map(Step):
         for rec in table_to_records(table):
             try:
                 out.append(self.apply(rec))
-            except RecordError as e:
+            except RecordError as e:  # a problem of this record: quarantined; any other error is a bug
                 ctx.reject(self.name, rec.get("id", ""), e.reason, "", e.detail)
-            except Exception as e:
-                ctx.reject(self.name, rec.get("id", ""), f"error:{type(e).__name__}", "", str(e))
         return records_to_table(out, schema=None) if out else table.slice(0, 0)
 
     def run(self, table: pa.Table, ctx: StepContext) -> pa.Table:
@@ -288,12 +288,18 @@ class Augmenter(Step):
         start = time.perf_counter()
         stats.rows_in += table.num_rows
         new: list[dict[str, Any]] = []
+        taken = set(_ids(table))  # a second augmenter of the same type must not reuse an id
         for rec in table_to_records(table):
             try:
-                for k, aug in enumerate(self.expand(rec)):
+                k = 0
+                for aug in self.expand(rec):
                     meta = {**(rec.get("meta") or {}), **(aug.get("meta") or {})}
                     meta.update(augmented_from=rec["id"], augmentation=self.name)
-                    new.append({**rec, **aug, "id": f"{rec['id']}#{self.name}{k}", "meta": meta})
+                    while f"{rec['id']}#{self.name}{k}" in taken:
+                        k += 1
+                    new_id = f"{rec['id']}#{self.name}{k}"
+                    taken.add(new_id)
+                    new.append({**rec, **aug, "id": new_id, "meta": meta})
             except RecordError as e:
                 ctx.reject(self.name, rec.get("id", ""), e.reason, "", e.detail)
         stats.added += len(new)
@@ -331,6 +337,13 @@ class Fitted(Step):
         """Read what ``save_state`` wrote."""
         with fs.open(f"{path}/state.json") as f:
             return json.load(f)
+
+    def commit_state(self, path: str, fs: Any) -> None:
+        """Publish what a complete state must make visible outside the store (a cross-run index).
+
+        Runs after the state's done marker, every time the state is used, so it must be
+        idempotent: a run killed between the marker and this call publishes on resume.
+        """
 
     def run_fitted(self, table: pa.Table, state: Any, ctx: StepContext) -> pa.Table:
         """Transform one batch, recording stats and dropped ids."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,40 @@ class ArtifactStore:
             pf = pq.ParquetFile(f)
             for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
                 yield pa.Table.from_batches([batch])
+
+    # -- fingerprints of files that steps read
+    def file_digest(self, path: str) -> str:
+        """SHA-256 of a local file, memoised in the store by (path, size, mtime) across runs."""
+        st = os.stat(path)
+        memo = self._digests()
+        entry = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}"
+        digest = memo.get(entry)
+        if digest is None:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(4 * 2**20):
+                    h.update(block)
+            digest = memo[entry] = h.hexdigest()
+            self._digests_dirty = True
+        return digest
+
+    def save_file_digests(self) -> None:
+        """Write the digest memo (after planning) if it gained entries."""
+        if getattr(self, "_digests_dirty", False):
+            self.fs.makedirs(self.base, exist_ok=True)
+            self._write_atomic(f"{self.base}/file_digests.json", json.dumps(self._digests()).encode())
+            self._digests_dirty = False
+
+    def _digests(self) -> dict[str, str]:
+        memo: dict[str, str] | None = getattr(self, "_digest_memo", None)
+        if memo is None:
+            memo = {}
+            path = f"{self.base}/file_digests.json"
+            if self.fs.exists(path):
+                with self.fs.open(path, "r") as f:
+                    memo = json.load(f)
+            self._digest_memo = memo
+        return memo
 
     # -- artifacts
     def has_artifact(self, stage: str, key: str) -> bool:
