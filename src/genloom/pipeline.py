@@ -33,6 +33,7 @@ from genloom.core.errors import GenloomError, NotFoundError, StageError
 from genloom.core.executors import Executor, make_executor
 from genloom.core.progress import Reporter
 from genloom.core.runner import ShardTask, check_unique_ids, run_shard, working_dir
+from genloom.core.secrets import store_salt
 from genloom.core.stats import merge_stats
 from genloom.core.steps import Fitted, Step
 from genloom.core.store import ArtifactStore, content_key
@@ -100,6 +101,7 @@ class Pipeline:
             root = str((self.base_dir / root).resolve())
         self.store = ArtifactStore(root)
         self.catalog = Catalog(resolve_url(cfg.catalog.url, self.base_dir))
+        self._salt: bytes | None = None
 
     @classmethod
     def from_file(
@@ -213,7 +215,11 @@ class Pipeline:
         versions of the resources it loads."""
         out = []
         for s in steps:
-            entry: dict[str, Any] = {"config": s.config_dict(), "version": s.version, "class": type(s).__qualname__}
+            entry: dict[str, Any] = {
+                "config": s.key_config(self._secret_salt()),  # secrets as HMACs, never their values
+                "version": s.version,
+                "class": type(s).__qualname__,
+            }
             files = self._file_digests(s.files_read())
             if files:
                 entry["files"] = files
@@ -222,6 +228,11 @@ class Pipeline:
                 entry["resources"] = resources
             out.append(entry)
         return out
+
+    def _secret_salt(self) -> bytes:
+        if self._salt is None:
+            self._salt = store_salt(self.store.fs, self.store.base)
+        return self._salt
 
     def _base_model_files(self) -> dict[str, Any]:
         """The files of a pretrained base model (weights, config, tokenizer), for the train key."""
