@@ -5,6 +5,9 @@ into about 1 KB documents. Each step runs on the same batches after its setup (m
 not timed). Prints one line per step (docs/s, MB/s), then one JSON object.
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/text_steps.py [--docs 4000] [--only quality,pii]
+      OMP_NUM_THREADS=1 .venv/bin/python benchmarks/text_steps.py --quick   # 500 documents, under 2 minutes
+
+The last line printed is one JSON object: documents, average size and docs/s + MB/s per step.
 """
 
 from __future__ import annotations
@@ -99,10 +102,15 @@ def main() -> None:
     from genloom.core.steps import Fitted, StepContext
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--docs", type=int, default=4000)
+    ap.add_argument("--docs", type=int, default=None, help="documents (default 4000; --quick: 500)")
     ap.add_argument("--only", default="", help="comma-separated name prefixes")
+    ap.add_argument(
+        "--quick", action="store_true", help="500 documents, 100 for model-bound steps: under 2 minutes"
+    )
     args = ap.parse_args()
-    table = documents(args.docs)
+    t_all = time.perf_counter()
+    table = documents(args.docs or (500 if args.quick else 4000))
+    slow_docs = 100 if args.quick else 1000
     mb = sum(len(t.encode()) for t in table.column("text").to_pylist()) / 1e6
     batches = [table.slice(i, 1000) for i in range(0, table.num_rows, 1000)]
     results: dict[str, Any] = {}
@@ -115,7 +123,7 @@ def main() -> None:
             k in name for k in ("spacy", "pos", "parse", "ner", "coref", "names", "apertium", "synonyms")
         )
         if slow:  # model-bound steps: a quarter of the documents is enough for a stable figure
-            n = min(n, 1000)
+            n = min(n, slow_docs)
             work = [table.slice(0, n)]
         try:
             step.ensure_setup()
@@ -137,7 +145,13 @@ def main() -> None:
         print(f"{name:40s} {rate:10.1f} docs/s {results[name]['mb_per_s']:8.2f} MB/s")
     print(
         json.dumps(
-            {"docs": table.num_rows, "avg_doc_chars": round(mb * 1e6 / table.num_rows), "steps": results}
+            {
+                "docs": table.num_rows,
+                "avg_doc_chars": round(mb * 1e6 / table.num_rows),
+                "quick": args.quick,
+                "wall_s": round(time.perf_counter() - t_all, 1),
+                "steps": results,
+            }
         )
     )
 

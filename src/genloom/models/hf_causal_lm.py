@@ -56,18 +56,17 @@ def _quiet_peft() -> Iterator[None]:
         yield
 
 
-def _nf4_config(tf: Any) -> Any:
-    """QLoRA's quantisation: 4-bit NormalFloat with double quantisation, float32 compute on CPU."""
+def _nf4_config(tf: Any, compute_dtype: torch.dtype) -> Any:
+    """QLoRA's quantisation: 4-bit NormalFloat with double quantisation, matmuls in ``compute_dtype``."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as e:
         raise MissingDependencyError("bitsandbytes (quantize: nf4)", "pip install 'genloom[qlora]'") from e
-    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     return tf.BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_compute_dtype=compute_dtype,
     )
 
 
@@ -93,8 +92,15 @@ class HFCausalLM(nn.Module):
         self.cfg = cfg  # the HFCausalLMConfig as a dict
 
     @classmethod
-    def from_config(cls, cfg: HFCausalLMConfig, device: torch.device) -> HFCausalLM:
-        """Loads ``cfg.path`` in float32 and adds LoRA adapters if asked."""
+    def from_config(
+        cls, cfg: HFCausalLMConfig, device: torch.device, compute_dtype: torch.dtype = torch.float32
+    ) -> HFCausalLM:
+        """Loads ``cfg.path`` in float32 and adds LoRA adapters if asked.
+
+        ``compute_dtype``: the dtype 4-bit layers dequantize to for their matmuls (``quantize:
+        nf4``); the loop passes its plan's precision, which follows the machine probe
+        (``genloom.train.precision``), so an AVX2-only CPU never computes in emulated bf16.
+        """
         tf = _transformers()
         path = Path(cfg.path).expanduser()
         if not (path / "config.json").exists():
@@ -109,7 +115,7 @@ class HFCausalLM(nn.Module):
                 str(path),
                 local_files_only=True,
                 dtype=torch.float32,
-                quantization_config=_nf4_config(tf),
+                quantization_config=_nf4_config(tf, compute_dtype),
                 device_map={"": str(device)},
             )
         else:

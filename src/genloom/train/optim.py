@@ -2,7 +2,9 @@
 
 Muon (Jordan et al. 2024, "Muon: an optimizer for hidden layers in neural networks") takes
 SGD-momentum's update of a weight matrix and replaces it with the nearest semi-orthogonal matrix,
-computed by a few Newton-Schulz iterations in bfloat16. The update is scaled to AdamW's RMS
+computed by a few Newton-Schulz iterations, in bfloat16 where the machine computes it fast (the
+loop decides from ``genloom.train.precision``'s probe; on a CPU that emulates bfloat16 they run
+in float32, which there is many times faster). The update is scaled to AdamW's RMS
 (``0.2 * sqrt(max(rows, cols))``, Liu et al. 2025, "Muon is scalable for LLM training"), so Muon
 shares AdamW's learning rate, schedule and decoupled weight decay. Fused matrices (q, k, v in one
 projection; gate and up in SwiGLU) are orthogonalized block by block, as if they were separate.
@@ -19,10 +21,10 @@ import torch
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan's quintic: fast, not exact, convergence to ~[0.7, 1.2]
 
 
-def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """The semi-orthogonal matrices nearest to ``g[..., :, :]`` (U V^T of the SVD), approximately, in bf16."""
+def orthogonalize(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """The semi-orthogonal matrices nearest to ``g[..., :, :]`` (U V^T of the SVD), approximately, in ``dtype``."""
     a, b, c = NS_COEFFICIENTS
-    x = g.bfloat16()
+    x = g.to(dtype)
     tall = x.size(-2) > x.size(-1)
     if tall:  # iterate on the smaller Gram matrix
         x = x.mT
@@ -33,7 +35,9 @@ def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     return (x.mT if tall else x).to(g.dtype)
 
 
-def orthogonalize_all(mats: list[torch.Tensor], steps: int = 5) -> list[torch.Tensor]:
+def orthogonalize_all(
+    mats: list[torch.Tensor], steps: int = 5, dtype: torch.dtype = torch.bfloat16
+) -> list[torch.Tensor]:
     """``orthogonalize`` of each matrix, batched by shape (one bmm chain per shape, not per matrix)."""
     wide = [m.mT if m.size(0) > m.size(1) else m for m in mats]  # a matrix and its transpose batch together
     by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -42,14 +46,18 @@ def orthogonalize_all(mats: list[torch.Tensor], steps: int = 5) -> list[torch.Te
     out: list[torch.Tensor] = [mats[0]] * len(mats)
     for idx in by_shape.values():
         for i, o in zip(
-            idx, orthogonalize(torch.stack([wide[i] for i in idx]), steps).unbind(0), strict=True
+            idx, orthogonalize(torch.stack([wide[i] for i in idx]), steps, dtype).unbind(0), strict=True
         ):
             out[i] = o.mT if wide[i] is not mats[i] else o
     return out
 
 
 class Muon(torch.optim.Optimizer):
-    """Orthogonalized SGD-momentum for 2-D weights; a group's ``split`` lists row blocks of fused matrices."""
+    """Orthogonalized SGD-momentum for 2-D weights; a group's ``split`` lists row blocks of fused matrices.
+
+    ``ns_dtype``: the dtype of the Newton-Schulz matmuls (bf16 as in Jordan et al. where it is
+    fast; float32 on CPUs that emulate bf16).
+    """
 
     def __init__(
         self,
@@ -58,9 +66,11 @@ class Muon(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         momentum: float = 0.95,
         ns_steps: int = 5,
+        ns_dtype: torch.dtype = torch.bfloat16,
     ) -> None:
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, split=None))
         self.ns_steps = ns_steps  # one value for all groups: their blocks are orthogonalized in one batch
+        self.ns_dtype = ns_dtype
         for group in self.param_groups:
             for p in group["params"]:
                 if p.dim() != 2:
@@ -85,7 +95,7 @@ class Muon(torch.optim.Optimizer):
                 blocks += parts
         if not todo:
             return
-        ortho = iter(orthogonalize_all(blocks, self.ns_steps))
+        ortho = iter(orthogonalize_all(blocks, self.ns_steps, self.ns_dtype))
         for p, group, n in todo:
             update = torch.cat([o * (0.2 * max(o.shape) ** 0.5) for o in (next(ortho) for _ in range(n))])
             p.mul_(1 - group["lr"] * group["weight_decay"])
@@ -144,12 +154,16 @@ def build_optimizer(
     weight_decay: float,
     betas: tuple[float, float],
     fused: bool,
+    ns_dtype: torch.dtype = torch.bfloat16,
 ) -> torch.optim.Optimizer | OptimizerChain:
-    """AdamW over ``model.optimizer_groups``, or Muon over ``model.muon_groups`` chained with AdamW."""
+    """AdamW over ``model.optimizer_groups``, or Muon over ``model.muon_groups`` chained with AdamW.
+
+    ``ns_dtype``: Muon's Newton-Schulz dtype (the loop passes its plan's ``muon_precision``).
+    """
     if kind == "adamw":
         return torch.optim.AdamW(model.optimizer_groups(weight_decay), lr=lr, betas=betas, fused=fused)  # type: ignore[operator]
     muon_groups, adam_groups = model.muon_groups(weight_decay)  # type: ignore[operator]
     return OptimizerChain(
-        Muon(muon_groups, lr=lr, weight_decay=weight_decay),
+        Muon(muon_groups, lr=lr, weight_decay=weight_decay, ns_dtype=ns_dtype),
         torch.optim.AdamW(adam_groups, lr=lr, betas=betas, fused=fused),
     )
