@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -79,9 +80,10 @@ def validate(file: FileArg, set_: SetOpt = None) -> None:
     from genloom.core.config import load_config
     from genloom.core.runner import working_dir
 
+    path = file.resolve()  # once: inside working_dir a relative path would resolve again, wrongly
     try:
-        with working_dir(str(file.resolve().parent)):
-            load_config(file.resolve(), set_)
+        with working_dir(str(path.parent)):
+            load_config(path, set_)
     except GenloomError as e:
         _fail(e)
     out.print(f"{file}: OK")
@@ -130,11 +132,26 @@ def run(
     log_format: Annotated[
         LogFormat, typer.Option("--log-format", help="rich (humans) or json (machines)")
     ] = LogFormat.rich,
+    progress_every: Annotated[
+        float,
+        typer.Option(
+            "--progress-every",
+            min=0,
+            help="Without a terminal (log file, CI): a progress line every N seconds (0: at stage ends only)",
+        ),
+    ] = 10.0,
 ) -> None:
     """Run the pipeline: every stage whose artifact is missing; the others are cache hits."""
-    from genloom.console import JsonReporter, RichReporter, summary_table
+    from genloom.console import JsonReporter, PlainReporter, RichReporter, summary_table
+    from genloom.core.progress import Reporter
 
-    reporter = JsonReporter() if log_format == LogFormat.json else RichReporter(err)
+    reporter: Reporter
+    if log_format == LogFormat.json:
+        reporter = JsonReporter()
+    elif err.is_terminal:
+        reporter = RichReporter(err)
+    else:
+        reporter = PlainReporter(interval=progress_every)
     try:
         pipeline = _pipeline(file, set_, reporter)
         summary = pipeline.run(until=until, force=force)
@@ -155,12 +172,32 @@ def run(
         return
     out.print(summary_table(summary))
     if summary.report:
-        out.print(f"report: {summary.report}")
+        out.print(f"report: {summary.report}", soft_wrap=True)
     if summary.model:
         m = summary.model
         out.print(f"model [bold]{m['name']}[/] v{m['version']} is [bold]{m['stage']}[/] ({m['decision']})")
         if m["stage"] == "champion" or pipeline.catalog.champion(m["name"]):
-            out.print(f'generate text:  genloom generate {file} --prompt "The json module"')
+            prompt = shlex.quote(_example_prompt(pipeline, summary))
+            hint = f"generate text:  genloom generate {shlex.quote(str(file))} --prompt {prompt}"
+            out.print(hint, markup=False, highlight=False, soft_wrap=True)
+
+
+def _example_prompt(pipeline: Any, summary: Any, words: int = 3) -> str:
+    """The first words of a record the model was trained on, or a placeholder when there is none."""
+    from genloom.pipeline import DATA_STAGES
+
+    done = [r for r in summary.stages if r.stage in DATA_STAGES and r.key and r.status in ("ran", "cached")]
+    if done:
+        last = done[-1]
+        try:
+            for batch in pipeline.store.iter_artifact(last.stage, last.key, columns=["text"]):
+                for text in batch.column("text").to_pylist():
+                    found = (text or "").split()
+                    if len(found) >= words and all(w.isprintable() for w in found[:words]):
+                        return " ".join(found[:words])
+        except (GenloomError, OSError, KeyError, ValueError):
+            pass  # only a hint: a placeholder will do
+    return "<your text>"
 
 
 @app.command()

@@ -1,11 +1,14 @@
-"""Rendering for the CLI: rich progress bars and tables, or JSON lines for machines."""
+"""Rendering for the CLI: rich progress bars and tables, plain lines for logs, or JSON lines."""
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -102,6 +105,158 @@ class RichReporter(Reporter):
         if self._live:
             self.progress.stop()
             self._live = False
+
+
+@dataclass
+class _StageProgress:
+    """What a plain progress line needs to know about one running stage."""
+
+    unit: str
+    total: int | None
+    started: float
+    done: int = 0
+    rows: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+    first_step: int | None = None  # training may resume past step 0: the rate counts from here
+    first_step_at: float = 0.0
+    info_at: float = 0.0  # when ``info`` last arrived: its ``eta_s`` has aged since
+
+
+def _duration(seconds: float) -> str:
+    """``4.2s``, ``42s``, ``3m05s``, ``1h02m``."""
+    if seconds < 9.95:
+        return f"{max(0.0, seconds):.1f}s"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _rate(count: float, seconds: float, unit: str) -> str:
+    per_s = count / seconds if seconds > 0 else 0.0
+    return f"{per_s:,.0f} {unit}/s" if per_s >= 100 else f"{per_s:.3g} {unit}/s"
+
+
+def progress_line(stage: str, p: _StageProgress, now: float) -> str:
+    """One plain line: stage, shards and rows or step/total, rate, elapsed time, ETA, live metrics."""
+    return "  ".join([f"{stage:<10}", *_progress_parts(p, now, final=False)])
+
+
+def _progress_parts(p: _StageProgress, now: float, final: bool) -> list[str]:
+    elapsed = now - p.started
+    parts: list[str] = []
+    eta: float | None = None
+    step = p.info.get("step")
+    if step is not None:
+        total = p.info.get("total") or p.total
+        parts.append(f"step {step:,}/{total:,}" if total else f"step {step:,}")
+        since, span = step - (p.first_step or 0), now - p.first_step_at
+        parts.append(_rate(since, span, "steps") if since > 0 else "rate ?")
+        if isinstance(p.info.get("eta_s"), int | float):
+            eta = max(0.0, float(p.info["eta_s"]) - (now - p.info_at))
+        elif total and since > 0 and span > 0:
+            eta = (total - step) * span / since
+    else:
+        parts.append(f"{p.done:,}/{p.total:,} {p.unit}" if p.total is not None else f"{p.done:,} {p.unit}")
+        if p.rows:
+            parts.append(f"{p.rows:,} rows")
+        if p.rows or p.done:
+            parts.append(_rate(p.rows, elapsed, "rows") if p.rows else _rate(p.done, elapsed, p.unit))
+        else:
+            parts.append("rate ?")
+        if p.total and p.done:
+            eta = (p.total - p.done) * elapsed / p.done
+    if not final:
+        parts.append(f"elapsed {_duration(elapsed)}")
+        parts.append(f"eta {_duration(eta)}" if eta is not None else "eta ?")
+    for k in ("loss", "val_loss"):
+        if isinstance(p.info.get(k), int | float):
+            parts.append(f"{k}={p.info[k]:.4g}")
+    if isinstance(p.info.get("tokens_per_s"), int | float):
+        parts.append(f"{p.info['tokens_per_s']:,.0f} tokens/s")
+    return parts
+
+
+class PlainReporter(Reporter):
+    """Plain progress lines for logs and CI, where no terminal shows a live bar.
+
+    Every ``interval`` seconds each running stage prints one line (stage, shards and rows or
+    step/total, rate, elapsed time, ETA), from a timer thread, so a long training stage is heard
+    from even between its progress reports; every stage prints one line when it ends.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stream = stream
+        self.interval = interval
+        self.clock = clock
+        self._stages: dict[str, _StageProgress] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def _write(self, line: str) -> None:
+        stream = self._stream or sys.stderr  # looked up late: pytest and CliRunner swap sys.stderr
+        stream.write(line + "\n")
+        stream.flush()
+
+    def _tick(self) -> None:
+        with self._lock:
+            now = self.clock()
+            for stage, p in self._stages.items():
+                self._write(progress_line(stage, p, now))
+
+    def _run_ticker(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._tick()
+
+    def stage_start(self, stage: str, total: int | None, unit: str = "shards") -> None:
+        with self._lock:
+            self._stages[stage] = _StageProgress(unit, total, self.clock())
+        if self._ticker is None and self.interval > 0:
+            self._ticker = threading.Thread(target=self._run_ticker, name="genloom-progress", daemon=True)
+            self._ticker.start()
+
+    def stage_advance(
+        self, stage: str, done: int = 1, rows: int = 0, info: dict[str, Any] | None = None
+    ) -> None:
+        with self._lock:
+            p = self._stages.get(stage)
+            if p is None:
+                return
+            p.done += done
+            p.rows += rows
+            if info:
+                p.info.update(info)
+                p.info_at = self.clock()
+                if p.first_step is None and info.get("step") is not None:
+                    p.first_step, p.first_step_at = info["step"], self.clock()
+
+    def stage_end(self, stage: str, status: str, reason: str, seconds: float, stats: dict[str, Any]) -> None:
+        with self._lock:
+            p = self._stages.pop(stage, None)
+            if p is None:
+                self._write(f"{stage:<10}  {status}" + (f"  ({reason})" if reason else ""))
+                return
+            parts = [f"{stage:<10}", f"{status} in {_duration(seconds)}"]
+            parts += _progress_parts(p, self.clock(), final=True)
+            self._write("  ".join(parts) + (f"  ({reason})" if reason else ""))
+
+    def message(self, text: str, **fields: Any) -> None:
+        with self._lock:
+            self._write(text)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
 
 
 class JsonReporter(Reporter):
