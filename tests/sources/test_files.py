@@ -170,7 +170,6 @@ BAD_EXPECTED = {
     "locked.pdf": "wrong_password",
     "random.docx": "corrupt",
     "bomb.zip": "zip_bomb",
-    "bad-utf8.txt": "invalid_utf8",
     "ragged.csv": "malformed_row",
 }
 
@@ -194,6 +193,10 @@ def test_bad_inputs_quarantined_good_files_kept(tmp_path: Path, shared_data_opti
     assert got == {**BAD_EXPECTED, **extra}
     read = {Path(r["meta"]["path"]).name for r in rows}
     assert {"good.pdf", "good.docx", "good.txt", "ragged.csv"} <= read  # ragged: its good rows stay
+    # UTF-8 with three damaged bytes is read as UTF-8: only those bytes become U+FFFD, counted
+    damaged = next(r for r in rows if r["meta"]["path"].endswith("bad-utf8.txt"))
+    assert damaged["text"].endswith("Grüße aus Köln. \ufffd\ufffd\ufffd tail")
+    assert damaged["meta"]["invalid_bytes"] == 3
     # Memory is checked in a fresh process below: this process's peak includes earlier tests.
 
 

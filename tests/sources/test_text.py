@@ -52,12 +52,16 @@ def test_bad_text_files_are_quarantined(tmp_path: Path) -> None:
     rows, rejected = read_all(TextSource(paths=[str(tmp_path)], max_line_chars=1000))
     reasons = {Path(r["location"]).name: r["reason"] for r in rejected}
     assert reasons == {
-        "broken.txt": "invalid_utf8",
         "long.txt": "line_too_long",
         "empty.txt": "empty_file",
         "blank.txt": "no_text",
     }
-    assert [r["text"] for r in rows] == ["fine"]
+    by = {Path(r["meta"]["path"]).name: r for r in rows}
+    assert by["good.txt"]["text"] == "fine"
+    # damaged UTF-8 is no longer quarantined: the one bad byte becomes U+FFFD, counted
+    assert by["broken.txt"]["text"].endswith("café. \ufffd( badok é")
+    assert by["broken.txt"]["meta"]["invalid_bytes"] == 1
+    assert set(by) == {"good.txt", "broken.txt"}
 
 
 def test_large_file_is_split_in_parts(tmp_path: Path) -> None:

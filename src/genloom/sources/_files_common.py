@@ -18,6 +18,8 @@ A file source (``files``, ``pdf``, ``csv``...) subclasses :class:`FileSource` an
 from __future__ import annotations
 
 import bz2
+import codecs
+import collections
 import contextlib
 import functools
 import gzip
@@ -37,9 +39,10 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, ClassVar, Literal
+from typing import IO, Any, BinaryIO, ClassVar, Literal, NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from genloom.core.errors import ConfigError, RecordError
@@ -427,6 +430,8 @@ def _is_binary(head: bytes) -> bool:
     if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
         return False
     sample = head[:4096]
+    if wide_unicode(sample) is not None:
+        return False
     if b"\x00" in sample:
         return True
     control = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13, 27))
@@ -487,7 +492,8 @@ def _matches(rel: str, patterns: list[re.Pattern[str]], raw: list[str]) -> bool:
 
 def _walk(base: Path, follow_symlinks: bool, hidden: bool, max_depth: int | None = None) -> Iterator[Path]:
     """Every file under ``base`` (at most ``max_depth`` folders down); a directory reached twice
-    (a symlink loop) is walked once."""
+    (a symlink loop) is walked once. Named pipes, sockets and devices are files too: they are
+    listed, so the reader can quarantine them, and never opened here."""
     seen: set[tuple[int, int]] = set()
     stack = [(base, 0)]
     while stack:
@@ -513,7 +519,7 @@ def _walk(base: Path, follow_symlinks: bool, hidden: bool, max_depth: int | None
                 if e.is_dir():
                     if max_depth is None or depth < max_depth:
                         subdirs.append((Path(e.path), depth + 1))
-                elif e.is_file():
+                elif e.is_file() or special_file_kind(Path(e.path)) is not None:
                     yield Path(e.path)
             except OSError:  # a dangling link or a file that vanished
                 continue
@@ -539,7 +545,7 @@ def discover(
         pattern = os.path.expanduser(raw)
         if not _MAGIC.search(pattern):
             p = Path(pattern)
-            if p.is_file():
+            if p.is_file() or special_file_kind(p) is not None:
                 candidates: Iterable[tuple[Path, str]] = [(p, p.name)]
             elif p.is_dir():
                 candidates = ((f, f.relative_to(p).as_posix()) for f in _walk(p, follow_symlinks, hidden))
@@ -573,8 +579,15 @@ _HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def file_fingerprint(path: str) -> str:
-    """``size:mtime_ns:sha256`` of a file; the hash is memoised per (path, size, mtime)."""
+    """``size:mtime_ns:sha256`` of a file; the hash is memoised per (path, size, mtime).
+
+    A named pipe, socket or device is never opened (reading a FIFO blocks until a writer comes):
+    its fingerprint is ``special:<kind>``.
+    """
     st = os.stat(path)
+    kind = _special_kind(st.st_mode)
+    if kind is not None:
+        return f"special:{kind}"
     key = (path, st.st_size, st.st_mtime_ns)
     digest = _HASHES.get(key)
     if digest is None:
@@ -751,12 +764,16 @@ def _iter_tar(blob: Blob, budget: ArchiveBudget) -> Iterator[Blob]:
 
 
 _WS = re.compile(r"[ \t\r\f\v\xa0\u2000-\u200a\u202f\u205f\u3000]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f\ufffe\uffff]")
+_CONTROL = re.compile(r"[\x01-\x08\x0b\x0e-\x1f\x7f\ufffe\uffff]")
 _BLANKS = re.compile(r"\n{3,}")
 
 
 def clean_text(text: str, nfc: bool = True) -> str:
-    """Normalise extracted text: NFC, one space for whitespace runs, at most one blank line."""
+    """Normalise extracted text: NFC, one space for whitespace runs, at most one blank line.
+
+    Control characters go, except NUL (U+0000): it is left for :meth:`FileSource.record`, which
+    removes it and counts it in ``meta.nul_removed`` so that no character disappears unnoticed.
+    """
     text = text.replace("\r\n", "\n").replace("\x02", "")
     text = _CONTROL.sub("", text)
     lines = [_WS.sub(" ", line).strip() for line in text.split("\n")]
@@ -764,50 +781,167 @@ def clean_text(text: str, nfc: bool = True) -> str:
     return unicodedata.normalize("NFC", text) if nfc else text
 
 
-def decode_bytes(data: bytes, hint: str | None = None) -> tuple[str, str]:
-    """Decode bytes of unknown encoding: BOM, then strict UTF-8, then charset-normalizer.
+def strip_nul(text: str) -> tuple[str, int]:
+    """``text`` without NUL characters, and how many there were."""
+    n = text.count("\x00")
+    return (text.replace("\x00", ""), n) if n else (text, 0)
 
-    Returns (text, encoding). Bytes that are mostly valid UTF-8 with a few invalid sequences raise
-    RecordError ``invalid_utf8`` (they are damaged, and guessing a legacy code page would hide it).
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` holds nothing but whitespace and NULs."""
+    return not text.replace("\x00", "").strip()
+
+
+def _is_str(col: Any) -> bool:
+    return bool(pa.types.is_string(col.type) or pa.types.is_large_string(col.type))
+
+
+def strip_nul_columns(table: pa.Table) -> tuple[pa.Table, Any]:
+    """``table`` with NULs removed from its string columns, and how many each row lost (None
+    when no value held one)."""
+    total: Any = None
+    cols = {}
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        if _is_str(col) and table.num_rows:
+            counts = pc.fill_null(pc.count_substring(col, "\x00"), 0)
+            if pc.max(counts).as_py():
+                col = pc.replace_substring(col, "\x00", "")
+                total = counts if total is None else pc.add(total, counts)
+        cols[name] = col
+    return (pa.table(cols) if total is not None else table), total
+
+
+def count_per_row(table: pa.Table, char: str) -> Any:
+    """How many times ``char`` occurs in each row's string values (None when it never does)."""
+    total: Any = None
+    for col in table.columns:
+        if _is_str(col) and table.num_rows:
+            counts = pc.fill_null(pc.count_substring(col, char), 0)
+            if pc.max(counts).as_py():
+                total = counts if total is None else pc.add(total, counts)
+    return total
+
+
+def meta_count_fields(**counts: Any) -> list[Any]:
+    """Pieces to splice into a meta JSON column built row-wise: ``, "name": n`` where a row's
+    count is positive, else an empty string (names with a None count are left out)."""
+    out = []
+    for name, n in counts.items():
+        if n is not None:
+            field = pc.binary_join_element_wise(f', "{name}": ', pc.cast(n, pa.string()), "")
+            out.append(pc.if_else(pc.greater(n, 0), field, ""))
+    return out
+
+
+# An undecodable byte sequence first becomes a lone surrogate (which the UTF and code-page codecs
+# never produce from valid input, so each one is exactly one invalid sequence), then U+FFFD once counted.
+_INVALID = "\ud800"
+_MARK_ERRORS = "genloom.mark_invalid"
+
+
+def _mark_invalid(err: UnicodeError) -> tuple[str, int]:
+    if not isinstance(err, UnicodeDecodeError):
+        raise err
+    return _INVALID, err.end
+
+
+codecs.register_error(_MARK_ERRORS, _mark_invalid)
+
+
+class Decoded(NamedTuple):
+    """Decoded text, the encoding used, and how many invalid byte sequences became U+FFFD."""
+
+    text: str
+    encoding: str
+    invalid: int
+
+
+def decode_as(data: bytes, encoding: str) -> Decoded:
+    """Decode ``data`` as ``encoding``; each invalid byte sequence becomes one U+FFFD, counted."""
+    text = data.decode(encoding, errors=_MARK_ERRORS)
+    n = text.count(_INVALID)
+    return Decoded(text.replace(_INVALID, "\ufffd") if n else text, encoding, n)
+
+
+def decode_bytes(data: bytes, hint: str | None = None) -> Decoded:
+    """Decode bytes of unknown encoding (detected by :func:`sniff_encoding`).
+
+    Returns (text, encoding, invalid). Bytes that are valid UTF-8 but for a few damaged sequences
+    are read as UTF-8: only the invalid sequences become U+FFFD, and ``invalid`` counts them
+    (readers put it in ``meta.invalid_bytes``); guessing a legacy code page would turn the whole
+    file into mojibake.
     """
-    enc = sniff_encoding(data[: 1 << 20], hint)
-    try:
-        return data.decode(enc), enc
-    except UnicodeDecodeError as e:
-        if enc.replace("-", "_").lower() in ("utf_8", "utf8", "utf_8_sig"):
-            raise RecordError(
-                "invalid_utf8", f"invalid UTF-8 at byte {e.start}: {data[e.start : e.start + 8]!r}"
-            ) from e
-        return data.decode(enc, errors="replace"), enc
+    return decode_as(data, sniff_encoding(data[: 1 << 20], hint))
+
+
+class DecodedStream(io.RawIOBase):
+    """A binary stream read as ``encoding`` and served as UTF-8 bytes, for readers that parse
+    UTF-8 (pyarrow's CSV reader, a TextIOWrapper); each invalid sequence becomes U+FFFD and
+    ``invalid`` counts those met so far."""
+
+    def __init__(self, raw: BinaryIO, encoding: str, block: int = 1 << 20) -> None:
+        super().__init__()
+        self.raw = raw
+        self.encoding = encoding
+        self.invalid = 0
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors=_MARK_ERRORS)
+        self._block = block
+        self._buf = memoryview(b"")
+        self._eof = False
+
+    def readable(self) -> bool:
+        """Always true: this is an input stream."""
+        return True
+
+    def readinto(self, b: Any) -> int:
+        """Fill ``b`` with the next UTF-8 bytes; 0 at the end."""
+        while not self._buf and not self._eof:
+            chunk = self.raw.read(self._block)
+            self._eof = not chunk
+            text = self._decoder.decode(chunk, final=self._eof)
+            if _INVALID in text:
+                self.invalid += text.count(_INVALID)
+                text = text.replace(_INVALID, "\ufffd")
+            self._buf = memoryview(text.encode("utf-8"))
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        """Close this stream and the one it reads."""
+        self.raw.close()
+        super().close()
 
 
 def sniff_encoding(sample: bytes, hint: str | None = None) -> str:
-    """The encoding of a byte sample (see decode_bytes); ``hint`` wins when it decodes the sample."""
+    """The encoding of a byte sample: a BOM, ``hint`` when it decodes the sample, UTF-16/32
+    without a BOM (from where the NUL bytes fall), UTF-8 (also when a few sequences are damaged,
+    see decode_bytes), else a legacy code page (cp1252/cp1251 checks, then charset-normalizer)."""
     if sample.startswith(b"\xef\xbb\xbf"):
         return "utf-8-sig"
+    if sample.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "utf-32"
     if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "utf-16"
     if hint:
         try:
-            import codecs
-
             codecs.getincrementaldecoder(hint)().decode(sample, final=False)
             return hint
         except (LookupError, UnicodeDecodeError):
             pass
-    import codecs
-
-    dec = codecs.getincrementaldecoder("utf-8")()
-    try:
-        dec.decode(sample, final=False)
+    wide = wide_unicode(sample)
+    if wide is not None:
+        return wide
+    text = codecs.getincrementaldecoder("utf-8")(errors=_MARK_ERRORS).decode(sample, final=False)
+    invalid = text.count(_INVALID)
+    if not invalid:
         return "utf-8"
-    except UnicodeDecodeError as e:
-        # valid multi-byte sequences before the error mean the file is UTF-8 that got damaged
-        before = sample[: e.start]
-        if len(re.findall(rb"[\xc2-\xf4][\x80-\xbf]+", before)) >= 3:
-            raise RecordError(
-                "invalid_utf8", f"invalid UTF-8 at byte {e.start}: {sample[e.start : e.start + 8]!r}"
-            ) from e
+    # valid multi-byte characters outnumbering the invalid sequences: UTF-8 that got damaged (a
+    # legacy code page rarely forms valid UTF-8 pairs, so its non-ASCII bytes are nearly all invalid)
+    multibyte = len(text) - len(text.encode("ascii", "ignore")) - invalid
+    if multibyte > invalid:
+        return "utf-8"
     guess = _single_byte_guess(sample)
     if guess is not None:
         return guess
@@ -815,6 +949,50 @@ def sniff_encoding(sample: bytes, hint: str | None = None) -> str:
 
     best = from_bytes(sample[:200_000]).best()
     return best.encoding if best is not None else "cp1252"
+
+
+_TEXT_CONTROLS = {9, 10, 12, 13}
+
+
+def _one_script(high: bytes) -> bool:
+    """Whether the high bytes of UTF-16 code units come from a few Unicode blocks, as in text
+    (ASCII plus one alphabet and its punctuation); ASCII bytes paired at random give many."""
+    common = collections.Counter(high).most_common(4)
+    return sum(n for _, n in common) * 10 >= len(high) * 9
+
+
+def wide_unicode(sample: bytes) -> str | None:
+    """``utf-16-le``/``-be`` or ``utf-32-le``/``-be`` for text written without a byte order mark.
+
+    Text in these encodings has NUL bytes in a fixed place of each code unit (the high byte of
+    ASCII and Latin characters); binary data has them anywhere, ASCII and UTF-8 text none. A
+    candidate must also decode cleanly to text with almost no control characters.
+    """
+    s = sample[:65536]
+    n = len(s) - len(s) % 4
+    if n < 8 or b"\x00" not in s[:n]:
+        return None
+    q = n // 4
+    z = [s[i:n:4].count(0) for i in range(4)]
+    even, odd = z[0] + z[2], z[1] + z[3]
+    candidates = []
+    if z[3] == q and z[2] * 2 >= q and z[0] * 2 < q:
+        candidates.append("utf-32-le")
+    elif z[0] == q and z[1] * 2 >= q and z[3] * 2 < q:
+        candidates.append("utf-32-be")
+    elif odd * 10 >= 2 * q and even * 10 < odd and _one_script(s[1:n:2]):
+        candidates.append("utf-16-le")
+    elif even * 10 >= 2 * q and odd * 10 < even and _one_script(s[0:n:2]):
+        candidates.append("utf-16-be")
+    for enc in candidates:
+        try:
+            text = codecs.getincrementaldecoder(enc)().decode(s[:n], final=False)
+        except UnicodeDecodeError:
+            continue
+        controls = sum(1 for ch in text if ord(ch) < 32 and ord(ch) not in _TEXT_CONTROLS)
+        if text and controls * 100 <= len(text):
+            return enc
+    return None
 
 
 _WESTERN = set(
@@ -949,7 +1127,7 @@ def chunk_blocks(blocks: Iterable[Block], cfg: ChunkConfig) -> Iterator[tuple[st
 
     for block in blocks:
         text = block.text.strip("\n").rstrip()  # leading spaces are list indentation: kept
-        if not text.strip():
+        if is_blank(text):
             continue
         for piece in _split_long(text, piece_size, measure):
             new_section = first is not None and (block.section != first.section or block.page != first.page)
@@ -987,6 +1165,20 @@ class FileSource(Source):
 
     A subclass declares ``formats`` (the detected formats it reads) and ``default_include`` (the
     file patterns used when ``include`` is empty), and writes ``read_file(blob)``.
+
+    What every file source does the same way:
+
+    - named pipes, sockets and device files that the paths match are never opened (a FIFO would
+      block the run): each goes to ``rejected`` as ``not_regular_file`` with its kind as detail,
+      and its fingerprint is ``special:<kind>``;
+    - NUL characters (U+0000) are removed from every record's text (and its string meta values,
+      e.g. a PDF title) and counted in ``meta.nul_removed``;
+    - readers that decode bytes (text, CSV, JSON, HTML) detect UTF-16/32 without a byte order
+      mark, and read a UTF-8 file with a few damaged bytes as UTF-8: each invalid sequence
+      becomes U+FFFD, and a record of such a file counts the U+FFFD of its text in
+      ``meta.invalid_bytes``;
+    - with ``chunk.unit: tokens``, the tokenizer file is listed by ``files_read()``, so editing it
+      re-reads the files.
     """
 
     #: files, folders or globs (``data/**/*.pdf``); relative paths are relative to the working directory
@@ -1053,7 +1245,18 @@ class FileSource(Source):
 
     def read(self, partition: Any) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
         path = Path(str(partition))
-        yield from self.read_blob(Blob(str(partition), path, path.name))
+        blob = Blob(str(partition), path, path.name)
+        kind = special_file_kind(path)
+        if kind is not None:  # checked before anything opens it: reading a FIFO blocks
+            yield Rejected(record_id(self._fmt_name(blob), blob.key), "not_regular_file", blob.key, kind)
+            return
+        yield from self.read_blob(blob)
+
+    def files_read(self) -> list[str]:
+        """The tokenizer file of ``chunk`` (``unit: tokens``): chunks change when it does."""
+        if self.chunk is not None and self.chunk.tokenizer:
+            return [str(_tokenizer_file(self.chunk.tokenizer))]
+        return []
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -1175,8 +1378,27 @@ class FileSource(Source):
 
     # -- helpers for readers ------------------------------------------------------------------
 
-    def record(self, key: str, text: str, meta: dict[str, Any]) -> dict[str, Any]:
-        """One record of this source's format: stable id from the key, format as ``source``."""
+    def record(self, key: str, text: str, meta: dict[str, Any], damaged: bool = False) -> dict[str, Any]:
+        """One record of this source's format: stable id from the key, format as ``source``.
+
+        NULs are removed from the text and from string meta values, counted in
+        ``meta.nul_removed``. ``damaged`` says the file had invalid bytes (now U+FFFD): the
+        U+FFFD of this text are counted in ``meta.invalid_bytes``.
+        """
+        text, nuls = strip_nul(text)
+        if nuls or any(isinstance(v, (str, list)) and "\x00" in str(v) for v in meta.values()):
+            meta = dict(meta)
+            for k, v in meta.items():
+                if isinstance(v, str):
+                    meta[k], n = strip_nul(v)
+                    nuls += n
+                elif isinstance(v, list):
+                    cleaned = [strip_nul(x) if isinstance(x, str) else (x, 0) for x in v]
+                    meta[k] = [x for x, _ in cleaned]
+                    nuls += sum(n for _, n in cleaned)
+            meta["nul_removed"] = nuls
+        if damaged and (invalid := text.count("\ufffd")):
+            meta = {**meta, "invalid_bytes": invalid}
         return {"id": record_id(self.type, key), "text": text, "source": self.type, "meta": meta}
 
     def emit_document(
@@ -1185,10 +1407,11 @@ class FileSource(Source):
         blocks: Iterable[Block],
         meta: dict[str, Any],
         per_page: bool = False,
+        damaged: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Records for a document: chunks when ``chunk`` is set, else one per document (or per page).
 
-        An empty document raises RecordError ``no_text``.
+        An empty document raises RecordError ``no_text``; ``damaged`` as in :meth:`record`.
         """
         base = {"path": blob.key, "format": self.type, **meta}
         n = 0
@@ -1199,6 +1422,7 @@ class FileSource(Source):
                     f"{blob.key}#chunk={cmeta['chunk']}",
                     text,
                     {**base, **cmeta, "doc_id": record_id(self.type, blob.key)},
+                    damaged,
                 )
         elif per_page:
             page_blocks: list[Block] = []
@@ -1206,35 +1430,37 @@ class FileSource(Source):
             for b in blocks:
                 if page_blocks and b.page != current:
                     n += 1
-                    yield self._page_record(blob, page_blocks, base)
+                    yield self._page_record(blob, page_blocks, base, damaged)
                     page_blocks = []
                 current = b.page
                 page_blocks.append(b)
             if page_blocks:
                 n += 1
-                yield self._page_record(blob, page_blocks, base)
+                yield self._page_record(blob, page_blocks, base, damaged)
         else:
-            kept = [b for b in blocks if b.text.strip()]
+            kept = [b for b in blocks if not is_blank(b.text)]
             texts = [b.text.strip("\n").rstrip() for b in kept]
             for b in kept:
                 if b.meta:
                     base.update(b.meta)
             if texts:
                 n += 1
-                yield self.record(blob.key, "\n\n".join(texts), base)
+                yield self.record(blob.key, "\n\n".join(texts), base, damaged)
         if n == 0:
             raise RecordError("no_text", "the document holds no text")
 
-    def _page_record(self, blob: Blob, blocks: list[Block], base: dict[str, Any]) -> dict[str, Any]:
+    def _page_record(
+        self, blob: Blob, blocks: list[Block], base: dict[str, Any], damaged: bool = False
+    ) -> dict[str, Any]:
         page = blocks[0].page
-        text = "\n\n".join(b.text.strip("\n").rstrip() for b in blocks if b.text.strip())
+        text = "\n\n".join(b.text.strip("\n").rstrip() for b in blocks if not is_blank(b.text))
         meta = {**base, "page": page}
         for b in blocks:
             if b.meta:
                 meta.update(b.meta)
         if blocks[0].section:
             meta["section"] = list(blocks[0].section)
-        return self.record(f"{blob.key}#page={page}", text, meta)
+        return self.record(f"{blob.key}#page={page}", text, meta, damaged)
 
 
 def copy_to_temp(data: bytes, suffix: str) -> Path:
@@ -1298,6 +1524,30 @@ def is_regular_file(path: Path) -> bool:
         return False
 
 
+def _special_kind(mode: int) -> str | None:
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    return "special file"
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder (``named pipe``,
+    ``socket``, ``character device``, ``block device``); None otherwise or when it is missing.
+    Symbolic links are followed; nothing is opened."""
+    try:
+        return _special_kind(path.stat().st_mode)
+    except OSError:
+        return None
+
+
 __all__ = [
     "ArchiveLimits",
     "Blob",
@@ -1306,10 +1556,16 @@ __all__ = [
     "FileSource",
     "chunk_blocks",
     "clean_text",
+    "Decoded",
+    "DecodedStream",
+    "decode_as",
     "decode_bytes",
     "detect_format",
     "discover",
     "file_fingerprint",
     "markdown_table",
     "sniff_encoding",
+    "special_file_kind",
+    "strip_nul",
+    "wide_unicode",
 ]

@@ -16,7 +16,15 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import RECORD_COLUMNS, Rejected, record_id
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, FileSource, sniff_encoding
+from genloom.sources._files_common import (
+    Blob,
+    DecodedStream,
+    FileSource,
+    count_per_row,
+    meta_count_fields,
+    sniff_encoding,
+    strip_nul_columns,
+)
 
 _INT = r"^\s*[-+]?\d{1,18}\s*$"
 _FLOAT = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|inf|nan)\s*$"
@@ -100,6 +108,10 @@ class CsvSource(FileSource):
     Every row is a record: the data columns stay as table columns (for tabular models), ``text``
     comes from ``text_template`` (``"{title}: {body}"``), ``text_column``, or ``col: value; ...``.
     Rows with the wrong number of fields are quarantined as ``malformed_row`` with their line number.
+    UTF-16/32 without a byte order mark is detected; in a UTF-8 file with a few damaged bytes each
+    invalid sequence becomes U+FFFD, and a row of such a file counts the U+FFFD of its values in
+    ``meta.invalid_bytes``. NUL characters are removed from every value, counted per row in
+    ``meta.nul_removed``.
     """
 
     type: Literal["csv"] = "csv"
@@ -171,15 +183,9 @@ class CsvSource(FileSource):
             )
             return "skip"
 
-        pa_enc = (
-            "utf8"
-            if encoding.replace("-", "_").lower() in ("utf_8", "utf8", "utf_8_sig", "ascii")
-            else encoding
-        )
-        read_opts = pacsv.ReadOptions(
+        read_opts = pacsv.ReadOptions(  # DecodedStream hands pyarrow UTF-8 whatever the file's encoding
             use_threads=False,
             block_size=int(self.block_mb * 2**20),
-            encoding=pa_enc,
             skip_rows=skip + (1 if has_header else 0),
             column_names=names,
         )
@@ -197,41 +203,41 @@ class CsvSource(FileSource):
             null_values=NULLS + list(self.null_values),
         )
         trim = dialect.skipinitialspace or dialect.delimiter == ","
+        path_json = json.dumps(key, ensure_ascii=False)
         types: dict[str, pa.DataType] | None = None
         row0 = 0
-        path_json = json.dumps(key, ensure_ascii=False)
-        try:
-            reader = pacsv.open_csv(
-                blob.path, read_options=read_opts, parse_options=parse_opts, convert_options=convert
-            )
-            for batch in reader:
-                table = pa.Table.from_batches([batch])
-                if trim:
-                    table = pa.table(
-                        {n: pc.utf8_trim_whitespace(table.column(n)) for n in table.column_names}
-                    )
-                    table = pa.table(
-                        {
-                            n: pc.if_else(pc.equal(c, ""), pa.scalar(None, pa.string()), c)
-                            for n, c in zip(table.column_names, table.columns, strict=True)
+        with blob.open() as raw, DecodedStream(raw, encoding, block=read_opts.block_size) as stream:
+            try:
+                reader = pacsv.open_csv(
+                    stream, read_options=read_opts, parse_options=parse_opts, convert_options=convert
+                )
+                for batch in reader:
+                    table, nuls = strip_nul_columns(pa.Table.from_batches([batch]))
+                    if trim:
+                        table = pa.table(
+                            {n: pc.utf8_trim_whitespace(table.column(n)) for n in table.column_names}
+                        )
+                        table = pa.table(
+                            {
+                                n: pc.if_else(pc.equal(c, ""), pa.scalar(None, pa.string()), c)
+                                for n, c in zip(table.column_names, table.columns, strict=True)
+                            }
+                        )
+                    invalid = count_per_row(table, "\ufffd") if stream.invalid else None
+                    if types is None:
+                        types = {
+                            n: (pa.string() if self.all_strings else _infer_type(table.column(n)))
+                            for n in table.column_names
                         }
-                    )
-                if types is None:
-                    types = {
-                        n: (pa.string() if self.all_strings else _infer_type(table.column(n)))
-                        for n in table.column_names
-                    }
-                cols = {n: _lenient_cast(table.column(n), types[n]) for n in table.column_names}
-                table = pa.table(cols)
-                yield self._records(table, key, path_json, row0)
-                row0 += table.num_rows
+                    cols = {n: _lenient_cast(table.column(n), types[n]) for n in table.column_names}
+                    table = pa.table(cols)
+                    yield self._records(table, key, path_json, row0, nuls, invalid)
+                    row0 += table.num_rows
+                    yield from bad
+                    bad.clear()
+            except pa.ArrowInvalid as e:
                 yield from bad
-                bad.clear()
-        except pa.ArrowInvalid as e:
-            yield from bad
-            raise RecordError("malformed_csv", f"{key}: {e}") from e
-        except UnicodeDecodeError as e:
-            raise RecordError("invalid_encoding", f"not valid {encoding}: {e.reason}") from e
+                raise RecordError("malformed_csv", f"{key}: {e}") from e
         yield from bad
         if row0 == 0:
             raise RecordError("no_text", "no data rows")
@@ -252,7 +258,9 @@ class CsvSource(FileSource):
             Default.delimiter = "\t" if blob.ext in ("tsv", "tab") else ","
             return Default
 
-    def _records(self, table: pa.Table, key: str, path_json: str, row0: int) -> pa.Table:
+    def _records(
+        self, table: pa.Table, key: str, path_json: str, row0: int, nuls: Any = None, invalid: Any = None
+    ) -> pa.Table:
         n = table.num_rows
         rows = pa.array(range(row0, row0 + n), pa.int64())
         rows_s = pc.cast(rows, pa.string())
@@ -273,8 +281,9 @@ class CsvSource(FileSource):
             text = pc.cast(table.column(text_col), pa.string())
         else:
             text = row_text(table, table.column_names)
+        counts = meta_count_fields(nul_removed=nuls, invalid_bytes=invalid)
         meta = pc.binary_join_element_wise(
-            f'{{"format": "csv", "path": {path_json}, "row": ', rows_s, "}", ""
+            f'{{"format": "csv", "path": {path_json}, "row": ', rows_s, *counts, "}", ""
         )
         out = {"id": ids, "text": text, "source": pa.array(["csv"] * n, pa.string()), "meta": meta}
         out.update({c: table.column(c) for c in table.column_names})

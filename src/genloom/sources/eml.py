@@ -19,6 +19,7 @@ from genloom.sources._files_common import (
     FileSource,
     clean_text,
     sniff_encoding,
+    wide_unicode,
 )
 from genloom.sources.html import html_to_text, markdown_blocks
 
@@ -47,8 +48,13 @@ class EmlSource(FileSource):
 
     def read_file(self, blob: Blob) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
         data = blob.read_bytes(int(self.max_eml_mb * 1e6))
-        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-            data = data.decode(sniff_encoding(data[:4096])).encode("utf-8")
+        wide = (
+            sniff_encoding(data[:4096])
+            if data.startswith((b"\xff\xfe", b"\xfe\xff"))
+            else wide_unicode(data[:4096])
+        )
+        if wide:  # a message saved as UTF-16/32 (with or without a byte order mark)
+            data = data.decode(wide, errors="replace").encode("utf-8")
         msg = email.message_from_bytes(data, policy=email.policy.default)
         if not msg.keys():
             raise RecordError("corrupt", "no e-mail headers")

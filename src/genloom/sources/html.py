@@ -12,7 +12,15 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, Block, FileSource, clean_text, section_path, sniff_encoding
+from genloom.sources._files_common import (
+    Blob,
+    Block,
+    FileSource,
+    clean_text,
+    decode_as,
+    section_path,
+    sniff_encoding,
+)
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_:.-]+)""", re.I)
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>")
@@ -91,7 +99,8 @@ class HtmlSource(FileSource):
     cp1252 page without a declaration reads right). Headings become the section path of chunks;
     tables are kept as text. ``meta`` holds the title, description, language and links (href and
     anchor text). With ``main_content: false`` the whole page text is kept. Short pages where the
-    extractor finds no main block fall back to the plain page text.
+    extractor finds no main block fall back to the plain page text. Bytes invalid in the charset
+    become U+FFFD, and the page's records count them in ``meta.invalid_bytes``.
     """
 
     type: Literal["html"] = "html"
@@ -108,10 +117,10 @@ class HtmlSource(FileSource):
     def read_file(self, blob: Blob) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
         data = blob.read_bytes(int(self.max_html_mb * 1e6))
         encoding = html_charset(data) or sniff_encoding(data[: 1 << 20])
-        html = data.decode(encoding, errors="replace")
-        text, meta = html_to_text(html, self.main_content)
+        decoded = decode_as(data, encoding)
+        text, meta = html_to_text(decoded.text, self.main_content)
         meta["encoding"] = encoding
-        yield from self.emit_document(blob, markdown_blocks(text), meta)
+        yield from self.emit_document(blob, markdown_blocks(text), meta, damaged=decoded.invalid > 0)
 
 
 def markdown_blocks(text: str) -> Iterator[Block]:

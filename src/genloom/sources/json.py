@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
@@ -13,7 +14,15 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import RECORD_COLUMNS, Rejected, record_id
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, FileSource, sniff_encoding
+from genloom.sources._files_common import (
+    Blob,
+    DecodedStream,
+    FileSource,
+    decode_as,
+    meta_count_fields,
+    sniff_encoding,
+    strip_nul_columns,
+)
 from genloom.sources.csv import render_template, template_fields
 
 DEFAULT_TEXT_FIELDS = ("text", "content", "body", "message", "description")
@@ -58,7 +67,11 @@ class JsonSource(FileSource):
     else the object as JSON. Other top-level scalar fields go to ``meta.fields``. ``records_path``
     picks the list inside a JSON document (``data.items``). JSON Lines are streamed line by line
     and a bad line is quarantined as ``malformed_json`` with its line number; Parquet is streamed
-    in row groups and its columns stay table columns (for tabular models).
+    in row groups and its columns stay table columns (for tabular models). UTF-16/32 without a
+    byte order mark is detected; in a UTF-8 file with a few damaged bytes each invalid sequence
+    becomes U+FFFD, counted in ``meta.invalid_bytes`` of the record whose text holds it. NUL
+    characters are removed from the text (and from Parquet string columns), counted in
+    ``meta.nul_removed``.
     """
 
     type: Literal["json"] = "json"
@@ -86,10 +99,10 @@ class JsonSource(FileSource):
         if lines_mode:
             yield from self._lines(blob, encoding)
             return
-        data = blob.read_bytes(int(self.max_json_mb * 1e6))
+        decoded = decode_as(blob.read_bytes(int(self.max_json_mb * 1e6)), encoding)
         try:
-            doc = json.loads(data.decode(encoding))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            doc = json.loads(decoded.text)
+        except json.JSONDecodeError as e:
             raise RecordError("malformed_json", str(e)[:500]) from e
         items = get_path(doc, self.records_path) if self.records_path else doc
         if self.records_path and items is None:
@@ -99,37 +112,33 @@ class JsonSource(FileSource):
         n = 0
         for i, obj in enumerate(items):
             n += 1
-            yield self._object(obj, blob.key, i, "index")
+            yield self._object(obj, blob.key, i, "index", decoded.invalid > 0)
         if n == 0:
             raise RecordError("no_text", "an empty JSON list")
 
     def _lines(self, blob: Blob, encoding: str) -> Iterator[dict[str, Any] | Rejected]:
         n = 0
-        with open(blob.path, encoding=encoding, errors="strict", newline=None) as f:
-            try:
-                for line_no, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        yield Rejected(
-                            record_id("json", f"{blob.key}#line={line_no}"),
-                            "malformed_json",
-                            f"{blob.key}:{line_no}",
-                            f"line {line_no}: {e.msg} at column {e.colno}: {line[:200]}",
-                        )
-                        continue
-                    n += 1
-                    yield self._object(obj, blob.key, line_no, "line")
-            except UnicodeDecodeError as e:
-                raise RecordError(
-                    "invalid_utf8" if "utf" in encoding else "invalid_encoding", str(e)[:300]
-                ) from e
+        with blob.open() as raw, DecodedStream(raw, encoding) as stream:
+            f = io.TextIOWrapper(stream, encoding="utf-8", newline=None)
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield Rejected(
+                        record_id("json", f"{blob.key}#line={line_no}"),
+                        "malformed_json",
+                        f"{blob.key}:{line_no}",
+                        f"line {line_no}: {e.msg} at column {e.colno}: {line[:200]}",
+                    )
+                    continue
+                n += 1
+                yield self._object(obj, blob.key, line_no, "line", stream.invalid > 0)
         if n == 0:
             raise RecordError("no_text", "no JSON object in the file")
 
-    def _object(self, obj: Any, key: str, pos: int, unit: str) -> dict[str, Any]:
+    def _object(self, obj: Any, key: str, pos: int, unit: str, damaged: bool = False) -> dict[str, Any]:
         native = _as_text(get_path(obj, self.id_field)) if self.id_field else ""
         rid = f"{key}#id={native}" if native else f"{key}#{unit}={pos}"
         if self.text_template:
@@ -157,7 +166,7 @@ class JsonSource(FileSource):
                     fields.pop(f)
             if fields:
                 meta["fields"] = fields
-        return {"id": record_id("json", rid), "text": text, "source": "json", "meta": meta}
+        return self.record(rid, text, meta, damaged)
 
     def _parquet(self, blob: Blob) -> Iterator[pa.Table]:
         import pyarrow.parquet as pq
@@ -169,7 +178,7 @@ class JsonSource(FileSource):
         row0 = 0
         path_json = json.dumps(blob.key, ensure_ascii=False)
         for batch in pf.iter_batches(batch_size=65536):
-            table = pa.Table.from_batches([batch])
+            table, nuls = strip_nul_columns(pa.Table.from_batches([batch]))
             table = table.rename_columns(
                 [f"col_{c}" if c in RECORD_COLUMNS else c for c in table.column_names]
             )
@@ -193,7 +202,11 @@ class JsonSource(FileSource):
                     )
                 text = pc.cast(table.column(name), pa.string())
             meta = pc.binary_join_element_wise(
-                f'{{"format": "parquet", "path": {path_json}, "row": ', rows_s, "}", ""
+                f'{{"format": "parquet", "path": {path_json}, "row": ',
+                rows_s,
+                *meta_count_fields(nul_removed=nuls),
+                "}",
+                "",
             )
             out = {"id": ids, "text": text, "source": pa.array(["json"] * n, pa.string()), "meta": meta}
             out.update({c: table.column(c) for c in table.column_names})
