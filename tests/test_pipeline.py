@@ -145,15 +145,26 @@ def test_ray_executor_gives_byte_identical_parquet(tmp_path: Path) -> None:
 
 
 def test_train_register_promote_generate_and_lineage(tmp_path: Path) -> None:
+    import re
+
     path = write_pipeline(tmp_path / "p", train=TINY_TRAIN, evaluate={"gates": {"val_bpc": {"max": 20}}})
     first = Pipeline.from_file(path).run()
     assert first.model["stage"] == "champion" and first.model["version"] == 1
     assert first.model["decision"] == "promoted: first champion"
 
-    # A challenger trained longer is compared with the champion on the same validation data.
+    # Challengers are compared with the champion on the same validation data: one trained for 2
+    # steps (still near its random start) stays a candidate, one trained 4x longer replaces it.
+    decision = re.compile(r"val_bpc (\d+\.\d+) (<|>=) champion v1 (\d+\.\d+)$")
+    weak = Pipeline.from_file(path, overrides=["train.max_steps=2"]).run()
+    assert weak.model["version"] == 2 and weak.model["stage"] == "candidate"
+    assert weak.model["decision"].startswith("kept as candidate: val_bpc")
+    ours, sign, champion = decision.search(weak.model["decision"]).groups()
+    assert sign == ">=" and float(ours) > float(champion) + 0.1
     better = Pipeline.from_file(path, overrides=["train.max_steps=120"]).run()
-    assert better.model["version"] == 2
-    assert better.model["decision"].startswith(("promoted", "kept as candidate"))
+    assert better.model["version"] == 3 and better.model["stage"] == "champion"
+    assert better.model["decision"].startswith("promoted: val_bpc")
+    ours, sign, champion = decision.search(better.model["decision"]).groups()
+    assert sign == "<" and float(ours) < float(champion) - 0.1
     status = {r.stage: r.status for r in better.stages}
     assert status["tokenize"] == "cached" and status["train"] == "ran"
 
@@ -170,6 +181,7 @@ def test_train_register_promote_generate_and_lineage(tmp_path: Path) -> None:
 
     from genloom.train.generate import generate
 
+    assert p.catalog.champion(p.model_name)["version"] == 3  # the gated model took nothing over
     text = generate(p.champion_dir(), ["The json"], max_new_tokens=10, seed=0)[0]
     assert isinstance(text, str) and len(text) > 0  # the continuation of the prompt
 

@@ -14,6 +14,7 @@ from genloom.augment.bigram_flip import BigramFlipAugmenter
 from genloom.augment.noise import NoiseAugmenter
 from genloom.augment.word2vec_synonyms import Word2VecSynonymAugmenter
 from genloom.core.steps import StepContext
+from genloom.pipeline import split_of
 
 
 def _table(texts: list[str]) -> pa.Table:
@@ -34,18 +35,20 @@ def test_is_augmented() -> None:
 
 
 def test_augmented_records_never_reach_validation(paragraphs: list[str]) -> None:
-    """The split rule the pipeline applies: validation is drawn from originals only, and the
-    augmented copies of a validation record are dropped from train (they would leak it)."""
+    """``split_of``, the pipeline's split, on real augmenter output: validation holds originals only,
+    copies of a training record train, and copies of a validation record go nowhere (they would leak it)."""
     out = BigramFlipAugmenter(rate=0.3, n_aug=2).run(_table(paragraphs[:50]), StepContext())
-    rows = [{**r, "meta": json.loads(r["meta"])} for r in out.to_pylist()]
-    originals = [r for r in rows if not is_augmented(r["meta"])]
-    assert len(originals) == 50 and len(rows) == 150
-    validation = originals[::5]
-    val_ids = {r["id"] for r in validation}
-    train = [r for r in rows if r["id"] not in val_ids and r["meta"].get("augmented_from") not in val_ids]
-    assert not any(is_augmented(r["meta"]) for r in validation)
-    assert len(train) == 150 - 10 * 3
-    assert all(r["meta"]["augmented_from"] not in val_ids for r in train if is_augmented(r["meta"]))
+    assert out.num_rows == 150
+    splits = dict(zip(out.column("id").to_pylist(), split_of(out, 0.3, 0), strict=True))
+    origin = {r["id"]: json.loads(r["meta"]).get("augmented_from") for r in out.to_pylist()}
+    val = {rid for rid, s in splits.items() if s == "val"}
+    assert val and all(origin[rid] is None for rid in val)  # originals only
+    copies = [rid for rid, o in origin.items() if o is not None]
+    assert {splits[c] for c in copies if origin[c] in val} == {"none"}
+    assert {splits[c] for c in copies if origin[c] not in val} == {"train"}
+    # a copy's split follows its original, not its own id: some copies would hash into val by id
+    by_own_id = split_of(pa.table({"id": copies, "meta": ["{}"] * len(copies)}), 0.3, 0)
+    assert any(s == "val" and origin[c] not in val for c, s in zip(copies, by_own_id, strict=True))
 
 
 def test_bigram_flip(paragraphs: list[str]) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -140,18 +141,74 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     assert losses_by_step(cfg, tr, va, ref_out)[-1] == resumed[-1]
 
 
-def test_time_budget_sizes_the_schedule(tmp_path: Path) -> None:
-    tr, va, out = prepare(tmp_path)
-    t0 = time.monotonic()
-    m = train(TrainConfig(model=TINY, time_budget="8s", batch_size=4), tr, va, out)
-    assert m["steps"] >= 10 and time.monotonic() - t0 < 30
+class ModelClock:
+    """The training loop's clock, moved only by the model: ``per_token`` seconds per token of a
+    training forward (with its backward), a third of that for an evaluation (no gradients), and
+    ``slowdown`` times as much after ``slow_after`` forwards. Timings never decide a unit test."""
+
+    def __init__(self, per_token: float, slow_after: int | None = None, slowdown: float = 1.0) -> None:
+        self.now, self.forwards = 0.0, 0
+        self.per_token, self.slow_after, self.slowdown = per_token, slow_after, slowdown
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import genloom.train.loop as loop
+        from genloom.models.gpt import GPT
+
+        forward = GPT.forward
+
+        def timed_forward(model: GPT, idx: torch.Tensor, *args: object, **kwargs: object) -> object:
+            self.forwards += 1
+            cost = idx.numel() * self.per_token * (1.0 if torch.is_grad_enabled() else 1 / 3)
+            self.now += cost * (self.slowdown if self.slow_after and self.forwards > self.slow_after else 1)
+            return forward(model, idx, *args, **kwargs)
+
+        monkeypatch.setattr(GPT, "forward", timed_forward)
+        monkeypatch.setattr(loop, "time", SimpleNamespace(monotonic=self.monotonic))
+
+
+def test_time_budget_sizes_the_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tr, va, out = prepare(tmp_path)  # 3,160 validation tokens: evaluations read 2,048 of them
+    clock = ModelClock(per_token=1e-4)  # a step of 4 x 32 tokens: 12.8 ms
+    clock.install(monkeypatch)
+    m = train(TrainConfig(model=TINY, time_budget="8s", batch_size=4, eval_tokens=2048), tr, va, out)
     plan = json.loads((out / "config.json").read_text())["plan"]
     # the schedule was re-sized from real steps early on, and the run did all of it
-    assert plan["measured_step_s"] > 0 and "first_estimate_steps" in plan
-    assert m["steps"] == m["max_steps"] == plan["max_steps"]
+    assert plan["measured_step_s"] == pytest.approx(128 * 1e-4) and "first_estimate_steps" in plan
+    assert m["steps"] == m["max_steps"] == plan["max_steps"] and m["stopped"] == "max_steps"
+    # it fills the budget without overrunning it, the evaluations and the final one included
+    assert 0.85 * 8 < m["wall_s"] == clock.now <= 8
     assert parse_duration("1h30m") == 5400 and parse_duration("90s") == 90
     with pytest.raises(ValueError):
         TrainConfig(time_budget="soon")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="library bug: _resize_for_budget charges every evaluation for eval_tokens (32,768) even when "
+    "the validation split is smaller (3,160 tokens here), so an 8 s budget plans 41 steps and uses 0.9 s",
+)
+def test_time_budget_counts_the_validation_tokens_there_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tr, va, out = prepare(tmp_path)
+    ModelClock(per_token=1e-4).install(monkeypatch)
+    m = train(TrainConfig(model=TINY, time_budget="8s", batch_size=4), tr, va, out)
+    assert 0.85 * 8 < m["wall_s"] <= 8
+
+
+def test_time_budget_stops_a_run_that_became_much_slower(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tr, va, out = prepare(tmp_path)
+    ModelClock(per_token=1e-4, slow_after=100, slowdown=10).install(monkeypatch)  # 10x slower once sized
+    m = train(TrainConfig(model=TINY, time_budget="8s", batch_size=4, eval_tokens=2048), tr, va, out)
+    assert m["stopped"] == "time_budget" and m["steps"] < m["max_steps"]
+    # the first step past 1.5x the budget ends it (a slowed step: 0.128 s; the final evaluation: 0.7 s),
+    # where the planned 535 steps would have taken over a minute
+    assert 1.5 * 8 < m["wall_s"] < 1.5 * 8 + 1
 
 
 def test_early_stopping_keeps_the_best_weights(tmp_path: Path) -> None:
