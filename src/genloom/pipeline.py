@@ -135,16 +135,24 @@ class Pipeline:
         plans: list[StagePlan] = []
         with working_dir(str(self.base_dir)):
             prev = self._plan_ingest()
-        plans.append(prev)
-        for stage in DATA_STAGES[1:]:
-            steps: list[Step] = list(getattr(self.cfg, _STEP_LISTS[stage]))
-            if not steps:
-                plan = StagePlan(stage, prev.key, [prev.key] if prev.key else [], {}, passthrough=True)
-            else:
-                ingredients = {"stage": stage, "steps": self._step_ingredients(steps), "input": prev.key}
-                plan = StagePlan(stage, content_key(ingredients), [prev.key or ""], ingredients)
-            plans.append(plan)
-            prev = plan
+            plans.append(prev)
+            for stage in DATA_STAGES[1:]:
+                steps: list[Step] = list(getattr(self.cfg, _STEP_LISTS[stage]))
+                if not steps:
+                    plan = StagePlan(stage, prev.key, [prev.key] if prev.key else [], {}, passthrough=True)
+                else:
+                    step_ingredients = self._step_ingredients(steps)
+                    for i, step in enumerate(steps):
+                        if isinstance(step, Fitted):
+                            # the fit's identity (what it reads, not what it keeps across runs)
+                            tag = _fit_tag(stage, i, step_ingredients, prev.key)
+                            digest = step.shared_state_digest(tag)
+                            if digest:
+                                step_ingredients[i]["shared_state"] = digest
+                    ingredients = {"stage": stage, "steps": step_ingredients, "input": prev.key}
+                    plan = StagePlan(stage, content_key(ingredients), [prev.key or ""], ingredients)
+                plans.append(plan)
+                prev = plan
         data_key = prev.key or ""
         self.store.save_file_digests()
         if self.cfg.train is None:
@@ -404,7 +412,10 @@ class Pipeline:
                 seg_steps = [steps[i] for i in seg[1]]
                 if fitted is not None:
                     state_key = content_key(plan.stage, seg_index, seg_cfg[0], cur_shards)
-                    state_dir = self._fit_state(plan.stage, state_key, fitted, cur_stage, cur_shards, force)
+                    tag = _fit_tag(plan.stage, seg[0], step_ingredients, plan.ingredients["input"])
+                    state_dir = self._fit_state(
+                        plan.stage, state_key, fitted, cur_stage, cur_shards, force, tag
+                    )
                 else:
                     state_dir = None
                 tasks = [
@@ -455,7 +466,14 @@ class Pipeline:
         return executor.map(run_shard, tasks, on_result)
 
     def _fit_state(
-        self, stage: str, key: str, step: Fitted, in_stage: str, in_shards: list[str], force: bool
+        self,
+        stage: str,
+        key: str,
+        step: Fitted,
+        in_stage: str,
+        in_shards: list[str],
+        force: bool,
+        tag: str,
     ) -> str:
         state_dir = f"{self.store.base}/states/{stage}/{key}"
         marker = f"{state_dir}/done"
@@ -469,7 +487,7 @@ class Pipeline:
             with self.store.fs.open(marker, "w") as f:
                 f.write("ok")
         with working_dir(str(self.base_dir)):
-            step.commit_state(state_dir, self.store.fs)  # idempotent: also after a kill right here
+            step.commit_state(state_dir, self.store.fs, tag)  # idempotent: also after a kill here
         return state_dir
 
     def _check_drops(self, stage: str, rows_in: int | None, rows_out: int) -> None:
@@ -898,13 +916,14 @@ def check_gates(metrics: dict[str, Any], gates: dict[str, Any]) -> dict[str, Any
 def diff_ingredients(old: Any, new: Any, path: str = "") -> list[str]:
     """Human-readable differences between two key ingredient trees (what changed and where)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        if path.endswith("partitions"):  # {partition: fingerprint}: name the files that changed
+        if path.endswith(("partitions", "files")):  # {file: fingerprint}: name the files that changed
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             if not changed:
                 return []
             names = [Path(c).name or c for c in changed]
             more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-            return [f"source data changed: {', '.join(names[:3])}{more}"]
+            what = "source data" if path.endswith("partitions") else f"{path.removesuffix('.files')}: file"
+            return [f"{what} changed: {', '.join(names[:3])}{more}"]
         out: list[str] = []
         for k in sorted(set(old) | set(new), key=str):
             sub = f"{path}.{k}" if path else str(k)
@@ -939,6 +958,13 @@ def _friendly(change: str, stage: str) -> str:
     change = re.sub(r"^steps\.(\d+)\.version", rf"{stage}.\1 component version", change)
     change = re.sub(r"^sources\.(\d+)\.config\.", r"sources.\1.", change)
     return change.replace("upstream artifact changed (input)", "input changed (an earlier stage's output)")
+
+
+def _fit_tag(stage: str, index: int, step_ingredients: list[dict[str, Any]], input_key: str | None) -> str:
+    """The identity of a fit: its stage, place, the configs up to it and its input, without
+    what fits keep across runs (so it is the same before and after it commits)."""
+    upto = [{k: v for k, v in s.items() if k != "shared_state"} for s in step_ingredients[: index + 1]]
+    return content_key(stage, index, upto, input_key)
 
 
 def _segments(steps: list[Step]) -> list[tuple[int | None, list[int]]]:

@@ -60,7 +60,7 @@ def test_minhash_index_across_runs(paragraphs: list[str], tmp_path: Path) -> Non
         state = step.fit([table])
         (tmp_path / name).mkdir()
         step.save_state(state, str(tmp_path / name), fs)
-        step.commit_state(str(tmp_path / name), fs)
+        step.commit_state(str(tmp_path / name), fs, tag=name)
         return state
 
     assert step.fit([first])["drop_ids"] == []

@@ -92,6 +92,9 @@ class CombineDatasets(Fitted):
             if not glob.glob(d.path):
                 raise ConfigError(f"no file matches {d.path!r}", path=f"{path}.datasets.{i}.path")
 
+    def files_read(self) -> list[str]:
+        return [d.path for d in self.datasets]
+
     def _name(self, i: int) -> str:
         d = self.datasets[i]
         return d.name or re.sub(r"\.[^.]+$", "", d.path.rsplit("/", 1)[-1]).replace("*", "all")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, Literal
@@ -202,9 +203,9 @@ class MinHashDedup(Fitted):
     (``--force clean``, a resumed run) drops nothing more than the first fit, and an edited
     document replaces its old entries. The updated index is part of the fitted state (saved in
     the store with it) and is copied to ``index_path`` only after the state is complete, so a fit
-    killed midway leaves the index as it was. The index file's content is part of the step's cache
-    key: after a run that added documents to it, the next run refits once (with the same result
-    when the data did not change). Documents with fewer than ``ngram`` words are never dropped.
+    killed midway leaves the index as it was. Entries are marked with the fit that committed them;
+    the entries of other fits are part of the step's cache key (so another pipeline's additions
+    rerun it), its own are not (so re-running unchanged data is a cache hit). Documents with fewer than ``ngram`` words are never dropped.
     """
 
     type: Literal["dedup_minhash"] = "dedup_minhash"
@@ -223,8 +224,13 @@ class MinHashDedup(Fitted):
         if self.index_path and not self.index_path.endswith(".npy"):
             raise ConfigError("index_path must end with .npy", path=f"{path}.index_path")
 
-    def files_read(self) -> list[str]:
-        return [self.index_path] if self.index_path else []
+    def shared_state_digest(self, tag: str) -> str:
+        """The index's entries that other fits committed (this fit's own are left out)."""
+        if not self.index_path or not os.path.exists(self.index_path):
+            return ""
+        index = _load_index(self.index_path)
+        others = np.ascontiguousarray(index[index[:, 2] != np.uint64(_id_hash(tag))])
+        return hashlib.sha256(others.tobytes()).hexdigest()[:32] if len(others) else ""
 
     def band_keys(self, tables: Iterable[pa.Table]) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
         """Per batch: ids, band keys (D, bands) uint64 and which documents have shingles."""
@@ -254,7 +260,7 @@ class MinHashDedup(Fitted):
         has = np.concatenate(valid) if valid else np.zeros(0, bool)
         label = cluster_first(keys, has)
         owners = np.array([_id_hash(i) for i in ids], dtype=np.uint64)
-        previous = np.zeros((0, 2), np.uint64)
+        previous = np.zeros((0, 3), np.uint64)
         if self.index_path and os.path.exists(self.index_path):
             previous = _load_index(self.index_path)
         # entries of documents in this fit are this run's, not an earlier one's (a refit, an edit)
@@ -270,23 +276,28 @@ class MinHashDedup(Fitted):
         state: dict[str, Any] = {"drop_ids": sorted(drop), "duplicate_of": drop, "documents": len(ids)}
         if self.index_path:  # the kept documents join the index (a dropped one never reached a dataset)
             kept = has & ~((label != np.arange(len(ids))) | seen_before)
-            ours = np.stack([keys[kept].ravel(), np.repeat(owners[kept], self.bands)], axis=1)
-            state["_index"] = np.unique(np.concatenate([previous, ours]), axis=0)  # sorted: stable bytes
+            state["_index_previous"] = previous
+            state["_index_ours"] = np.stack([keys[kept].ravel(), np.repeat(owners[kept], self.bands)], axis=1)
         return state
 
     def save_state(self, state: Any, path: str, fs: Any) -> None:
-        index = state.get("_index")
-        super().save_state({k: v for k, v in state.items() if k != "_index"}, path, fs)
-        if index is not None:
-            with fs.open(f"{path}/index.npy", "wb") as f:
-                np.save(f, index)
+        super().save_state({k: v for k, v in state.items() if not k.startswith("_index")}, path, fs)
+        if "_index_ours" in state:
+            with fs.open(f"{path}/index.npz", "wb") as f:
+                np.savez(f, previous=state["_index_previous"], ours=state["_index_ours"])
 
-    def commit_state(self, path: str, fs: Any) -> None:
-        """Copy the index saved with the state to ``index_path`` (atomically; a no-op if equal)."""
-        if not self.index_path or not fs.exists(f"{path}/index.npy"):
+    def commit_state(self, path: str, fs: Any, tag: str) -> None:
+        """Write the index saved with the state, its entries marked with ``tag``, to ``index_path``
+        (atomically; a no-op when the file already holds it)."""
+        if not self.index_path or not fs.exists(f"{path}/index.npz"):
             return
-        with fs.open(f"{path}/index.npy", "rb") as f:
-            data = f.read()
+        with fs.open(f"{path}/index.npz", "rb") as f:
+            saved = np.load(f)
+            previous, ours = saved["previous"], saved["ours"]
+        tagged = np.concatenate([ours, np.full((len(ours), 1), _id_hash(tag), np.uint64)], axis=1)
+        buf = io.BytesIO()
+        np.save(buf, np.unique(np.concatenate([previous, tagged]), axis=0))  # sorted: stable bytes
+        data = buf.getvalue()
         if os.path.exists(self.index_path):
             with open(self.index_path, "rb") as f:
                 if f.read() == data:
@@ -311,10 +322,11 @@ def _id_hash(record_id: str) -> int:
 
 
 def _load_index(path: str) -> np.ndarray:
-    """(N, 2) uint64 rows (band key, owner id hash); an index of older genloom (keys only) has no owners."""
+    """(N, 3) uint64 rows (band key, owner id hash, hash of the fit that committed it); an index
+    of older genloom (keys only) has neither owners nor fits."""
     index = np.load(path)
     if index.ndim == 1:
-        return np.stack([index.astype(np.uint64), np.zeros(len(index), np.uint64)], axis=1)
+        return np.stack([index.astype(np.uint64), *[np.zeros(len(index), np.uint64)] * 2], axis=1)
     return index.astype(np.uint64)
 
 

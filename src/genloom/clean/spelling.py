@@ -42,6 +42,12 @@ class SpellingClean(Map):
     _sym: Any = PrivateAttr(default=None)
     _cache: dict[str, str] = PrivateAttr(default_factory=dict)
 
+    def files_read(self) -> list[str]:
+        return [self.dictionary_path] if self.dictionary_path else []
+
+    def resource_versions(self) -> dict[str, str]:
+        return {} if self.dictionary_path else {"symspellpy": _version("symspellpy")}
+
     def setup(self) -> None:
         from symspellpy import SymSpell
 
@@ -88,3 +94,12 @@ class SpellingClean(Map):
         if target in table.column_names:
             return table.set_column(table.column_names.index(target), target, col)
         return table.append_column(target, col)
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"

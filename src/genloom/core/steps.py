@@ -117,8 +117,12 @@ class Step(BaseModel):
 
     def resource_versions(self) -> dict[str, str]:
         """Versions of resources the step loads that are not files it names (an installed spaCy
-        model package): part of the cache key, so upgrading one reruns the step."""
-        return {}
+        model package): part of the cache key, so upgrading one reruns the step.
+
+        The default covers every step with a ``spacy_model`` field: the spaCy version and the
+        model package's version (a model given as a folder is fingerprinted file by file)."""
+        model = getattr(self, "spacy_model", None)
+        return spacy_versions(model) if isinstance(model, str) and model else {}
 
     def config_dict(self) -> dict[str, Any]:
         """The resolved config, as it enters cache keys."""
@@ -133,6 +137,34 @@ class Step(BaseModel):
     def run(self, table: pa.Table, ctx: StepContext) -> pa.Table:
         """Process one batch (implemented by each family)."""
         raise NotImplementedError
+
+
+def spacy_versions(model: str) -> dict[str, str]:
+    """{"spacy": version, <model>: version or a digest of its folder} without loading spaCy."""
+    import hashlib
+    import os
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        for candidate in (name, name.replace("_", "-")):
+            try:
+                return metadata.version(candidate)
+            except metadata.PackageNotFoundError:
+                continue
+        return "not installed"
+
+    if os.path.isdir(model):
+        h = hashlib.sha256()
+        for root, _dirs, files in sorted(os.walk(model)):
+            for f in sorted(files):
+                st = os.stat(os.path.join(root, f))
+                h.update(
+                    f"{os.path.relpath(os.path.join(root, f), model)}:{st.st_size}:{st.st_mtime_ns}\n".encode()
+                )
+        model_version = "folder:" + h.hexdigest()[:16]
+    else:
+        model_version = version(model)
+    return {"spacy": version("spacy"), model: model_version}
 
 
 def _ids(table: pa.Table) -> list[str]:
@@ -338,8 +370,15 @@ class Fitted(Step):
         with fs.open(f"{path}/state.json") as f:
             return json.load(f)
 
-    def commit_state(self, path: str, fs: Any) -> None:
-        """Publish what a complete state must make visible outside the store (a cross-run index).
+    def shared_state_digest(self, tag: str) -> str:
+        """Digest of what the step keeps outside the store across runs (a cross-run index), for
+        its cache key, leaving out what this same fit (``tag``) committed there itself, so that
+        re-running unchanged data stays a cache hit. Empty when the step keeps nothing."""
+        return ""
+
+    def commit_state(self, path: str, fs: Any, tag: str) -> None:
+        """Publish what a complete state must make visible outside the store (a cross-run index),
+        marked as this fit's (``tag``).
 
         Runs after the state's done marker, every time the state is used, so it must be
         idempotent: a run killed between the marker and this call publishes on resume.
