@@ -33,7 +33,7 @@ from genloom.core.errors import GenloomError, NotFoundError, StageError
 from genloom.core.executors import Executor, make_executor
 from genloom.core.progress import Reporter
 from genloom.core.runner import ShardTask, check_unique_ids, run_shard, working_dir
-from genloom.core.secrets import store_salt
+from genloom.core.secrets import DIGEST_PREFIX, store_salt
 from genloom.core.stats import merge_stats
 from genloom.core.steps import Fitted, Step
 from genloom.core.store import ArtifactStore, content_key
@@ -944,6 +944,8 @@ def diff_ingredients(old: Any, new: Any, path: str = "") -> list[str]:
     if old != new:
         if isinstance(old, dict | list) or isinstance(new, dict | list):
             return [f"{path} changed (recorded by an older genloom in another form)"]
+        if isinstance(old, str) and isinstance(new, str) and new.startswith(DIGEST_PREFIX):
+            return [f"{path} changed (a secret: its value is never shown)"]
         if path.endswith("input") or path.endswith("model") or path.endswith("data"):
             return [f"upstream artifact changed ({path})"]
         return [f"{path}: {old!r} -> {new!r}"]

@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
-from genloom.core.errors import ConfigError, RecordError
+from genloom.core.errors import ConfigError, MissingDependencyError, RecordError, StepError
 from genloom.core.records import Rejected, record_id
 from genloom.core.steps import Source
 
@@ -1281,7 +1281,9 @@ class FileSource(Source):
             yield from reader.read_file(blob)
         except RecordError as e:
             yield Rejected(record_id(self._fmt_name(blob), blob.key), e.reason, blob.key, e.detail)
-        except Exception as e:  # one broken file never stops the others (archives, attachments)
+        except (MissingDependencyError, StepError):
+            raise  # not this file's fault: a library to install, a broken resource
+        except Exception as e:  # a parser's exception on one broken file: that file is quarantined
             yield Rejected(
                 record_id(self._fmt_name(blob), blob.key),
                 f"read_error:{type(e).__name__}",
