@@ -420,3 +420,28 @@ def test_every_file_appears_exactly_once_and_reruns_are_cache_hits(
         paths = sorted(r["meta"]["path"] for r in _records(path))
         assert paths == sorted((expected - {old}) | {new})
         assert f"text:{new}" in {r["id"] for r in _records(path)}
+
+
+def test_the_weights_of_a_local_base_model_are_in_the_train_key(tmp_path: Path) -> None:
+    base = tmp_path / "p" / "base"
+    base.mkdir(parents=True)
+    (base / "config.json").write_text('{"model_type": "llama"}')
+    (base / "tokenizer.json").write_text("{}")
+    (base / "model.safetensors").write_bytes(b"weights v1")
+    path = write_pipeline(tmp_path / "p", train={"model": {"type": "hf_causal_lm", "path": "base"}})
+
+    def train_plan() -> Any:
+        p = Pipeline.from_file(path)
+        try:
+            return {pl.stage: pl for pl in p.plan()}["train"]
+        finally:
+            p.close()
+
+    before = train_plan()
+    assert set(before.ingredients["base_model_files"]) == {
+        "base/config.json",
+        "base/tokenizer.json",
+        "base/model.safetensors",
+    }
+    (base / "model.safetensors").write_bytes(b"weights v2")
+    assert train_plan().key != before.key
