@@ -149,11 +149,13 @@ def test_two_sources_yielding_one_id_fail_naming_both(tmp_path: Path) -> None:
 
 
 def test_exact_dedup_keeps_exactly_one_copy_of_each_group(tmp_path: Path) -> None:
-    path = _files_pipeline(tmp_path / "p", clean=[{"type": "dedup_exact"}])
+    path = _files_pipeline(tmp_path / "p", clean=[{"type": "dedup_exact"}], data={"partitions_per_shard": 1})
     data = path.parent / "data"
     data.mkdir()
+    same_time = (1_700_000_000_000_000_000, 1_700_000_000_000_000_000)
     for i, content in enumerate(["alpha text", "beta text", "alpha text", "ALPHA  text", "beta text"]):
         (data / f"f{i}.txt").write_text(content)
+        os.utime(data / f"f{i}.txt", ns=same_time)  # equal copies with equal mtimes (an rsync)
     _run(path)
     kept = sorted(r["meta"]["path"] for r in _records(path, "clean"))
     assert kept == ["data/f0.txt", "data/f1.txt"]  # the first of each group in input order
