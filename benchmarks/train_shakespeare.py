@@ -375,7 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="run (a) only (under 2 minutes on a quiet machine)")
     ap.add_argument("--data", type=Path, default=DATA, help="the tiny Shakespeare text")
-    ap.add_argument("--threads", type=int, default=2, help="CPU threads for every run (notes: 2 when quiet)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for every run; default: the cores other processes leave free at the start"
+        " (2 on a quiet 2-core machine; 1 when another job runs: a 2-thread step waits on the busy core)",
+    )
     ap.add_argument("--budgets", default="5m,15m", help="(b) time budgets, comma-separated")
     ap.add_argument(
         "--split",
@@ -397,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SKIP: {args.data} not found (the tiny Shakespeare corpus; see ../shared/data/SOURCES.md)")
         print(json.dumps({"skipped": True, "reason": f"missing {args.data}"}))
         return 0
+    from genloom.train.loop import pick_threads
+
+    args.threads = pick_threads(args.threads)
     torch.set_num_threads(args.threads)
     text = args.data.read_text()
     t_all = time.monotonic()
