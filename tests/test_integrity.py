@@ -229,7 +229,7 @@ def test_force_train_retrains_from_nothing_and_reruns_later_stages(tmp_path: Pat
     first = _run(path)
     assert first["train"]["status"] == "ran"
     again = _run(path, "--force", "train")
-    assert again["tokenize"]["status"] == "cached"
+    assert again["prepare"]["status"] == "cached"
     assert again["train"]["status"] == "ran" and again["evaluate"]["status"] == "ran"
     res = runner.invoke(app, ["status", str(path)])
     p = Pipeline.from_file(path)

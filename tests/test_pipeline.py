@@ -111,7 +111,7 @@ def test_kill9_during_training_resumes_from_the_last_checkpoint(tmp_path: Path) 
     assert resumed.returncode == 0, stderr
     events = [json.loads(line) for line in stdout.splitlines()]
     status = {e["stage"]: e["status"] for e in events if e["event"] == "stage_end"}
-    assert status["ingest"] == "cached" and status["tokenize"] == "cached" and status["train"] == "ran"
+    assert status["ingest"] == "cached" and status["prepare"] == "cached" and status["train"] == "ran"
     first_progress = next(e for e in events if e["event"] == "progress" and e["stage"] == "train")
     assert first_progress["step"] > steps_before[-1] - 1, "training restarted from scratch"
 
@@ -166,7 +166,7 @@ def test_train_register_promote_generate_and_lineage(tmp_path: Path) -> None:
     ours, sign, champion = decision.search(better.model["decision"]).groups()
     assert sign == "<" and float(ours) < float(champion) - 0.1
     status = {r.stage: r.status for r in better.stages}
-    assert status["tokenize"] == "cached" and status["train"] == "ran"
+    assert status["prepare"] == "cached" and status["train"] == "ran"
 
     # A gate that cannot pass keeps the model as a candidate.
     gated = Pipeline.from_file(path, overrides=["train.seed=7", "evaluate.gates.val_bpc.max=0.01"]).run()
@@ -177,7 +177,7 @@ def test_train_register_promote_generate_and_lineage(tmp_path: Path) -> None:
     info = p.lineage(rid)
     assert info["source"]["source"] == "python_docs"
     assert [s["stage"] for s in info["stages"]] == ["ingest", "clean", "preprocess"]
-    assert {a["stage"] for a in info["artifacts"]} >= {"tokenize", "train"}
+    assert {a["stage"] for a in info["artifacts"]} >= {"prepare", "train"}
 
     from genloom.train.generate import generate
 
@@ -233,7 +233,7 @@ def test_augmented_records_never_reach_validation(tmp_path: Path) -> None:
         train=TINY_TRAIN,
     )
     p = Pipeline.from_file(path)
-    summary = p.run(until="tokenize")
+    summary = p.run(until="prepare")
     assert summary.status == "succeeded"
     rows = [r for t in p.iter_dataset("preprocess", columns=["id", "text", "meta"]) for r in t.to_pylist()]
     augmented = [r for r in rows if "augmented_from" in r["meta"]]

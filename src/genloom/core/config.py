@@ -105,7 +105,9 @@ class RegisterConfig(Frozen):
     """Model registry: the name to register under and the promotion rule."""
 
     name: str | None = Field(None, description="Model name (default: the pipeline name)")
-    metric: str = Field("val_bpc", description="Metric that decides promotion (lower is better)")
+    metric: str = Field(
+        "val_bpc", description="Metric that decides promotion, compared in its declared direction"
+    )
     promote: Literal["if_better", "always", "never"] = Field(
         "if_better", description="Make the new model champion if it beats the champion on the same data"
     )

@@ -36,3 +36,18 @@ def evaluate_text_model(model_dir: Path, val_bin: Path, max_tokens: int | None =
     # characters covered by the predicted tokens; exact when every token is evaluated
     out["val_bpc"] = loss / math.log(2) * n_tokens / n_chars if n_chars and n_tokens else None
     return out
+
+
+def evaluate_on_texts(model_dir: Path, texts: list[str], max_tokens: int | None = None) -> dict[str, Any]:
+    """Evaluate a model on raw texts, tokenised with its own tokenizer (so a champion and a
+    challenger with different tokenizers are scored on the same data; compare them in bpc)."""
+    import tempfile
+
+    from tokenizers import Tokenizer
+
+    from genloom.train.data import pack_tokens
+
+    tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    with tempfile.TemporaryDirectory() as tmp:
+        pack_tokens(tokenizer, iter(texts), Path(tmp) / "val.bin")
+        return evaluate_text_model(Path(model_dir), Path(tmp) / "val.bin", max_tokens=max_tokens)

@@ -1,0 +1,84 @@
+"""ingest: every source's partitions read into record shards, one shard per few partitions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from genloom.core.runner import ShardTask, check_unique_ids, run_shard, working_dir
+from genloom.core.stats import merge_stats
+from genloom.core.store import content_key
+from genloom.stages.base import RunContext, Stage, StagePlan, StageResult
+from genloom.stages.steps import check_drops, map_shards
+
+
+class IngestStage(Stage):
+    """Sources -> shards. A shard's key hashes its source's config and its partitions' paths and
+    fingerprints, so an unchanged file is a cache hit and a renamed one is read again."""
+
+    name = "ingest"
+
+    def plan(self, ctx: RunContext, plans: list[StagePlan]) -> StagePlan:
+        shards: list[ShardTask] = []
+        fingerprints: dict[str, Any] = {}
+        per_shard = ctx.cfg.data.partitions_per_shard
+        source_ingredients = ctx.step_ingredients(list(ctx.cfg.sources))
+        with working_dir(str(ctx.base_dir)):  # source paths are relative to the pipeline's folder
+            for i, src in enumerate(ctx.cfg.sources):
+                parts = src.partitions()
+                fps = [src.partition_fingerprint(p) for p in parts]
+                fingerprints[f"sources.{i}"] = {
+                    "partitions": {str(p): fp for p, fp in zip(parts, fps, strict=True)}
+                }
+                for j in range(0, max(len(parts), 1), per_shard):
+                    chunk = parts[j : j + per_shard]
+                    # the partitions themselves (file paths) are part of the key: two files with
+                    # equal content and mtime are two shards, and a renamed file is read again
+                    named = [[str(p), fp] for p, fp in zip(chunk, fps[j : j + per_shard], strict=True)]
+                    shards.append(
+                        ShardTask(
+                            store_root=ctx.store.root,
+                            base_dir=str(ctx.base_dir),
+                            stage="ingest",
+                            shard_key=content_key("ingest", 2, source_ingredients[i], named),
+                            source=src,
+                            partitions=tuple(chunk),
+                            label={"source": f"sources.{i}", "first": str(chunk[0]) if chunk else ""},
+                            step_paths=(f"sources.{i}",),
+                        )
+                    )
+        ingredients = {"stage": "ingest", "sources": source_ingredients, "fingerprints": fingerprints}
+        key = content_key("ingest", [t.shard_key for t in shards])
+        return StagePlan("ingest", key, [], ingredients, shards=shards)
+
+    def run(self, ctx: RunContext, plan: StagePlan, plans: list[StagePlan], reason: str) -> StageResult:
+        assert plan.key is not None
+        force = plan.stage in ctx.forced
+        outputs = map_shards(ctx, plan.stage, [replace(t, force=force) for t in plan.shards], run_shard)
+        rows = sum(o["rows"] for o in outputs)
+        check_unique_ids(ctx.store, plan.stage, [o["shard_key"] for o in outputs])
+        check_drops(ctx, plan.stage, None, rows)
+        stats = merge_stats([o["stats"] for o in outputs])
+        rejected = sum(o["rejected"] for o in outputs)
+        ctx.store.write_manifest(
+            plan.stage,
+            plan.key,
+            {
+                "stage": plan.stage,
+                "key": plan.key,
+                "shards": [o["shard_key"] for o in outputs],
+                "rows": rows,
+                "rejected": rejected,
+                "stats": stats,
+                "ingredients": plan.ingredients,
+            },
+        )
+        return StageResult(
+            plan.stage,
+            "ran",
+            plan.key,
+            reason,
+            0.0,
+            rows,
+            {"steps": stats, "rejected": rejected, "rows_in": None},
+        )

@@ -1,0 +1,113 @@
+"""prepare: the data stage's records turned into what the model family trains on.
+
+For text models: the split by record id, a tokenizer (trained on the training split, or the
+pretrained model's own), and token memmaps for train and validation, plus the validation texts
+(so another model can be scored on the same data with its own tokenizer).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from genloom.core.errors import StageError
+from genloom.core.store import content_key
+from genloom.stages.base import (
+    RunContext,
+    Stage,
+    StagePlan,
+    StageResult,
+    plan_for,
+    resolve_data_stage,
+    shards_of,
+    split_of,
+)
+
+
+class PrepareStage(Stage):
+    """Records -> the model family's training data (tokenizer + token memmaps for text)."""
+
+    name = "prepare"
+    needs_train = True
+
+    def plan(self, ctx: RunContext, plans: list[StagePlan]) -> StagePlan:
+        data_key = plans[-1].key or ""
+        ingredients = {
+            "stage": "prepare",
+            "tokenizer": self._tokenizer_ingredients(ctx),
+            "split": ctx.cfg.split.model_dump(mode="json"),
+            "input": data_key,
+            "version": 1,
+        }
+        return StagePlan("prepare", content_key(ingredients), [data_key], ingredients)
+
+    def _tokenizer_ingredients(self, ctx: RunContext) -> dict[str, Any]:
+        model = ctx.cfg.train.model
+        path = getattr(model, "path", None)
+        if isinstance(path, str):  # a pretrained model brings its own tokenizer
+            digest = ctx.file_digests([f"{path}/tokenizer.json"])
+            return {"pretrained": path, "sha256": next(iter(digest.values()), "")}
+        return ctx.cfg.train.tokenizer.model_dump(mode="json")
+
+    def run(self, ctx: RunContext, plan: StagePlan, plans: list[StagePlan], reason: str) -> StageResult:
+        from genloom.train.data import pack_tokens
+        from genloom.train.tokenizer import train_tokenizer
+
+        assert plan.key is not None
+        in_stage, in_shards = shards_of(ctx.store, plan_for(plans, resolve_data_stage(plans, "features")))
+        out = ctx.local_artifact("prepare", plan.key)
+        if out.exists():
+            shutil.rmtree(out)  # a partial, killed prepare: it is one unit, redo it
+        out.mkdir(parents=True)
+        ctx.reporter.stage_start("prepare", 3, unit="steps")
+        split = ctx.cfg.split
+
+        def texts(want_val: bool) -> Iterator[str]:
+            want = "val" if want_val else "train"
+            for s in in_shards:
+                for batch in ctx.store.iter_batches(in_stage, s, columns=["id", "text", "meta"]):
+                    splits = split_of(batch, split.val_fraction, split.seed)
+                    for text, part in zip(batch.column("text").to_pylist(), splits, strict=True):
+                        if part == want and text:
+                            yield text
+
+        pretrained = plan.ingredients["tokenizer"].get("pretrained")
+        if pretrained is not None:
+            from genloom.models.hf_causal_lm import load_hf_tokenizer
+
+            tokenizer = load_hf_tokenizer(ctx.resolve(pretrained))
+        else:
+            tokenizer = train_tokenizer(texts(False), ctx.cfg.train.tokenizer)
+        tokenizer.save(str(out / "tokenizer.json"))
+        ctx.reporter.stage_advance("prepare")
+        train_info = pack_tokens(tokenizer, texts(False), out / "train.bin")
+        ctx.reporter.stage_advance("prepare")
+        val_info = pack_tokens(tokenizer, texts(True), out / "val.bin")
+        table = pa.table({"text": pa.array(list(texts(True)), pa.string())})
+        pq.write_table(table, out / "val_texts.parquet", compression="zstd")
+        ctx.reporter.stage_advance("prepare")
+        if not train_info.get("n_tokens") or not val_info.get("n_tokens"):
+            raise StageError("the train or validation split is empty: add data or change split.val_fraction")
+        ctx.store.write_manifest(
+            "prepare",
+            plan.key,
+            {
+                "stage": "prepare",
+                "key": plan.key,
+                "train": train_info,
+                "val": val_info,
+                "vocab_size": tokenizer.get_vocab_size(),
+                "ingredients": plan.ingredients,
+                "rows": train_info.get("n_docs"),
+            },
+        )
+        stats = {
+            "vocab_size": tokenizer.get_vocab_size(),
+            "train_tokens": train_info.get("n_tokens"),
+            "val_tokens": val_info.get("n_tokens"),
+        }
+        return StageResult("prepare", "ran", plan.key, reason, 0.0, train_info.get("n_docs"), stats)

@@ -1,0 +1,105 @@
+"""register: the model version in the catalog, promoted to champion only if it is better.
+
+Better means: it passes every gate and beats the champion on ``register.metric`` in that
+metric's declared direction, the champion being scored on this run's evaluation data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from genloom.core.store import content_key
+from genloom.evaluate.gates import is_better
+from genloom.stages.base import RunContext, Stage, StagePlan, StageResult, plan_for, round_metrics
+
+#: training figures carried into the registered version's metrics
+TRAIN_FIGURES = ("steps", "tokens", "train_loss", "params", "wall_s")
+
+
+class RegisterStage(Stage):
+    """Evaluation -> a model version (candidate or champion), every run."""
+
+    name = "register"
+    needs_train = True
+
+    def plan(self, ctx: RunContext, plans: list[StagePlan]) -> StagePlan:
+        evaluation = plan_for(plans, "evaluate").key or ""
+        ingredients = {
+            "stage": "register",
+            "register": ctx.cfg.registry.model_dump(mode="json"),
+            "model": plan_for(plans, "train").key,
+            "evaluation": evaluation,
+        }
+        return StagePlan("register", content_key(ingredients), [evaluation], ingredients)
+
+    def is_cached(self, ctx: RunContext, plan: StagePlan) -> bool:
+        return False  # always runs: registering an existing version is a no-op it reports
+
+    def run(self, ctx: RunContext, plan: StagePlan, plans: list[StagePlan], reason: str) -> StageResult:
+        train_key = plan_for(plans, "train").key or ""
+        evaluation = ctx.store.read_manifest("evaluate", plan_for(plans, "evaluate").key or "")
+        trained = ctx.store.read_manifest("train", train_key)["metrics"]
+        metrics = {**{k: trained[k] for k in TRAIN_FIGURES if k in trained}, **evaluation["metrics"]}
+        name = ctx.model_name
+        known = [m for m in ctx.catalog.models(name) if m["artifact_key"] == train_key]
+        if known:
+            version, status = known[0], "cached"
+            decision = f"already registered as v{version['version']} ({version['stage']})"
+        else:
+            uri = ctx.store.artifact_dir("train", train_key)
+            version = ctx.catalog.register_model(name, train_key, uri, metrics, ctx.run_id)
+            status = "ran"
+            decision = promotion(ctx, version, metrics, evaluation, plans)
+            if decision.startswith("promoted"):
+                ctx.catalog.promote(name, version["version"])
+                version = ctx.catalog.model_version(name, version["version"])
+        model = {
+            "name": name,
+            "version": version["version"],
+            "stage": version["stage"],
+            "uri": version["uri"],
+            "metrics": round_metrics(metrics),
+            "decision": decision,
+        }
+        stats = {"model": name, "version": version["version"], "stage": version["stage"]}
+        return StageResult("register", status, plan.key, decision, 0.0, None, stats, model=model)
+
+
+def promotion(
+    ctx: RunContext,
+    version: dict[str, Any],
+    metrics: dict[str, Any],
+    evaluation: dict[str, Any],
+    plans: list[StagePlan],
+) -> str:
+    """The decision for a new version: promoted, or kept as candidate, and why."""
+    from genloom.evaluate.text import evaluate_on_texts
+
+    rule = ctx.cfg.registry
+    champion = ctx.catalog.champion(ctx.model_name)
+    if champion is not None and champion["version"] == version["version"]:
+        return "already champion"
+    failed = [m for m, g in evaluation["gates"].items() if not g["passed"]]
+    if failed:
+        return f"kept as candidate: failed gates {', '.join(failed)}"
+    if rule.promote == "never":
+        return "kept as candidate (register.promote=never)"
+    if champion is None or rule.promote == "always":
+        return "promoted: first champion" if champion is None else "promoted (register.promote=always)"
+    direction = evaluation.get("directions", {}).get(rule.metric)
+    if direction is None:
+        return f"kept as candidate: metric {rule.metric!r} has no direction (not a metric this model reports)"
+    prepared = ctx.local_artifact("prepare", plan_for(plans, "prepare").key)
+    texts = pq.read_table(prepared / "val_texts.parquet").column("text").to_pylist()
+    ours = metrics.get(rule.metric)
+    theirs = evaluate_on_texts(Path(champion["uri"]), texts, ctx.cfg.evaluate.max_tokens).get(rule.metric)
+    if ours is None or theirs is None:
+        return f"kept as candidate: metric {rule.metric!r} unavailable"
+    sign = "<" if direction == "min" else ">"
+    if is_better(ours, theirs, direction):
+        return f"promoted: {rule.metric} {ours:.4f} {sign} champion v{champion['version']} {theirs:.4f}"
+    worse = ">=" if direction == "min" else "<="
+    return f"kept as candidate: {rule.metric} {ours:.4f} {worse} champion v{champion['version']} {theirs:.4f}"
