@@ -15,7 +15,11 @@ from typing import Any
 import pytest
 
 from genloom.core.steps import StepContext
-from genloom.sources._files_common import Blob, Block, clean_text, decode_bytes, detect_format, sniff_encoding
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.chunking import Block
+from genloom.sources._files.detect import detect_format
+from genloom.sources._files.encoding import decode_bytes, sniff_encoding
+from genloom.sources._files.text import clean_text
 from genloom.sources.csv import CsvSource
 from genloom.sources.files import FilesSource
 from genloom.sources.json import JsonSource

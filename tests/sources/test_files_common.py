@@ -12,17 +12,11 @@ from pathlib import Path
 import pytest
 
 from genloom.core.errors import ConfigError
-from genloom.sources._files_common import (
-    Blob,
-    Block,
-    ChunkConfig,
-    chunk_blocks,
-    decode_bytes,
-    detect_format,
-    discover,
-    file_fingerprint,
-    glob_regex,
-)
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.chunking import Block, ChunkConfig, chunk_blocks
+from genloom.sources._files.detect import detect_format
+from genloom.sources._files.discover import discover, file_fingerprint, glob_regex
+from genloom.sources._files.encoding import decode_bytes
 from genloom.sources.files import FilesSource
 
 from .sources_fixtures import make_docx, read_all

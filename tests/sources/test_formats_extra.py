@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from genloom.sources._files_common import Blob, detect_format
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.detect import detect_format
 from genloom.sources.epub import EpubSource
 from genloom.sources.excel import ExcelSource
 from genloom.sources.files import FilesSource

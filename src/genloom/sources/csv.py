@@ -16,15 +16,10 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import RECORD_COLUMNS, Rejected, record_id
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import (
-    Blob,
-    DecodedStream,
-    FileSource,
-    count_per_row,
-    meta_count_fields,
-    sniff_encoding,
-    strip_nul_columns,
-)
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.encoding import DecodedStream, sniff_encoding
+from genloom.sources._files.text import count_per_row, meta_count_fields, strip_nul_columns
 
 _INT = r"^\s*[-+]?\d{1,18}\s*$"
 _FLOAT = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|inf|nan)\s*$"
@@ -136,6 +131,7 @@ class CsvSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("csv",)
     default_include: ClassVar[tuple[str, ...]] = ("*.csv", "*.tsv", "*.tab")
+    extensions: ClassVar[tuple[str, ...]] = ("csv", "tsv", "tab")
     requires: ClassVar[tuple[str, ...]] = ("charset_normalizer",)
     extra: ClassVar[str] = "docs"
 

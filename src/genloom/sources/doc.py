@@ -16,7 +16,10 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, FileSource, clean_text, which
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.text import clean_text
+from genloom.sources._files.tools import which
 from genloom.sources.html import markdown_blocks
 
 INSTALL_HINT = "apt-get install antiword (or catdoc, or libreoffice-writer-nogui)"
@@ -79,6 +82,9 @@ class DocSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("doc",)
     default_include: ClassVar[tuple[str, ...]] = ("*.doc", "*.dot")
+    extensions: ClassVar[tuple[str, ...]] = ("doc", "dot")
+    ole_streams: ClassVar[tuple[tuple[str, ...], ...]] = (("WordDocument",),)
+    signature_required: ClassVar[bool] = True
 
     def read_file(self, blob: Blob) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
         text, tool = doc_to_text(blob.path, self.timeout_s)

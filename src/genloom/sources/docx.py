@@ -11,7 +11,10 @@ import pyarrow as pa
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, Block, FileSource, clean_text, markdown_table, section_path
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.chunking import Block, section_path
+from genloom.sources._files.text import clean_text, markdown_table
 
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _HEADING_NAME = re.compile(r"^(?:heading|überschrift|titre|titolo|encabezado|kop)\s*(\d)$", re.I)
@@ -137,6 +140,9 @@ class DocxSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("docx",)
     default_include: ClassVar[tuple[str, ...]] = ("*.docx", "*.docm", "*.doc")
+    extensions: ClassVar[tuple[str, ...]] = ("docx", "docm")
+    zip_members: ClassVar[tuple[tuple[str, ...], ...]] = (("[Content_Types].xml", "word/"),)
+    signature_required: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ("docx",)
     extra: ClassVar[str] = "docs"
 

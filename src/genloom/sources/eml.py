@@ -14,14 +14,14 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import (
-    Blob,
-    FileSource,
-    clean_text,
-    sniff_encoding,
-    wide_unicode,
-)
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.encoding import sniff_encoding, wide_unicode
+from genloom.sources._files.text import clean_text
 from genloom.sources.html import html_to_text, markdown_blocks
+
+# how the first header line of a saved message starts (mbox From_ line, Received:, Return-Path:...)
+_HEADER_STARTS = (b"From ", b"Recei", b"Retur", b"MIME-", b"Messa", b"Deliv")
 
 
 @SOURCES.register("eml")
@@ -45,6 +45,12 @@ class EmlSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("eml",)
     default_include: ClassVar[tuple[str, ...]] = ("*.eml",)
+    extensions: ClassVar[tuple[str, ...]] = ("eml",)
+
+    @classmethod
+    def sniff(cls, head: bytes, ext: str) -> bool:
+        """A file without an extension whose first line is a mail header (``From ``, ``Received:``...)."""
+        return ext == "" and head.lstrip()[:5] in _HEADER_STARTS
 
     def read_file(self, blob: Blob) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
         data = blob.read_bytes(int(self.max_eml_mb * 1e6))

@@ -17,7 +17,10 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, Block, FileSource, clean_text, markdown_table, section_path
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.chunking import Block, section_path
+from genloom.sources._files.text import clean_text, markdown_table
 
 CONTAINER = "{urn:oasis:names:tc:opendocument:xmlns:container}"
 OPF = "{http://www.idpf.org/2007/opf}"
@@ -202,6 +205,12 @@ class EpubSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("epub",)
     default_include: ClassVar[tuple[str, ...]] = ("*.epub",)
+    extensions: ClassVar[tuple[str, ...]] = ("epub",)
+    zip_mimetypes: ClassVar[tuple[str, ...]] = ("application/epub+zip",)
+    # an EPUB zipped without its mimetype member, when the name says EPUB too
+    zip_members: ClassVar[tuple[tuple[str, ...], ...]] = (("META-INF/container.xml",),)
+    weak_zip_members: ClassVar[bool] = True
+    signature_required: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ("lxml",)
     extra: ClassVar[str] = "docs"
 

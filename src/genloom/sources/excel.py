@@ -12,7 +12,10 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected, record_id
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, Block, FileSource, markdown_table
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.chunking import Block
+from genloom.sources._files.text import markdown_table
 
 
 def cell_text(v: Any) -> str:
@@ -93,6 +96,12 @@ class ExcelSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("excel",)
     default_include: ClassVar[tuple[str, ...]] = ("*.xlsx", "*.xlsm", "*.xlsb", "*.xls", "*.ods")
+    extensions: ClassVar[tuple[str, ...]] = ("xlsx", "xlsm", "xlsb", "xls", "ods")
+    zip_mimetypes: ClassVar[tuple[str, ...]] = ("application/vnd.oasis.opendocument.spreadsheet",)
+    zip_members: ClassVar[tuple[tuple[str, ...], ...]] = (("[Content_Types].xml", "xl/"),)
+    # BIFF8 (Excel 97-2003) keeps its sheets in "Workbook", BIFF5 (Excel 5/95) in "Book"
+    ole_streams: ClassVar[tuple[tuple[str, ...], ...]] = (("Workbook",), ("Book",))
+    signature_required: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ("python_calamine",)
     extra: ClassVar[str] = "docs"
 

@@ -8,13 +8,22 @@ from pydantic import ValidationError
 
 from genloom.core.errors import ConfigError
 from genloom.core.registry import SOURCES, suggest
-from genloom.sources._files_common import FileSource
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.detect import tables
 
-#: the reader (registered source) for each detected format
-READERS = (
-    "text", "csv", "json", "html", "pdf", "docx", "doc", "excel", "pptx", "ppt", "odt", "odp", "rtf", "eml",
-    "msg", "epub",
-)  # fmt: skip
+
+def readers() -> tuple[str, ...]:
+    """The formats ``files`` reads: every registered file source that declares how to recognise
+    its format (extensions, magic bytes, container signatures), by name."""
+    return tuple(tables().readers)
+
+
+def __getattr__(name: str) -> Any:
+    # ``READERS`` is read from the registry when asked for, not at import: the registry imports
+    # this module while it loads the built-in sources
+    if name == "READERS":
+        return readers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @SOURCES.register("files")
@@ -26,7 +35,8 @@ class FilesSource(FileSource):
     random bytes named ``.docx`` are quarantined as ``corrupt``. Archives (zip, tar, gz, bz2, xz)
     are opened transparently under ``archives`` limits. Each format is read by its own source
     (``text``, ``csv``, ``json``, ``html``, ``pdf``, ``docx``, ``doc``, ``excel``, ``pptx``,
-    ``ppt``, ``odt``, ``odp``, ``rtf``, ``eml``, ``msg``, ``epub``), with the shared options given
+    ``ppt``, ``odt``, ``odp``, ``rtf``, ``eml``, ``msg``, ``epub``, and any registered file source
+    that declares how to recognise its format), with the shared options given
     here (``chunk``, ``password``, ``text_template``...) and per-format ones under ``options``
     (``{pdf: {ocr: never}}``). Password-protected XLSX/DOCX/PPTX are decrypted with ``password``
     / ``passwords`` when given.
@@ -47,12 +57,13 @@ class FilesSource(FileSource):
 
     def check(self, path: str) -> None:
         """Globs must match files; ``options`` must name formats and valid fields."""
+        known = readers()
         for fmt in [*self.options, *self.formats_only]:
-            if fmt not in READERS:
+            if fmt not in known:
                 raise ConfigError(
                     f"unknown format {fmt!r}",
                     path=f"{path}.options.{fmt}" if fmt in self.options else f"{path}.formats_only",
-                    hint=suggest(fmt, list(READERS), prefix=f"formats: {', '.join(READERS)}"),
+                    hint=suggest(fmt, list(known), prefix=f"formats: {', '.join(known)}"),
                 )
         for fmt in self.options:
             try:
@@ -68,7 +79,7 @@ class FilesSource(FileSource):
         return {**super().reader_options(fmt, cls), **self.options.get(fmt, {}), "type": fmt}
 
     def reader_for(self, fmt: str, blob: Any) -> FileSource:
-        if self.formats_only and fmt in READERS and fmt not in self.formats_only:
+        if self.formats_only and fmt in tables().readers and fmt not in self.formats_only:
             return _SKIP
         return super().reader_for(fmt, blob)
 

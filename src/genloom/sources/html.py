@@ -12,15 +12,11 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import (
-    Blob,
-    Block,
-    FileSource,
-    clean_text,
-    decode_as,
-    section_path,
-    sniff_encoding,
-)
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.chunking import Block, section_path
+from genloom.sources._files.encoding import decode_as, sniff_encoding
+from genloom.sources._files.text import clean_text
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_:.-]+)""", re.I)
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>")
@@ -111,8 +107,15 @@ class HtmlSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("html",)
     default_include: ClassVar[tuple[str, ...]] = ("*.html", "*.htm", "*.xhtml")
+    extensions: ClassVar[tuple[str, ...]] = ("html", "htm", "xhtml")
     requires: ClassVar[tuple[str, ...]] = ("trafilatura", "lxml")
     extra: ClassVar[str] = "docs"
+
+    @classmethod
+    def sniff(cls, head: bytes, ext: str) -> bool:
+        """A page whatever its name: a doctype, ``<html>`` or XML declaration, and an ``<html`` tag."""
+        start = head[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+        return start.startswith((b"<!doctype html", b"<html", b"<?xml version")) and b"<html" in head.lower()
 
     def read_file(self, blob: Blob) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
         data = blob.read_bytes(int(self.max_html_mb * 1e6))

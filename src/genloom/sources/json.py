@@ -14,15 +14,10 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import RECORD_COLUMNS, Rejected, record_id
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import (
-    Blob,
-    DecodedStream,
-    FileSource,
-    decode_as,
-    meta_count_fields,
-    sniff_encoding,
-    strip_nul_columns,
-)
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.encoding import DecodedStream, decode_as, sniff_encoding
+from genloom.sources._files.text import meta_count_fields, strip_nul_columns
 from genloom.sources.csv import render_template, template_fields
 
 DEFAULT_TEXT_FIELDS = ("text", "content", "body", "message", "description")
@@ -88,6 +83,8 @@ class JsonSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("json",)
     default_include: ClassVar[tuple[str, ...]] = ("*.json", "*.jsonl", "*.ndjson", "*.parquet", "*.pq")
+    extensions: ClassVar[tuple[str, ...]] = ("json", "jsonl", "ndjson", "parquet", "pq")
+    magic: ClassVar[tuple[bytes, ...]] = (b"PAR1",)  # Parquet
 
     def read_file(self, blob: Blob) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
         if blob.head(4) == b"PAR1":

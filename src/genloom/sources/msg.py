@@ -12,7 +12,9 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, FileSource, clean_text
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.text import clean_text
 from genloom.sources.html import html_to_text, markdown_blocks
 
 
@@ -40,6 +42,9 @@ class MsgSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("msg",)
     default_include: ClassVar[tuple[str, ...]] = ("*.msg",)
+    # no extension: ``.msg`` also names text files (Tcl and ROS message catalogs) that must stay
+    # text, so an Outlook message is recognised by its MAPI property streams alone
+    ole_streams: ClassVar[tuple[tuple[str, ...], ...]] = (("__properties_version1.0", "__substg1.0_*"),)
     requires: ClassVar[tuple[str, ...]] = ("extract_msg",)
     extra: ClassVar[str] = "docs"
 

@@ -11,7 +11,10 @@ import pyarrow as pa
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, Block, FileSource, clean_text
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.chunking import Block
+from genloom.sources._files.text import clean_text
 from genloom.sources.odt import OFFICE, TABLE, TEXT, odf_blocks, odf_text, read_odf
 
 DRAW = "{urn:oasis:names:tc:opendocument:xmlns:drawing:1.0}"
@@ -92,6 +95,9 @@ class OdpSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("odp",)
     default_include: ClassVar[tuple[str, ...]] = ("*.odp",)
+    extensions: ClassVar[tuple[str, ...]] = ("odp",)
+    zip_mimetypes: ClassVar[tuple[str, ...]] = ("application/vnd.oasis.opendocument.presentation",)
+    signature_required: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ("lxml",)
     extra: ClassVar[str] = "docs"
 

@@ -11,7 +11,10 @@ import pyarrow as pa
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, Block, FileSource, clean_text, markdown_table, section_path
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.chunking import Block, section_path
+from genloom.sources._files.text import clean_text, markdown_table
 
 TEXT = "{urn:oasis:names:tc:opendocument:xmlns:text:1.0}"
 TABLE = "{urn:oasis:names:tc:opendocument:xmlns:table:1.0}"
@@ -125,6 +128,9 @@ class OdtSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("odt",)
     default_include: ClassVar[tuple[str, ...]] = ("*.odt",)
+    extensions: ClassVar[tuple[str, ...]] = ("odt",)
+    zip_mimetypes: ClassVar[tuple[str, ...]] = ("application/vnd.oasis.opendocument.text",)
+    signature_required: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ("lxml",)
     extra: ClassVar[str] = "docs"
 

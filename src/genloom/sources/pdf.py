@@ -17,7 +17,11 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, Block, FileSource, clean_text, markdown_table, which
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.chunking import Block
+from genloom.sources._files.text import clean_text, markdown_table
+from genloom.sources._files.tools import which
 
 OCR_HINT = "install Tesseract to OCR it (Debian: apt-get install tesseract-ocr tesseract-ocr-eng)"
 _ERR_FORMAT, _ERR_PASSWORD, _ERR_SECURITY = 3, 4, 5
@@ -218,6 +222,10 @@ class PdfSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("pdf",)
     default_include: ClassVar[tuple[str, ...]] = ("*.pdf",)
+    extensions: ClassVar[tuple[str, ...]] = ("pdf",)
+    magic: ClassVar[tuple[bytes, ...]] = (b"%PDF-",)
+    magic_within: ClassVar[int] = 1024  # readers accept junk before the header
+    signature_required: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ("pypdfium2",)
     extra: ClassVar[str] = "docs"
 

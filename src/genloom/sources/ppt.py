@@ -13,7 +13,12 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, Block, FileSource, clean_text, ole_root_names, which
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.chunking import Block
+from genloom.sources._files.ole import ole_root_names
+from genloom.sources._files.text import clean_text
+from genloom.sources._files.tools import which
 
 INSTALL_HINT = "apt-get install catdoc (it provides catppt)"
 
@@ -38,6 +43,9 @@ class PptSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("ppt",)
     default_include: ClassVar[tuple[str, ...]] = ("*.ppt", "*.pps")
+    extensions: ClassVar[tuple[str, ...]] = ("ppt", "pps")
+    ole_streams: ClassVar[tuple[tuple[str, ...], ...]] = (("PowerPoint Document",),)
+    signature_required: ClassVar[bool] = True
 
     def read_file(self, blob: Blob) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
         if "encryptedsummary" in (ole_root_names(blob.path) or set()):

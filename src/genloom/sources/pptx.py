@@ -10,7 +10,10 @@ import pyarrow as pa
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, Block, FileSource, clean_text, markdown_table
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.chunking import Block
+from genloom.sources._files.text import clean_text, markdown_table
 
 
 def _shape_texts(shapes: Any) -> Iterator[str]:
@@ -46,6 +49,9 @@ class PptxSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("pptx",)
     default_include: ClassVar[tuple[str, ...]] = ("*.pptx",)
+    extensions: ClassVar[tuple[str, ...]] = ("pptx",)
+    zip_members: ClassVar[tuple[tuple[str, ...], ...]] = (("[Content_Types].xml", "ppt/"),)
+    signature_required: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ("pptx",)
     extra: ClassVar[str] = "docs"
 

@@ -12,7 +12,9 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import Blob, FileSource, clean_text
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.text import clean_text
 from genloom.sources.html import markdown_blocks
 
 _ANSICPG = re.compile(rb"\\ansicpg(\d+)")
@@ -34,6 +36,9 @@ class RtfSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("rtf",)
     default_include: ClassVar[tuple[str, ...]] = ("*.rtf",)
+    extensions: ClassVar[tuple[str, ...]] = ("rtf",)
+    magic: ClassVar[tuple[bytes, ...]] = (b"{\\rtf",)
+    signature_required: ClassVar[bool] = True  # RTF is text, but every RTF file starts with {\rtf
     requires: ClassVar[tuple[str, ...]] = ("striprtf",)
     extra: ClassVar[str] = "docs"
 

@@ -14,16 +14,11 @@ from pydantic import Field
 from genloom.core.errors import RecordError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
-from genloom.sources._files_common import (
-    Blob,
-    Block,
-    DecodedStream,
-    FileSource,
-    chunk_blocks,
-    is_blank,
-    section_path,
-    sniff_encoding,
-)
+from genloom.sources._files.base import FileSource
+from genloom.sources._files.blob import Blob
+from genloom.sources._files.chunking import Block, chunk_blocks, section_path
+from genloom.sources._files.encoding import DecodedStream, sniff_encoding
+from genloom.sources._files.text import is_blank
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 
@@ -54,6 +49,7 @@ class TextSource(FileSource):
 
     formats: ClassVar[tuple[str, ...]] = ("text",)
     default_include: ClassVar[tuple[str, ...]] = ("*.txt", "*.md", "*.markdown", "*.rst", "*.text", "*.log")
+    extensions: ClassVar[tuple[str, ...]] = ("txt", "text", "md", "markdown", "rst", "log", "names")
     requires: ClassVar[tuple[str, ...]] = ("charset_normalizer", "ftfy")
     extra: ClassVar[str] = "docs"
 
