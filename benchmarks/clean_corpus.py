@@ -11,7 +11,7 @@ The corpus is built from ../shared/data (novels, reviews, UDHR in 493 languages,
 and repeated with variations: 35% exact copies, 65% near copies with 0.5-5% of words dropped.
 
 Run:  OMP_NUM_THREADS=1 .venv-bench/bin/python benchmarks/clean_corpus.py [--quick]
-      (--quick: 20 MB, under 2 minutes; default: 200 MB)
+      (--quick: 10 MB, about a minute on 2 cores, 106 s at 20 MB with load 2-3; default: 200 MB)
 Both tools run in one process, so install them together in a venv of their own:
     python3.11 -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0
     .venv-bench/bin/pip install -c <(echo torch==2.13.0) -e '.[nlp,docs]' 'datatrove[processing]' orjson
@@ -378,13 +378,13 @@ def kept_agreement(a: set[str], b: set[str], base: dict[str, str]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="a 20 MB corpus instead of 200 MB")
+    ap.add_argument("--quick", action="store_true", help="a 10 MB corpus instead of 200 MB")
     ap.add_argument("--mb", type=float, default=None, help="corpus size in MB (overrides --quick)")
     ap.add_argument("--fasttext-model", default=str(Path.home() / ".cache" / "genloom" / "lid.176.ftz"))
     ap.add_argument("--skip-reference", action="store_true", help="run genloom only")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
-    mb = args.mb if args.mb is not None else (20.0 if args.quick else 200.0)
+    mb = args.mb if args.mb is not None else (10.0 if args.quick else 200.0)
     ft = Path(args.fasttext_model)
     use_lid = ft.is_file()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="genloom-bench-"))

@@ -390,6 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         help="test: train on the first 90%%, score the last 10%% (reported); tune: score a validation slice of the first 90%%",
     )
     ap.add_argument(
+        "--override",
+        type=json.loads,
+        default={},
+        help='JSON merged into the budget runs\' train config (its "model" key into the model), to try a'
+        ' candidate with --split tune, e.g. \'{"optimizer": "adamw", "model": {"dropout": 0.1}}\'',
+    )
+    ap.add_argument(
         "--probe-cache",
         type=Path,
         default=None,
@@ -476,12 +483,15 @@ def main(argv: list[str] | None = None) -> int:
                 run = BUDGET_RUNS.get(b, BUDGET_RUNS["5m"])
                 kind, vocab = run["tokenizer"]
                 data = prepare(work, text, kind, vocab, args.split)
+                over = dict(args.override)
+                model = {**run["train"]["model"], **over.pop("model", {})}
                 r = run_genloom(
                     data,
                     f"budget{b}",
-                    {**run["train"], "time_budget": b, "threads": args.threads},
+                    {**run["train"], **over, "model": model, "time_budget": b, "threads": args.threads},
                     probe,
                 )
+                r["override"] = args.override
                 r["load_after"] = cpu_load()
                 budgets[b] = r
                 print(f"(b) budget {b}: {r}", flush=True)
