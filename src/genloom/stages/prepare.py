@@ -2,7 +2,10 @@
 
 For text models: the split by record id, a tokenizer (trained on the training split, or the
 pretrained model's own), and token memmaps for train and validation, plus the validation texts
-(so another model can be scored on the same data with its own tokenizer).
+(so another model can be scored on the same data with its own tokenizer). With
+``train.controls``, each record's values of those fields (a column, else a meta key) become
+control tokens before its text (``<|label=1|>Great food.``): the tokenizer learns one special
+token per value seen in the training split, so generation can ask for them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genloom.core.errors import StageError
+from genloom.core.records import load_meta
 from genloom.core.store import content_key
 from genloom.stages.base import (
     RunContext,
@@ -40,6 +44,7 @@ class PrepareStage(Stage):
             "stage": "prepare",
             "tokenizer": self._tokenizer_ingredients(ctx),
             "split": ctx.cfg.split.model_dump(mode="json"),
+            "controls": list(ctx.cfg.train.controls),
             "input": data_key,
             "version": 1,
         }
@@ -55,7 +60,7 @@ class PrepareStage(Stage):
 
     def run(self, ctx: RunContext, plan: StagePlan, plans: list[StagePlan], reason: str) -> StageResult:
         from genloom.train.data import pack_tokens
-        from genloom.train.tokenizer import train_tokenizer
+        from genloom.train.tokenizer import control_token, format_controls, train_tokenizer
 
         assert plan.key is not None
         in_stage, in_shards = shards_of(ctx.store, plan_for(plans, resolve_data_stage(plans, "features")))
@@ -66,22 +71,37 @@ class PrepareStage(Stage):
         ctx.reporter.stage_start("prepare", 3, unit="steps")
         split = ctx.cfg.split
 
-        def texts(want_val: bool) -> Iterator[str]:
+        controls = list(ctx.cfg.train.controls)
+
+        def records(want_val: bool) -> Iterator[tuple[str, dict[str, str]]]:
             want = "val" if want_val else "train"
             for s in in_shards:
-                for batch in ctx.store.iter_batches(in_stage, s, columns=["id", "text", "meta"]):
+                for batch in ctx.store.iter_batches(in_stage, s):
                     splits = split_of(batch, split.val_fraction, split.seed)
-                    for text, part in zip(batch.column("text").to_pylist(), splits, strict=True):
+                    values = control_values(batch, controls)
+                    for text, part, ctl in zip(batch.column("text").to_pylist(), splits, values, strict=True):
                         if part == want and text:
-                            yield text
+                            yield text, ctl
+
+        def texts(want_val: bool) -> Iterator[str]:
+            for text, ctl in records(want_val):
+                yield format_controls(ctl) + text
 
         pretrained = plan.ingredients["tokenizer"].get("pretrained")
+        seen: dict[str, dict[str, int]] = {k: {} for k in controls}
         if pretrained is not None:
             from genloom.models.hf_causal_lm import load_hf_tokenizer
 
             tokenizer = load_hf_tokenizer(ctx.resolve(pretrained))
         else:
-            tokenizer = train_tokenizer(texts(False), ctx.cfg.train.tokenizer)
+            tok_cfg = ctx.cfg.train.tokenizer
+            if controls:  # one control token per value the training split holds
+                for _, ctl in records(False):
+                    for k, v in ctl.items():
+                        seen[k][v] = seen[k].get(v, 0) + 1
+                found = [control_token(k, v) for k in controls for v in sorted(seen[k])]
+                tok_cfg = tok_cfg.model_copy(update={"control_tokens": [*tok_cfg.control_tokens, *found]})
+            tokenizer = train_tokenizer((t for t, _ in records(False)), tok_cfg)
         tokenizer.save(str(out / "tokenizer.json"))
         ctx.reporter.stage_advance("prepare")
         train_info = pack_tokens(tokenizer, texts(False), out / "train.bin")
@@ -101,13 +121,33 @@ class PrepareStage(Stage):
                 "train": train_info,
                 "val": val_info,
                 "vocab_size": tokenizer.get_vocab_size(),
+                "controls": seen,
                 "ingredients": plan.ingredients,
                 "rows": train_info.get("n_docs"),
             },
         )
-        stats = {
+        stats: dict[str, Any] = {
             "vocab_size": tokenizer.get_vocab_size(),
             "train_tokens": train_info.get("n_tokens"),
             "val_tokens": val_info.get("n_tokens"),
         }
+        if controls:
+            stats["controls"] = seen
         return StageResult("prepare", "ran", plan.key, reason, 0.0, train_info.get("n_docs"), stats)
+
+
+def control_values(batch: pa.Table, controls: list[str]) -> list[dict[str, str]]:
+    """Each row's control values: the column of that name, else the meta key; missing ones left out."""
+    if not controls:
+        return [{} for _ in range(batch.num_rows)]
+    metas = [load_meta(m) for m in batch.column("meta").to_pylist()] if "meta" in batch.column_names else None
+    columns = {k: batch.column(k).to_pylist() for k in controls if k in batch.column_names}
+    out: list[dict[str, str]] = []
+    for i in range(batch.num_rows):
+        row: dict[str, str] = {}
+        for k in controls:
+            v = columns[k][i] if k in columns else (metas[i].get(k) if metas else None)
+            if v is not None and str(v) != "":
+                row[k] = str(v)
+        out.append(row)
+    return out

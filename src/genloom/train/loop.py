@@ -213,6 +213,14 @@ class TrainConfig(BaseModel):
         None, ge=1, description="CPU threads; None: the cores not busy with other work at start."
     )
     log_interval: int = Field(10, ge=1, description="Report progress every N steps.")
+    controls: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Record fields (a column, else a meta key) that condition generation: each value becomes a"
+            " control token (<|label=1|>) before the record's text, so `genloom generate --controls label=1`"
+            " asks for that kind of text."
+        ),
+    )
 
     @field_validator("time_budget")
     @classmethod
@@ -220,6 +228,14 @@ class TrainConfig(BaseModel):
         if v is not None:
             parse_duration(v)
         return v
+
+    @model_validator(mode="after")
+    def _controls_need_gpt(self) -> TrainConfig:
+        if self.controls and self.model.type != "gpt":
+            raise ValueError(
+                "train.controls needs a tokenizer genloom trains (type: gpt); a pretrained tokenizer has no control tokens"
+            )
+        return self
 
     @model_validator(mode="after")
     def _muon_needs_gpt(self) -> TrainConfig:
