@@ -45,6 +45,7 @@ def _transformers() -> Any:
     except ImportError as e:
         raise MissingDependencyError("transformers", "pip install 'genloom[hf]'") from e
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # no "Loading weights" bar in genloom's output
     return transformers
 
 

@@ -42,7 +42,11 @@ class TrainStage(Stage):
         def progress(step: int, total: int | None, info: dict[str, Any]) -> None:
             ctx.reporter.stage_advance("train", 0, 0, {"step": step, "total": total, **info})
 
-        metrics = train(ctx.cfg.train, prepared / "train.bin", prepared / "val.bin", out, progress)
+        cfg = ctx.cfg.train
+        path = getattr(cfg.model, "path", None)
+        if isinstance(path, str):  # a base model's folder is relative to the pipeline file, not the cwd
+            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": ctx.resolve(path)})})
+        metrics = train(cfg, prepared / "train.bin", prepared / "val.bin", out, progress)
         ctx.store.write_manifest(
             "train",
             plan.key,

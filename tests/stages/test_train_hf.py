@@ -1,0 +1,101 @@
+"""Fine-tuning a local Hugging Face model through ``genloom run``, from another working directory."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from genloom.cli import app
+from genloom.pipeline import Pipeline
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+
+def _tiny_llama(folder: Path, docs: list[str]) -> None:
+    """A random 2-layer Llama and its tokenizer, saved as a Hugging Face folder."""
+    from genloom.train.tokenizer import TokenizerConfig, train_tokenizer
+
+    tok = train_tokenizer(iter(docs), TokenizerConfig(vocab_size=280))
+    cfg = transformers.LlamaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        initializer_range=0.2,
+    )
+    transformers.LlamaForCausalLM(cfg).save_pretrained(str(folder))
+    tok.save(str(folder / "tokenizer.json"))
+
+
+@pytest.mark.slow
+def test_lora_fine_tuning_from_another_folder_evaluates_registers_and_generates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(0)
+    docs = [" ".join(rng.choice(["red", "green", "blue"]) + " fish" for _ in range(12)) for _ in range(120)]
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    for i, d in enumerate(docs):
+        (project / "data" / f"doc{i:03d}.txt").write_text(d)
+    _tiny_llama(project / "base", docs)
+    cfg = {
+        "name": "fish",
+        "sources": [{"type": "text", "paths": ["data"]}],
+        "split": {"val_fraction": 0.1},
+        "train": {
+            "model": {"type": "hf_causal_lm", "path": "base", "lora": {"r": 4, "alpha": 8}, "block_size": 64},
+            "max_steps": 30,
+            "batch_size": 8,
+            "lr": 0.01,
+            "eval_interval": 15,
+            "eval_tokens": 1024,
+            "threads": 1,
+        },
+        "evaluate": {"gates": {"val_loss": {"max": 20}}},
+    }
+    (project / "pipeline.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the base model path is relative to the pipeline file, not here
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", "../project/pipeline.yaml"])
+    assert res.exit_code == 0, res.output
+    assert not (elsewhere / ".genloom").exists() and not (elsewhere / "base").exists()
+
+    p = Pipeline.from_file("../project/pipeline.yaml")
+    try:
+        champion = p.catalog.champion("fish")
+        assert champion is not None and champion["version"] == 1
+        metrics = champion["metrics"]
+    finally:
+        p.close()
+    assert metrics["steps"] == 30 and metrics["val_loss"] < metrics["train_loss"] + 1.0
+    # the LoRA-tuned model learned the corpus: its loss is far below the random base's
+    assert metrics["val_loss"] < 3.0, metrics
+
+    res = runner.invoke(
+        app,
+        [
+            "generate",
+            "../project/pipeline.yaml",
+            "--prompt",
+            "red fish",
+            "--max-new-tokens",
+            "12",
+            "--temperature",
+            "0.2",
+            "--seed",
+            "0",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    words = res.output.split()
+    assert words[:2] == ["red", "fish"] and "fish" in words[2:], res.output  # it continues the pattern
