@@ -333,6 +333,38 @@ def generate(
             out.print("---")
 
 
+@app.command()
+def export(
+    file: FileArg,
+    format: Annotated[
+        str, typer.Option("--format", help="hf: a Hugging Face folder (LlamaForCausalLM for a genloom GPT)")
+    ] = "hf",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder to write (default: exports/<model>-v<N>-hf next to the pipeline)"),
+    ] = None,
+    version: Annotated[int | None, typer.Option(help="Model version (default: the champion)")] = None,
+) -> None:
+    """Export the champion (or a version) so transformers, vLLM or llama.cpp's converter can load it."""
+    try:
+        if format != "hf":
+            raise ConfigError(
+                f"unknown export format {format!r}",
+                path="--format",
+                hint="hf (GGUF: run llama.cpp's convert_hf_to_gguf.py on the hf folder)",
+            )
+        p = _pipeline(file)
+        model_dir = p.model_dir(version)
+        number = version or p.catalog.champion(p.model_name)["version"]
+        target = out_dir or p.base_dir / "exports" / f"{p.model_name}-v{number}-hf"
+        from genloom.models.export import export_model
+
+        written = export_model(model_dir, target)
+    except GenloomError as e:
+        _fail(e)
+    out.print(f"exported {p.model_name} v{number} to {written}")
+
+
 @setup_app.command("wordnet")
 def setup_wordnet(target: Annotated[Path | None, typer.Option(help="nltk_data folder")] = None) -> None:
     """Make Debian's WordNet (wordnet-base, wordnet-sense-index) readable by NLTK, offline."""

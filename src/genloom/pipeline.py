@@ -237,6 +237,12 @@ class Pipeline:
 
     def champion_dir(self) -> Path:
         """The folder of the champion model of this pipeline."""
+        return self.model_dir()
+
+    def model_dir(self, version: int | None = None) -> Path:
+        """The folder of a registered version of this pipeline's model (default: the champion)."""
+        if version is not None:
+            return Path(self.catalog.model_version(self.model_name, version)["uri"])
         champ = self.catalog.champion(self.model_name)
         if champ is None:
             raise NotFoundError(f"model {self.model_name!r} has no champion yet: run `genloom run` first")

@@ -15,7 +15,7 @@ import torch
 
 from genloom.core.errors import ConfigError, MissingDependencyError
 from genloom.models.gpt import GPT
-from genloom.train.tokenizer import CHAT_TEMPLATE_JINJA, EOD, PAD
+from genloom.train.tokenizer import CHAT_TEMPLATE_JINJA, END_OF_TURN, EOD, PAD
 
 
 def llama_state_dict(model: GPT) -> dict[str, torch.Tensor]:
@@ -91,7 +91,29 @@ def export_hf(model_dir: Path | str, out_dir: Path | str) -> Path:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOD, eos_token=EOD, pad_token=PAD)
     fast.chat_template = CHAT_TEMPLATE_JINJA
     fast.save_pretrained(str(out))
+    end = tok.token_to_id(END_OF_TURN)  # a chat model's reply ends at <|end|>
+    eos = [eod, end] if end is not None else eod
     (out / "generation_config.json").write_text(
-        json.dumps({"bos_token_id": eod, "eos_token_id": eod, "pad_token_id": pad})
+        json.dumps({"bos_token_id": eod, "eos_token_id": eos, "pad_token_id": pad})
     )
+    return out
+
+
+def export_model(model_dir: Path | str, out_dir: Path | str) -> Path:
+    """A trained model folder as a Hugging Face folder: a genloom GPT converted to Llama, a
+    fine-tuned Hugging Face model copied from its merged ``hf_model/``."""
+    import shutil
+
+    from genloom.train.generate import read_model_config
+
+    model_dir, out = Path(model_dir), Path(out_dir)
+    if read_model_config(model_dir)["model_type"] == "gpt":
+        return export_hf(model_dir, out)
+    if not (model_dir / "hf_model").is_dir():
+        raise ConfigError(
+            f"{model_dir} holds a LoRA adapter, not merged weights",
+            path="train.model.merge_lora",
+            hint="train with merge_lora: true, or load the adapter with peft on its base model",
+        )
+    shutil.copytree(model_dir / "hf_model", out, dirs_exist_ok=True)
     return out

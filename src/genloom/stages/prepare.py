@@ -2,7 +2,10 @@
 
 For text models: the split by record id, a tokenizer (trained on the training split, or the
 pretrained model's own), and token memmaps for train and validation, plus the validation texts
-(so another model can be scored on the same data with its own tokenizer). With
+(so another model can be scored on the same data with its own tokenizer). With ``train.chat``,
+each record's conversation (``messages_field``) is written with the chat template; a record
+that holds no valid conversation is left out and listed in the artifact's ``rejected.parquet``
+(reason ``not_a_conversation``) and counted in the manifest. With
 ``train.controls``, each record's values of those fields (a column, else a meta key) become
 control tokens before its text (``<|label=1|>Great food.``): the tokenizer learns one special
 token per value seen in the training split, so generation can ask for them.
@@ -10,6 +13,7 @@ token per value seen in the training split, so generation can ask for them.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genloom.core.errors import StageError
-from genloom.core.records import load_meta
+from genloom.core.records import REJECTED_SCHEMA, load_meta
 from genloom.core.store import content_key
 from genloom.stages.base import (
     RunContext,
@@ -45,6 +49,7 @@ class PrepareStage(Stage):
             "tokenizer": self._tokenizer_ingredients(ctx),
             "split": ctx.cfg.split.model_dump(mode="json"),
             "controls": list(ctx.cfg.train.controls),
+            "chat": ctx.cfg.train.chat.model_dump(mode="json") if ctx.cfg.train.chat else None,
             "input": data_key,
             "version": 1,
         }
@@ -72,6 +77,8 @@ class PrepareStage(Stage):
         split = ctx.cfg.split
 
         controls = list(ctx.cfg.train.controls)
+        chat = ctx.cfg.train.chat
+        bad: dict[str, str] = {}  # record id -> why it is not a conversation (chat only)
 
         def records(want_val: bool) -> Iterator[tuple[str, dict[str, str]]]:
             want = "val" if want_val else "train"
@@ -79,7 +86,12 @@ class PrepareStage(Stage):
                 for batch in ctx.store.iter_batches(in_stage, s):
                     splits = split_of(batch, split.val_fraction, split.seed)
                     values = control_values(batch, controls)
-                    for text, part, ctl in zip(batch.column("text").to_pylist(), splits, values, strict=True):
+                    docs = (
+                        chat_documents(batch, chat.messages_field, bad)
+                        if chat
+                        else batch.column("text").to_pylist()
+                    )
+                    for text, part, ctl in zip(docs, splits, values, strict=True):
                         if part == want and text:
                             yield text, ctl
 
@@ -122,6 +134,7 @@ class PrepareStage(Stage):
                 "val": val_info,
                 "vocab_size": tokenizer.get_vocab_size(),
                 "controls": seen,
+                "rejected": len(bad),
                 "ingredients": plan.ingredients,
                 "rows": train_info.get("n_docs"),
             },
@@ -133,6 +146,13 @@ class PrepareStage(Stage):
         }
         if controls:
             stats["controls"] = seen
+        if chat is not None:
+            rejected = [
+                {"id": k, "step": "prepare", "reason": v, "location": "", "detail": ""}
+                for k, v in bad.items()
+            ]
+            pq.write_table(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), out / "rejected.parquet")
+            stats["rejected"] = len(rejected)
         return StageResult("prepare", "ran", plan.key, reason, 0.0, train_info.get("n_docs"), stats)
 
 
@@ -150,4 +170,34 @@ def control_values(batch: pa.Table, controls: list[str]) -> list[dict[str, str]]
             if v is not None and str(v) != "":
                 row[k] = str(v)
         out.append(row)
+    return out
+
+
+def chat_documents(batch: pa.Table, field: str, bad: dict[str, str]) -> list[str | None]:
+    """Each row's conversation written with the chat template (None, and noted in ``bad``, when the
+    field holds no list of ``{role, content}`` messages with known roles)."""
+    from genloom.core.errors import ConfigError
+    from genloom.train.tokenizer import format_chat
+
+    if field in batch.column_names:
+        raw = batch.column(field).to_pylist()
+    else:
+        raw = [load_meta(m).get(field) for m in batch.column("meta").to_pylist()]
+    out: list[str | None] = []
+    for rid, value in zip(batch.column("id").to_pylist(), raw, strict=True):
+        messages = value
+        if isinstance(value, str):
+            try:
+                messages = json.loads(value)
+            except ValueError:
+                messages = None
+        ok = isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)
+        if ok:
+            try:
+                out.append(format_chat(messages))  # type: ignore[arg-type]
+                continue
+            except ConfigError:
+                pass
+        bad[rid] = "not_a_conversation"
+        out.append(None)
     return out

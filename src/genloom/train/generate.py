@@ -166,3 +166,11 @@ def generate(
             cuts = [text.find(s) for s in stops if s in text]
             outputs[i] = text[: min(cuts)] if cuts else text
     return outputs
+
+
+def generate_chat(model_dir: Path | str, messages: list[dict[str, str]], **sampling: Any) -> str:
+    """The assistant's reply to a conversation, written with the chat template the model was
+    trained with (``train.chat``); generation stops at the end of the turn."""
+    from genloom.train.tokenizer import format_chat
+
+    return generate(model_dir, [format_chat(messages, add_generation_prompt=True)], **sampling)[0]

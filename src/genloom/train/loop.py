@@ -130,6 +130,20 @@ def parse_duration(text: str) -> float:
     return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
 
 
+class ChatConfig(BaseModel):
+    """Train on conversations: each record holds a list of ``{role, content}`` messages."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    messages_field: str = Field(
+        "text",
+        description=(
+            "The record field (a column, else a meta key) holding the conversation: a list of"
+            " {role: system|user|assistant, content} or its JSON text (the json source's text_field: messages)."
+        ),
+    )
+
+
 class TrainConfig(BaseModel):
     """The ``train:`` section: what model to train, for how long, and how."""
 
@@ -228,6 +242,23 @@ class TrainConfig(BaseModel):
         if v is not None:
             parse_duration(v)
         return v
+
+    chat: ChatConfig | None = Field(
+        None,
+        description=(
+            "Conversations instead of plain text: each record's messages are written with the chat"
+            " template (<|user|>...<|end|>); exports carry the template."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _chat_needs_gpt(self) -> TrainConfig:
+        if self.chat is not None and self.model.type != "gpt":
+            raise ValueError(
+                "train.chat is implemented for the genloom GPT (type: gpt); a Hugging Face model's own chat"
+                " template is not applied yet"
+            )
+        return self
 
     @model_validator(mode="after")
     def _controls_need_gpt(self) -> TrainConfig:
