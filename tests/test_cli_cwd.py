@@ -121,6 +121,7 @@ COMMANDS: dict[str, tuple[list[str], str]] = {
         ["generate", FILE, "--prompt", "The json", "--max-new-tokens", "4", "--seed", "0"],
         "The json",
     ),
+    "export": (["export", FILE, "--out", "../exported"], "exported t v1 to ../exported"),
     "setup wordnet": (["setup", "wordnet", "--target", "nltk_data"], "WordNet ready at nltk_data"),
 }
 
@@ -149,4 +150,5 @@ def test_every_subcommand_takes_a_path_relative_to_another_folder(
             failed[name] = (res.exit_code, res.output[-500:])
     assert not failed, failed
     assert (root / "new-project" / "pipeline.yaml").is_file()
+    assert (root / "exported" / "config.json").is_file()  # --out is relative to the cwd
     assert runner.invoke(app, ["validate", "../new-project/pipeline.yaml"]).exit_code == 0
