@@ -43,6 +43,8 @@ test: setup-all
 check: setup-all
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy src/genloom/core src/genloom/stages src/genloom/pipeline.py src/genloom/inspect.py
 
 # Benchmarks compare genloom with reference tools that must not share genloom's venv (datatrove's
 # processing extra pins trafilatura<1.12, below what genloom[docs] needs), so the references get

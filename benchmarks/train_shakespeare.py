@@ -223,8 +223,8 @@ def prepare(
     workdir: Path, text: str, kind: str, vocab_size: int | None, split: str
 ) -> tuple[Path, Path, Path, Path]:
     """Tokenizer trained on the training text; packed train, validation and scored files; an output folder."""
-    from genloom.train.data import pack_tokens
-    from genloom.train.tokenizer import TokenizerConfig, train_tokenizer
+    from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
+    from genloom.models.tokens import pack_tokens
 
     train_text, val_text, scored_text = split_text(text, split)
     tag = f"{kind}{vocab_size or ''}-{split}"
@@ -244,9 +244,10 @@ def run_genloom(data: tuple[Path, Path, Path, Path], name: str, train_cfg: dict,
 
     from genloom.evaluate.text import evaluate_text_model
     from genloom.models.gpt import GPT, GPTConfig
-    from genloom.train.data import read_sidecar
-    from genloom.train.generate import read_model_config
-    from genloom.train.loop import TrainConfig, train
+    from genloom.models.text import read_model_config
+    from genloom.models.tokens import read_sidecar
+    from genloom.train.config import TrainConfig
+    from genloom.train.loop import train
 
     train_bin, val_bin, scored_bin, base = data
     out = base / name
@@ -465,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         kind, vocab = RECIPE_RUN["tokenizer"]
         data = prepare(work, text, kind, vocab, args.split)
         # as many steps as the recipe's 1,536,000 training characters allow with this tokenizer
-        from genloom.train.data import read_sidecar
+        from genloom.models.tokens import read_sidecar
 
         meta = read_sidecar(data[0])
         t = RECIPE_RUN["train"]

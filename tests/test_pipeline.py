@@ -179,7 +179,7 @@ def test_train_register_promote_generate_and_lineage(tmp_path: Path) -> None:
     assert [s["stage"] for s in info["stages"]] == ["ingest", "clean", "preprocess"]
     assert {a["stage"] for a in info["artifacts"]} >= {"prepare", "train"}
 
-    from genloom.train.generate import generate
+    from genloom.models.text import generate
 
     assert p.catalog.champion(p.model_name)["version"] == 3  # the gated model took nothing over
     text = generate(p.champion_dir(), ["The json"], max_new_tokens=10, seed=0)[0]

@@ -310,7 +310,7 @@ def generate(
     """Generate text with the pipeline's champion model."""
     try:
         model_dir = _pipeline(file).champion_dir()
-        from genloom.train.generate import generate as gen
+        from genloom.models.text import generate as gen
 
         ctl = dict(c.split("=", 1) for c in controls or [])
         texts = gen(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.conftest import TINY_TRAIN, write_pipeline
+
 from genloom.core.config import Gate
 from genloom.evaluate.gates import DIRECTIONS, check_gates, is_better
 from genloom.pipeline import Pipeline
-from tests.conftest import TINY_TRAIN, write_pipeline
 
 
 def test_better_follows_the_direction() -> None:
@@ -18,7 +19,9 @@ def test_better_follows_the_direction() -> None:
 
 
 def test_gates_check_both_bounds_and_a_missing_metric() -> None:
-    out = check_gates({"a": 1.0, "b": 5.0}, {"a": Gate(min=0.5, max=2.0), "b": Gate(max=4.0), "c": Gate(min=0)})
+    out = check_gates(
+        {"a": 1.0, "b": 5.0}, {"a": Gate(min=0.5, max=2.0), "b": Gate(max=4.0), "c": Gate(min=0)}
+    )
     assert [out[k]["passed"] for k in "abc"] == [True, False, False]
 
 

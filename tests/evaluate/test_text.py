@@ -6,9 +6,10 @@ import math
 from pathlib import Path
 
 from genloom.evaluate.text import evaluate_text_model
-from genloom.train.data import pack_tokens
-from genloom.train.loop import TrainConfig, train
-from genloom.train.tokenizer import TokenizerConfig, train_tokenizer
+from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
+from genloom.models.tokens import pack_tokens
+from genloom.train.config import TrainConfig
+from genloom.train.loop import train
 
 
 def test_bits_per_character_and_determinism(tmp_path: Path) -> None:

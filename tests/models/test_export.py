@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from genloom.train.data import pack_tokens
-from genloom.train.loop import TrainConfig, train
-from genloom.train.tokenizer import TokenizerConfig, format_chat, train_tokenizer
+from genloom.models.tokenizer import TokenizerConfig, format_chat, train_tokenizer
+from genloom.models.tokens import pack_tokens
+from genloom.train.config import TrainConfig
+from genloom.train.loop import train
 
 transformers = pytest.importorskip("transformers")
 
@@ -37,7 +38,7 @@ def trained_gpt(tmp: Path, **model_kw) -> Path:
 @pytest.mark.parametrize(("n_kv_head", "tie"), [(None, True), (1, True), (None, False)])
 def test_hf_export_round_trips_logits(tmp_path: Path, n_kv_head: int | None, tie: bool) -> None:
     from genloom.models.export import export_hf
-    from genloom.train.generate import load_model
+    from genloom.models.text import load_model
 
     src = trained_gpt(tmp_path, n_kv_head=n_kv_head, rope_theta=500.0, tie_embeddings=tie)
     hf_dir = export_hf(src, tmp_path / "hf")

@@ -11,11 +11,12 @@ from safetensors.torch import load_file
 
 from genloom.evaluate.text import evaluate_text_model
 from genloom.models.hf_causal_lm import HFCausalLM
+from genloom.models.text import evaluate_loss, generate
+from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
+from genloom.models.tokens import load_tokens, pack_tokens
 from genloom.train.checkpoint import latest_checkpoint
-from genloom.train.data import load_tokens, pack_tokens
-from genloom.train.generate import generate
-from genloom.train.loop import TrainConfig, evaluate_loss, train
-from genloom.train.tokenizer import TokenizerConfig, train_tokenizer
+from genloom.train.config import TrainConfig
+from genloom.train.loop import train
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")

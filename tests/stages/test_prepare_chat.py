@@ -12,9 +12,9 @@ import yaml
 from typer.testing import CliRunner
 
 from genloom.cli import app
+from genloom.models.text import generate_chat
+from genloom.models.tokenizer import format_chat
 from genloom.pipeline import Pipeline
-from genloom.train.generate import generate_chat
-from genloom.train.tokenizer import format_chat
 
 COLOURS = {"sky": "blue", "grass": "green", "snow": "white", "coal": "black", "blood": "red"}
 

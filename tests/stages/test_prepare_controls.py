@@ -73,7 +73,7 @@ def test_generation_under_a_label_control_follows_the_label(tmp_path: Path, text
         p.close()
     assert set(prepared["controls"]["label"]) == {"0", "1"}
 
-    from genloom.train.generate import generate
+    from genloom.models.text import generate
 
     samples = {
         label: generate(

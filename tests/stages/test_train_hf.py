@@ -18,7 +18,7 @@ pytest.importorskip("peft")
 
 def _tiny_llama(folder: Path, docs: list[str]) -> None:
     """A random 2-layer Llama and its tokenizer, saved as a Hugging Face folder."""
-    from genloom.train.tokenizer import TokenizerConfig, train_tokenizer
+    from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
 
     tok = train_tokenizer(iter(docs), TokenizerConfig(vocab_size=280))
     cfg = transformers.LlamaConfig(

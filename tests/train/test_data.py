@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from genloom.core.errors import GenloomError
+from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
+from genloom.models.tokens import eval_windows, load_tokens, pack_tokens
 from genloom.train import data as data_mod
-from genloom.train.data import TokenBatches, eval_windows, load_tokens, pack_tokens
-from genloom.train.tokenizer import TokenizerConfig, train_tokenizer
+from genloom.train.data import TokenBatches
 
 
 def test_pack_tokens_writes_docs_separated_by_eod(tmp_path, monkeypatch) -> None:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from genloom.train.data import pack_tokens
-from genloom.train.tokenizer import TokenizerConfig, train_tokenizer
+from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
+from genloom.models.tokens import pack_tokens
 
 SCRIPT = """
 import sys
 from pathlib import Path
-from genloom.train.loop import TrainConfig, train
+from genloom.train.config import TrainConfig
+from genloom.train.loop import train
 cfg = TrainConfig.model_validate_json(sys.argv[1])
 m = train(cfg, Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
 Path(sys.argv[4], f"rank_metrics_{__import__('os').environ['RANK']}.json").write_text(__import__('json').dumps(m))
@@ -31,7 +32,7 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     tok.save(str(out / "tokenizer.json"))
     pack_tokens(tok, docs[:180], tmp_path / "train.bin")
     pack_tokens(tok, docs[180:], tmp_path / "val.bin")
-    from genloom.train.loop import TrainConfig
+    from genloom.train.config import TrainConfig
 
     cfg = TrainConfig(
         model={"type": "gpt", "preset": "tiny", "block_size": 32},

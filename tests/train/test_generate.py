@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from genloom.core.errors import ConfigError, NotFoundError
-from genloom.train.data import pack_tokens
-from genloom.train.generate import generate, load_model, sample_next
-from genloom.train.loop import TrainConfig, train
-from genloom.train.tokenizer import TokenizerConfig, control_token, format_controls, train_tokenizer
+from genloom.models.text import generate, load_model, sample_next
+from genloom.models.tokenizer import TokenizerConfig, control_token, format_controls, train_tokenizer
+from genloom.models.tokens import pack_tokens
+from genloom.train.config import TrainConfig
+from genloom.train.loop import train
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from genloom.core.errors import NotFoundError
+from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
+from genloom.models.tokens import pack_tokens
 from genloom.train.checkpoint import latest_checkpoint
-from genloom.train.data import pack_tokens
-from genloom.train.loop import TrainConfig, lr_at, parse_duration, train
-from genloom.train.tokenizer import TokenizerConfig, train_tokenizer
+from genloom.train.config import TrainConfig, parse_duration
+from genloom.train.loop import lr_at, train
 
 
 def corpus(n: int, seed: int = 0) -> list[str]:

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
+from genloom.models.tokens import pack_tokens
 from genloom.train import precision as P
-from genloom.train.data import pack_tokens
-from genloom.train.loop import TrainConfig, make_plan, train
+from genloom.train.config import TrainConfig
+from genloom.train.loop import make_plan, train
 from genloom.train.optim import Muon, build_optimizer, orthogonalize
-from genloom.train.tokenizer import TokenizerConfig, train_tokenizer
 
 CPU = torch.device("cpu")
 # what the two CPUs of this project's machines measure (../shared/notes/machines.md)

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from genloom.core.errors import ConfigError
-from genloom.train.tokenizer import (
+from genloom.models.tokenizer import (
     BASE_SPECIAL_TOKENS,
     EOD,
     TokenizerConfig,

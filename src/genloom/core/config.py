@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from genloom.core.errors import ConfigError, ConfigErrors
-from genloom.core.registry import REGISTRIES, suggest
+from genloom.core.registry import REGISTRIES, SECTIONS, suggest
 from genloom.core.secrets import is_secret_name
 
 STAGE_LISTS = ("sources", "augment", "clean", "preprocess", "features")
@@ -147,7 +147,7 @@ def _component_union(stage: str) -> Any:
 @functools.cache
 def pipeline_model() -> type[BaseModel]:
     """The PipelineConfig model, built from every registered component (cached)."""
-    from genloom.train.loop import TrainConfig
+    train_section = SECTIONS.get("train", path="train")
 
     sources_item = _component_union("sources")
     fields: dict[str, Any] = {
@@ -157,7 +157,7 @@ def pipeline_model() -> type[BaseModel]:
         item = _component_union(stage)
         fields[stage] = (list[item], Field(default_factory=list, description=f"{stage} steps, in order"))  # type: ignore[valid-type]
     fields["train"] = (
-        TrainConfig | None,
+        train_section | None,
         Field(None, description="Model training; omit to stop after data stages"),
     )
     return create_model("PipelineConfig", __base__=PipelineBase, **fields)

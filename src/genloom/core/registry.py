@@ -83,6 +83,12 @@ CLEANERS = Registry("clean")
 PREPROCESSORS = Registry("preprocess")
 FEATURES = Registry("features")
 
+#: config sections of a pipeline file contributed from above core (``train`` by genloom.train.config),
+#: so core builds the whole pipeline model without importing those packages
+SECTIONS = Registry("sections")
+#: the modules that register SECTIONS (torch-free)
+SECTION_MODULES = ("genloom.train.config",)
+
 REGISTRIES: dict[str, Registry] = {
     "sources": SOURCES,
     "augment": AUGMENTERS,
@@ -109,6 +115,8 @@ def load_all() -> None:
         for info in pkgutil.iter_modules(pkg.__path__):
             if not info.name.startswith("_"):
                 importlib.import_module(f"{package}.{info.name}")
+    for module in SECTION_MODULES:
+        importlib.import_module(module)
     for ep in entry_points(group="genloom.plugins"):
         target: Any = ep.load()
         if callable(target):

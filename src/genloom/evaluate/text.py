@@ -12,9 +12,8 @@ from typing import Any
 
 import torch
 
-from genloom.train.data import load_tokens, read_sidecar
-from genloom.train.generate import load_model, read_model_config
-from genloom.train.loop import evaluate_loss
+from genloom.models.text import evaluate_loss, load_model, read_model_config
+from genloom.models.tokens import load_tokens, read_sidecar
 
 
 def evaluate_text_model(model_dir: Path, val_bin: Path, max_tokens: int | None = None) -> dict[str, Any]:
@@ -45,7 +44,7 @@ def evaluate_on_texts(model_dir: Path, texts: list[str], max_tokens: int | None 
 
     from tokenizers import Tokenizer
 
-    from genloom.train.data import pack_tokens
+    from genloom.models.tokens import pack_tokens
 
     tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
     with tempfile.TemporaryDirectory() as tmp:

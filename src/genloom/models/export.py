@@ -15,7 +15,7 @@ import torch
 
 from genloom.core.errors import ConfigError, MissingDependencyError
 from genloom.models.gpt import GPT
-from genloom.train.tokenizer import CHAT_TEMPLATE_JINJA, END_OF_TURN, EOD, PAD
+from genloom.models.tokenizer import CHAT_TEMPLATE_JINJA, END_OF_TURN, EOD, PAD
 
 
 def llama_state_dict(model: GPT) -> dict[str, torch.Tensor]:
@@ -53,7 +53,7 @@ def export_hf(model_dir: Path | str, out_dir: Path | str) -> Path:
         raise MissingDependencyError("transformers", "pip install 'genloom[hf]'") from e
     from safetensors.torch import save_file
 
-    from genloom.train.generate import load_model, read_model_config
+    from genloom.models.text import load_model, read_model_config
 
     if read_model_config(model_dir)["model_type"] != "gpt":
         raise ConfigError(
@@ -104,7 +104,7 @@ def export_model(model_dir: Path | str, out_dir: Path | str) -> Path:
     fine-tuned Hugging Face model copied from its merged ``hf_model/``."""
     import shutil
 
-    from genloom.train.generate import read_model_config
+    from genloom.models.text import read_model_config
 
     model_dir, out = Path(model_dir), Path(out_dir)
     if read_model_config(model_dir)["model_type"] == "gpt":

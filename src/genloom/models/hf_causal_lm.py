@@ -29,7 +29,7 @@ from genloom.models.gpt import decay_groups
 if TYPE_CHECKING:
     import tokenizers
 
-    from genloom.train.loop import HFCausalLMConfig
+    from genloom.models.config import HFCausalLMConfig
 
 TOKENIZER_FILES = (
     "tokenizer.json",

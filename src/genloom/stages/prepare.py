@@ -64,8 +64,8 @@ class PrepareStage(Stage):
         return ctx.cfg.train.tokenizer.model_dump(mode="json")
 
     def run(self, ctx: RunContext, plan: StagePlan, plans: list[StagePlan], reason: str) -> StageResult:
-        from genloom.train.data import pack_tokens
-        from genloom.train.tokenizer import control_token, format_controls, train_tokenizer
+        from genloom.models.tokenizer import control_token, format_controls, train_tokenizer
+        from genloom.models.tokens import pack_tokens
 
         assert plan.key is not None
         in_stage, in_shards = shards_of(ctx.store, plan_for(plans, resolve_data_stage(plans, "features")))
@@ -177,7 +177,7 @@ def chat_documents(batch: pa.Table, field: str, bad: dict[str, str]) -> list[str
     """Each row's conversation written with the chat template (None, and noted in ``bad``, when the
     field holds no list of ``{role, content}`` messages with known roles)."""
     from genloom.core.errors import ConfigError
-    from genloom.train.tokenizer import format_chat
+    from genloom.models.tokenizer import format_chat
 
     if field in batch.column_names:
         raw = batch.column(field).to_pylist()

@@ -8,109 +8,18 @@ document's first token (uint64), for samplers that respect document boundaries.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from genloom.core.errors import GenloomError, NotFoundError
-from genloom.train.tokenizer import eod_id
+from genloom.core.errors import GenloomError
 
 if TYPE_CHECKING:
-    import tokenizers
     import torch
 
 # texts are encoded in chunks of about this many characters: bounded memory, and big enough for
 # the tokenizer's own thread pool (encode_batch runs in parallel) to pay off
 CHUNK_CHARS = 4_000_000
-
-
-def sidecar_path(bin_path: str | Path) -> Path:
-    """The JSON sidecar next to a packed ``.bin`` file."""
-    return Path(bin_path).with_suffix(".json")
-
-
-def _chunks(texts: Iterable[str], max_chars: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    size = 0
-    for t in texts:
-        chunk.append(t)
-        size += len(t)
-        if size >= max_chars:
-            yield chunk
-            chunk, size = [], 0
-    if chunk:
-        yield chunk
-
-
-def pack_tokens(
-    tokenizer: tokenizers.Tokenizer, texts: Iterable[str], out_path: str | Path
-) -> dict[str, Any]:
-    """Tokenizes ``texts`` (streamed, in parallel chunks) into a memmap file; returns the sidecar dict."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    vocab = tokenizer.get_vocab_size()
-    dtype = np.uint16 if vocab <= 65535 else np.uint32
-    eod = eod_id(tokenizer)
-    n_tokens = n_chars = 0
-    doc_offsets: list[np.ndarray] = []
-    partial = out_path.with_name(out_path.name + ".partial")
-    with open(partial, "wb") as f:
-        for chunk in _chunks(texts, CHUNK_CHARS):
-            encs = tokenizer.encode_batch(chunk, add_special_tokens=False)
-            lens = np.fromiter((len(e.ids) + 1 for e in encs), dtype=np.int64, count=len(encs))
-            ids = np.empty(int(lens.sum()), dtype=dtype)
-            ends = np.cumsum(lens)
-            for e, end, n in zip(encs, ends, lens, strict=True):
-                ids[end - n : end - 1] = e.ids
-                ids[end - 1] = eod
-            doc_offsets.append((n_tokens + ends - lens).astype(np.uint64))
-            f.write(ids.tobytes())
-            n_tokens += len(ids)
-            n_chars += sum(len(t) for t in chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, out_path)
-    docs = np.concatenate(doc_offsets) if doc_offsets else np.zeros(0, np.uint64)
-    docs_name = out_path.with_suffix("").name + ".docs.npy"
-    np.save(out_path.with_name(docs_name), docs)
-    meta = {
-        "dtype": np.dtype(dtype).name,
-        "n_tokens": int(n_tokens),
-        "n_chars": int(n_chars),
-        "n_docs": len(docs),
-        "doc_index": docs_name,
-        "vocab_size": vocab,
-        "eod_id": eod,
-        "tokenizer_sha256": hashlib.sha256(tokenizer.to_str().encode()).hexdigest(),
-    }
-    sidecar_path(out_path).write_text(json.dumps(meta, indent=2))
-    return meta
-
-
-def read_sidecar(bin_path: str | Path) -> dict[str, Any]:
-    """The sidecar of a packed file; a bare ``.bin`` without one is read as uint16 with unknown char count."""
-    side = sidecar_path(bin_path)
-    if side.exists():
-        return dict(json.loads(side.read_text()))
-    if not Path(bin_path).exists():
-        raise NotFoundError(f"no token file at {bin_path}")
-    n = Path(bin_path).stat().st_size // 2
-    return {"dtype": "uint16", "n_tokens": n, "n_chars": None}
-
-
-def load_tokens(bin_path: str | Path) -> np.ndarray:
-    """The packed ids of ``bin_path`` as a read-only memmap."""
-    meta = read_sidecar(bin_path)
-    if not Path(bin_path).exists():
-        raise NotFoundError(f"no token file at {bin_path}")
-    if meta["n_tokens"] == 0:
-        return np.zeros(0, dtype=np.dtype(meta["dtype"]))
-    return np.memmap(bin_path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))
 
 
 class TokenBatches:
@@ -166,13 +75,3 @@ class TokenBatches:
         win = np.stack([self.data[s : s + self.block_size + 1] for s in starts]).astype(np.int64)
         w = torch.from_numpy(win)
         return w[:, :-1], w[:, 1:]
-
-
-def eval_windows(data: np.ndarray, block_size: int, max_tokens: int | None = None) -> Iterator[np.ndarray]:
-    """Non-overlapping windows of ``block_size + 1`` tokens (sharing one token) covering ``data`` in order.
-
-    Every token but the first is predicted exactly once; the last window may be shorter.
-    """
-    n = len(data) if max_tokens is None else min(len(data), max_tokens + 1)
-    for s in range(0, n - 1, block_size):
-        yield np.asarray(data[s : min(s + block_size + 1, n)], dtype=np.int64)

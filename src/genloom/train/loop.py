@@ -13,20 +13,22 @@ import contextlib
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genloom.core.errors import ConfigError, NotFoundError
+from genloom.models.config import GPTModelConfig, HFCausalLMConfig
+from genloom.models.text import autocast, evaluate_loss
+from genloom.models.tokens import load_tokens, read_sidecar
 from genloom.train import checkpoint as ckpt_io
-from genloom.train.data import TokenBatches, eval_windows, load_tokens, read_sidecar
+from genloom.train.config import TrainConfig, parse_duration
+from genloom.train.data import TokenBatches
 from genloom.train.ema import WeightEMA
 from genloom.train.optim import build_optimizer
 from genloom.train.precision import (
@@ -37,244 +39,8 @@ from genloom.train.precision import (
     fastest_precision,
     probe_machine,
 )
-from genloom.train.tokenizer import TokenizerConfig
 
 Progress = Callable[[int, int | None, dict[str, Any]], None]
-
-
-class GPTModelConfig(BaseModel):
-    """A genloom GPT trained from scratch (Llama layout); ``preset: auto`` sizes it from the data and budget."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: Literal["gpt"] = "gpt"
-    preset: Literal["auto", "tiny", "mini", "small", "base", "medium", "large"] = Field(
-        "auto", description="Named size; auto: the largest that the time budget and the data size support."
-    )
-    n_layer: int | None = Field(None, ge=1, description="Transformer blocks (overrides the preset).")
-    n_head: int | None = Field(None, ge=1, description="Attention heads (overrides the preset).")
-    n_kv_head: int | None = Field(
-        None, ge=1, description="Key/value heads; fewer than n_head is grouped-query attention."
-    )
-    n_embd: int | None = Field(None, ge=8, description="Width of the residual stream (overrides the preset).")
-    ffn_hidden: int | None = Field(None, ge=8, description="SwiGLU hidden width; None: about 8/3 * n_embd.")
-    block_size: int | None = Field(None, ge=8, description="Context length in tokens (overrides the preset).")
-    dropout: float | None = Field(
-        None,
-        ge=0.0,
-        lt=1.0,
-        description="Dropout on the embeddings and residual branches; None: 0.1 when training sees the data 4+ times, else 0.",
-    )
-    attn_dropout: float | None = Field(
-        None, ge=0.0, lt=1.0, description="Dropout on the attention probabilities; None: the same as dropout."
-    )
-    rope_theta: float = Field(10000.0, gt=0, description="RoPE base frequency.")
-    tie_embeddings: bool = Field(True, description="Share the input embedding with the output projection.")
-
-
-class LoraConfig(BaseModel):
-    """Low-rank adapters (Hu et al. 2021) through ``peft``: only A and B matrices are trained."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    r: int = Field(8, ge=1, description="Rank of the adapters.")
-    alpha: float = Field(16.0, gt=0, description="Scale: the update is alpha / r * B A.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear",
-        description="Module names to adapt, or all-linear (every linear layer but the output head).",
-    )
-
-
-class HFCausalLMConfig(BaseModel):
-    """Fine-tuning of a local Hugging Face causal LM (a folder on disk; nothing is downloaded)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: Literal["hf_causal_lm"] = "hf_causal_lm"
-    path: str = Field(
-        description="Folder with config.json, the weights and tokenizer.json (save_pretrained output)."
-    )
-    lora: LoraConfig | None = Field(
-        default_factory=LoraConfig, description="LoRA adapters; null: full fine-tuning."
-    )
-    block_size: int = Field(512, ge=8, description="Training context length in tokens.")
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute activations in backward to save memory."
-    )
-    merge_lora: bool = Field(
-        True, description="Save the merged model (plain weights) rather than base + adapter."
-    )
-    quantize: Literal["none", "nf4"] = Field(
-        "none",
-        description="nf4: QLoRA, the frozen base in 4-bit NormalFloat (bitsandbytes; CPU or GPU), LoRA on top.",
-    )
-
-    @model_validator(mode="after")
-    def _qlora_needs_lora(self) -> HFCausalLMConfig:
-        if self.quantize != "none" and self.lora is None:
-            raise ValueError(
-                "quantize: nf4 trains LoRA adapters on a frozen 4-bit base: set lora (or quantize: none)"
-            )
-        return self
-
-
-ModelConfig = Annotated[GPTModelConfig | HFCausalLMConfig, Field(discriminator="type")]
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '5m', '1.5h', '1h30m' -> seconds."""
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(h|m|s)", text.strip().lower())
-    if not parts or "".join(f"{a}{b}" for a, b in parts) != re.sub(r"\s+", "", text.strip().lower()):
-        raise ValueError(f"not a duration: {text!r} (use 90s, 5m, 1h30m)")
-    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
-
-
-class ChatConfig(BaseModel):
-    """Train on conversations: each record holds a list of ``{role, content}`` messages."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    messages_field: str = Field(
-        "text",
-        description=(
-            "The record field (a column, else a meta key) holding the conversation: a list of"
-            " {role: system|user|assistant, content} or its JSON text (the json source's text_field: messages)."
-        ),
-    )
-
-
-class TrainConfig(BaseModel):
-    """The ``train:`` section: what model to train, for how long, and how."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model: ModelConfig = Field(
-        default_factory=GPTModelConfig,
-        description="The model: {type: gpt, ...} or {type: hf_causal_lm, path: ...}.",
-    )
-    tokenizer: TokenizerConfig = Field(
-        default_factory=TokenizerConfig, description="Tokenizer trained on the corpus (gpt only)."
-    )
-    time_budget: str | None = Field(
-        None, description="Wall-clock budget ('5m', '90s'); picks model size, batch and steps that fit."
-    )
-    max_steps: int | None = Field(
-        None,
-        ge=1,
-        description="Optimizer steps; None: from time_budget, else one pass over the data (50-20000 steps).",
-    )
-    seed: int = Field(1337, description="Seed of weights, batches and dropout: same seed, same loss curve.")
-    batch_size: int | None = Field(
-        None, ge=1, description="Sequences per micro-batch (per process); None: chosen from the model size."
-    )
-    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    lr: float | None = Field(None, gt=0, description="Peak learning rate; None: chosen from the model width.")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate as a fraction of the peak.")
-    optimizer: Literal["adamw", "muon"] = Field(
-        "adamw",
-        description="adamw; muon: Muon (orthogonalized momentum) for the GPT's hidden matrices, AdamW for the rest.",
-    )
-    weight_decay: float = Field(0.1, ge=0, description="Decoupled weight decay (matrices only).")
-    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
-    beta2: float | None = Field(
-        None, gt=0, lt=1, description="AdamW beta2; None: 0.99 for small batches (< 8192 tokens), else 0.95."
-    )
-    warmup_steps: int | None = Field(
-        None, ge=0, description="Linear warmup steps; None: 5% of the steps, at most 200."
-    )
-    schedule: Literal["cosine", "wsd", "constant"] = Field(
-        "cosine",
-        description="cosine decay to min_lr; wsd: warmup-stable-decay (linear decay over the last decay_fraction).",
-    )
-    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: fraction of the steps spent decaying.")
-    ema_decay: float | None = Field(
-        None,
-        gt=0,
-        lt=1,
-        description="Average the weights over training (e.g. 0.998); evaluations and the saved model use the average.",
-    )
-    grad_clip: float | None = Field(
-        1.0, gt=0, description="Clip the gradient's global norm to this; null: no clipping."
-    )
-    eval_interval: int | None = Field(
-        None, ge=1, description="Evaluate every N steps; None: about 10 times per run."
-    )
-    eval_tokens: int = Field(
-        32768,
-        ge=1,
-        description="Validation tokens per evaluation (the first N of the val split: deterministic).",
-    )
-    early_stopping_patience: int | None = Field(
-        None,
-        ge=1,
-        description="Stop after this many evaluations without improvement and keep the best weights.",
-    )
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto",
-        description=(
-            "bf16: autocast matmuls to bfloat16 with float32 weights; auto: bf16 where a short measured"
-            " matmul probe finds it at least 1.5x faster than fp32 (a bf16 GPU; AVX-512 BF16, not AVX2-only CPUs)."
-        ),
-    )
-    compile: bool = Field(
-        False, description="torch.compile the model (measured: no gain for small CPU models)."
-    )
-    checkpoint_interval: int | None = Field(
-        None, ge=1, description="Checkpoint every N steps; None: at every evaluation."
-    )
-    threads: int | None = Field(
-        None, ge=1, description="CPU threads; None: the cores not busy with other work at start."
-    )
-    log_interval: int = Field(10, ge=1, description="Report progress every N steps.")
-    controls: list[str] = Field(
-        default_factory=list,
-        description=(
-            "Record fields (a column, else a meta key) that condition generation: each value becomes a"
-            " control token (<|label=1|>) before the record's text, so `genloom generate --controls label=1`"
-            " asks for that kind of text."
-        ),
-    )
-
-    @field_validator("time_budget")
-    @classmethod
-    def _check_budget(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_duration(v)
-        return v
-
-    chat: ChatConfig | None = Field(
-        None,
-        description=(
-            "Conversations instead of plain text: each record's messages are written with the chat"
-            " template (<|user|>...<|end|>); exports carry the template."
-        ),
-    )
-
-    @model_validator(mode="after")
-    def _chat_needs_gpt(self) -> TrainConfig:
-        if self.chat is not None and self.model.type != "gpt":
-            raise ValueError(
-                "train.chat is implemented for the genloom GPT (type: gpt); a Hugging Face model's own chat"
-                " template is not applied yet"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _controls_need_gpt(self) -> TrainConfig:
-        if self.controls and self.model.type != "gpt":
-            raise ValueError(
-                "train.controls needs a tokenizer genloom trains (type: gpt); a pretrained tokenizer has no control tokens"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _muon_needs_gpt(self) -> TrainConfig:
-        if self.optimizer == "muon" and self.model.type != "gpt":
-            raise ValueError(
-                "train.optimizer: muon is for the genloom GPT (type: gpt); use adamw to fine-tune a Hugging Face model"
-            )
-        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,44 +229,6 @@ def build_model(plan: dict[str, Any], cfg: TrainConfig, device: torch.device) ->
 
     assert isinstance(cfg.model, HFCausalLMConfig)
     return HFCausalLM.from_config(cfg.model, device, compute_dtype=dtype_of(plan["precision"]))
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast (float32 master weights) or nothing."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def evaluate_loss(
-    model: nn.Module,
-    data: np.ndarray,
-    block_size: int,
-    max_tokens: int | None,
-    batch_size: int,
-    precision: str = "fp32",
-    device: torch.device | None = None,
-) -> tuple[float, int]:
-    """(mean loss in nats per predicted token, tokens predicted) over non-overlapping windows of ``data``."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    full = [w for w in eval_windows(data, block_size, max_tokens)]
-    groups: dict[int, list[np.ndarray]] = {}
-    for w in full:
-        groups.setdefault(len(w), []).append(w)
-    for windows in groups.values():
-        for i in range(0, len(windows), batch_size):
-            w = torch.from_numpy(np.stack(windows[i : i + batch_size])).to(device)
-            with autocast(precision, device):
-                _, loss = model(w[:, :-1], w[:, 1:])
-            n = w[:, 1:].numel()
-            total += float(loss) * n
-            count += n
-    model.train(was_training)
-    return (total / count if count else float("nan")), count
 
 
 # ---------------------------------------------------------------------------------------------

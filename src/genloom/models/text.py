@@ -1,17 +1,22 @@
-"""Text generation from a trained model folder: sampling, stop strings, controls, batched prompts."""
+"""A trained text model at run time: loading its folder, sampling (stop strings, controls, batched
+prompts, chat), and its held-out loss over token windows. Used by training, evaluation and
+serving alike, so it sits below all three."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from genloom.core.errors import ConfigError, NotFoundError
-from genloom.train.tokenizer import END_OF_TURN, EOD, format_controls
+from genloom.models.tokenizer import END_OF_TURN, EOD, format_controls
+from genloom.models.tokens import eval_windows
 
 if TYPE_CHECKING:
     import tokenizers
@@ -33,7 +38,7 @@ def load_model(model_dir: Path | str) -> tuple[nn.Module, tokenizers.Tokenizer]:
     from safetensors.torch import load_file
     from tokenizers import Tokenizer
 
-    from genloom.train.checkpoint import load_trainable_state
+    from genloom.models.weights import load_trainable_state
 
     model_dir = Path(model_dir)
     cfg = read_model_config(model_dir)
@@ -171,6 +176,44 @@ def generate(
 def generate_chat(model_dir: Path | str, messages: list[dict[str, str]], **sampling: Any) -> str:
     """The assistant's reply to a conversation, written with the chat template the model was
     trained with (``train.chat``); generation stops at the end of the turn."""
-    from genloom.train.tokenizer import format_chat
+    from genloom.models.tokenizer import format_chat
 
     return generate(model_dir, [format_chat(messages, add_generation_prompt=True)], **sampling)[0]
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast (float32 master weights) or nothing."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module,
+    data: np.ndarray,
+    block_size: int,
+    max_tokens: int | None,
+    batch_size: int,
+    precision: str = "fp32",
+    device: torch.device | None = None,
+) -> tuple[float, int]:
+    """(mean loss in nats per predicted token, tokens predicted) over non-overlapping windows of ``data``."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    full = [w for w in eval_windows(data, block_size, max_tokens)]
+    groups: dict[int, list[np.ndarray]] = {}
+    for w in full:
+        groups.setdefault(len(w), []).append(w)
+    for windows in groups.values():
+        for i in range(0, len(windows), batch_size):
+            w = torch.from_numpy(np.stack(windows[i : i + batch_size])).to(device)
+            with autocast(precision, device):
+                _, loss = model(w[:, :-1], w[:, 1:])
+            n = w[:, 1:].numel()
+            total += float(loss) * n
+            count += n
+    model.train(was_training)
+    return (total / count if count else float("nan")), count

@@ -1,0 +1,169 @@
+"""The ``train:`` section of a pipeline file: torch-free, registered as the ``train`` section so the
+pipeline config (``core.config``) builds it without importing the training loop."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from genloom.core.registry import SECTIONS
+from genloom.models.config import GPTModelConfig, ModelConfig
+from genloom.models.tokenizer import TokenizerConfig
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '5m', '1.5h', '1h30m' -> seconds."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(h|m|s)", text.strip().lower())
+    if not parts or "".join(f"{a}{b}" for a, b in parts) != re.sub(r"\s+", "", text.strip().lower()):
+        raise ValueError(f"not a duration: {text!r} (use 90s, 5m, 1h30m)")
+    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
+
+
+class ChatConfig(BaseModel):
+    """Train on conversations: each record holds a list of ``{role, content}`` messages."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    messages_field: str = Field(
+        "text",
+        description=(
+            "The record field (a column, else a meta key) holding the conversation: a list of"
+            " {role: system|user|assistant, content} or its JSON text (the json source's text_field: messages)."
+        ),
+    )
+
+
+@SECTIONS.register("train")
+class TrainConfig(BaseModel):
+    """The ``train:`` section: what model to train, for how long, and how."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: ModelConfig = Field(
+        default_factory=GPTModelConfig,
+        description="The model: {type: gpt, ...} or {type: hf_causal_lm, path: ...}.",
+    )
+    tokenizer: TokenizerConfig = Field(
+        default_factory=TokenizerConfig, description="Tokenizer trained on the corpus (gpt only)."
+    )
+    time_budget: str | None = Field(
+        None, description="Wall-clock budget ('5m', '90s'); picks model size, batch and steps that fit."
+    )
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Optimizer steps; None: from time_budget, else one pass over the data (50-20000 steps).",
+    )
+    seed: int = Field(1337, description="Seed of weights, batches and dropout: same seed, same loss curve.")
+    batch_size: int | None = Field(
+        None, ge=1, description="Sequences per micro-batch (per process); None: chosen from the model size."
+    )
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate; None: chosen from the model width.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate as a fraction of the peak.")
+    optimizer: Literal["adamw", "muon"] = Field(
+        "adamw",
+        description="adamw; muon: Muon (orthogonalized momentum) for the GPT's hidden matrices, AdamW for the rest.",
+    )
+    weight_decay: float = Field(0.1, ge=0, description="Decoupled weight decay (matrices only).")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    beta2: float | None = Field(
+        None, gt=0, lt=1, description="AdamW beta2; None: 0.99 for small batches (< 8192 tokens), else 0.95."
+    )
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Linear warmup steps; None: 5% of the steps, at most 200."
+    )
+    schedule: Literal["cosine", "wsd", "constant"] = Field(
+        "cosine",
+        description="cosine decay to min_lr; wsd: warmup-stable-decay (linear decay over the last decay_fraction).",
+    )
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: fraction of the steps spent decaying.")
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Average the weights over training (e.g. 0.998); evaluations and the saved model use the average.",
+    )
+    grad_clip: float | None = Field(
+        1.0, gt=0, description="Clip the gradient's global norm to this; null: no clipping."
+    )
+    eval_interval: int | None = Field(
+        None, ge=1, description="Evaluate every N steps; None: about 10 times per run."
+    )
+    eval_tokens: int = Field(
+        32768,
+        ge=1,
+        description="Validation tokens per evaluation (the first N of the val split: deterministic).",
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many evaluations without improvement and keep the best weights.",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description=(
+            "bf16: autocast matmuls to bfloat16 with float32 weights; auto: bf16 where a short measured"
+            " matmul probe finds it at least 1.5x faster than fp32 (a bf16 GPU; AVX-512 BF16, not AVX2-only CPUs)."
+        ),
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model (measured: no gain for small CPU models)."
+    )
+    checkpoint_interval: int | None = Field(
+        None, ge=1, description="Checkpoint every N steps; None: at every evaluation."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads; None: the cores not busy with other work at start."
+    )
+    log_interval: int = Field(10, ge=1, description="Report progress every N steps.")
+    controls: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Record fields (a column, else a meta key) that condition generation: each value becomes a"
+            " control token (<|label=1|>) before the record's text, so `genloom generate --controls label=1`"
+            " asks for that kind of text."
+        ),
+    )
+
+    @field_validator("time_budget")
+    @classmethod
+    def _check_budget(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    chat: ChatConfig | None = Field(
+        None,
+        description=(
+            "Conversations instead of plain text: each record's messages are written with the chat"
+            " template (<|user|>...<|end|>); exports carry the template."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _chat_needs_gpt(self) -> TrainConfig:
+        if self.chat is not None and self.model.type != "gpt":
+            raise ValueError(
+                "train.chat is implemented for the genloom GPT (type: gpt); a Hugging Face model's own chat"
+                " template is not applied yet"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _controls_need_gpt(self) -> TrainConfig:
+        if self.controls and self.model.type != "gpt":
+            raise ValueError(
+                "train.controls needs a tokenizer genloom trains (type: gpt); a pretrained tokenizer has no control tokens"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _muon_needs_gpt(self) -> TrainConfig:
+        if self.optimizer == "muon" and self.model.type != "gpt":
+            raise ValueError(
+                "train.optimizer: muon is for the genloom GPT (type: gpt); use adamw to fine-tune a Hugging Face model"
+            )
+        return self
