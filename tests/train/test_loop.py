@@ -186,11 +186,6 @@ def test_time_budget_sizes_the_schedule(tmp_path: Path, monkeypatch: pytest.Monk
         TrainConfig(time_budget="soon")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: _resize_for_budget charges every evaluation for eval_tokens (32,768) even when "
-    "the validation split is smaller (3,160 tokens here), so an 8 s budget plans 41 steps and uses 0.9 s",
-)
 def test_time_budget_counts_the_validation_tokens_there_are(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

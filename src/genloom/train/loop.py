@@ -412,7 +412,9 @@ def train(
             t_cal = time.monotonic()
         elif calibrate is not None and step == calibrate[1]:
             step_s = (time.monotonic() - t_cal) / (calibrate[1] - calibrate[0])
-            n_steps = _resize_for_budget(plan, cfg, budget or 0.0, time.monotonic() - t_start, step, step_s)
+            n_steps = _resize_for_budget(
+                plan, cfg, budget or 0.0, time.monotonic() - t_start, step, step_s, len(val_data)
+            )
             if world > 1:  # every rank must run the same number of steps: rank 0 decides
                 import torch.distributed as dist
 
@@ -554,13 +556,20 @@ def _steps_for_budget(
 
 
 def _resize_for_budget(
-    plan: dict[str, Any], cfg: TrainConfig, budget_s: float, elapsed_s: float, step: int, step_s: float
+    plan: dict[str, Any],
+    cfg: TrainConfig,
+    budget_s: float,
+    elapsed_s: float,
+    step: int,
+    step_s: float,
+    val_tokens: int,
 ) -> int:
     """The schedule's length from the step time measured on real steps: the budget minus what has
-    been spent, the evaluations (about a third of a training step per token) and 4% for the save."""
+    been spent, the evaluations (about a third of a training step per token, over the validation
+    tokens there are, at most ``eval_tokens``) and 4% for the save."""
     tokens_per_step = plan["batch_size"] * plan["block_size"] * cfg.grad_accum
     evals = plan["max_steps"] // plan["eval_interval"] + 1
-    eval_s = evals * cfg.eval_tokens / tokens_per_step * step_s / 3
+    eval_s = evals * min(cfg.eval_tokens, val_tokens) / tokens_per_step * step_s / 3
     n = step + max(1, int((0.96 * budget_s - elapsed_s - eval_s) / step_s))
     plan.setdefault("first_estimate_steps", plan["max_steps"])
     plan["max_steps"], plan["measured_step_s"] = n, step_s
