@@ -63,11 +63,6 @@ def test_regex_words_close_to_spacy() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: the regex splits words at combining marks (Devanagari vowel signs, decomposed "
-    "accents, U+0331), so Hindi or Bengali text fails the word-length rule; spaCy keeps these words whole",
-)
 def test_regex_words_keep_combining_marks() -> None:
     assert split_words("सभी मनुष्यों को") == ["सभी", "मनुष्यों", "को"]
     assert split_words("cafe\u0301 o\u0331'ne") == ["cafe\u0301", "o\u0331'ne"]
