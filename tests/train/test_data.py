@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from genloom.core.errors import GenloomError
+from genloom.models import tokens as tokens_mod
 from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
 from genloom.models.tokens import eval_windows, load_tokens, pack_tokens
-from genloom.train import data as data_mod
 from genloom.train.data import TokenBatches
 
 
 def test_pack_tokens_writes_docs_separated_by_eod(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(data_mod, "CHUNK_CHARS", 10)  # several chunks: the streaming path
+    monkeypatch.setattr(tokens_mod, "CHUNK_CHARS", 10)  # several chunks: the streaming path
     docs = ["hello world", "", "second doc", "third"]
     tok = train_tokenizer(iter(docs), TokenizerConfig(kind="char"))
     meta = pack_tokens(tok, iter(docs), tmp_path / "train.bin")

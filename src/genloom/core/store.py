@@ -37,6 +37,15 @@ def content_key(*parts: Any) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
 
+def sha256_file(path: str) -> str:
+    """The SHA-256 of a file, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(4 * 2**20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_parquet_bytes(table: pa.Table) -> bytes:
     """Serialise a table the same way everywhere (zstd, statistics), so equal data gives equal bytes."""
     buf = io.BytesIO()
@@ -123,11 +132,7 @@ class ArtifactStore:
         entry = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}"
         digest = memo.get(entry)
         if digest is None:
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                while block := f.read(4 * 2**20):
-                    h.update(block)
-            digest = memo[entry] = h.hexdigest()
+            digest = memo[entry] = sha256_file(path)
             self._digests_dirty = True
         return digest
 

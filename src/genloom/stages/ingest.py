@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from genloom.core.runner import ShardTask, check_unique_ids, run_shard, working_dir
+from genloom.core.runner import ShardTask, run_shard, working_dir
 from genloom.core.stats import merge_stats
 from genloom.core.store import content_key
 from genloom.stages.base import RunContext, Stage, StagePlan, StageResult
-from genloom.stages.steps import check_drops, map_shards
+from genloom.stages.steps import finish_data_stage, map_shards
 
 
 class IngestStage(Stage):
@@ -55,30 +55,4 @@ class IngestStage(Stage):
         assert plan.key is not None
         force = plan.stage in ctx.forced
         outputs = map_shards(ctx, plan.stage, [replace(t, force=force) for t in plan.shards], run_shard)
-        rows = sum(o["rows"] for o in outputs)
-        check_unique_ids(ctx.store, plan.stage, [o["shard_key"] for o in outputs])
-        check_drops(ctx, plan.stage, None, rows)
-        stats = merge_stats([o["stats"] for o in outputs])
-        rejected = sum(o["rejected"] for o in outputs)
-        ctx.store.write_manifest(
-            plan.stage,
-            plan.key,
-            {
-                "stage": plan.stage,
-                "key": plan.key,
-                "shards": [o["shard_key"] for o in outputs],
-                "rows": rows,
-                "rejected": rejected,
-                "stats": stats,
-                "ingredients": plan.ingredients,
-            },
-        )
-        return StageResult(
-            plan.stage,
-            "ran",
-            plan.key,
-            reason,
-            0.0,
-            rows,
-            {"steps": stats, "rejected": rejected, "rows_in": None},
-        )
+        return finish_data_stage(ctx, plan, outputs, merge_stats([o["stats"] for o in outputs]), None, reason)

@@ -88,32 +88,35 @@ class StepsStage(Stage):
             outputs = map_shards(ctx, plan.stage, tasks, run_shard)
             stats.update(merge_stats([o["stats"] for o in outputs]))
             cur_stage, cur_shards = plan.stage, [t.shard_key for t in tasks]
-        rows = sum(o["rows"] for o in outputs)
-        check_unique_ids(ctx.store, plan.stage, [o["shard_key"] for o in outputs])
-        rejected = sum(o["rejected"] for o in outputs)
-        check_drops(ctx, plan.stage, rows_in, rows)
-        ctx.store.write_manifest(
-            plan.stage,
-            plan.key,
-            {
-                "stage": plan.stage,
-                "key": plan.key,
-                "shards": [o["shard_key"] for o in outputs],
-                "rows": rows,
-                "rejected": rejected,
-                "stats": stats,
-                "ingredients": plan.ingredients,
-            },
-        )
-        return StageResult(
-            plan.stage,
-            "ran",
-            plan.key,
-            reason,
-            0.0,
-            rows,
-            {"steps": stats, "rejected": rejected, "rows_in": rows_in},
-        )
+        return finish_data_stage(ctx, plan, outputs, stats, rows_in, reason)
+
+
+def finish_data_stage(
+    ctx: RunContext,
+    plan: StagePlan,
+    outputs: list[dict[str, Any]],
+    stats: dict[str, Any],
+    rows_in: int | None,
+    reason: str,
+) -> StageResult:
+    """Check the stage's output (unique ids, drops), then write its manifest: the stage is done."""
+    assert plan.key is not None
+    rows = sum(o["rows"] for o in outputs)
+    check_unique_ids(ctx.store, plan.stage, [o["shard_key"] for o in outputs])
+    check_drops(ctx, plan.stage, rows_in, rows)
+    rejected = sum(o["rejected"] for o in outputs)
+    manifest = {
+        "stage": plan.stage,
+        "key": plan.key,
+        "shards": [o["shard_key"] for o in outputs],
+        "rows": rows,
+        "rejected": rejected,
+        "stats": stats,
+        "ingredients": plan.ingredients,
+    }
+    ctx.store.write_manifest(plan.stage, plan.key, manifest)
+    stats_out = {"steps": stats, "rejected": rejected, "rows_in": rows_in}
+    return StageResult(plan.stage, "ran", plan.key, reason, 0.0, rows, stats_out)
 
 
 def map_shards(

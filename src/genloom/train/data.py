@@ -1,10 +1,5 @@
-"""Token ids packed into a flat memmap (``.bin``) with a JSON sidecar, and the batches read from it.
-
-Layout of ``train.bin``: every document's ids followed by the end-of-document id, back to back, as
-uint16 (vocabularies up to 65,535) or uint32. ``train.json`` (the sidecar) holds the dtype, the
-token, character and document counts, and the name of ``train.docs.npy``: the offset of each
-document's first token (uint64), for samplers that respect document boundaries.
-"""
+"""The training batches: windows of the packed token file (``genloom.models.tokens``), a fresh
+shuffle per pass, the same for a given (seed, step, micro, rank) so a resumed run is exact."""
 
 from __future__ import annotations
 
@@ -16,10 +11,6 @@ from genloom.core.errors import GenloomError
 
 if TYPE_CHECKING:
     import torch
-
-# texts are encoded in chunks of about this many characters: bounded memory, and big enough for
-# the tokenizer's own thread pool (encode_batch runs in parallel) to pay off
-CHUNK_CHARS = 4_000_000
 
 
 class TokenBatches:

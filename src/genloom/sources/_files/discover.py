@@ -8,12 +8,13 @@ opened (reading a FIFO blocks), so the reader can quarantine them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from genloom.core.store import sha256_file
 
 _MAGIC = re.compile(r"[*?\[]")
 
@@ -181,9 +182,5 @@ def file_fingerprint(path: str) -> str:
     key = (path, st.st_size, st.st_mtime_ns)
     digest = _HASHES.get(key)
     if digest is None:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(4 * 2**20):
-                h.update(block)
-        digest = _HASHES[key] = h.hexdigest()
+        digest = _HASHES[key] = sha256_file(path)
     return f"{st.st_size}:{st.st_mtime_ns}:{digest}"
