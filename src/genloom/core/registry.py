@@ -83,6 +83,9 @@ CLEANERS = Registry("clean")
 PREPROCESSORS = Registry("preprocess")
 FEATURES = Registry("features")
 
+#: model families (``genloom.models.base.ModelFamily``), by ``train.model.type``; a family's module
+#: is imported on first use (``models.base.family``), never by ``load_all``, so configs stay torch-free
+MODELS = Registry("models")
 #: config sections of a pipeline file contributed from above core (``train`` by genloom.train.config),
 #: so core builds the whole pipeline model without importing those packages
 SECTIONS = Registry("sections")

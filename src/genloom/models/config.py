@@ -3,7 +3,7 @@ never imports torch."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,6 +14,10 @@ class GPTModelConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: Literal["gpt"] = "gpt"
+    #: the pipeline trains its tokenizer on the corpus (so control and chat tokens can be added)
+    trains_tokenizer: ClassVar[bool] = True
+    #: Muon applies to its hidden matrices
+    muon: ClassVar[bool] = True
     preset: Literal["auto", "tiny", "mini", "small", "base", "medium", "large"] = Field(
         "auto", description="Named size; auto: the largest that the time budget and the data size support."
     )
@@ -58,6 +62,8 @@ class HFCausalLMConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: Literal["hf_causal_lm"] = "hf_causal_lm"
+    trains_tokenizer: ClassVar[bool] = False  # it brings its own
+    muon: ClassVar[bool] = False
     path: str = Field(
         description="Folder with config.json, the weights and tokenizer.json (save_pretrained output)."
     )

@@ -53,14 +53,13 @@ def export_hf(model_dir: Path | str, out_dir: Path | str) -> Path:
         raise MissingDependencyError("transformers", "pip install 'genloom[hf]'") from e
     from safetensors.torch import save_file
 
-    from genloom.models.text import load_model, read_model_config
+    from genloom.models.text import load_model
 
-    if read_model_config(model_dir)["model_type"] != "gpt":
+    model, tok = load_model(model_dir)
+    if not isinstance(model, GPT):
         raise ConfigError(
             f"{model_dir} is not a genloom GPT", hint="a fine-tuned HF model is already in hf_model/"
         )
-    model, tok = load_model(model_dir)
-    assert isinstance(model, GPT)
     cfg = model.cfg
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,20 +99,10 @@ def export_hf(model_dir: Path | str, out_dir: Path | str) -> Path:
 
 
 def export_model(model_dir: Path | str, out_dir: Path | str) -> Path:
-    """A trained model folder as a Hugging Face folder: a genloom GPT converted to Llama, a
-    fine-tuned Hugging Face model copied from its merged ``hf_model/``."""
-    import shutil
-
+    """A trained model folder as a Hugging Face folder, written by its family (a genloom GPT
+    converted to Llama, a fine-tuned Hugging Face model copied from its merged ``hf_model/``)."""
+    from genloom.models.base import family
     from genloom.models.text import read_model_config
 
-    model_dir, out = Path(model_dir), Path(out_dir)
-    if read_model_config(model_dir)["model_type"] == "gpt":
-        return export_hf(model_dir, out)
-    if not (model_dir / "hf_model").is_dir():
-        raise ConfigError(
-            f"{model_dir} holds a LoRA adapter, not merged weights",
-            path="train.model.merge_lora",
-            hint="train with merge_lora: true, or load the adapter with peft on its base model",
-        )
-    shutil.copytree(model_dir / "hf_model", out, dirs_exist_ok=True)
-    return out
+    model_dir = Path(model_dir)
+    return family(read_model_config(model_dir)["model_type"]).export_hf(model_dir, Path(out_dir))

@@ -24,6 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genloom.core.errors import ConfigError, MissingDependencyError, NotFoundError
+from genloom.core.registry import MODELS
+from genloom.models.base import ModelFamily
 from genloom.models.gpt import decay_groups
 
 if TYPE_CHECKING:
@@ -247,3 +249,41 @@ def _base_with_adapter(base_path: Path, adapter_dir: Path) -> Any:
     )
     with _quiet_peft():
         return peft.PeftModel.from_pretrained(base, str(adapter_dir))
+
+
+@MODELS.register("hf_causal_lm")
+class HFCausalLMFamily(ModelFamily):
+    """A local Hugging Face causal LM fine-tuned (full, LoRA or QLoRA) with its own tokenizer."""
+
+    name = "hf_causal_lm"
+
+    def plan(
+        self, cfg: Any, vocab_size: int, n_train_tokens: int, budget_s: float | None, device: torch.device
+    ) -> tuple[dict[str, Any], int]:
+        return {"block_size": cfg.block_size}, 1024
+
+    def default_lr(self, cfg: Any, width: int) -> float:
+        return 2e-5 if cfg.lora is None else 2e-4  # full fine-tuning moves a pretrained model gently
+
+    def build(
+        self, plan: dict[str, Any], cfg: Any, device: torch.device, compute_dtype: torch.dtype
+    ) -> nn.Module:
+        return HFCausalLM.from_config(cfg, device, compute_dtype=compute_dtype)
+
+    def save(self, model: nn.Module, plan: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+        model.save(out_dir)  # type: ignore[operator]
+        return {}
+
+    def load(self, model_dir: Path, config: dict[str, Any]) -> tuple[nn.Module, Any]:
+        model = HFCausalLM.load(model_dir)
+        return model, model.tokenizer
+
+    def export_hf(self, model_dir: Path, out_dir: Path) -> Path:
+        if not (Path(model_dir) / "hf_model").is_dir():
+            raise ConfigError(
+                f"{model_dir} holds a LoRA adapter, not merged weights",
+                path="train.model.merge_lora",
+                hint="train with merge_lora: true, or load the adapter with peft on its base model",
+            )
+        shutil.copytree(Path(model_dir) / "hf_model", out_dir, dirs_exist_ok=True)
+        return Path(out_dir)

@@ -35,26 +35,12 @@ def read_model_config(model_dir: Path | str) -> dict[str, Any]:
 
 def load_model(model_dir: Path | str) -> tuple[nn.Module, tokenizers.Tokenizer]:
     """The model (eval mode, CPU or CUDA) and tokenizer saved in ``model_dir`` by ``train()``."""
-    from safetensors.torch import load_file
-    from tokenizers import Tokenizer
-
-    from genloom.models.weights import load_trainable_state
+    from genloom.models.base import family
 
     model_dir = Path(model_dir)
     cfg = read_model_config(model_dir)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    model: nn.Module
-    if cfg["model_type"] == "gpt":
-        from genloom.models.gpt import GPT, GPTConfig
-
-        model = GPT(GPTConfig.from_dict(cfg["gpt"]))
-        load_trainable_state(model, load_file(str(model_dir / "model.safetensors")))
-        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    else:
-        from genloom.models.hf_causal_lm import HFCausalLM
-
-        model = HFCausalLM.load(model_dir)
-        tokenizer = model.tokenizer  # type: ignore[assignment]
+    model, tokenizer = family(cfg["model_type"]).load(model_dir, cfg)
     return model.to(device).eval(), tokenizer
 
 

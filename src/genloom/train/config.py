@@ -145,7 +145,7 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _chat_needs_gpt(self) -> TrainConfig:
-        if self.chat is not None and self.model.type != "gpt":
+        if self.chat is not None and not self.model.trains_tokenizer:
             raise ValueError(
                 "train.chat is implemented for the genloom GPT (type: gpt); a Hugging Face model's own chat"
                 " template is not applied yet"
@@ -154,7 +154,7 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _controls_need_gpt(self) -> TrainConfig:
-        if self.controls and self.model.type != "gpt":
+        if self.controls and not self.model.trains_tokenizer:
             raise ValueError(
                 "train.controls needs a tokenizer genloom trains (type: gpt); a pretrained tokenizer has no control tokens"
             )
@@ -162,7 +162,7 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _muon_needs_gpt(self) -> TrainConfig:
-        if self.optimizer == "muon" and self.model.type != "gpt":
+        if self.optimizer == "muon" and not self.model.muon:
             raise ValueError(
                 "train.optimizer: muon is for the genloom GPT (type: gpt); use adamw to fine-tune a Hugging Face model"
             )

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from genloom.core.errors import ConfigError, NotFoundError
-from genloom.models.config import GPTModelConfig, HFCausalLMConfig
+from genloom.core.errors import ConfigError
+from genloom.models.base import family
 from genloom.models.text import autocast, evaluate_loss
 from genloom.models.tokens import load_tokens, read_sidecar
 from genloom.train import checkpoint as ckpt_io
@@ -63,26 +63,6 @@ def pick_threads(requested: int | None) -> int:
     return cores
 
 
-def choose_preset(n_train_tokens: int, budget_s: float | None, device: torch.device) -> str:
-    """The largest preset that the compute (Chinchilla: ~20 tokens per parameter) and the data support."""
-    from genloom.models.gpt import PRESETS, GPTConfig
-
-    flops_per_s = 4e13 if device.type == "cuda" else 1.2e11  # sustained, conservative
-    order = ["tiny", "mini", "small", "base", "medium", "large"]
-    best = "mini"
-    for name in order[1:]:
-        cfg = GPTConfig.from_preset(name, vocab_size=1)
-        n = cfg.n_layer * (4 * cfg.n_embd**2 + 3 * cfg.n_embd * cfg.ffn_hidden)
-        tokens_needed = 20 * n
-        if budget_s is not None and 6 * n * tokens_needed > flops_per_s * budget_s:
-            break
-        if tokens_needed > 8 * n_train_tokens:  # more than ~8 epochs of data: it would overfit
-            break
-        best = name
-    assert best in PRESETS
-    return best
-
-
 def resolve_precisions(cfg: TrainConfig, device: torch.device, probe: ProbeSource) -> dict[str, str]:
     """The plan's precisions from the machine probe: ``precision`` (autocast; also the compute
     dtype of 4-bit quantized layers) and, for Muon, ``muon_precision`` (its Newton-Schulz matmuls,
@@ -118,44 +98,14 @@ def make_plan(
     ``probe_machine()``, cached per machine); it is called only where a choice needs it.
     """
     budget = parse_duration(cfg.time_budget) if cfg.time_budget else None
-    m = cfg.model
-    plan: dict[str, Any] = {"type": m.type}
-    if isinstance(m, GPTModelConfig):
-        from genloom.models.gpt import GPTConfig
-
-        preset = m.preset if m.preset != "auto" else choose_preset(n_train_tokens, budget, device)
-        try:
-            gcfg = GPTConfig.from_preset(
-                preset,
-                vocab_size=_round_vocab(vocab_size),
-                n_layer=m.n_layer,
-                n_head=m.n_head,
-                n_kv_head=m.n_kv_head,
-                n_embd=m.n_embd,
-                ffn_hidden=m.ffn_hidden,
-                block_size=m.block_size,
-                dropout=m.dropout,
-                attn_dropout=m.attn_dropout,
-                rope_theta=m.rope_theta,
-                tie_embeddings=m.tie_embeddings,
-            )
-        except ValueError as e:
-            raise ConfigError(str(e), path="train.model", hint="pick n_embd divisible by n_head") from e
-        plan["preset"], plan["gpt"] = preset, gcfg.to_dict()
-        if m.dropout is None:  # a time budget measures its steps with dropout on (the slower case)
-            plan["gpt"]["dropout"] = AUTO_DROPOUT
-        width, block = gcfg.n_embd, gcfg.block_size
-    else:
-        width, block = 1024, m.block_size
-    plan["block_size"] = block
+    fam = family(cfg.model.type)
+    plan: dict[str, Any] = {"type": cfg.model.type}
+    entries, width = fam.plan(cfg.model, vocab_size, n_train_tokens, budget, device)
+    plan.update(entries)
+    block = plan["block_size"]
     # tokens per micro-batch: small on CPU (more, cheaper steps learn more per token), big on GPUs
     plan["batch_size"] = cfg.batch_size or max(4, (2048 if device.type == "cpu" else 16384) // block)
-    # peak lr: 1e-3 around width 128-384, smaller for wider models (muP-like 1/width beyond that)
-    default_lr = (
-        2e-5
-        if m.type == "hf_causal_lm" and m.lora is None
-        else (2e-4 if m.type == "hf_causal_lm" else min(2e-3, 0.4 / width))
-    )
+    default_lr = fam.default_lr(cfg.model, width)
     plan["lr"] = cfg.lr or default_lr
     plan["beta2"] = cfg.beta2 or (0.99 if plan["batch_size"] * block * cfg.grad_accum < 8192 else 0.95)
     plan.update(resolve_precisions(cfg, device, probe or _lazy_probe(None)))
@@ -168,25 +118,11 @@ def make_plan(
     return plan
 
 
-#: dropout chosen when the model's is not set and training repeats the data ``AUTO_DROPOUT_EPOCHS``+
-#: times: on tiny Shakespeare (10 passes in 5 minutes) 0.1 gave 2.097 bits/char, 0.05 2.121,
-#: 0.15 2.124 and 0 2.173 (benchmarks/train_shakespeare.py, 2300 steps of 2048 tokens).
-AUTO_DROPOUT, AUTO_DROPOUT_EPOCHS = 0.1, 4.0
-
-
 def auto_dropout(plan: dict[str, Any], cfg: TrainConfig, n_train_tokens: int) -> None:
-    """Sets the GPT's dropout from how often the schedule goes over the data, unless the config set it."""
-    if plan["type"] != "gpt" or not isinstance(cfg.model, GPTModelConfig) or cfg.model.dropout is not None:
-        return
+    """Lets the family set its regularisation from how often the schedule goes over the data."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     tokens = plan["max_steps"] * plan["batch_size"] * plan["block_size"] * cfg.grad_accum * world
-    epochs = tokens / max(1, n_train_tokens)
-    plan["gpt"]["dropout"] = AUTO_DROPOUT if epochs >= AUTO_DROPOUT_EPOCHS else 0.0
-
-
-def _round_vocab(v: int) -> int:
-    """Vocabulary rows padded to a multiple of 64 (faster matmuls; the extra ids are never produced)."""
-    return 64 * math.ceil(v / 64)
+    family(plan["type"]).set_dropout(plan, cfg.model, tokens / max(1, n_train_tokens))
 
 
 def finish_plan(plan: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
@@ -221,14 +157,7 @@ def lr_at(step: int, plan: dict[str, Any], cfg: TrainConfig) -> float:
 
 def build_model(plan: dict[str, Any], cfg: TrainConfig, device: torch.device) -> nn.Module:
     """The model of a plan, on ``device``; its forward is ``(idx, targets) -> (logits, loss)``."""
-    if plan["type"] == "gpt":
-        from genloom.models.gpt import GPT, GPTConfig
-
-        return GPT(GPTConfig.from_dict(plan["gpt"])).to(device)
-    from genloom.models.hf_causal_lm import HFCausalLM
-
-    assert isinstance(cfg.model, HFCausalLMConfig)
-    return HFCausalLM.from_config(cfg.model, device, compute_dtype=dtype_of(plan["precision"]))
+    return family(plan["type"]).build(plan, cfg.model, device, dtype_of(plan["precision"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,7 +221,7 @@ def train(
     torch.manual_seed(cfg.seed)
     model = build_model(plan, cfg, device)
     packed_vocab = read_sidecar(train_bin).get("vocab_size")
-    if plan["type"] == "gpt" and packed_vocab and packed_vocab > vocab_size:
+    if vocab_size and packed_vocab and packed_vocab > vocab_size:
         raise ConfigError(
             "the token file was packed with a larger vocabulary than tokenizer.json",
             path="train",
@@ -506,16 +435,7 @@ def train(
 
 
 def _vocab_size(cfg: TrainConfig, out_dir: Path) -> int:
-    if cfg.model.type != "gpt":
-        return 0
-    tok_path = out_dir / "tokenizer.json"
-    if not tok_path.exists():
-        raise NotFoundError(
-            f"no tokenizer.json in {out_dir}: the train stage needs the tokenizer beside the model"
-        )
-    from tokenizers import Tokenizer
-
-    return int(Tokenizer.from_file(str(tok_path)).get_vocab_size())
+    return family(cfg.model.type).vocab_size(out_dir)
 
 
 def _steps_for_budget(
@@ -589,19 +509,15 @@ def _save_weights(model: nn.Module, path: Path) -> None:
 def save_model(
     model: nn.Module, plan: dict[str, Any], cfg: TrainConfig, out_dir: Path, metrics: dict[str, Any]
 ) -> None:
-    """Writes the final model: weights + config.json (model and train config) + metrics.json."""
+    """Writes the final model: the family's weights + config.json (model and train config) + metrics.json."""
     out_dir = Path(out_dir)
-    if plan["type"] == "gpt":
-        _save_weights(model, out_dir / "model.safetensors")
-    else:
-        model.save(out_dir)  # type: ignore[operator]
+    extra = family(plan["type"]).save(model, plan, out_dir)
     config = {
         "format": "genloom",
         "model_type": plan["type"],
         "plan": plan,
         "train": cfg.model_dump(mode="json"),
+        **extra,
     }
-    if plan["type"] == "gpt":
-        config["gpt"] = plan["gpt"]
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
