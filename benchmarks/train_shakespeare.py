@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SKIP: {args.data} not found (the tiny Shakespeare corpus; see ../shared/data/SOURCES.md)")
         print(json.dumps({"skipped": True, "reason": f"missing {args.data}"}))
         return 0
-    from genloom.train.loop import pick_threads
+    from genloom.train.plan import pick_threads
 
     args.threads = pick_threads(args.threads)
     torch.set_num_threads(args.threads)

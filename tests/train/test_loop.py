@@ -20,7 +20,8 @@ from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
 from genloom.models.tokens import pack_tokens
 from genloom.train.checkpoint import latest_checkpoint
 from genloom.train.config import TrainConfig, parse_duration
-from genloom.train.loop import lr_at, train
+from genloom.train.loop import train
+from genloom.train.plan import lr_at
 
 
 def corpus(n: int, seed: int = 0) -> list[str]:
@@ -117,7 +118,7 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
         model=TINY, max_steps=600, batch_size=4, checkpoint_interval=5, precision="fp32", threads=1
     )
     script = (
-        "import sys; from pathlib import Path; from genloom.train.loop import TrainConfig, train; "
+        "import sys; from pathlib import Path; from genloom.train.config import TrainConfig; from genloom.train.loop import train; "
         "cfg = TrainConfig.model_validate_json(sys.argv[1]); "
         "train(cfg, Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))"
     )
@@ -267,7 +268,7 @@ def test_weight_average_is_what_gets_evaluated_and_saved(tmp_path: Path) -> None
 
 
 def test_dropout_is_chosen_from_the_passes_over_the_data() -> None:
-    from genloom.train.loop import make_plan
+    from genloom.train.plan import make_plan
 
     cpu = torch.device("cpu")
     many = TrainConfig(model=TINY, max_steps=1000, batch_size=4)  # 1000 x 4 x 32 tokens over 10k: 12.8 passes

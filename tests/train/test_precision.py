@@ -12,8 +12,9 @@ from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
 from genloom.models.tokens import pack_tokens
 from genloom.train import precision as P
 from genloom.train.config import TrainConfig
-from genloom.train.loop import make_plan, train
+from genloom.train.loop import train
 from genloom.train.optim import Muon, build_optimizer, orthogonalize
+from genloom.train.plan import make_plan
 
 CPU = torch.device("cpu")
 # what the two CPUs of this project's machines measure (../shared/notes/machines.md)
