@@ -79,7 +79,7 @@ def test_generation_under_a_label_control_follows_the_label(tmp_path: Path, text
     samples = {
         label: generate(
             model_dir,
-            [""] * 120,
+            [""] * 200,
             max_new_tokens=48,
             temperature=0.5,
             seed=int(label),
@@ -95,9 +95,10 @@ def test_generation_under_a_label_control_follows_the_label(tmp_path: Path, text
         for label, texts in samples.items()
     }
     print(f"positive rate: label=1 {positive['1']:.2f}, label=0 {positive['0']:.2f}")
-    # measured on this machine (1000 steps, temperature 0.5, 120 samples each): label=1 0.83,
-    # label=0 0.55; the classifier leans positive on generated text, so the gap is what counts
-    assert positive["1"] - positive["0"] >= 0.2, positive
+    # measured on this machine (1000 steps in fp32, temperature 0.5, 200 samples each): label=1
+    # 0.81, label=0 0.45 (with 120 samples: 0.76 and 0.53); the classifier leans positive on
+    # generated text, so the gap is what counts (its standard error is about 0.05)
+    assert positive["1"] - positive["0"] >= 0.15, positive
 
     with pytest.raises(ConfigError, match="not trained with controls"):
         generate(model_dir, [""], max_new_tokens=4, controls={"label": "2"})
