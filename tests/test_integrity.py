@@ -448,3 +448,31 @@ def test_the_weights_of_a_local_base_model_are_in_the_train_key(tmp_path: Path) 
     }
     (base / "model.safetensors").write_bytes(b"weights v2")
     assert train_plan().key != before.key
+
+
+def test_nothing_changes_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _files_pipeline(
+        tmp_path / "p",
+        clean=[{"type": "dedup_minhash", "hash": "blake2b", "index_path": "state/index.npy"}],
+        executor={"type": "local", "workers": 2},
+    )
+    (path.parent / "data").mkdir()
+    for i in range(4):
+        (path.parent / "data" / f"d{i}.txt").write_text(_text(i))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    def no_chdir(_path: Any) -> None:
+        raise AssertionError("genloom changed the working directory")
+
+    monkeypatch.setattr(os, "chdir", no_chdir)
+    p = Pipeline.from_file("../p/pipeline.yaml")
+    try:
+        p.run()
+    finally:
+        p.close()
+    ids = sorted(r["id"] for r in _records(path, "clean"))
+    assert ids == [f"text:data/d{i}.txt" for i in range(4)]  # ids stay relative to the project
+    assert (path.parent / "state" / "index.npy").is_file() and not (elsewhere / "state").exists()
+    assert os.listdir(elsewhere) == []

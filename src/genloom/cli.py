@@ -78,12 +78,9 @@ def _slug(name: str) -> str:
 def validate(file: FileArg, set_: SetOpt = None) -> None:
     """Check a pipeline file; print OK or each mistake with its place and fix (exit code 2)."""
     from genloom.core.config import load_config
-    from genloom.core.runner import working_dir
 
-    path = file.resolve()  # once: inside working_dir a relative path would resolve again, wrongly
     try:
-        with working_dir(str(path.parent)):
-            load_config(path, set_)
+        load_config(file, set_)  # relative paths inside are relative to the file's folder
     except GenloomError as e:
         _fail(e)
     out.print(f"{file}: OK")

@@ -25,7 +25,6 @@ from genloom.core.catalog import Catalog, resolve_url
 from genloom.core.config import load_config, validate_config
 from genloom.core.errors import GenloomError, NotFoundError
 from genloom.core.progress import Reporter
-from genloom.core.runner import working_dir
 from genloom.core.store import ArtifactStore
 from genloom.stages.base import (
     ARTIFACT_KINDS,
@@ -101,8 +100,7 @@ class Pipeline:
     ) -> Pipeline:
         """Load and validate a pipeline file; relative paths in it are relative to its folder."""
         p = Path(path).resolve()
-        with working_dir(str(p.parent)):
-            cfg = load_config(p, overrides)
+        cfg = load_config(p, overrides)
         return cls(cfg, base_dir=p.parent, config_path=p, reporter=reporter)
 
     @classmethod
@@ -110,8 +108,7 @@ class Pipeline:
         cls, raw: dict[str, Any], base_dir: str | Path = ".", reporter: Reporter | None = None
     ) -> Pipeline:
         """Validate config data given as a dict (the Python API)."""
-        with working_dir(str(Path(base_dir).resolve())):
-            cfg = validate_config(raw)
+        cfg = validate_config(raw, base_dir=Path(base_dir).resolve())
         return cls(cfg, base_dir=base_dir, reporter=reporter)
 
     @property

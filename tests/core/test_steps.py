@@ -123,7 +123,6 @@ def test_a_component_bug_fails_the_shard_with_its_config_path(tmp_path: Any) -> 
     store.write_shard("ingest", "in", _table(), [], [], {})
     task = ShardTask(
         store_root=str(tmp_path),
-        base_dir=str(tmp_path),
         stage="clean",
         shard_key="out",
         steps=(UpperMap(), BuggyMap()),
@@ -145,9 +144,7 @@ def test_repeated_ids_in_a_shard_fail_before_it_is_written(tmp_path: Any) -> Non
         {"id": ["a", "a"], "text": ["x", "y"], "meta": ['{"path": "one.txt"}', '{"path": "two.txt"}']}
     )
     store.write_shard("ingest", "in", twice, [], [], {})
-    task = ShardTask(
-        str(tmp_path), str(tmp_path), "clean", "out", (UpperMap(),), input_stage="ingest", input_shard="in"
-    )
+    task = ShardTask(str(tmp_path), "clean", "out", (UpperMap(),), input_stage="ingest", input_shard="in")
     with pytest.raises(StageError, match=r"'a' \(from one.txt and from two.txt\)"):
         run_shard(task)
     assert store.shard_done("clean", "out") is None

@@ -80,7 +80,7 @@ class BackTranslateAugmenter(Augmenter):
                         f"Apertium mode {mode!r}", f"apt-get install apertium-{self.source}-{self.pivot}"
                     )
         if self.cache_path:
-            self._db = sqlite3.connect(self.cache_path, check_same_thread=False)
+            self._db = sqlite3.connect(self.resolve_path(self.cache_path), check_same_thread=False)
             self._db.execute("CREATE TABLE IF NOT EXISTS bt (key TEXT PRIMARY KEY, value TEXT)")
 
     # -- translation ---------------------------------------------------------------------------

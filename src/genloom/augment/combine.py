@@ -89,7 +89,7 @@ class CombineDatasets(Fitted):
 
     def check(self, path: str) -> None:
         for i, d in enumerate(self.datasets):
-            if not glob.glob(d.path):
+            if not glob.glob(self.resolve_path(d.path)):
                 raise ConfigError(f"no file matches {d.path!r}", path=f"{path}.datasets.{i}.path")
 
     def files_read(self) -> list[str]:
@@ -104,7 +104,7 @@ class CombineDatasets(Fitted):
         hit = self._tables.get(i)
         if hit is not None:
             return hit
-        raw = _read(self.datasets[i].path)
+        raw = _read(self.resolve_path(self.datasets[i].path))
         raw = raw.rename_columns([self.datasets[i].columns.get(c, c) for c in raw.column_names])
         name = self._name(i)
         n = raw.num_rows

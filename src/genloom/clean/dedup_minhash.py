@@ -224,11 +224,15 @@ class MinHashDedup(Fitted):
         if self.index_path and not self.index_path.endswith(".npy"):
             raise ConfigError("index_path must end with .npy", path=f"{path}.index_path")
 
+    def _index_file(self) -> str | None:
+        return self.resolve_path(self.index_path) if self.index_path else None
+
     def shared_state_digest(self, tag: str) -> str:
         """The index's entries that other fits committed (this fit's own are left out)."""
-        if not self.index_path or not os.path.exists(self.index_path):
+        index_file = self._index_file()
+        if index_file is None or not os.path.exists(index_file):
             return ""
-        index = _load_index(self.index_path)
+        index = _load_index(index_file)
         others = np.ascontiguousarray(index[index[:, 2] != np.uint64(_id_hash(tag))])
         return hashlib.sha256(others.tobytes()).hexdigest()[:32] if len(others) else ""
 
@@ -261,8 +265,9 @@ class MinHashDedup(Fitted):
         label = cluster_first(keys, has)
         owners = np.array([_id_hash(i) for i in ids], dtype=np.uint64)
         previous = np.zeros((0, 3), np.uint64)
-        if self.index_path and os.path.exists(self.index_path):
-            previous = _load_index(self.index_path)
+        index_file = self._index_file()
+        if index_file is not None and os.path.exists(index_file):
+            previous = _load_index(index_file)
         # entries of documents in this fit are this run's, not an earlier one's (a refit, an edit)
         previous = previous[~np.isin(previous[:, 1], owners)]
         # a cluster that touches a document of an earlier run is a duplicate as a whole
@@ -289,7 +294,8 @@ class MinHashDedup(Fitted):
     def commit_state(self, path: str, fs: Any, tag: str) -> None:
         """Write the index saved with the state, its entries marked with ``tag``, to ``index_path``
         (atomically; a no-op when the file already holds it)."""
-        if not self.index_path or not fs.exists(f"{path}/index.npz"):
+        index_file = self._index_file()
+        if index_file is None or not fs.exists(f"{path}/index.npz"):
             return
         with fs.open(f"{path}/index.npz", "rb") as f:
             saved = np.load(f)
@@ -298,15 +304,15 @@ class MinHashDedup(Fitted):
         buf = io.BytesIO()
         np.save(buf, np.unique(np.concatenate([previous, tagged]), axis=0))  # sorted: stable bytes
         data = buf.getvalue()
-        if os.path.exists(self.index_path):
-            with open(self.index_path, "rb") as f:
+        if os.path.exists(index_file):
+            with open(index_file, "rb") as f:
                 if f.read() == data:
                     return
-        os.makedirs(os.path.dirname(os.path.abspath(self.index_path)), exist_ok=True)
-        tmp = f"{self.index_path}.tmp"
+        os.makedirs(os.path.dirname(os.path.abspath(index_file)), exist_ok=True)
+        tmp = f"{index_file}.tmp"
         with open(tmp, "wb") as f:
             f.write(data)
-        os.replace(tmp, self.index_path)
+        os.replace(tmp, index_file)
 
     def transform(self, table: pa.Table, state: Any) -> pa.Table:
         drop = state.get("_drop_set")

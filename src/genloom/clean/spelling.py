@@ -52,8 +52,10 @@ class SpellingClean(Map):
         from symspellpy import SymSpell
 
         sym = SymSpell(max_dictionary_edit_distance=self.max_edit_distance, prefix_length=7)
-        path = self.dictionary_path or str(
-            resources.files("symspellpy").joinpath("frequency_dictionary_en_82_765.txt")
+        path = (
+            self.resolve_path(self.dictionary_path)
+            if self.dictionary_path
+            else str(resources.files("symspellpy").joinpath("frequency_dictionary_en_82_765.txt"))
         )
         sym.load_dictionary(path, term_index=0, count_index=1, encoding="utf-8")
         self._sym = sym

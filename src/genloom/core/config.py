@@ -182,11 +182,21 @@ def load_config(
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"not valid YAML ({getattr(e, 'problem', e)})", path=where) from e
-    return validate_config(raw, overrides=overrides, env=env)
+    return validate_config(raw, overrides=overrides, env=env, base_dir=p.resolve().parent)
 
 
-def validate_config(raw: Any, overrides: list[str] | None = None, env: dict[str, str] | None = None) -> Any:
-    """Validate already-parsed data (the Python API's entry point)."""
+def validate_config(
+    raw: Any,
+    overrides: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    base_dir: str | Path | None = None,
+) -> Any:
+    """Validate already-parsed data (the Python API's entry point).
+
+    ``base_dir`` is the folder relative paths in the config are relative to (the pipeline file's;
+    default: the current folder): each component is bound to it (``Step.bind``), so no code ever
+    changes the process's working directory.
+    """
     if not isinstance(raw, dict):
         raise ConfigError("the pipeline file must be a mapping (name:, sources:, ...)")
     for item in overrides or []:
@@ -198,6 +208,11 @@ def validate_config(raw: Any, overrides: list[str] | None = None, env: dict[str,
         cfg = model.model_validate(raw)
     except ValidationError as e:
         raise ConfigErrors([_format_error(err, raw, model, template) for err in e.errors()]) from None
+    base = Path(base_dir or ".").resolve()
+    for stage in STAGE_LISTS:
+        for step in getattr(cfg, stage):
+            if hasattr(step, "bind"):
+                step.bind(base)
     for stage in STAGE_LISTS:
         for i, step in enumerate(getattr(cfg, stage)):
             if hasattr(step, "check"):

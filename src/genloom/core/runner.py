@@ -5,7 +5,6 @@ applies a sequence of steps, and writes the output shard with its quarantine and
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ class ShardTask:
     """Everything a worker needs to produce one output shard (picklable)."""
 
     store_root: str
-    base_dir: str
     stage: str
     shard_key: str
     steps: tuple[Step, ...] = ()
@@ -41,17 +39,6 @@ class ShardTask:
     step_paths: tuple[str, ...] = ()
 
 
-@contextlib.contextmanager
-def working_dir(path: str) -> Iterator[None]:
-    """Run with ``path`` as the current folder (relative paths in configs are project-relative)."""
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
 def run_shard(task: ShardTask) -> dict[str, Any]:
     """Produce one shard unless its completion marker exists; return its completion record."""
     store = ArtifactStore(task.store_root)
@@ -61,24 +48,23 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
             return {**done, "resumed": True}
     start = time.perf_counter()
     ctx = StepContext()
-    with working_dir(task.base_dir):
-        state = None
-        if task.fitted is not None and task.state_dir is not None:
-            state = task.fitted.load_state(task.state_dir, store.fs)
-        outputs: list[pa.Table] = []
-        rows_in = 0
-        for batch in _input_batches(task, store, ctx):
-            rows_in += batch.num_rows
-            if task.fitted is not None:
-                with _blame(task, 0, task.fitted):
-                    batch = task.fitted.run_fitted(batch, state, ctx)
-            for i, step in enumerate(task.steps, start=1 if task.fitted is not None else 0):
-                if batch.num_rows == 0:
-                    break
-                with _blame(task, i, step):
-                    batch = step.run(batch, ctx)
-            if batch.num_rows:
-                outputs.append(batch)
+    state = None
+    if task.fitted is not None and task.state_dir is not None:
+        state = task.fitted.load_state(task.state_dir, store.fs)
+    outputs: list[pa.Table] = []
+    rows_in = 0
+    for batch in _input_batches(task, store, ctx):
+        rows_in += batch.num_rows
+        if task.fitted is not None:
+            with _blame(task, 0, task.fitted):
+                batch = task.fitted.run_fitted(batch, state, ctx)
+        for i, step in enumerate(task.steps, start=1 if task.fitted is not None else 0):
+            if batch.num_rows == 0:
+                break
+            with _blame(task, i, step):
+                batch = step.run(batch, ctx)
+        if batch.num_rows:
+            outputs.append(batch)
     table = pa.concat_tables(outputs, promote_options="default") if outputs else empty_records()
     _check_unique_ids(table, task)
     info = {

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -78,6 +80,7 @@ class Step(BaseModel):
     extra: ClassVar[str] = ""
 
     _ready: bool = PrivateAttr(default=False)
+    _base_dir: str | None = PrivateAttr(default=None)
 
     @property
     def name(self) -> str:
@@ -105,6 +108,22 @@ class Step(BaseModel):
             self.check_requirements()
             self.setup()
             self._ready = True
+
+    def bind(self, base_dir: str | Path) -> None:
+        """Set the folder this component's relative paths are relative to (the pipeline file's)."""
+        self._base_dir = str(base_dir)
+
+    @property
+    def base_dir(self) -> str:
+        """The folder relative paths resolve against (bound by the config; else the current folder)."""
+        return self._base_dir or os.getcwd()
+
+    def resolve_path(self, path: str) -> str:
+        """``path`` from this component's config as a real path: relative ones against ``base_dir``."""
+        path = os.path.expanduser(path)
+        if "://" in path or os.path.isabs(path):
+            return path
+        return os.path.join(self.base_dir, path)
 
     def files_read(self) -> list[str]:
         """Files the step reads besides its input records (a dictionary, another dataset, a model).

@@ -68,7 +68,7 @@ class TextSource(FileSource):
         blocks = self.blocks(stream, markdown)
         n = 0
         if self.chunk is not None:
-            for text, cmeta in chunk_blocks(blocks, self.chunk):
+            for text, cmeta in chunk_blocks(blocks, self.chunk, self.chunk_tokenizer()):
                 n += 1
                 yield self.record(
                     f"{blob.key}#chunk={cmeta['chunk']}", text, {**meta, **cmeta}, stream.invalid > 0

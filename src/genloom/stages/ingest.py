@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from genloom.core.runner import ShardTask, run_shard, working_dir
+from genloom.core.runner import ShardTask, run_shard
 from genloom.core.stats import merge_stats
 from genloom.core.store import content_key
 from genloom.stages.base import RunContext, Stage, StagePlan, StageResult
@@ -23,30 +23,28 @@ class IngestStage(Stage):
         fingerprints: dict[str, Any] = {}
         per_shard = ctx.cfg.data.partitions_per_shard
         source_ingredients = ctx.step_ingredients(list(ctx.cfg.sources))
-        with working_dir(str(ctx.base_dir)):  # source paths are relative to the pipeline's folder
-            for i, src in enumerate(ctx.cfg.sources):
-                parts = src.partitions()
-                fps = [src.partition_fingerprint(p) for p in parts]
-                fingerprints[f"sources.{i}"] = {
-                    "partitions": {str(p): fp for p, fp in zip(parts, fps, strict=True)}
-                }
-                for j in range(0, max(len(parts), 1), per_shard):
-                    chunk = parts[j : j + per_shard]
-                    # the partitions themselves (file paths) are part of the key: two files with
-                    # equal content and mtime are two shards, and a renamed file is read again
-                    named = [[str(p), fp] for p, fp in zip(chunk, fps[j : j + per_shard], strict=True)]
-                    shards.append(
-                        ShardTask(
-                            store_root=ctx.store.root,
-                            base_dir=str(ctx.base_dir),
-                            stage="ingest",
-                            shard_key=content_key("ingest", 2, source_ingredients[i], named),
-                            source=src,
-                            partitions=tuple(chunk),
-                            label={"source": f"sources.{i}", "first": str(chunk[0]) if chunk else ""},
-                            step_paths=(f"sources.{i}",),
-                        )
+        for i, src in enumerate(ctx.cfg.sources):
+            parts = src.partitions()
+            fps = [src.partition_fingerprint(p) for p in parts]
+            fingerprints[f"sources.{i}"] = {
+                "partitions": {str(p): fp for p, fp in zip(parts, fps, strict=True)}
+            }
+            for j in range(0, max(len(parts), 1), per_shard):
+                chunk = parts[j : j + per_shard]
+                # the partitions themselves (file paths) are part of the key: two files with
+                # equal content and mtime are two shards, and a renamed file is read again
+                named = [[str(p), fp] for p, fp in zip(chunk, fps[j : j + per_shard], strict=True)]
+                shards.append(
+                    ShardTask(
+                        store_root=ctx.store.root,
+                        stage="ingest",
+                        shard_key=content_key("ingest", 2, source_ingredients[i], named),
+                        source=src,
+                        partitions=tuple(chunk),
+                        label={"source": f"sources.{i}", "first": str(chunk[0]) if chunk else ""},
+                        step_paths=(f"sources.{i}",),
                     )
+                )
         ingredients = {"stage": "ingest", "sources": source_ingredients, "fingerprints": fingerprints}
         key = content_key("ingest", [t.shard_key for t in shards])
         return StagePlan("ingest", key, [], ingredients, shards=shards)

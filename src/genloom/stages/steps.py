@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from genloom.core.errors import StageError
-from genloom.core.runner import ShardTask, check_unique_ids, run_shard, working_dir
+from genloom.core.runner import ShardTask, check_unique_ids, run_shard
 from genloom.core.stats import merge_stats
 from genloom.core.steps import Fitted, Step
 from genloom.core.store import content_key
@@ -39,12 +39,11 @@ class StepsStage(Stage):
         if not steps:
             return StagePlan(self.name, prev.key, [prev.key] if prev.key else [], {}, passthrough=True)
         step_ingredients = ctx.step_ingredients(steps)
-        with working_dir(str(ctx.base_dir)):
-            for i, step in enumerate(steps):
-                if isinstance(step, Fitted):
-                    digest = step.shared_state_digest(fit_tag(self.name, i, step_ingredients, prev.key))
-                    if digest:
-                        step_ingredients[i]["shared_state"] = digest
+        for i, step in enumerate(steps):
+            if isinstance(step, Fitted):
+                digest = step.shared_state_digest(fit_tag(self.name, i, step_ingredients, prev.key))
+                if digest:
+                    step_ingredients[i]["shared_state"] = digest
         ingredients = {"stage": self.name, "steps": step_ingredients, "input": prev.key}
         return StagePlan(self.name, content_key(ingredients), [prev.key or ""], ingredients)
 
@@ -72,7 +71,6 @@ class StepsStage(Stage):
             tasks = [
                 ShardTask(
                     store_root=ctx.store.root,
-                    base_dir=str(ctx.base_dir),
                     stage=plan.stage,
                     shard_key=content_key(plan.stage, seg_index, seg_cfg, state_key, s),
                     steps=tuple(steps[i] for i in per_record),
@@ -149,13 +147,11 @@ def fit_state(
         ctx.reporter.message(f"{stage}: fitting {step.name} on {len(in_shards)} shards")
         step.ensure_setup()
         store.fs.makedirs(state_dir, exist_ok=True)
-        with working_dir(str(ctx.base_dir)):
-            state = step.fit(b for s in in_shards for b in store.iter_batches(in_stage, s))
+        state = step.fit(b for s in in_shards for b in store.iter_batches(in_stage, s))
         step.save_state(state, state_dir, store.fs)
         with store.fs.open(marker, "w") as f:
             f.write("ok")
-    with working_dir(str(ctx.base_dir)):
-        step.commit_state(state_dir, store.fs, tag)  # idempotent: also after a kill right here
+    step.commit_state(state_dir, store.fs, tag)  # idempotent: also after a kill right here
     return state_dir
 
 

@@ -66,7 +66,7 @@ class FileSource(Source):
       re-reads the files.
     """
 
-    #: files, folders or globs (``data/**/*.pdf``); relative paths are relative to the working directory
+    #: files, folders or globs (``data/**/*.pdf``); relative paths are relative to the pipeline file's folder
     paths: list[str]
     #: keep only files matching one of these globs (a pattern without ``/`` matches the file name)
     include: list[str] = []
@@ -115,12 +115,19 @@ class FileSource(Source):
 
     def partitions(self) -> list[Any]:
         """One partition per file (an archive is one partition; its members are read inside it)."""
-        return discover(self.paths, self._includes(), list(self.exclude), self.follow_symlinks, self.hidden)
+        return discover(
+            self.paths,
+            self._includes(),
+            list(self.exclude),
+            self.follow_symlinks,
+            self.hidden,
+            root=self.base_dir,
+        )
 
     def partition_fingerprint(self, partition: Any) -> str:
         """Size, mtime and SHA-256 of the file: unchanged files are cache hits."""
         try:
-            return file_fingerprint(str(partition))
+            return file_fingerprint(self.resolve_path(str(partition)))
         except OSError:
             return "missing"
 
@@ -141,11 +148,16 @@ class FileSource(Source):
                 f"no file matches {self.paths}"
                 + (f" with include {self._includes()}" if self._includes() else ""),
                 path=f"{path}.paths",
-                hint="check the paths (relative to the working directory) and the include/exclude patterns",
+                hint="check the paths (relative to the pipeline file's folder) and the include/exclude patterns",
+            )
+        tokenizer = self.chunk_tokenizer()
+        if tokenizer is not None and not tokenizer_file(tokenizer).is_file():
+            raise ConfigError(
+                f"no tokenizer.json at {self.chunk.tokenizer!r}", path=f"{path}.chunk.tokenizer"
             )
 
     def read(self, partition: Any) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
-        path = Path(str(partition))
+        path = Path(self.resolve_path(str(partition)))
         blob = Blob(str(partition), path, path.name)
         kind = special_file_kind(path)
         if kind is not None:  # checked before anything opens it: reading a FIFO blocks
@@ -155,9 +167,14 @@ class FileSource(Source):
 
     def files_read(self) -> list[str]:
         """The tokenizer file of ``chunk`` (``unit: tokens``): chunks change when it does."""
-        if self.chunk is not None and self.chunk.tokenizer:
-            return [str(tokenizer_file(self.chunk.tokenizer))]
-        return []
+        tokenizer = self.chunk_tokenizer()
+        return [str(tokenizer_file(tokenizer))] if tokenizer is not None else []
+
+    def chunk_tokenizer(self) -> str | None:
+        """The ``chunk.tokenizer`` path resolved against the pipeline file's folder (None: none)."""
+        if self.chunk is None or not self.chunk.tokenizer:
+            return None
+        return self.resolve_path(self.chunk.tokenizer)
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -257,7 +274,9 @@ class FileSource(Source):
             from genloom.core.registry import SOURCES
 
             cls = SOURCES.get(fmt)
-            cache[fmt] = cls(**self.reader_options(fmt, cls))
+            reader = cls(**self.reader_options(fmt, cls))
+            reader.bind(self.base_dir)
+            cache[fmt] = reader
         return cache[fmt]
 
     def reader_options(self, fmt: str, cls: Any) -> dict[str, Any]:
@@ -319,7 +338,7 @@ class FileSource(Source):
         base = {"path": blob.key, "format": self.type, **meta}
         n = 0
         if self.chunk is not None:
-            for text, cmeta in chunk_blocks(blocks, self.chunk):
+            for text, cmeta in chunk_blocks(blocks, self.chunk, self.chunk_tokenizer()):
                 n += 1
                 yield self.record(
                     f"{blob.key}#chunk={cmeta['chunk']}",

@@ -46,7 +46,11 @@ class ChunkConfig(BaseModel):
         if self.unit == "tokens":
             if not self.tokenizer:
                 raise ValueError("unit: tokens needs tokenizer: a tokenizer.json path or a model folder")
-            if not tokenizer_file(self.tokenizer).is_file():
+            # a relative path is checked by the source, against the pipeline file's folder
+            if (
+                Path(self.tokenizer).expanduser().is_absolute()
+                and not tokenizer_file(self.tokenizer).is_file()
+            ):
                 raise ValueError(f"no tokenizer.json at {self.tokenizer!r}")
         elif self.size < 50:
             raise ValueError(f"size {self.size} characters is too small: use at least 50")
@@ -135,14 +139,17 @@ def _overlap_tail(text: str, n: int, measure: _Measure) -> str:
     return tail[sp + 1 :] if 0 <= sp < len(tail) - 1 and len(text) > k else tail
 
 
-def chunk_blocks(blocks: Iterable[Block], cfg: ChunkConfig) -> Iterator[tuple[str, dict[str, Any]]]:
+def chunk_blocks(
+    blocks: Iterable[Block], cfg: ChunkConfig, tokenizer: str | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Group blocks into chunks of about ``cfg.size`` characters (or tokens), streaming.
 
     A chunk ends before the block that would push it past the size; a new section (heading path or
     page) starts a new chunk once the current one holds ``min_size``. The next chunk begins with
     the last ``overlap`` characters (tokens) of the previous one. Yields (text, meta) with the
     chunk's position (index, start and end offsets in the document without overlap), section path
-    and pages.
+    and pages. ``tokenizer`` is ``cfg.tokenizer`` resolved by the source (relative paths are
+    relative to the pipeline file's folder).
     """
     parts: list[str] = []
     length = 0
@@ -154,7 +161,7 @@ def chunk_blocks(blocks: Iterable[Block], cfg: ChunkConfig) -> Iterator[tuple[st
     carry = ""
     carry_len = 0  # the carry's length in units, plus its separator
     tokens = cfg.unit == "tokens"
-    measure = _Measure(cfg.tokenizer if tokens else None)
+    measure = _Measure((tokenizer or cfg.tokenizer) if tokens else None)
     sep = 1 if tokens else 2  # the blank line between parts
     piece_size = max(cfg.size - cfg.overlap - sep, 1 if tokens else 50)
 

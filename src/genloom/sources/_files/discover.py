@@ -102,19 +102,23 @@ def discover(
     exclude: list[str],
     follow_symlinks: bool = True,
     hidden: bool = False,
+    root: str | None = None,
 ) -> list[str]:
     """The files matched by ``paths`` (files, folders or globs), filtered, sorted, without duplicates.
 
-    Each result is the path as the glob produced it (POSIX separators): that string is the file's
-    stable native key.
+    Each result is the path as the glob produced it (POSIX separators), relative patterns relative
+    to ``root`` (default: the current folder) and kept relative: that string is the file's stable
+    native key, the same wherever the project folder is.
     """
     inc = [glob_regex(p) for p in include]
     exc = [glob_regex(p) for p in exclude]
     found: dict[str, None] = {}
+    top = Path(root) if root is not None else Path(".")
     for raw in paths:
         pattern = os.path.expanduser(raw)
-        if not _MAGIC.search(pattern):
-            p = Path(pattern)
+        relative = not os.path.isabs(pattern)
+        if not _MAGIC.search(pattern):  # (the root may hold [ ] itself: only the pattern is a glob)
+            p = top / pattern if relative else Path(pattern)
             if p.is_file() or special_file_kind(p) is not None:
                 candidates: Iterable[tuple[Path, str]] = [(p, p.name)]
             elif p.is_dir():
@@ -125,6 +129,8 @@ def discover(
             parts = Path(pattern).parts
             k = next(i for i, part in enumerate(parts) if _MAGIC.search(part))
             base = Path(*parts[:k]) if k else Path(".")
+            if relative:
+                base = top / base
             rest = parts[k:]
             rx = glob_regex("/".join(rest))
             depth = None if any("**" in part for part in rest) else len(rest) - 1
@@ -138,7 +144,8 @@ def discover(
                 continue
             if exc and _matches(rel, exc, exclude):
                 continue
-            found[Path(os.path.normpath(f)).as_posix()] = None
+            key = os.path.relpath(f, top) if relative else os.path.normpath(f)
+            found[Path(key).as_posix()] = None
     return sorted(found)
 
 
