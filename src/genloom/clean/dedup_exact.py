@@ -1,4 +1,4 @@
-"""Exact deduplication on a normalised hash of the text, across shards and runs of one stage."""
+"""Exact deduplication on a normalised hash of the text, across the shards of one run (no memory across runs)."""
 
 from __future__ import annotations
 
