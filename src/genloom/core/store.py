@@ -115,6 +115,11 @@ class ArtifactStore:
         with self.fs.open(f"{self.shard_dir(stage, shard_key)}/{part}.parquet", "rb") as f:
             return pq.read_table(f, columns=columns)
 
+    def shard_columns(self, stage: str, shard_key: str) -> list[str]:
+        """The column names of one shard's data (from the Parquet footer, no data read)."""
+        with self.fs.open(f"{self.shard_dir(stage, shard_key)}/data.parquet", "rb") as f:
+            return list(pq.read_schema(f).names)
+
     def iter_batches(
         self, stage: str, shard_key: str, batch_rows: int = 8192, columns: list[str] | None = None
     ) -> Iterator[pa.Table]:

@@ -28,7 +28,7 @@ class SpacyAnnotator(Map):
     _nlp: Any = PrivateAttr(default=None)
 
     def setup(self) -> None:
-        self._nlp = load_spacy(self.spacy_model, exclude=self.exclude)
+        self._nlp = load_spacy(self.spacy_model_ref() or self.spacy_model, exclude=self.exclude)
 
     def annotate(self, doc: Any) -> Any:
         """The value written for one spaCy Doc."""

@@ -40,7 +40,9 @@ class LemmatizeMap(Map):
 
     def setup(self) -> None:
         if self.backend == "spacy":
-            self._nlp = load_spacy(self.spacy_model, exclude=("parser", "ner", "senter"))
+            self._nlp = load_spacy(
+                self.spacy_model_ref() or self.spacy_model, exclude=("parser", "ner", "senter")
+            )
         else:
             try:
                 import simplemma

@@ -133,7 +133,7 @@ class RunContext:
             else:
                 found = [full]
             for f in found:
-                name = os.path.relpath(f, self.base_dir) if f.startswith(str(self.base_dir)) else f
+                name = os.path.relpath(f, self.base_dir) if Path(f).is_relative_to(self.base_dir) else f
                 out[name] = self.store.file_digest(f) if os.path.isfile(f) else "missing"
         return out
 

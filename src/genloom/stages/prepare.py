@@ -80,10 +80,13 @@ class PrepareStage(Stage):
         chat = ctx.cfg.train.chat
         bad: dict[str, str] = {}  # record id -> why it is not a conversation (chat only)
 
+        wanted = {"id", "text", "meta", *controls, *([chat.messages_field] if chat else [])}
+
         def records(want_val: bool) -> Iterator[tuple[str, dict[str, str]]]:
             want = "val" if want_val else "train"
             for s in in_shards:
-                for batch in ctx.store.iter_batches(in_stage, s):
+                columns = [c for c in ctx.store.shard_columns(in_stage, s) if c in wanted]
+                for batch in ctx.store.iter_batches(in_stage, s, columns=columns):
                     splits = split_of(batch, split.val_fraction, split.seed)
                     values = control_values(batch, controls)
                     docs = (
