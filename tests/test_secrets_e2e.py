@@ -17,9 +17,7 @@ import json
 import logging
 import re
 import sqlite3
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from typer.testing import CliRunner
 
 from genloom.cli import app
 from genloom.pipeline import Pipeline
+from tests.conftest import FakeLLM
 from tests.sources.sources_fixtures import make_docx, make_pdf, make_xlsx
 
 pytest.importorskip("msoffcrypto")
@@ -45,39 +44,6 @@ API_KEY = "sk-Key-31f6a2b94c"
 ALL_SECRETS = [PDF_PW, XLSX_PW, XLSX_WRONG, DOCX_PW, DOCX_OLD, API_KEY]
 
 runner = CliRunner()
-
-
-class _Translator(BaseHTTPRequestHandler):
-    """An OpenAI-compatible chat endpoint that 'translates' by tagging, and records the bearer."""
-
-    auth: list[str | None] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-        type(self).auth.append(self.headers.get("Authorization"))
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        prompt = body["messages"][0]["content"]
-        text = prompt.split("\n\n", 1)[1]
-        out = text + " [es]" if "to spa" in prompt else "Indeed, " + text.removesuffix(" [es]")
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": out}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture()
-def translator() -> Iterator[str]:
-    _Translator.auth = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Translator)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
 
 
 def _encrypt(path: Path, password: str) -> Path:
@@ -170,11 +136,11 @@ def _invoke(args: list[str]) -> Any:
 
 
 def test_secrets_in_four_components_are_used_and_never_stored_or_shown(
-    tmp_path: Path, translator: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, llm_server: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     project = tmp_path / "proj"
-    path = str(_project(project, translator))
+    path = str(_project(project, llm_server))
     for name, value in [
         ("E2E_PDF_PW", PDF_PW),
         ("E2E_XLSX_PW", XLSX_WRONG),  # wrong at first: the workbook is quarantined
@@ -193,7 +159,7 @@ def test_secrets_in_four_components_are_used_and_never_stored_or_shown(
     assert any("looms and weaving" in r["text"] for r in ingest if r["source"] == "pdf")
     augmented = [r for r in _rows(project, "augment") if "augmented_from" in json.loads(r["meta"] or "{}")]
     assert augmented and all(r["text"].startswith("Indeed, ") for r in augmented)
-    assert _Translator.auth and set(_Translator.auth) == {f"Bearer {API_KEY}"}
+    assert FakeLLM.auth and set(FakeLLM.auth) == {f"Bearer {API_KEY}"}
     rejected = _invoke(["rejected", path]).output
     assert "wrong_password" in rejected and "cups.xlsx" in rejected
     shown["rejected"] = rejected

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from tests.conftest import FakeLLM
 
 from genloom.augment import is_augmented
 from genloom.augment.back_translate import BackTranslateAugmenter
@@ -51,42 +49,6 @@ def test_apertium_round_trip(tmp_path: Path) -> None:
     assert again.run(_table([*TEXTS, None]), StepContext()).equals(out)
 
 
-class _FakeLLM(BaseHTTPRequestHandler):
-    """Translates by tagging: to Spanish appends ' [es]', back to English removes it and says 'Indeed,'."""
-
-    calls: list[str] = []
-    auth: list[str | None] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-        type(self).auth.append(self.headers.get("Authorization"))
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        prompt = body["messages"][0]["content"]
-        text = prompt.split("\n\n", 1)[1]
-        type(self).calls.append(text)
-        out = text + " [es]" if "to spa" in prompt else "Indeed, " + text.removesuffix(" [es]")
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": out}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture()
-def llm_server() -> Iterator[str]:
-    _FakeLLM.calls = []
-    _FakeLLM.auth = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeLLM)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
-
-
 def test_openai_endpoint_batched_and_cached(llm_server: str) -> None:
     step = BackTranslateAugmenter(translator="openai", endpoint=llm_server, api_key="k", concurrency=2)
     texts = [*TEXTS, TEXTS[1]]  # the repeated record's sentences are translated once
@@ -97,9 +59,9 @@ def test_openai_endpoint_batched_and_cached(llm_server: str) -> None:
         "Indeed, The cat sleeps on the mat. Indeed, It is happy.",
         "Indeed, The cat sleeps on the mat. Indeed, It is happy.",
     ]
-    assert len(_FakeLLM.calls) == 6  # 3 distinct sentences, there and back
+    assert len(FakeLLM.calls) == 6  # 3 distinct sentences, there and back
     step.run(_table(texts), StepContext())
-    assert len(_FakeLLM.calls) == 6  # all from the cache
+    assert len(FakeLLM.calls) == 6  # all from the cache
 
 
 def test_unreachable_endpoint_quarantines_records() -> None:
@@ -115,7 +77,7 @@ def test_api_key_is_sent_but_never_shown(llm_server: str) -> None:
     for shown in (repr(step), str(step), json.dumps(step.config_dict()), step.model_dump_json()):
         assert key not in shown
     step.run(_table(TEXTS[:1]), StepContext())
-    assert _FakeLLM.auth and set(_FakeLLM.auth) == {f"Bearer {key}"}
-    _FakeLLM.auth = []
+    assert FakeLLM.auth and set(FakeLLM.auth) == {f"Bearer {key}"}
+    FakeLLM.auth = []
     BackTranslateAugmenter(translator="openai", endpoint=llm_server).run(_table(TEXTS[1:]), StepContext())
-    assert _FakeLLM.auth and set(_FakeLLM.auth) == {None}  # no key: no Authorization header
+    assert FakeLLM.auth and set(FakeLLM.auth) == {None}  # no key: no Authorization header

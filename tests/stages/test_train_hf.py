@@ -7,32 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.models.test_hf_causal_lm import _make_base
 from typer.testing import CliRunner
 
 from genloom.cli import app
 from genloom.pipeline import Pipeline
 
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 pytest.importorskip("peft")
-
-
-def _tiny_llama(folder: Path, docs: list[str]) -> None:
-    """A random 2-layer Llama and its tokenizer, saved as a Hugging Face folder."""
-    from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
-
-    tok = train_tokenizer(iter(docs), TokenizerConfig(vocab_size=280))
-    cfg = transformers.LlamaConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=128,
-        initializer_range=0.2,
-    )
-    transformers.LlamaForCausalLM(cfg).save_pretrained(str(folder))
-    tok.save(str(folder / "tokenizer.json"))
 
 
 @pytest.mark.slow
@@ -45,7 +27,7 @@ def test_lora_fine_tuning_from_another_folder_evaluates_registers_and_generates(
     (project / "data").mkdir(parents=True)
     for i, d in enumerate(docs):
         (project / "data" / f"doc{i:03d}.txt").write_text(d)
-    _tiny_llama(project / "base", docs)
+    _make_base(project, hidden=32)  # project/base: a random 2-layer Llama and its tokenizer
     cfg = {
         "name": "fish",
         "sources": [{"type": "text", "paths": ["data"]}],
