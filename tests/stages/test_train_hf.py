@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tests.models.test_hf_causal_lm import _make_base
 from typer.testing import CliRunner
@@ -27,6 +28,7 @@ def test_lora_fine_tuning_from_another_folder_evaluates_registers_and_generates(
     (project / "data").mkdir(parents=True)
     for i, d in enumerate(docs):
         (project / "data" / f"doc{i:03d}.txt").write_text(d)
+    torch.manual_seed(0)  # the random base's weights: the same model on every run
     _make_base(project, hidden=32)  # project/base: a random 2-layer Llama and its tokenizer
     cfg = {
         "name": "fish",
@@ -80,5 +82,6 @@ def test_lora_fine_tuning_from_another_folder_evaluates_registers_and_generates(
         ],
     )
     assert res.exit_code == 0, res.output
-    words = res.output.split()
-    assert words[:2] == ["red", "fish"] and "fish" in words[2:], res.output  # it continues the pattern
+    # the prompt, then a continuation of the pattern (a 30-step LoRA on a random base still emits
+    # stray byte tokens, so only the word is asserted)
+    assert res.output.startswith("red fish") and "fish" in res.output[len("red fish") :], res.output
