@@ -1,0 +1,780 @@
+"""What the two table families (``tabular_gan``, ``tabular_vae``) share: preparing a table, its
+training rows, sampling under conditions, constraints and a privacy filter, the evaluation
+report, and differentially private steps (DP-SGD).
+
+A family subclasses ``TabularFamily`` and writes its network, ``plan_entries``, ``build``,
+``train_step`` and one sampling hook, ``generate(model, n, cond, seed)`` (raw encoded rows); the
+base class owns everything around them. The rows a model trains on are the data transformer's
+encoding (``models/tabular_data.py``: CTGAN's mode-specific normalisation, Xu et al. 2019);
+``SpanIndex`` turns its span layout into index tensors so that per-span losses and activations
+are a few gathers, never a Python loop over the columns.
+
+Sampling reports what it rejected: the table ``sample`` returns carries a JSON report in its
+schema metadata under ``b"genloom"`` (read it with ``sample_report(table)``): rows requested,
+drawn and kept, and the rejected rows counted by reason (``"condition: color=red"``,
+``"min: age"``, ``"rule: end >= start"``, ``"unique: email"``, ``"dcr"``).
+
+Privacy (``privacy: {epsilon, delta, max_grad_norm}``): the part of a model that sees real rows
+trains with DP-SGD (Abadi et al. 2016): per-sample gradients (``torch.func``), each clipped to
+``max_grad_norm``, summed, Gaussian noise of ``noise_multiplier * max_grad_norm`` added, divided
+by the batch size. The noise multiplier is found for the whole schedule with Opacus' RDP
+accountant. Batches are fixed-size slices of a fresh shuffle per epoch, which approximates the
+Poisson sampling the accountant assumes (as Opacus does without its Poisson sampler); the
+reported epsilon is the accountant's for that sampling rate.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from genloom.core.errors import GenloomError, MissingDependencyError, StageError
+from genloom.models.base import Metric, ModelFamily, Prepared, PrepareInput, TrainPlan
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from genloom.models.tabular_data import TableTransformer
+
+GENLOOM_COLUMNS = ("id", "text", "source", "meta")  # the record's own fields, never modelled
+NUMBER_KINDS = ("numeric", "integer", "datetime")
+LEVEL_KINDS = ("categorical", "boolean")
+EVAL_ROWS = 20_000  # evaluation samples as many rows as the validation split, at most this
+EVAL_SEED = 20_240_101  # evaluation samples with a fixed seed: the same model scores the same
+
+
+# ----------------------------------------------------------------------------------------------
+# randomness of a step
+
+
+def step_seed(seed: int, step: int) -> int:
+    """A 63-bit seed drawn from (seed, step): the randomness of one step, independent of the others."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator seeded from (seed, step): a resumed run draws the same noise at every step."""
+    return torch.Generator(device=device).manual_seed(step_seed(seed, step))
+
+
+# ----------------------------------------------------------------------------------------------
+# the span layout as index tensors
+
+
+def span_dicts(transformer: TableTransformer) -> list[dict[str, Any]]:
+    """The transformer's spans as JSON (saved in the plan, so a model builds without the transformer)."""
+    return [
+        {"column": s.column, "start": s.start, "dim": s.dim, "activation": s.activation, "role": s.role}
+        for s in transformer.spans
+    ]
+
+
+class SpanIndex(nn.Module):
+    """Index tensors over the spans of an encoded row (non-persistent buffers: they move with the
+    model and are not weights).
+
+    Value spans (tanh, one column each) are gathered with ``value_idx``. Softmax spans are grouped
+    in buckets of similar width (widths up to 2, 4, 8, ...): a bucket's spans are gathered as one
+    (B, S, M) block, its padding masked with -inf, so a softmax or log-sum-exp over all spans is a
+    handful of tensor ops whatever the number of columns, and padding wastes at most half a bucket.
+    """
+
+    def __init__(self, spans: list[dict[str, Any]], dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        values = [s["start"] for s in spans if s["activation"] == "tanh"]
+        soft = [s for s in spans if s["activation"] == "softmax"]
+        self.register_buffer("value_idx", torch.tensor(values, dtype=torch.long), persistent=False)
+        cols = [c for s in soft for c in range(s["start"], s["start"] + s["dim"])]
+        self.register_buffer("softmax_cols", torch.tensor(cols, dtype=torch.long), persistent=False)
+        by_bucket: dict[int, list[dict[str, Any]]] = {}
+        for s in soft:
+            by_bucket.setdefault(max(1, s["dim"] - 1).bit_length(), []).append(s)
+        self.n_buckets = len(by_bucket)
+        order = [torch.as_tensor(values, dtype=torch.long)]
+        for b, (_, group) in enumerate(sorted(by_bucket.items())):
+            width = max(s["dim"] for s in group)
+            offs = torch.arange(width)
+            starts = torch.tensor([s["start"] for s in group])
+            dims = torch.tensor([s["dim"] for s in group])
+            pad = offs[None, :] >= dims[:, None]  # (S, M)
+            idx = starts[:, None] + torch.minimum(offs[None, :], dims[:, None] - 1)  # pads repeat the last
+            self.register_buffer(f"idx{b}", idx, persistent=False)
+            self.register_buffer(f"pad{b}", pad, persistent=False)
+            order.append(idx[~pad])
+        # the columns of cat([values, bucket 0 unpadded, bucket 1 ...]) in encoded order
+        self.register_buffer("restore", torch.argsort(torch.cat(order)), persistent=False)
+
+    def buckets(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(idx (S, M), pad (S, M)) of each bucket."""
+        return [(getattr(self, f"idx{b}"), getattr(self, f"pad{b}")) for b in range(self.n_buckets)]
+
+    def logsumexp(self, logits: torch.Tensor) -> torch.Tensor:
+        """Sum over softmax spans of each row's log-sum-exp of the span's logits: (B, dim) -> (B,)."""
+        total = logits.new_zeros(logits.shape[:-1])
+        for idx, pad in self.buckets():
+            z = logits[..., idx].masked_fill(pad, float("-inf"))  # (B, S, M)
+            total = total + torch.logsumexp(z, dim=-1).sum(-1)
+        return total
+
+    def cross_entropy(self, logits: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Sum over softmax spans of the cross-entropy of one-hot targets: (B, dim) x2 -> (B,).
+
+        For a one-hot target, CE = logsumexp(span) - logit of the target; summed over spans the
+        second term is one dot product over all softmax columns."""
+        cols = self.softmax_cols
+        return self.logsumexp(logits) - (logits[..., cols] * onehot[..., cols]).sum(-1)
+
+    def activate(
+        self, raw: torch.Tensor, tau: float | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """tanh on value spans, softmax on softmax spans; with ``tau``, Gumbel-softmax at that
+        temperature (noise from ``generator``), as CTGAN's generator output: (B, dim) -> (B, dim)."""
+        parts = [torch.tanh(raw[:, self.value_idx])]
+        for idx, pad in self.buckets():
+            z = raw[:, idx]  # (B, S, M)
+            if tau is not None:
+                u = torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+                z = (z - torch.log(-torch.log(u.clamp_min(1e-10)))) / tau
+            y = torch.softmax(z.masked_fill(pad, float("-inf")), dim=-1)
+            parts.append(y[:, ~pad])
+        return torch.cat(parts, dim=1)[:, self.restore]
+
+    def sample_onehot(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One level per softmax span drawn from softmax(logits) (Gumbel-max), as one-hot; value
+        columns are left as given: (B, dim) -> (B, dim)."""
+        out = logits.clone()
+        out[:, self.softmax_cols] = 0.0
+        rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
+        for idx, pad in self.buckets():
+            z = logits[:, idx]
+            u = torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            z = (z - torch.log(-torch.log(u.clamp_min(1e-10)))).masked_fill(pad, float("-inf"))
+            pick = idx[torch.arange(idx.shape[0], device=idx.device), z.argmax(-1)]  # (B, S) columns
+            out[rows, pick] = 1.0
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# differential privacy
+
+
+def _opacus() -> Any:
+    try:
+        import opacus.accountants
+        import opacus.accountants.utils
+    except ImportError as e:
+        raise MissingDependencyError("opacus (differential privacy)", "pip install 'genloom[tabular]'") from e
+    return opacus.accountants
+
+
+@functools.lru_cache(maxsize=32)
+def noise_multiplier(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """The Gaussian noise multiplier that spends ``epsilon`` over ``steps`` steps at ``sample_rate``
+    (Opacus' RDP accountant; cached: the loop asks at every step)."""
+    acc = _opacus()
+    return float(
+        acc.utils.get_noise_multiplier(
+            target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant="rdp"
+        )
+    )
+
+
+def spent_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
+    """The epsilon spent by ``steps`` DP-SGD steps at this noise and sampling rate (RDP accountant)."""
+    if steps <= 0:
+        return 0.0
+    accountant = _opacus().RDPAccountant()
+    accountant.history = [(noise_multiplier, sample_rate, steps)]
+    return float(accountant.get_epsilon(delta=delta))
+
+
+def dp_step(
+    module: nn.Module,
+    per_sample_loss_fn: Callable[..., Any],
+    batch: tuple[torch.Tensor, ...],
+    max_grad_norm: float,
+    noise_multiplier: float,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, Any]:
+    """Writes DP-SGD gradients into ``module``'s trainable parameters' ``.grad``; returns the
+    per-sample losses (B,) and auxiliary outputs (B, ...).
+
+    ``per_sample_loss_fn(state, *sample)`` computes one sample's loss with
+    ``torch.func.functional_call(module, state, ...)``: ``state`` maps parameter and buffer names
+    to tensors, each tensor of ``sample`` is one sample of ``batch`` with a leading dimension of 1
+    (a row, or a PacGAN group). It returns a scalar, or (scalar, aux) where aux is a tensor or a
+    dict of tensors. Randomness the loss needs (a VAE's reparameterisation noise) must come in
+    ``batch``: the per-sample map cannot draw from a generator.
+
+    Each sample's gradient is clipped to L2 norm ``max_grad_norm``; the clipped gradients are
+    summed, noise N(0, (noise_multiplier * max_grad_norm)^2) from ``generator`` is added to every
+    coordinate, and the sum is divided by the batch size.
+    """
+    from torch.func import grad_and_value, vmap
+
+    names = [n for n, p in module.named_parameters() if p.requires_grad]
+    params = {n: p.detach() for n, p in module.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach() for n, p in module.named_parameters() if not p.requires_grad}
+    buffers = {n: b.detach() for n, b in module.named_buffers()}
+
+    def one(p: dict[str, torch.Tensor], *sample: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        out = per_sample_loss_fn({**p, **frozen, **buffers}, *(t.unsqueeze(0) for t in sample))
+        loss, aux = out if isinstance(out, tuple) else (out, {})
+        return loss.reshape(()), aux
+
+    grads, (losses, aux) = vmap(
+        grad_and_value(one, has_aux=True), in_dims=(None, *([0] * len(batch))), randomness="error"
+    )(params, *batch)
+    b = batch[0].shape[0]
+    norms = torch.sqrt(sum(g.reshape(b, -1).pow(2).sum(1) for g in grads.values()))  # (B,)
+    scale = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+    by_name = dict(module.named_parameters())
+    for n in names:
+        g = torch.einsum("b,b...->...", scale, grads[n])
+        if noise_multiplier > 0:
+            g = g + torch.normal(
+                0.0,
+                noise_multiplier * max_grad_norm,
+                g.shape,
+                generator=generator,
+                device=g.device,
+                dtype=g.dtype,
+            )
+        by_name[n].grad = g / b
+    return losses, aux
+
+
+@dataclass(frozen=True)
+class PrivacyPlan:
+    """The DP-SGD settings of a run, resolved from the plan (``privacy`` entry, batch, steps)."""
+
+    epsilon: float
+    delta: float
+    max_grad_norm: float
+    sample_rate: float
+    steps: int
+    noise_multiplier: float
+
+    def spent(self, steps_done: int) -> float:
+        """Epsilon spent after ``steps_done`` steps."""
+        return spent_epsilon(self.noise_multiplier, self.sample_rate, steps_done, self.delta)
+
+    def report(self) -> dict[str, Any]:
+        """The JSON figures config.json and the evaluation carry: the epsilon of the planned
+        schedule (an upper bound when training stopped early) and the settings that give it."""
+        return {
+            "epsilon": self.spent(self.steps),
+            "target_epsilon": self.epsilon,
+            "delta": self.delta,
+            "noise_multiplier": self.noise_multiplier,
+            "max_grad_norm": self.max_grad_norm,
+            "sample_rate": self.sample_rate,
+            "steps": self.steps,
+        }
+
+
+def privacy_plan(plan: TrainPlan) -> PrivacyPlan | None:
+    """The run's DP-SGD settings from the plan (None: privacy off); the sampling rate is batch /
+    training rows, the noise multiplier the one that spends epsilon over ``plan.max_steps``."""
+    p = plan.model.get("privacy")
+    if not p:
+        return None
+    q = min(1.0, plan.batch_size / max(1, int(plan.model["n_train"])))
+    steps = int(plan.max_steps or 1)
+    nm = noise_multiplier(float(p["epsilon"]), float(p["delta"]), q, steps)
+    return PrivacyPlan(float(p["epsilon"]), float(p["delta"]), float(p["max_grad_norm"]), q, steps, nm)
+
+
+# ----------------------------------------------------------------------------------------------
+# the distance space of DCR (distance to closest record)
+
+
+class DistanceSpace:
+    """Rows as vectors where closeness means similar values, for distance-to-closest-record checks.
+
+    Numeric, integer and datetime columns are standardised ((x - mean) / std; a missing value sits
+    at the mean and sets a missing indicator); categorical and boolean columns are one-hot over the
+    training levels scaled by 1/sqrt(2), so a different level is as far as one standard deviation.
+    Unlike the transformer's encoding it does not depend on a sampled mode, so a copy of a training
+    row is at distance 0 from it.
+    """
+
+    def __init__(self, columns: list[dict[str, Any]], threshold: float | None = None) -> None:
+        self.columns = columns
+        self.threshold = threshold
+
+    @classmethod
+    def fit(cls, rows: pa.Table, kinds: dict[str, str], max_levels: int = 100) -> DistanceSpace:
+        """The space of ``rows``' columns of the modelled ``kinds`` (id columns left out)."""
+        import pyarrow.compute as pc
+
+        columns: list[dict[str, Any]] = []
+        for name, kind in kinds.items():
+            if name not in rows.column_names:
+                continue
+            if kind in NUMBER_KINDS:
+                x = _as_float(rows.column(name))
+                ok = ~np.isnan(x)
+                mean = float(x[ok].mean()) if ok.any() else 0.0
+                std = float(x[ok].std()) if ok.sum() > 1 else 0.0
+                columns.append(
+                    {"name": name, "mean": mean, "std": std if std > 0 else 1.0, "missing": bool((~ok).any())}
+                )
+            elif kind in LEVEL_KINDS:
+                counts = pc.value_counts(pc.cast(rows.column(name), "string")).to_pylist()
+                counts.sort(key=lambda c: -c["counts"])
+                columns.append({"name": name, "levels": [c["values"] for c in counts[:max_levels]]})
+        return cls(columns)
+
+    def vectors(self, rows: pa.Table) -> np.ndarray:
+        """(n, d) float32 vectors of ``rows``."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        parts: list[np.ndarray] = []
+        for c in self.columns:
+            col = rows.column(c["name"])
+            if "levels" in c:
+                values = pc.fill_null(pc.cast(col, "string"), "\x00null")
+                levels = [v if v is not None else "\x00null" for v in c["levels"]]
+                pos = pc.index_in(values, value_set=pa.array(levels, pa.string()))
+                pos_np = pc.fill_null(pos, -1).to_numpy(zero_copy_only=False)
+                hot = np.zeros((len(rows), len(levels)), np.float32)
+                known = pos_np >= 0
+                hot[np.nonzero(known)[0], pos_np[known]] = 1 / math.sqrt(2)
+                parts.append(hot)
+            else:
+                x = _as_float(col)
+                miss = np.isnan(x)
+                parts.append(
+                    ((np.where(miss, c["mean"], x) - c["mean"]) / c["std"]).astype(np.float32)[:, None]
+                )
+                if c["missing"]:
+                    parts.append(miss.astype(np.float32)[:, None])
+        return np.concatenate(parts, axis=1) if parts else np.zeros((len(rows), 0), np.float32)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"columns": self.columns, "threshold": self.threshold}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DistanceSpace:
+        """The space ``to_json`` wrote."""
+        return cls(d["columns"], d.get("threshold"))
+
+
+def _as_float(col: pa.ChunkedArray) -> np.ndarray:
+    """A numeric, integer or timestamp column as float64 with NaN for missing values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
+        col = pc.cast(pc.cast(col, pa.timestamp("s")), pa.int64())
+    return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def nearest_distances(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """L2 distance from each query row to its nearest reference row (float32)."""
+    from genloom.models.tabular_rules import nearest_distances as nearest
+
+    return np.asarray(nearest(query, reference), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# training data
+
+
+class RowBatches:
+    """Fixed-size batches of encoded rows, a fresh shuffle of the rows per epoch.
+
+    The batch of a step depends only on (seed, step, micro, rank), so a resumed run sees the same
+    rows without any sampler state; micro-batches and ranks take consecutive slices of the same
+    shuffle. An epoch's last rows that do not fill a batch are left out of that epoch (the next
+    shuffle puts others last)."""
+
+    def __init__(
+        self, rows: np.ndarray, batch_size: int, seed: int, rank: int = 0, world: int = 1, grad_accum: int = 1
+    ) -> None:
+        self.rows, self.seed, self.rank, self.world, self.grad_accum = rows, seed, rank, world, grad_accum
+        self.n = len(rows)
+        self.batch_size = min(batch_size, self.n)
+        self.per_epoch = max(1, self.n // self.batch_size)
+        self._epoch: tuple[int, np.ndarray] | None = None
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The shuffle of the rows in ``epoch``."""
+        if self._epoch is None or self._epoch[0] != epoch:
+            self._epoch = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n))
+        return self._epoch[1]
+
+    def indices(self, step: int, micro: int = 0) -> np.ndarray:
+        """Row numbers of micro-batch ``micro`` of ``step``."""
+        k = (step * self.grad_accum + micro) * self.world + self.rank  # the run's k-th micro-batch
+        epoch, i = divmod(k, self.per_epoch)
+        return self.order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def batch(self, step: int, micro: int = 0) -> tuple[torch.Tensor, ...]:
+        """(x,): (B, dim) float32 encoded rows."""
+        return (
+            torch.from_numpy(np.ascontiguousarray(self.rows[self.indices(step, micro)], dtype=np.float32)),
+        )
+
+
+class TabularData:
+    """A prepared table as the training loop sees it: encoded rows (memory-mapped), the transformer."""
+
+    unit = "rows"
+    vocab_size = 0
+
+    def __init__(self, prepared_dir: Path, transformer: TableTransformer) -> None:
+        self.prepared_dir = Path(prepared_dir)
+        self.train = np.load(self.prepared_dir / "train.npy", mmap_mode="r")
+        self.val = np.load(self.prepared_dir / "val.npy", mmap_mode="r")
+        self.n_train, self.n_val = len(self.train), len(self.val)
+        self.transformer = transformer
+
+    def batches(self, plan: TrainPlan, seed: int, rank: int, world: int, grad_accum: int) -> RowBatches:
+        """Shuffled fixed-size batches of the training rows (see ``RowBatches``)."""
+        return RowBatches(self.train, plan.batch_size, seed, rank, world, grad_accum)
+
+    def val_loss(self, model: nn.Module, plan: TrainPlan, max_units: int, device: torch.device) -> float:
+        """The model's ``validation_loss`` on the first ``max_units`` validation rows (fixed seed)."""
+        x = torch.from_numpy(np.ascontiguousarray(self.val[:max_units], dtype=np.float32)).to(device)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return float(model.validation_loss(x, 0))  # type: ignore[operator]
+        finally:
+            model.train(was_training)
+
+    def final_metrics(self, val_loss: float) -> dict[str, Any]:
+        """No figures beyond the validation loss for tables."""
+        return {}
+
+
+# ----------------------------------------------------------------------------------------------
+# the family
+
+
+def sample_report(table: pa.Table) -> dict[str, Any]:
+    """The rejection report ``TabularFamily.sample`` stored in the table's schema metadata."""
+    meta = table.schema.metadata or {}
+    return dict(json.loads(meta[b"genloom"])) if b"genloom" in meta else {}
+
+
+class TabularFamily(ModelFamily):
+    """The part of a table family that does not depend on its network: prepare, data, sampling
+    with conditions and constraints, the privacy filter and the evaluation report.
+
+    A subclass writes ``plan_entries`` (its own plan entries), ``build``, ``train_step`` and
+    ``generate``; its module has ``validation_loss(x, seed)`` and ``optimizer_groups``.
+    """
+
+    model_files = ("transformer.json", "dcr_space.json", "dcr_reference.npy")
+    custom_step = True
+    prepare_steps = 3
+
+    # -- prepare --------------------------------------------------------------------------------
+
+    def prepare_key(
+        self, train_cfg: Any, file_digests: Callable[[list[str]], dict[str, str]]
+    ) -> dict[str, Any]:
+        """The model config (its transformer settings) and the seed the transformer is fitted with."""
+        return {"model": train_cfg.model.model_dump(mode="json"), "seed": train_cfg.seed}
+
+    def prepare(self, inp: PrepareInput, train_cfg: Any, out_dir: Path) -> Prepared:
+        """Splits the rows, fits the transformer on the training split and writes the encoded rows,
+        the real rows (for evaluation), the profile and the DCR reference."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from genloom.models.tabular_data import TableTransformer, profile_table
+
+        cfg, seed, out_dir = train_cfg.model, int(train_cfg.seed), Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        parts: dict[str, list[pa.Table]] = {"train": [], "val": []}
+        for batch in inp.batches(None):
+            split = np.asarray(inp.split(batch))
+            data = batch.drop_columns([c for c in GENLOOM_COLUMNS if c in batch.column_names])
+            for name, tables in parts.items():
+                if (split == name).any():
+                    tables.append(data.filter(pa.array(split == name)))
+        if not parts["train"] or not parts["val"]:
+            raise StageError("the train or validation split is empty: add rows or change split.val_fraction")
+        train = pa.concat_tables(parts["train"], promote_options="default")
+        val = pa.concat_tables(parts["val"], promote_options="default").select(train.column_names)
+        pq.write_table(train, out_dir / "train.parquet")
+        pq.write_table(val, out_dir / "val.parquet")
+        inp.advance()
+
+        transformer = TableTransformer.fit(train, cfg, seed=seed)
+        transformer.save(out_dir / "transformer.json")
+        inp.advance()
+
+        np.save(out_dir / "train.npy", transformer.transform(train, seed=seed).astype(np.float32))
+        np.save(out_dir / "val.npy", transformer.transform(val, seed=seed + 1).astype(np.float32))
+        profile = profile_table(train, transformer.kinds)
+        (out_dir / "profile.json").write_text(json.dumps(profile, indent=2, default=str))
+        space = DistanceSpace.fit(train, transformer.kinds, cfg.max_categories)
+        reference = space.vectors(train)
+        # the default DCR threshold: a real holdout row is closer than this to some training row
+        # only 1% of the time, so synthetic rows closer than that look like copies
+        space.threshold = float(np.percentile(nearest_distances(space.vectors(val), reference), 1))
+        (out_dir / "dcr_space.json").write_text(json.dumps(space.to_json()))
+        np.save(out_dir / "dcr_reference.npy", reference)
+        inp.advance()
+        modelled = [c for c, k in transformer.kinds.items() if k != "id"]
+        return Prepared(
+            rows=train.num_rows,
+            manifest={
+                "columns": modelled,
+                "kinds": transformer.kinds,
+                "left_out": transformer.left_out,
+                "encoded_dim": transformer.dim,
+                "dcr_threshold": space.threshold,
+            },
+            stats={
+                "rows": train.num_rows,
+                "val_rows": val.num_rows,
+                "columns": len(modelled),
+                "encoded_dim": transformer.dim,
+            },
+        )
+
+    def profile(self, prepared_dir: Path) -> dict[str, Any]:
+        """The training rows' per-column distributions (``profile.json``)."""
+        return dict(json.loads((Path(prepared_dir) / "profile.json").read_text()))
+
+    # -- train ----------------------------------------------------------------------------------
+
+    def open_data(self, prepared_dir: Path, model_dir: Path) -> TabularData:
+        """The encoded rows of ``prepared_dir`` and its fitted transformer."""
+        from genloom.models.tabular_data import TableTransformer
+
+        return TabularData(prepared_dir, TableTransformer.load(Path(prepared_dir) / "transformer.json"))
+
+    def plan(
+        self, cfg: Any, data: TabularData, budget_s: float | None, device: torch.device
+    ) -> tuple[dict[str, Any], int]:
+        """Rows per step, learning rate and steps from the config (``epochs`` passes), the span
+        layout and the family's own entries (``plan_entries``)."""
+        batch = min(cfg.batch_size, data.n_train)
+        entries: dict[str, Any] = {
+            "block_size": 1,
+            "batch_size": batch,
+            "lr": cfg.lr,
+            "max_steps": cfg.epochs * math.ceil(data.n_train / batch),
+            "warmup_steps": 0,
+            "schedule": "constant",
+            "n_train": data.n_train,
+            "dim": data.transformer.dim,
+            "spans": span_dicts(data.transformer),
+            "privacy": cfg.privacy.model_dump(mode="json") if cfg.privacy is not None else None,
+        }
+        entries.update(self.plan_entries(cfg, data))
+        return entries, 0
+
+    def plan_entries(self, cfg: Any, data: TabularData) -> dict[str, Any]:
+        """The family's own plan entries (layer widths ...)."""
+        return {}
+
+    def default_lr(self, cfg: Any, width: int) -> float:
+        """The config's learning rate (the papers' 2e-4 for the GAN, 1e-3 for the VAE)."""
+        return float(cfg.lr)
+
+    def save(self, model: nn.Module, plan: TrainPlan, out_dir: Path) -> dict[str, Any]:
+        """Weights and buffers in ``model.safetensors``; config.json gets the plan's model entries
+        and, with privacy, the spent epsilon."""
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(Path(out_dir) / "model.safetensors"))
+        extra: dict[str, Any] = {"tabular": dict(plan.to_dict())}
+        privacy = privacy_plan(plan)
+        if privacy is not None:
+            extra["privacy"] = privacy.report()
+        return extra
+
+    def load(self, model_dir: Path, config: dict[str, Any]) -> tuple[nn.Module, TableTransformer]:
+        """The saved model (CPU, float32, eval mode) and its transformer."""
+        from safetensors.torch import load_file
+
+        from genloom.models.tabular_data import TableTransformer
+
+        model_dir = Path(model_dir)
+        plan = TrainPlan.from_dict(config["tabular"])
+        model = self.build(plan, model_config(config), torch.device("cpu"), torch.float32)
+        model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
+        return model.eval(), TableTransformer.load(model_dir / "transformer.json")
+
+    # -- use ------------------------------------------------------------------------------------
+
+    def generate(self, model: nn.Module, n: int, cond: dict[str, Any] | None, seed: int) -> np.ndarray:
+        """(n, dim) float32 raw encoded rows (the family's sampler); ``cond`` maps columns to the
+        values asked for, a hint the family may use (rejection enforces them anyway)."""
+        raise NotImplementedError
+
+    def sample(
+        self,
+        model_dir: Path,
+        n: int,
+        conditions: dict[str, Any] | None = None,
+        seed: int | None = None,
+        **options: Any,
+    ) -> pa.Table:
+        """``n`` synthetic rows with the training schema that meet ``conditions`` (column -> a value,
+        or a condition of ``tabular_rules``), the rules and column constraints of the config, and
+        are no closer to a training row than the DCR threshold (option ``reject_closer_than``
+        overrides it; 0 turns the filter off). The rejection report is in the schema metadata
+        (``sample_report``). Raises GenloomError naming the most rejecting reason when fewer than
+        ``n`` rows pass within ``max_tries`` batches per requested batch."""
+        import pyarrow as pa
+
+        from genloom.models import tabular_rules as rules_mod
+        from genloom.models.text import read_model_config
+
+        model_dir = Path(model_dir)
+        config = read_model_config(model_dir)
+        cfg = model_config(config)
+        model, transformer = self.load(model_dir, config)
+        columns = list(transformer.schema.names)
+        rules = [rules_mod.parse_rule(r, columns) for r in cfg.rules]
+        conds = {c: as_condition(c, v) for c, v in (conditions or {}).items()}
+        unknown = [c for c in conds if c not in columns]
+        if unknown:
+            from genloom.core.errors import ConfigError
+
+            raise ConfigError(f"no column {', '.join(unknown)} in this model; columns: {', '.join(columns)}")
+        unique = [c for c, s in cfg.columns.items() if s.unique and c in columns]
+        space = DistanceSpace.from_json(json.loads((model_dir / "dcr_space.json").read_text()))
+        threshold = options.get("reject_closer_than")
+        if threshold is None:
+            threshold = cfg.dcr_reject if cfg.dcr_reject is not None else space.threshold
+        reference = np.load(model_dir / "dcr_reference.npy", mmap_mode="r") if threshold else None
+        hint = {c: getattr(cond, "value", None) for c, cond in conds.items()}
+        hint = {c: v for c, v in hint.items() if v is not None} or None
+
+        seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+        batch_rows = max(256, min(n, 50_000))
+        budget = cfg.max_tries * max(n, batch_rows)  # rows the search may draw before giving up
+        kept: list[pa.Table] = []
+        have, drawn, k = 0, 0, 0
+        rejected: dict[str, int] = {}
+        seen: dict[str, set] = {}
+        while have < n and drawn < budget:
+            rate = (have + 1) / (drawn + 1) if drawn else 1.0
+            size = int(min(budget - drawn, max(batch_rows, min(4 * batch_rows, 1.2 * (n - have) / rate))))
+            raw = self.generate(model, size, hint, step_seed(seed, k))
+            rows = transformer.inverse_transform(raw, seed=step_seed(seed, k))
+            rows = rules_mod.apply_rounding(rows, cfg.columns)
+            mask, why = rules_mod.row_mask(rows, rules, conds, cfg.columns)
+            _count(rejected, why)
+            rows = rows.filter(pa.array(mask))
+            if unique:
+                ok, dup = rules_mod.enforce_unique(rows, unique, seen)
+                if dup:
+                    rejected["unique"] = rejected.get("unique", 0) + int(dup)
+                rows = rows.filter(pa.array(ok))
+            if reference is not None and rows.num_rows:
+                close = nearest_distances(space.vectors(rows), np.asarray(reference)) < threshold
+                if close.any():
+                    rejected["dcr"] = rejected.get("dcr", 0) + int(close.sum())
+                    rows = rows.filter(pa.array(~close))
+            kept.append(rows.slice(0, n - have))
+            have += min(rows.num_rows, n - have)
+            drawn += size
+            k += 1
+        if have < n:
+            worst = max(rejected.items(), key=lambda kv: kv[1])[0] if rejected else "none"
+            raise GenloomError(
+                f"only {have} of {n} rows met every requirement after drawing {drawn} rows"
+                f" ({cfg.max_tries} tries per batch); most rejections: {worst!r} ({rejected.get(worst, 0)} rows)."
+                " Relax that condition or constraint, or raise max_tries"
+            )
+        table = pa.concat_tables(kept) if kept else transformer.schema.empty_table()
+        report = {"requested": n, "drawn": drawn, "kept": table.num_rows, "rejected": rejected, "seed": seed}
+        meta = dict(table.schema.metadata or {})
+        meta[b"genloom"] = json.dumps(report).encode()
+        return table.replace_schema_metadata(meta)
+
+    def evaluate(self, model_dir: Path, prepared_dir: Path, eval_cfg: Any) -> dict[str, Metric]:
+        """Fidelity (SDMetrics' column shapes, column-pair trends, quality), utility (train on
+        synthetic, test on real validation rows), privacy (DCR, membership inference) of as many
+        synthetic rows as validation rows (at most 20,000, fixed seed), and the validation loss."""
+        import pyarrow.parquet as pq
+
+        from genloom.models import tabular_metrics as tm
+        from genloom.models.text import read_model_config
+
+        model_dir, prepared_dir = Path(model_dir), Path(prepared_dir)
+        config = read_model_config(model_dir)
+        cfg = model_config(config)
+        train = pq.read_table(prepared_dir / "train.parquet")
+        val = pq.read_table(prepared_dir / "val.parquet")
+        n = min(val.num_rows, EVAL_ROWS)
+        real = val.slice(0, n)
+        synth = self.sample(model_dir, n, seed=EVAL_SEED)
+        report = sample_report(synth)
+        model, transformer = self.load(model_dir, config)
+        kinds = {c: k for c, k in transformer.kinds.items() if k != "id"}
+        out: dict[str, Metric] = {}
+        for name, v in tm.quality(real, synth, kinds).items():
+            out[name] = Metric(float(v), "max")
+        target = cfg.target or next((c for c in reversed(list(kinds)) if kinds[c] in LEVEL_KINDS), None)
+        if target is not None:
+            fit_rows = train.slice(0, min(train.num_rows, EVAL_ROWS))
+            for name, v in tm.tstr(synth, val, target, kinds).items():
+                out[f"tstr_{name}"] = Metric(float(v), "max")
+            for name, v in tm.tstr(fit_rows, val, target, kinds).items():
+                out[f"real_{name}"] = Metric(float(v))  # the same classifier trained on real rows
+        space = DistanceSpace.from_json(json.loads((model_dir / "dcr_space.json").read_text()))
+        reference = np.asarray(np.load(model_dir / "dcr_reference.npy", mmap_mode="r"))
+        for name, v in tm.dcr(space.vectors(synth), reference, space.vectors(real)).items():
+            out[f"dcr_{name}"] = Metric(float(v), "min" if "share" in name else None)
+        out["membership_auc"] = Metric(
+            float(tm.membership_inference_auc(space.vectors(synth), reference[:n], space.vectors(real))),
+            "min",
+        )
+        out["dcr_rejected_share"] = Metric(report["rejected"].get("dcr", 0) / max(1, report["drawn"]))
+        data = self.open_data(prepared_dir, model_dir)
+        out["val_loss"] = Metric(
+            data.val_loss(model, TrainPlan.from_dict(config["tabular"]), EVAL_ROWS, torch.device("cpu")),
+            "min",
+        )
+        if "privacy" in config:
+            out["dp_epsilon"] = Metric(float(config["privacy"]["epsilon"]), "min")
+        return out
+
+
+def _count(total: dict[str, int], more: dict[str, int]) -> None:
+    for k, v in more.items():
+        if v:
+            total[k] = total.get(k, 0) + int(v)
+
+
+def model_config(config: dict[str, Any]) -> Any:
+    """The validated ``train.model`` config a trained model's config.json carries."""
+    from pydantic import TypeAdapter
+
+    from genloom.models.config import ModelConfig
+
+    return TypeAdapter(ModelConfig).validate_python(config["train"]["model"])
+
+
+def as_condition(column: str, value: Any) -> Any:
+    """A condition of ``tabular_rules`` from what a caller passes: a condition as is, a string
+    such as ``">=30"`` or ``"30..40"`` parsed, any other value an equality."""
+    from genloom.models import tabular_rules as rules_mod
+
+    return rules_mod.as_condition(column, value)

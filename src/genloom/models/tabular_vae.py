@@ -1,0 +1,212 @@
+"""TVAE: a variational autoencoder for mixed-type rows (Xu et al. 2019, "Modeling Tabular Data
+using Conditional GAN", section 4.3 and appendix).
+
+A row is encoded by the shared data transformer (``tabular_data.py``: a tanh value and a mode
+one-hot per numeric column, a one-hot per categorical column, a missing flag where a column has
+gaps). The encoder maps it to a Gaussian posterior q(z|x) over ``embedding_dim`` latents; the
+decoder maps z to, per value span, the mean of a Gaussian whose standard deviation is a learned
+parameter per column (clamped to [0.01, 1] as TVAE does), and per softmax span the logits of a
+categorical. The loss is the negative ELBO per row with the reconstruction weighted by
+``loss_factor``:
+
+    loss = loss_factor * sum_spans -log p(x_span | z) + KL(q(z|x) || N(0, I))
+
+Sampling draws z ~ N(0, I), then each value from its Gaussian (clipped to [-1, 1]) and each
+level from its softmax, so generated rows follow p(x|z) rather than its mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from genloom.core.registry import MODELS
+from genloom.models.base import TrainPlan
+from genloom.models.tabular import (
+    RowBatches,
+    SpanIndex,
+    TabularData,
+    TabularFamily,
+    dp_step,
+    privacy_plan,
+    step_generator,
+)
+
+SIGMA_MIN, SIGMA_MAX = 0.01, 1.0  # TVAE's clamp of the learned standard deviations
+GENERATE_CHUNK = 65_536  # rows decoded at once when sampling (bounded memory)
+
+
+def mlp(widths: list[int]) -> nn.Sequential:
+    """Linear-ReLU layers through ``widths`` (the first is the input width)."""
+    layers: list[nn.Module] = []
+    for a, b in zip(widths[:-1], widths[1:], strict=True):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class TabularVAE(nn.Module):
+    """TVAE's encoder, decoder and learned per-column standard deviations."""
+
+    def __init__(
+        self,
+        spans: list[dict[str, Any]],
+        dim: int,
+        embedding_dim: int,
+        compress_dims: list[int],
+        decompress_dims: list[int],
+        loss_factor: float,
+        weight_decay: float,
+    ) -> None:
+        super().__init__()
+        self.embedding_dim, self.loss_factor, self.weight_decay = embedding_dim, loss_factor, weight_decay
+        self.spans = SpanIndex(spans, dim)
+        self.encoder = mlp([dim, *compress_dims])
+        self.mu = nn.Linear(([dim, *compress_dims])[-1], embedding_dim)
+        self.logvar = nn.Linear(([dim, *compress_dims])[-1], embedding_dim)
+        self.decoder = nn.Sequential(
+            mlp([embedding_dim, *decompress_dims]), nn.Linear(([embedding_dim, *decompress_dims])[-1], dim)
+        )
+        self.sigma = nn.Parameter(torch.full((dim,), 0.1))  # only the value spans' entries are used
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row (reconstruction loss, KL) of rows ``x`` (B, dim) with posterior noise ``eps``
+        (B, embedding_dim): both (B,)."""
+        h = self.encoder(x)
+        mu, logvar = self.mu(h), self.logvar(h)  # (B, E)
+        z = mu + eps * torch.exp(0.5 * logvar)
+        out = self.decoder(z)  # (B, dim): value-span means (before tanh) and softmax logits
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
+        return self.reconstruction(out, x), kl
+
+    def reconstruction(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x | z) per row, up to a constant: Gaussian NLL of the value spans around
+        tanh(out) with the learned sigma, cross-entropy of the softmax spans: (B,)."""
+        v = self.spans.value_idx
+        sigma = self.sigma[v]
+        gauss = ((x[:, v] - torch.tanh(out[:, v])).pow(2) / (2 * sigma.pow(2))).sum(-1) + torch.log(
+            sigma
+        ).sum()
+        return gauss + self.spans.cross_entropy(out, x)
+
+    def validation_loss(self, x: torch.Tensor, seed: int) -> float:
+        """The negative ELBO per row of ``x`` (reconstruction unweighted), posterior noise from ``seed``."""
+        g = step_generator(seed, 0, x.device)
+        total = 0.0
+        with torch.no_grad():
+            for chunk in torch.split(x, GENERATE_CHUNK):
+                eps = torch.randn(chunk.shape[0], self.embedding_dim, generator=g, device=x.device)
+                rec, kl = self(chunk, eps)
+                total += float((rec + kl).sum())
+        return total / max(1, x.shape[0])
+
+    @torch.no_grad()
+    def generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` rows from the prior: values from their Gaussians, levels from their softmax: (n, dim)."""
+        device = self.sigma.device
+        out = []
+        for size in [GENERATE_CHUNK] * (n // GENERATE_CHUNK) + [n % GENERATE_CHUNK]:
+            if size == 0:
+                continue
+            z = torch.randn(size, self.embedding_dim, generator=generator, device=device)
+            raw = self.decoder(z)
+            rows = self.spans.sample_onehot(raw, generator)
+            v = self.spans.value_idx
+            noise = torch.randn(size, len(v), generator=generator, device=device)
+            rows[:, v] = (torch.tanh(raw[:, v]) + noise * self.sigma[v]).clamp(-1.0, 1.0)
+            out.append(rows)
+        return torch.cat(out) if out else torch.zeros(0, self.spans.dim, device=device)
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """One group with the config's weight decay and Adam's default betas (as TVAE); the loop's
+        ``weight_decay`` (meant for transformer matrices) is not used."""
+        return [{"params": list(self.parameters()), "weight_decay": self.weight_decay, "betas": (0.9, 0.999)}]
+
+
+def _core(model: nn.Module) -> TabularVAE:
+    """The TabularVAE inside a DDP or compiled wrapper."""
+    inner = getattr(model, "module", model)
+    return getattr(inner, "_orig_mod", inner)
+
+
+@MODELS.register("tabular_vae")
+class TabularVAEFamily(TabularFamily):
+    """TVAE (Xu et al. 2019): a VAE over the mode-normalised rows, Gaussian values with learned
+    per-column sigma, categorical levels, ``loss_factor`` x reconstruction + KL. Conditions are met
+    by rejection when sampling. With ``privacy``, every step is DP-SGD (the encoder sees real rows)."""
+
+    name = "tabular_vae"
+
+    def plan_entries(self, cfg: Any, data: TabularData) -> dict[str, Any]:
+        """The network's shape and loss weight."""
+        return {
+            "embedding_dim": cfg.embedding_dim,
+            "compress_dims": list(cfg.compress_dims),
+            "decompress_dims": list(cfg.decompress_dims),
+            "loss_factor": cfg.loss_factor,
+            "weight_decay": cfg.weight_decay,
+        }
+
+    def build(self, plan: TrainPlan, cfg: Any, device: torch.device, compute_dtype: torch.dtype) -> nn.Module:
+        """The VAE of a plan (float32: the model is small, autocast would not pay)."""
+        m = plan.model
+        return TabularVAE(
+            m["spans"],
+            int(m["dim"]),
+            int(m["embedding_dim"]),
+            list(m["compress_dims"]),
+            list(m["decompress_dims"]),
+            float(m["loss_factor"]),
+            float(m["weight_decay"]),
+        ).to(device)
+
+    def train_step(
+        self,
+        model: nn.Module,
+        batches: RowBatches,
+        opt: torch.optim.Optimizer,
+        plan: TrainPlan,
+        step: int,
+        cfg: Any,
+    ) -> dict[str, float]:
+        """One Adam step on a batch: the weighted negative ELBO (DP-SGD with privacy), then sigma clamped."""
+        vae = _core(model)
+        device = vae.sigma.device
+        (x,) = batches.batch(step)
+        x = x.to(device, non_blocking=True)
+        g = step_generator(batches.seed, step, device)
+        eps = torch.randn(x.shape[0], vae.embedding_dim, generator=g, device=device)
+        privacy = privacy_plan(plan)
+        if privacy is None:
+            opt.zero_grad(set_to_none=True)
+            rec, kl = model(x, eps)
+            loss = (vae.loss_factor * rec + kl).mean()
+            loss.backward()
+            parts = torch.stack([loss.detach(), rec.detach().mean(), kl.detach().mean()])
+        else:
+            from torch.func import functional_call
+
+            def row_loss(state: dict[str, torch.Tensor], x1: torch.Tensor, eps1: torch.Tensor) -> Any:
+                rec1, kl1 = functional_call(vae, state, (x1, eps1))
+                return (vae.loss_factor * rec1 + kl1).sum(), torch.cat([rec1, kl1])
+
+            losses, aux = dp_step(vae, row_loss, (x, eps), privacy.max_grad_norm, privacy.noise_multiplier, g)
+            parts = torch.cat([losses.mean()[None], aux.mean(0)])
+        opt.step()
+        with torch.no_grad():
+            vae.sigma.clamp_(SIGMA_MIN, SIGMA_MAX)
+        loss_v, rec_v, kl_v = parts.tolist()
+        return {"loss": loss_v, "reconstruction": rec_v, "kl": kl_v}
+
+    def generate(self, model: nn.Module, n: int, cond: dict[str, Any] | None, seed: int) -> np.ndarray:
+        """``n`` rows from the prior; conditions are left to rejection (a VAE has no conditional input)."""
+        vae = _core(model)
+        g = step_generator(seed, 0, vae.sigma.device)
+        was_training = vae.training
+        vae.eval()
+        try:
+            return vae.generate(n, g).cpu().numpy().astype(np.float32)
+        finally:
+            vae.train(was_training)
