@@ -98,7 +98,9 @@ class CsvSource(FileSource):
 
     Sniffed per file: the encoding (BOM, UTF-8, UTF-16, cp1252, cp1251... via charset-normalizer),
     the dialect (delimiter, quote; ``csv.Sniffer``), whether the first row is a header, and title
-    rows above the header (skipped). Column types are inferred from the first batch (int, float,
+    rows above the header (skipped). A blank after every delimiter (UCI's ``39, State-gov``) is
+    part of the separator: values are trimmed before they are typed or matched to ``null_values``.
+    A file without a header row can name its columns with ``column_names``. Column types are inferred from the first batch (int, float,
     else string) and kept for the whole file; later values that do not parse become null.
     Every row is a record: the data columns stay as table columns (for tabular models), ``text``
     comes from ``text_template`` (``"{title}: {body}"``), ``text_column``, or ``col: value; ...``.
@@ -118,8 +120,10 @@ class CsvSource(FileSource):
     id_column: str | None = None
     #: field separator; detected when empty
     delimiter: str | None = None
-    #: whether the first row names the columns; detected when empty
+    #: whether the first row names the columns; detected when empty (False when ``column_names`` is set)
     header: bool | None = None
+    #: names of the columns, for a file without a header row (with ``header: true`` they replace the file's)
+    column_names: list[str] | None = None
     #: force an encoding instead of detecting it
     encoding: str | None = None
     #: extra strings read as missing values (``?``); the usual ones (``NA``, ``null``, ``""``) always are
@@ -145,10 +149,14 @@ class CsvSource(FileSource):
             sample = sample[: sample.rfind("\n")]
         sample = sample.lstrip("\ufeff")
         dialect = self._dialect(sample, blob)
+        if not dialect.skipinitialspace and _blank_after_delimiter(sample, dialect):
+            dialect.skipinitialspace = True
         lines = list(pycsv.reader(sample.splitlines()[:50], dialect))
         skip = _title_rows(lines)
         body = lines[skip:]
         has_header = self.header
+        if has_header is None and self.column_names is not None:
+            has_header = False
         if has_header is None:
             try:
                 has_header = pycsv.Sniffer().has_header("\n".join(sample.splitlines()[skip : skip + 50]))
@@ -156,7 +164,14 @@ class CsvSource(FileSource):
                 has_header = True
             has_header = has_header or _names_row(body)
         width = max((len(r) for r in body[:20]), default=0)
-        if has_header and body:
+        if self.column_names is not None:
+            if body and len(self.column_names) != width:
+                raise RecordError(
+                    "malformed_csv",
+                    f"column_names has {len(self.column_names)} names, the rows have {width} fields",
+                )
+            names = list(self.column_names)
+        elif has_header and body:
             names = [n.strip() or f"f{i}" for i, n in enumerate(body[0])]
         else:
             names = [f"f{i}" for i in range(width)]
@@ -199,6 +214,8 @@ class CsvSource(FileSource):
             null_values=NULLS + list(self.null_values),
         )
         trim = dialect.skipinitialspace or dialect.delimiter == ","
+        # pyarrow matched null strings before the trim, so " ?" of a ", "-separated file is matched after it
+        nulls = pa.array(["", *NULLS, *self.null_values], pa.string())
         path_json = json.dumps(key, ensure_ascii=False)
         types: dict[str, pa.DataType] | None = None
         row0 = 0
@@ -215,7 +232,7 @@ class CsvSource(FileSource):
                         )
                         table = pa.table(
                             {
-                                n: pc.if_else(pc.equal(c, ""), pa.scalar(None, pa.string()), c)
+                                n: pc.if_else(pc.is_in(c, value_set=nulls), pa.scalar(None, pa.string()), c)
                                 for n, c in zip(table.column_names, table.columns, strict=True)
                             }
                         )
@@ -284,6 +301,19 @@ class CsvSource(FileSource):
         out = {"id": ids, "text": text, "source": pa.array(["csv"] * n, pa.string()), "meta": meta}
         out.update({c: table.column(c) for c in table.column_names})
         return pa.table(out)
+
+
+def _blank_after_delimiter(sample: str, dialect: Any) -> bool:
+    """Whether every value after the first of each row starts with a blank (``a, b, c``).
+
+    ``csv.Sniffer`` judges this from the first row only, and not at all when the delimiter is
+    given. The first row is not counted when there are more (it may be a header written without).
+    """
+    rows = [r for r in pycsv.reader(sample.splitlines()[:50], dialect) if len(r) > 1]
+    if len(rows) > 2:
+        rows = rows[1:]
+    values = [v for r in rows for v in r[1:] if v]
+    return bool(values) and all(v[0] == " " for v in values)
 
 
 def _title_rows(lines: list[list[str]]) -> int:
