@@ -80,13 +80,16 @@ def span_dicts(transformer: TableTransformer) -> list[dict[str, Any]]:
 
 
 class SpanIndex(nn.Module):
-    """Index tensors over the spans of an encoded row (non-persistent buffers: they move with the
-    model and are not weights).
+    """The span layout as index tensors (non-persistent buffers: they move with the model and are
+    not weights), so that per-span losses and activations are a few tensor ops, never a Python
+    loop over the columns.
 
-    Value spans (tanh, one column each) are gathered with ``value_idx``. Softmax spans are grouped
-    in buckets of similar width (widths up to 2, 4, 8, ...): a bucket's spans are gathered as one
-    (B, S, M) block, its padding masked with -inf, so a softmax or log-sum-exp over all spans is a
-    handful of tensor ops whatever the number of columns, and padding wastes at most half a bucket.
+    A model works on the encoded columns reordered as ``[value columns | softmax spans]``
+    (``permute`` / ``restore``): the value columns (tanh, one per numeric column) are then the
+    slice ``[:, :n_values]`` and the softmax spans the contiguous block ``[:, n_values:]``. Over
+    that block a per-span log-sum-exp is ``log(exp(z - shift) @ S) + shift`` with ``S`` the
+    (columns, spans) membership matrix and ``shift`` the per-span maximum (detached; found with
+    one gather over the spans padded to the widest, pads repeating a column of their own span).
     """
 
     def __init__(self, spans: list[dict[str, Any]], dim: int) -> None:
@@ -94,75 +97,73 @@ class SpanIndex(nn.Module):
         self.dim = dim
         values = [s["start"] for s in spans if s["activation"] == "tanh"]
         soft = [s for s in spans if s["activation"] == "softmax"]
-        self.register_buffer("value_idx", torch.tensor(values, dtype=torch.long), persistent=False)
-        cols = [c for s in soft for c in range(s["start"], s["start"] + s["dim"])]
-        self.register_buffer("softmax_cols", torch.tensor(cols, dtype=torch.long), persistent=False)
-        by_bucket: dict[int, list[dict[str, Any]]] = {}
-        for s in soft:
-            by_bucket.setdefault(max(1, s["dim"] - 1).bit_length(), []).append(s)
-        self.n_buckets = len(by_bucket)
-        order = [torch.as_tensor(values, dtype=torch.long)]
-        for b, (_, group) in enumerate(sorted(by_bucket.items())):
-            width = max(s["dim"] for s in group)
-            offs = torch.arange(width)
-            starts = torch.tensor([s["start"] for s in group])
-            dims = torch.tensor([s["dim"] for s in group])
-            pad = offs[None, :] >= dims[:, None]  # (S, M)
-            idx = starts[:, None] + torch.minimum(offs[None, :], dims[:, None] - 1)  # pads repeat the last
-            self.register_buffer(f"idx{b}", idx, persistent=False)
-            self.register_buffer(f"pad{b}", pad, persistent=False)
-            order.append(idx[~pad])
-        # the columns of cat([values, bucket 0 unpadded, bucket 1 ...]) in encoded order
-        self.register_buffer("restore", torch.argsort(torch.cat(order)), persistent=False)
+        self.n_values, self.n_spans = len(values), len(soft)
+        order = values + [c for s in soft for c in range(s["start"], s["start"] + s["dim"])]
+        order_t = torch.tensor(order, dtype=torch.long)
+        self.register_buffer("order", order_t, persistent=False)
+        self.register_buffer("inverse", torch.argsort(order_t), persistent=False)
+        span_of = torch.tensor([i for i, s in enumerate(soft) for _ in range(s["dim"])], dtype=torch.long)
+        self.register_buffer("span_of", span_of, persistent=False)
+        member = torch.zeros(len(span_of), len(soft))
+        member[torch.arange(len(span_of)), span_of] = 1.0
+        self.register_buffer("member", member, persistent=False)
+        width = max((s["dim"] for s in soft), default=1)
+        starts = torch.tensor([0, *(s["dim"] for s in soft)][:-1], dtype=torch.long).cumsum(0)
+        dims = torch.tensor([s["dim"] for s in soft], dtype=torch.long)
+        padded = starts[:, None] + torch.minimum(torch.arange(width)[None, :], dims[:, None] - 1)  # (S, M)
+        self.register_buffer("padded", padded, persistent=False)
 
-    def buckets(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(idx (S, M), pad (S, M)) of each bucket."""
-        return [(getattr(self, f"idx{b}"), getattr(self, f"pad{b}")) for b in range(self.n_buckets)]
+    def permute(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoded rows (B, dim) -> the model's order [values | softmax spans]."""
+        return x[..., self.order]
 
-    def logsumexp(self, logits: torch.Tensor) -> torch.Tensor:
-        """Sum over softmax spans of each row's log-sum-exp of the span's logits: (B, dim) -> (B,)."""
-        total = logits.new_zeros(logits.shape[:-1])
-        for idx, pad in self.buckets():
-            z = logits[..., idx].masked_fill(pad, float("-inf"))  # (B, S, M)
-            total = total + torch.logsumexp(z, dim=-1).sum(-1)
-        return total
+    def restore(self, xp: torch.Tensor) -> torch.Tensor:
+        """The model's order -> encoded rows in the transformer's order."""
+        return xp[..., self.inverse]
 
-    def cross_entropy(self, logits: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-        """Sum over softmax spans of the cross-entropy of one-hot targets: (B, dim) x2 -> (B,).
+    def _shift(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-span maximum of softmax-block logits (B, n_soft) -> (B, S), no gradient."""
+        with torch.no_grad():
+            return z[..., self.padded].amax(-1)
 
-        For a one-hot target, CE = logsumexp(span) - logit of the target; summed over spans the
-        second term is one dot product over all softmax columns."""
-        cols = self.softmax_cols
-        return self.logsumexp(logits) - (logits[..., cols] * onehot[..., cols]).sum(-1)
+    def logsumexp(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-span log-sum-exp of softmax-block logits: (B, n_soft) -> (B, S)."""
+        shift = self._shift(z)
+        return torch.log(torch.exp(z - shift[..., self.span_of]) @ self.member) + shift
+
+    def cross_entropy(self, z: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Sum over softmax spans of the cross-entropy of one-hot targets, per row: (B, n_soft) x2 -> (B,).
+
+        For a one-hot target CE = logsumexp(span) - the target's logit; summed over spans the
+        second term is one dot product over the block."""
+        return self.logsumexp(z).sum(-1) - (z * onehot).sum(-1)
+
+    def softmax(self, z: torch.Tensor) -> torch.Tensor:
+        """Softmax within each span of softmax-block logits: (B, n_soft) -> (B, n_soft)."""
+        e = torch.exp(z - self._shift(z)[..., self.span_of])
+        return e / (e @ self.member)[..., self.span_of]
+
+    def gumbel(
+        self, shape: torch.Size, generator: torch.Generator | None, like: torch.Tensor
+    ) -> torch.Tensor:
+        """Standard Gumbel noise of ``shape`` from ``generator``."""
+        u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+        return -torch.log(-torch.log(u.clamp_min(1e-10)))
 
     def activate(
         self, raw: torch.Tensor, tau: float | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """tanh on value spans, softmax on softmax spans; with ``tau``, Gumbel-softmax at that
-        temperature (noise from ``generator``), as CTGAN's generator output: (B, dim) -> (B, dim)."""
-        parts = [torch.tanh(raw[:, self.value_idx])]
-        for idx, pad in self.buckets():
-            z = raw[:, idx]  # (B, S, M)
-            if tau is not None:
-                u = torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-                z = (z - torch.log(-torch.log(u.clamp_min(1e-10)))) / tau
-            y = torch.softmax(z.masked_fill(pad, float("-inf")), dim=-1)
-            parts.append(y[:, ~pad])
-        return torch.cat(parts, dim=1)[:, self.restore]
+        """tanh on the value columns, softmax within each span; with ``tau``, Gumbel-softmax at that
+        temperature (noise from ``generator``), as CTGAN's generator output. Model order in and out."""
+        values, z = raw[..., : self.n_values], raw[..., self.n_values :]
+        if tau is not None:
+            z = (z + self.gumbel(z.shape, generator, z)) / tau
+        return torch.cat([torch.tanh(values), self.softmax(z)], dim=-1)
 
-    def sample_onehot(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One level per softmax span drawn from softmax(logits) (Gumbel-max), as one-hot; value
-        columns are left as given: (B, dim) -> (B, dim)."""
-        out = logits.clone()
-        out[:, self.softmax_cols] = 0.0
-        rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
-        for idx, pad in self.buckets():
-            z = logits[:, idx]
-            u = torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-            z = (z - torch.log(-torch.log(u.clamp_min(1e-10)))).masked_fill(pad, float("-inf"))
-            pick = idx[torch.arange(idx.shape[0], device=idx.device), z.argmax(-1)]  # (B, S) columns
-            out[rows, pick] = 1.0
-        return out
+    def sample_onehot(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One level per span drawn from softmax(z) (Gumbel-max), as one-hot: (B, n_soft) -> (B, n_soft)."""
+        noisy = z + self.gumbel(z.shape, generator, z)
+        return (noisy == self._shift(noisy)[..., self.span_of]).to(z.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -702,7 +703,7 @@ class TabularFamily(ModelFamily):
             rate = (have + 1) / (drawn + 1) if drawn else 1.0
             size = int(min(budget - drawn, max(batch_rows, min(4 * batch_rows, 1.2 * (n - have) / rate))))
             raw = self.generate(model, size, hint, step_seed(seed, k))
-            rows = transformer.inverse_transform(raw, seed=step_seed(seed, k))
+            rows = transformer.inverse_transform(raw, seed=step_seed(seed, k), first_row=drawn)
             rows = rules_mod.apply_rounding(rows, cfg.columns)
             mask, why = rules_mod.row_mask(rows, rules, conds, cfg.columns)
             _count(rejected, why)

@@ -48,7 +48,11 @@ def mlp(widths: list[int]) -> nn.Sequential:
 
 
 class TabularVAE(nn.Module):
-    """TVAE's encoder, decoder and learned per-column standard deviations."""
+    """TVAE's encoder, decoder and learned per-column standard deviations.
+
+    Internally the columns are in ``SpanIndex`` order, [value columns | softmax spans], so the
+    loss reads slices rather than gathers; ``forward`` takes and ``generate`` returns rows in the
+    transformer's order."""
 
     def __init__(
         self,
@@ -64,32 +68,29 @@ class TabularVAE(nn.Module):
         self.embedding_dim, self.loss_factor, self.weight_decay = embedding_dim, loss_factor, weight_decay
         self.spans = SpanIndex(spans, dim)
         self.encoder = mlp([dim, *compress_dims])
-        self.mu = nn.Linear(([dim, *compress_dims])[-1], embedding_dim)
-        self.logvar = nn.Linear(([dim, *compress_dims])[-1], embedding_dim)
+        # mu and log-variance from one layer (TVAE's two heads, fused: one matmul instead of two)
+        self.posterior = nn.Linear(([dim, *compress_dims])[-1], 2 * embedding_dim)
         self.decoder = nn.Sequential(
             mlp([embedding_dim, *decompress_dims]), nn.Linear(([embedding_dim, *decompress_dims])[-1], dim)
         )
-        self.sigma = nn.Parameter(torch.full((dim,), 0.1))  # only the value spans' entries are used
+        self.sigma = nn.Parameter(torch.full((self.spans.n_values,), 0.1))  # one per value column
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row (reconstruction loss, KL) of rows ``x`` (B, dim) with posterior noise ``eps``
         (B, embedding_dim): both (B,)."""
-        h = self.encoder(x)
-        mu, logvar = self.mu(h), self.logvar(h)  # (B, E)
+        xp = self.spans.permute(x)  # (B, dim): [values | softmax spans]
+        mu, logvar = self.posterior(self.encoder(xp)).chunk(2, dim=-1)  # (B, E) each
         z = mu + eps * torch.exp(0.5 * logvar)
-        out = self.decoder(z)  # (B, dim): value-span means (before tanh) and softmax logits
+        out = self.decoder(z)  # (B, dim): value means (before tanh), then softmax logits
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
-        return self.reconstruction(out, x), kl
+        return self.reconstruction(out, xp), kl
 
-    def reconstruction(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """-log p(x | z) per row, up to a constant: Gaussian NLL of the value spans around
-        tanh(out) with the learned sigma, cross-entropy of the softmax spans: (B,)."""
-        v = self.spans.value_idx
-        sigma = self.sigma[v]
-        gauss = ((x[:, v] - torch.tanh(out[:, v])).pow(2) / (2 * sigma.pow(2))).sum(-1) + torch.log(
-            sigma
-        ).sum()
-        return gauss + self.spans.cross_entropy(out, x)
+    def reconstruction(self, out: torch.Tensor, xp: torch.Tensor) -> torch.Tensor:
+        """-log p(x | z) per row, up to a constant (model order): Gaussian NLL of the value
+        columns around tanh(out) with the learned sigma, cross-entropy of the softmax spans: (B,)."""
+        nv = self.spans.n_values
+        gauss = ((xp[:, :nv] - torch.tanh(out[:, :nv])).pow(2) / (2 * self.sigma.pow(2))).sum(-1)
+        return gauss + torch.log(self.sigma).sum() + self.spans.cross_entropy(out[:, nv:], xp[:, nv:])
 
     def validation_loss(self, x: torch.Tensor, seed: int) -> float:
         """The negative ELBO per row of ``x`` (reconstruction unweighted), posterior noise from ``seed``."""
@@ -104,19 +105,17 @@ class TabularVAE(nn.Module):
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` rows from the prior: values from their Gaussians, levels from their softmax: (n, dim)."""
-        device = self.sigma.device
+        """``n`` rows from the prior, values from their Gaussians (clipped to [-1, 1]) and levels
+        from their softmax: (n, dim) in the transformer's order."""
+        device, nv = self.sigma.device, self.spans.n_values
         out = []
-        for size in [GENERATE_CHUNK] * (n // GENERATE_CHUNK) + [n % GENERATE_CHUNK]:
-            if size == 0:
-                continue
-            z = torch.randn(size, self.embedding_dim, generator=generator, device=device)
-            raw = self.decoder(z)
-            rows = self.spans.sample_onehot(raw, generator)
-            v = self.spans.value_idx
-            noise = torch.randn(size, len(v), generator=generator, device=device)
-            rows[:, v] = (torch.tanh(raw[:, v]) + noise * self.sigma[v]).clamp(-1.0, 1.0)
-            out.append(rows)
+        for start in range(0, n, GENERATE_CHUNK):
+            size = min(GENERATE_CHUNK, n - start)
+            raw = self.decoder(torch.randn(size, self.embedding_dim, generator=generator, device=device))
+            noise = torch.randn(size, nv, generator=generator, device=device)
+            values = (torch.tanh(raw[:, :nv]) + noise * self.sigma).clamp(-1.0, 1.0)
+            levels = self.spans.sample_onehot(raw[:, nv:], generator)
+            out.append(self.spans.restore(torch.cat([values, levels], dim=1)))
         return torch.cat(out) if out else torch.zeros(0, self.spans.dim, device=device)
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
