@@ -331,32 +331,106 @@ def generate(
 
 
 @app.command()
-def export(
+def sample(
     file: FileArg,
-    format: Annotated[
-        str, typer.Option("--format", help="hf: a Hugging Face folder (LlamaForCausalLM for a genloom GPT)")
-    ] = "hf",
-    out_dir: Annotated[
+    n: Annotated[int, typer.Option("-n", "--rows", help="How many records to generate")] = 1000,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(help="Condition (repeatable): region=EU, age>=30, age=30..40; for text, a control k=v"),
+    ] = None,
+    seed: int | None = None,
+    out_file: Annotated[
         Path | None,
-        typer.Option("--out", help="Folder to write (default: exports/<model>-v<N>-hf next to the pipeline)"),
+        typer.Option("-o", "--out", help="Write .parquet or .csv (default: print the first rows)"),
     ] = None,
     version: Annotated[int | None, typer.Option(help="Model version (default: the champion)")] = None,
 ) -> None:
-    """Export the champion (or a version) so transformers, vLLM or llama.cpp's converter can load it."""
+    """Generate records with the pipeline's champion: synthetic rows of a table model (or texts)."""
     try:
-        if format != "hf":
-            raise ConfigError(
-                f"unknown export format {format!r}",
-                path="--format",
-                hint="hf (GGUF: run llama.cpp's convert_hf_to_gguf.py on the hf folder)",
-            )
+        if n < 1:
+            raise ConfigError("-n must be at least 1", path="-n")
+        table = _pipeline(file).sample(n, _conditions(where or []), seed=seed, version=version)
+        if out_file is not None:
+            _write_table(table, out_file)
+    except GenloomError as e:
+        _fail(e)
+    report = (table.schema.metadata or {}).get(b"genloom")
+    if out_file is not None:
+        out.print(f"wrote {table.num_rows} rows to {out_file}")
+    else:
+        out.print(table.slice(0, 20).to_pandas().to_string(), highlight=False, markup=False)
+    if report:
+        out.print(f"[dim]{report.decode()}[/dim]")
+
+
+def _conditions(where: list[str]) -> dict[str, Any]:
+    """``--where`` values: ``k=v`` is an equality (a table's column value, a text model's control);
+    comparisons and ranges (``age>=30``, ``age=30..40``) are parsed by the table rules."""
+    import re
+
+    out: dict[str, Any] = {}
+    for w in where:
+        plain = re.fullmatch(r"\s*([^=<>!]+?)\s*=\s*(.*?)\s*", w)
+        if plain and ".." not in plain.group(2):
+            out[plain.group(1)] = plain.group(2)
+            continue
+        from genloom.models.tabular_rules import parse_condition
+
+        column, condition = parse_condition(w)
+        out[column] = condition
+    return out
+
+
+def _write_table(table: Any, path: Path) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        pq.write_table(table, path, compression="zstd")
+    elif suffix == ".csv":
+        pacsv.write_csv(table, path)
+    else:
+        raise ConfigError(f"unknown output format {path.suffix!r}", path="--out", hint="use .parquet or .csv")
+
+
+@app.command()
+def export(
+    file: FileArg,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="hf: a Hugging Face folder (LlamaForCausalLM for a genloom GPT); gguf: one file for llama.cpp",
+        ),
+    ] = "hf",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder (hf) or file (gguf) to write (default: exports/<model>-v<N>-hf or .gguf next to the pipeline)",
+        ),
+    ] = None,
+    version: Annotated[int | None, typer.Option(help="Model version (default: the champion)")] = None,
+    gguf_type: Annotated[str, typer.Option(help="gguf: f32, f16, bf16 or q8_0")] = "f32",
+) -> None:
+    """Export the champion (or a version) so transformers, vLLM or llama.cpp can load it."""
+    try:
+        if format not in ("hf", "gguf"):
+            raise ConfigError(f"unknown export format {format!r}", path="--format", hint="hf or gguf")
         p = _pipeline(file)
         model_dir = p.model_dir(version)
         number = version or p.catalog.champion(p.model_name)["version"]
-        target = out_dir or p.base_dir / "exports" / f"{p.model_name}-v{number}-hf"
-        from genloom.models.export import export_model
+        from genloom.models.export import export_gguf, export_model
 
-        written = export_model(model_dir, target)
+        if format == "gguf":
+            target = out_dir or p.base_dir / "exports" / f"{p.model_name}-v{number}-{gguf_type}.gguf"
+            written = export_gguf(model_dir, target, gguf_type)
+        else:
+            written = export_model(
+                model_dir, out_dir or p.base_dir / "exports" / f"{p.model_name}-v{number}-hf"
+            )
     except GenloomError as e:
         _fail(e)
     out.print(f"exported {p.model_name} v{number} to {written}")

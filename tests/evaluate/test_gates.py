@@ -7,7 +7,8 @@ from pathlib import Path
 from tests.conftest import TINY_TRAIN, write_pipeline
 
 from genloom.core.config import Gate
-from genloom.evaluate.gates import DIRECTIONS, check_gates, is_better
+from genloom.evaluate.gates import check_gates, is_better
+from genloom.models.text_family import TEXT_DIRECTIONS
 from genloom.pipeline import Pipeline
 
 
@@ -15,7 +16,7 @@ def test_better_follows_the_direction() -> None:
     assert is_better(1.0, 2.0, "min") and not is_better(2.0, 1.0, "min")
     assert is_better(2.0, 1.0, "max") and not is_better(1.0, 2.0, "max")
     assert not is_better(1.0, 1.0, "min") and not is_better(1.0, 1.0, "max")  # a tie never promotes
-    assert DIRECTIONS["val_bpc"] == "min"
+    assert TEXT_DIRECTIONS["val_bpc"] == "min"
 
 
 def test_gates_check_both_bounds_and_a_missing_metric() -> None:

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from genloom.core.errors import NotFoundError
+from genloom.models.base import TrainPlan
 from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
 from genloom.models.tokens import pack_tokens
 from genloom.train.checkpoint import latest_checkpoint
@@ -156,6 +157,7 @@ class ModelClock:
         return self.now
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import genloom.train.budget as budget
         import genloom.train.loop as loop
         from genloom.models.gpt import GPT
 
@@ -169,6 +171,7 @@ class ModelClock:
 
         monkeypatch.setattr(GPT, "forward", timed_forward)
         monkeypatch.setattr(loop, "time", SimpleNamespace(monotonic=self.monotonic))
+        monkeypatch.setattr(budget, "time", SimpleNamespace(monotonic=self.monotonic))
 
 
 def test_time_budget_sizes_the_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,7 +228,7 @@ def test_early_stopping_keeps_the_best_weights(tmp_path: Path) -> None:
 
 
 def test_schedules() -> None:
-    plan = {"lr": 1.0, "max_steps": 100, "warmup_steps": 10}
+    plan = TrainPlan("gpt", lr=1.0, max_steps=100, warmup_steps=10)
     cos = TrainConfig(min_lr_ratio=0.1)
     assert lr_at(0, plan, cos) == pytest.approx(0.1) and lr_at(9, plan, cos) == pytest.approx(1.0)
     assert lr_at(99, plan, cos) == pytest.approx(0.1, abs=1e-3)
@@ -271,9 +274,10 @@ def test_dropout_is_chosen_from_the_passes_over_the_data() -> None:
     from genloom.train.plan import make_plan
 
     cpu = torch.device("cpu")
+    data = SimpleNamespace(n_train=10_000, n_val=1_000, vocab_size=256, unit="tokens")
     many = TrainConfig(model=TINY, max_steps=1000, batch_size=4)  # 1000 x 4 x 32 tokens over 10k: 12.8 passes
-    assert make_plan(many, 256, 10_000, cpu)["gpt"]["dropout"] == 0.1
+    assert make_plan(many, data, cpu).model["gpt"]["dropout"] == 0.1
     once = TrainConfig(model=TINY, batch_size=4)  # no max_steps, no budget: one pass
-    assert make_plan(once, 256, 10_000, cpu)["gpt"]["dropout"] == 0.0
+    assert make_plan(once, data, cpu).model["gpt"]["dropout"] == 0.0
     fixed = TrainConfig(model={**TINY, "dropout": 0.0}, max_steps=1000, batch_size=4)
-    assert make_plan(fixed, 256, 10_000, cpu)["gpt"]["dropout"] == 0.0  # the config's choice stands
+    assert make_plan(fixed, data, cpu).model["gpt"]["dropout"] == 0.0  # the config's choice stands

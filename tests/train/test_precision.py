@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from genloom.train.config import TrainConfig
 from genloom.train.loop import train
 from genloom.train.optim import Muon, build_optimizer, orthogonalize
 from genloom.train.plan import make_plan
+
+DATA = SimpleNamespace(n_train=10_000, n_val=1_000, vocab_size=256, unit="tokens")
 
 CPU = torch.device("cpu")
 # what the two CPUs of this project's machines measure (../shared/notes/machines.md)
@@ -50,18 +53,16 @@ def test_an_explicit_precision_stands_and_needs_no_probe() -> None:
 
 def test_the_plan_takes_autocast_and_muon_precision_from_the_probe() -> None:
     muon = TrainConfig(model=TINY, max_steps=10, optimizer="muon")
-    fast = make_plan(muon, 256, 10_000, CPU, lambda: AVX512_BF16)
-    slow = make_plan(muon, 256, 10_000, CPU, lambda: AVX2_ONLY)
-    assert (fast["precision"], fast["muon_precision"]) == ("bf16", "bf16")
-    assert (slow["precision"], slow["muon_precision"]) == ("fp32", "fp32")
+    fast = make_plan(muon, DATA, CPU, lambda: AVX512_BF16)
+    slow = make_plan(muon, DATA, CPU, lambda: AVX2_ONLY)
+    assert (fast.precision, fast.muon_precision) == ("bf16", "bf16")
+    assert (slow.precision, slow.muon_precision) == ("fp32", "fp32")
     # fp32 training asked for: Muon's Newton-Schulz still follows the machine
     asked = TrainConfig(model=TINY, max_steps=10, optimizer="muon", precision="fp32")
-    assert make_plan(asked, 256, 10_000, CPU, lambda: AVX512_BF16)["muon_precision"] == "bf16"
-    assert "muon_precision" not in make_plan(
-        TrainConfig(model=TINY, max_steps=10), 256, 10_000, CPU, lambda: AVX2_ONLY
-    )
+    assert make_plan(asked, DATA, CPU, lambda: AVX512_BF16).muon_precision == "bf16"
+    assert not make_plan(TrainConfig(model=TINY, max_steps=10), DATA, CPU, lambda: AVX2_ONLY).muon_precision
     # nothing to decide: the probe is not run
-    make_plan(TrainConfig(model=TINY, max_steps=10, precision="fp32"), 256, 10_000, CPU, never)
+    make_plan(TrainConfig(model=TINY, max_steps=10, precision="fp32"), DATA, CPU, never)
 
 
 def test_newton_schulz_runs_in_the_dtype_it_is_given() -> None:

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-Direction = Literal["min", "max"]
-
-#: the direction of every metric genloom computes; a metric not listed cannot decide promotion
-DIRECTIONS: dict[str, Direction] = {
-    "val_loss": "min",
-    "val_ppl": "min",
-    "val_bpc": "min",
-}
+from genloom.models.base import Direction  # each family's metrics declare theirs (``Metric``)
 
 
 def check_gates(metrics: dict[str, Any], gates: dict[str, Any]) -> dict[str, Any]:

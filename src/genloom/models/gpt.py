@@ -22,7 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genloom.core.registry import MODELS
-from genloom.models.base import ModelFamily
+from genloom.models.base import TrainData, TrainPlan
+from genloom.models.text_family import TextFamily
 
 # Named sizes. tiny: tests; small: minutes on 2 CPU cores; base: an hour on CPU, minutes on a GPU;
 # medium and large: GPUs (GPT-2 small and medium scale).
@@ -395,17 +396,18 @@ def round_vocab(v: int) -> int:
 
 
 @MODELS.register("gpt")
-class GPTFamily(ModelFamily):
+class GPTFamily(TextFamily):
     """A genloom GPT trained from scratch on a tokenizer trained on the corpus."""
 
     name = "gpt"
 
     def plan(
-        self, cfg: Any, vocab_size: int, n_train_tokens: int, budget_s: float | None, device: torch.device
+        self, cfg: Any, data: TrainData, budget_s: float | None, device: torch.device
     ) -> tuple[dict[str, Any], int]:
         from genloom.core.errors import ConfigError
 
-        preset = cfg.preset if cfg.preset != "auto" else choose_preset(n_train_tokens, budget_s, device)
+        vocab_size = data.vocab_size
+        preset = cfg.preset if cfg.preset != "auto" else choose_preset(data.n_train, budget_s, device)
         try:
             gcfg = GPTConfig.from_preset(
                 preset,
@@ -429,9 +431,9 @@ class GPTFamily(ModelFamily):
         plan["block_size"] = gcfg.block_size
         return plan, gcfg.n_embd
 
-    def set_dropout(self, plan: dict[str, Any], cfg: Any, epochs: float) -> None:
+    def set_dropout(self, plan: TrainPlan, cfg: Any, epochs: float) -> None:
         if cfg.dropout is None:
-            plan["gpt"]["dropout"] = AUTO_DROPOUT if epochs >= AUTO_DROPOUT_EPOCHS else 0.0
+            plan.model["gpt"]["dropout"] = AUTO_DROPOUT if epochs >= AUTO_DROPOUT_EPOCHS else 0.0
 
     def vocab_size(self, out_dir: Path) -> int:
         from tokenizers import Tokenizer
@@ -445,18 +447,16 @@ class GPTFamily(ModelFamily):
             )
         return int(Tokenizer.from_file(str(tok_path)).get_vocab_size())
 
-    def build(
-        self, plan: dict[str, Any], cfg: Any, device: torch.device, compute_dtype: torch.dtype
-    ) -> nn.Module:
-        return GPT(GPTConfig.from_dict(plan["gpt"])).to(device)
+    def build(self, plan: TrainPlan, cfg: Any, device: torch.device, compute_dtype: torch.dtype) -> nn.Module:
+        return GPT(GPTConfig.from_dict(plan.model["gpt"])).to(device)
 
-    def save(self, model: nn.Module, plan: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    def save(self, model: nn.Module, plan: TrainPlan, out_dir: Path) -> dict[str, Any]:
         from safetensors.torch import save_file
 
         from genloom.models.weights import trainable_state
 
         save_file(trainable_state(model), str(Path(out_dir) / "model.safetensors"))
-        return {"gpt": plan["gpt"]}
+        return {"gpt": plan.model["gpt"]}
 
     def load(self, model_dir: Path, config: dict[str, Any]) -> tuple[nn.Module, Any]:
         from safetensors.torch import load_file
@@ -467,6 +467,11 @@ class GPTFamily(ModelFamily):
         model = GPT(GPTConfig.from_dict(config["gpt"]))
         load_trainable_state(model, load_file(str(Path(model_dir) / "model.safetensors")))
         return model, Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+
+    def gguf_pre_tokenizer(self, model_dir: Path) -> str:
+        from genloom.models.export import byte_level_pre_tokenizer
+
+        return byte_level_pre_tokenizer(Path(model_dir) / "tokenizer.json")
 
     def export_hf(self, model_dir: Path, out_dir: Path) -> Path:
         from genloom.models.export import export_hf

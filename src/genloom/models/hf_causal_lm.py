@@ -25,8 +25,9 @@ import torch.nn.functional as F
 
 from genloom.core.errors import ConfigError, MissingDependencyError, NotFoundError
 from genloom.core.registry import MODELS
-from genloom.models.base import ModelFamily
+from genloom.models.base import PrepareInput, TrainData, TrainPlan
 from genloom.models.gpt import decay_groups
+from genloom.models.text_family import TextFamily
 
 if TYPE_CHECKING:
     import tokenizers
@@ -199,6 +200,12 @@ class HFCausalLM(nn.Module):
         """The transformers config of the underlying model."""
         return self.hf.config
 
+    @property
+    def stop_ids(self) -> list[int]:
+        """The model's end-of-sequence token ids (generation stops at them)."""
+        eos = getattr(self.hf.config, "eos_token_id", None)
+        return [int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
+
     def save(self, out_dir: Path) -> None:
         """Writes ``hf_model/`` (merged weights) or ``adapter/`` (LoRA only) plus the tokenizer files."""
         out_dir = Path(out_dir)
@@ -239,6 +246,27 @@ class HFCausalLM(nn.Module):
         return cls(hf, load_hf_tokenizer(model_dir), cfg)
 
 
+def _chat_template(
+    folder: Path, add_generation_prompt: bool = False
+) -> Callable[[list[dict[str, str]]], str]:
+    """A conversation -> text through the chat template of the tokenizer in ``folder`` (transformers
+    renders it); a ConfigError when the model has none."""
+    tf = _transformers()
+    tok = tf.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if not getattr(tok, "chat_template", None):
+        raise ConfigError(
+            f"the model in {folder} has no chat template (tokenizer_config.json has no chat_template)",
+            path="train.chat",
+            hint="use a chat model, or add a chat_template to its tokenizer_config.json",
+        )
+
+    def render(messages: list[dict[str, str]]) -> str:
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return str(text)
+
+    return render
+
+
 def _base_with_adapter(base_path: Path, adapter_dir: Path) -> Any:
     """The full-precision base model from disk with the LoRA adapter saved in ``adapter_dir``."""
     import peft
@@ -252,25 +280,43 @@ def _base_with_adapter(base_path: Path, adapter_dir: Path) -> Any:
 
 
 @MODELS.register("hf_causal_lm")
-class HFCausalLMFamily(ModelFamily):
+class HFCausalLMFamily(TextFamily):
     """A local Hugging Face causal LM fine-tuned (full, LoRA or QLoRA) with its own tokenizer."""
 
     name = "hf_causal_lm"
 
+    def tokenizer_key(
+        self, train_cfg: Any, file_digests: Callable[[list[str]], dict[str, str]]
+    ) -> dict[str, Any]:
+        path = train_cfg.model.path  # the model brings its own tokenizer: its file is the key
+        digest = file_digests([f"{path}/tokenizer.json"])
+        return {"pretrained": path, "sha256": next(iter(digest.values()), "")}
+
+    def prepare_tokenizer(
+        self, inp: PrepareInput, train_cfg: Any, texts: Iterator[str], control_tokens: list[str]
+    ) -> tokenizers.Tokenizer:
+        return load_hf_tokenizer(inp.resolve(train_cfg.model.path))
+
+    def chat_formatter(self, inp: PrepareInput, train_cfg: Any) -> Callable[[list[dict[str, str]]], str]:
+        """The base model's own chat template (``chat_template`` of its tokenizer_config.json)."""
+        return _chat_template(Path(inp.resolve(train_cfg.model.path)))
+
+    def chat_prompt(self, model_dir: Path, messages: list[dict[str, str]]) -> str:
+        folder = model_dir / "hf_model" if (model_dir / "hf_model").is_dir() else model_dir / "adapter"
+        return _chat_template(folder, add_generation_prompt=True)(messages)
+
     def plan(
-        self, cfg: Any, vocab_size: int, n_train_tokens: int, budget_s: float | None, device: torch.device
+        self, cfg: Any, data: TrainData, budget_s: float | None, device: torch.device
     ) -> tuple[dict[str, Any], int]:
         return {"block_size": cfg.block_size}, 1024
 
     def default_lr(self, cfg: Any, width: int) -> float:
         return 2e-5 if cfg.lora is None else 2e-4  # full fine-tuning moves a pretrained model gently
 
-    def build(
-        self, plan: dict[str, Any], cfg: Any, device: torch.device, compute_dtype: torch.dtype
-    ) -> nn.Module:
+    def build(self, plan: TrainPlan, cfg: Any, device: torch.device, compute_dtype: torch.dtype) -> nn.Module:
         return HFCausalLM.from_config(cfg, device, compute_dtype=compute_dtype)
 
-    def save(self, model: nn.Module, plan: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    def save(self, model: nn.Module, plan: TrainPlan, out_dir: Path) -> dict[str, Any]:
         model.save(out_dir)  # type: ignore[operator]
         return {}
 

@@ -16,10 +16,12 @@ import torch.nn as nn
 
 from genloom.core.errors import ConfigError, NotFoundError
 from genloom.models.tokenizer import END_OF_TURN, EOD, format_controls
-from genloom.models.tokens import eval_windows
+from genloom.models.tokens import TokenBatches, eval_windows, load_tokens, read_sidecar
 
 if TYPE_CHECKING:
     import tokenizers
+
+    from genloom.models.base import TrainPlan
 
 
 def read_model_config(model_dir: Path | str) -> dict[str, Any]:
@@ -114,6 +116,7 @@ def generate(
     gen.manual_seed(seed if seed is not None else int(torch.seed() % (2**63)))
     stops = [s for s in (stop or []) if s]
     end_ids = {i for i in (tok.token_to_id(EOD), tok.token_to_id(END_OF_TURN)) if i is not None}
+    end_ids |= set(getattr(model, "stop_ids", ()))  # a pretrained model's own end-of-sequence ids
     bos = tok.token_to_id(EOD)  # every training document follows an end-of-document token
     prefix = format_controls(controls)
     encoded = [
@@ -161,10 +164,12 @@ def generate(
 
 def generate_chat(model_dir: Path | str, messages: list[dict[str, str]], **sampling: Any) -> str:
     """The assistant's reply to a conversation, written with the chat template the model was
-    trained with (``train.chat``); generation stops at the end of the turn."""
-    from genloom.models.tokenizer import format_chat
+    trained with (``train.chat``: genloom's for the GPT, the base model's own for a Hugging Face
+    model); generation stops at the end of the turn."""
+    from genloom.models.base import family_of
 
-    return generate(model_dir, [format_chat(messages, add_generation_prompt=True)], **sampling)[0]
+    prompt = family_of(model_dir).chat_prompt(Path(model_dir), messages)  # type: ignore[attr-defined]
+    return generate(model_dir, [prompt], **sampling)[0]
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -203,3 +208,36 @@ def evaluate_loss(
             count += n
     model.train(was_training)
     return (total / count if count else float("nan")), count
+
+
+class TextData:
+    """Packed token files as the training loop sees them (``TrainData``): windows of
+    ``block_size + 1`` tokens, the validation loss over the first ``max_units`` validation
+    tokens, and bits per character from the validation sidecar."""
+
+    unit = "tokens"
+
+    def __init__(self, train_bin: Path, val_bin: Path, vocab_size: int) -> None:
+        self.train, self.val = load_tokens(train_bin), load_tokens(val_bin)
+        self.val_meta = read_sidecar(val_bin)
+        self.n_train, self.n_val, self.vocab_size = len(self.train), len(self.val), vocab_size
+        packed = read_sidecar(train_bin).get("vocab_size")
+        if vocab_size and packed and packed > vocab_size:
+            raise ConfigError(
+                "the token file was packed with a larger vocabulary than tokenizer.json",
+                path="train",
+                hint="re-pack the data with the tokenizer in the output folder",
+            )
+
+    def batches(self, plan: TrainPlan, seed: int, rank: int, world: int, grad_accum: int) -> TokenBatches:
+        return TokenBatches(self.train, plan.batch_size, plan.block_size, seed, rank, world, grad_accum)
+
+    def val_loss(self, model: nn.Module, plan: TrainPlan, max_units: int, device: torch.device) -> float:
+        batch = max(1, plan.batch_size)
+        return evaluate_loss(model, self.val, plan.block_size, max_units, batch, plan.precision, device)[0]
+
+    def final_metrics(self, val_loss: float) -> dict[str, Any]:
+        import math
+
+        n_chars, n_tokens = self.val_meta.get("n_chars"), self.val_meta.get("n_tokens")
+        return {"val_bpc": val_loss / math.log(2) * n_tokens / n_chars} if n_chars else {}

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from genloom.core.store import content_key
-from genloom.evaluate.gates import DIRECTIONS, check_gates
+from genloom.evaluate.gates import check_gates
+from genloom.models.base import family
 from genloom.stages.base import (
     DATA_STAGES,
     RunContext,
@@ -20,7 +21,7 @@ from genloom.stages.base import (
 
 
 class EvaluateStage(Stage):
-    """Model + prepared validation data -> metrics (each with its direction) and gate results."""
+    """Model + prepared validation data -> the family's metrics (each with its direction) and gate results."""
 
     name = "evaluate"
     needs_train = True
@@ -37,15 +38,14 @@ class EvaluateStage(Stage):
         return StagePlan("evaluate", content_key(ingredients), [model, data], ingredients)
 
     def run(self, ctx: RunContext, plan: StagePlan, plans: list[StagePlan], reason: str) -> StageResult:
-        from genloom.evaluate.text import evaluate_text_model
-
         assert plan.key is not None
         model_dir = ctx.local_artifact("train", plan_for(plans, "train").key)
         prepared = ctx.local_artifact("prepare", plan_for(plans, "prepare").key)
         ctx.reporter.stage_start("evaluate", 1, unit="steps")
-        metrics = evaluate_text_model(model_dir, prepared / "val.bin", max_tokens=ctx.cfg.evaluate.max_tokens)
+        scored = family(ctx.cfg.train.model.type).evaluate(model_dir, prepared, ctx.cfg.evaluate)
         ctx.reporter.stage_advance("evaluate")
-        directions = {k: DIRECTIONS[k] for k in metrics if k in DIRECTIONS}
+        metrics = {k: m.value for k, m in scored.items()}
+        directions = {k: m.direction for k, m in scored.items() if m.direction is not None}
         gates = check_gates(metrics, ctx.cfg.evaluate.gates)
         out = ctx.local_artifact("evaluate", plan.key)
         out.mkdir(parents=True, exist_ok=True)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from genloom.core.store import content_key
 from genloom.evaluate.gates import is_better
+from genloom.models.base import family_of
 from genloom.stages.base import RunContext, Stage, StagePlan, StageResult, plan_for, round_metrics
 
 #: training figures carried into the registered version's metrics
@@ -76,8 +75,6 @@ def promotion(
     plans: list[StagePlan],
 ) -> str:
     """The decision for a new version: promoted, or kept as candidate, and why."""
-    from genloom.evaluate.text import evaluate_on_texts
-
     rule = ctx.cfg.registry
     champion = ctx.catalog.champion(ctx.model_name)
     if champion is not None and champion["version"] == version["version"]:
@@ -93,9 +90,10 @@ def promotion(
     if direction is None:
         return f"kept as candidate: metric {rule.metric!r} has no direction (not a metric this model reports)"
     prepared = ctx.local_artifact("prepare", plan_for(plans, "prepare").key)
-    texts = pq.read_table(prepared / "val_texts.parquet").column("text").to_pylist()
     ours = metrics.get(rule.metric)
-    theirs = evaluate_on_texts(Path(champion["uri"]), texts, ctx.cfg.evaluate.max_tokens).get(rule.metric)
+    # the champion scored on this run's evaluation data, by its own family (it may differ from ours)
+    scored = family_of(champion["uri"]).evaluate_champion(Path(champion["uri"]), prepared, ctx.cfg.evaluate)
+    theirs = scored[rule.metric].value if rule.metric in scored else None
     if ours is None or theirs is None:
         return f"kept as candidate: metric {rule.metric!r} unavailable"
     sign = "<" if direction == "min" else ">"

@@ -1,4 +1,4 @@
-"""train: the one training loop over the prepared data; resumes from its last checkpoint."""
+"""train: the one training loop over the prepared data, for any family; resumes from its last checkpoint."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import shutil
 from typing import Any
 
 from genloom.core.store import content_key
+from genloom.models.base import family
 from genloom.stages.base import RunContext, Stage, StagePlan, StageResult, plan_for, round_metrics
 
 
 class TrainStage(Stage):
-    """Prepared data -> a model folder (weights, resolved config, tokenizer, checkpoints)."""
+    """Prepared data -> a model folder (weights, resolved config, the family's files such as the
+    tokenizer or the data transformer, checkpoints)."""
 
     name = "train"
     needs_train = True
@@ -28,7 +30,7 @@ class TrainStage(Stage):
         return StagePlan("train", content_key(ingredients), [prepared], ingredients)
 
     def run(self, ctx: RunContext, plan: StagePlan, plans: list[StagePlan], reason: str) -> StageResult:
-        from genloom.train.loop import train
+        from genloom.train.loop import train_prepared
 
         assert plan.key is not None
         prepared = ctx.local_artifact("prepare", plan_for(plans, "prepare").key)
@@ -36,7 +38,8 @@ class TrainStage(Stage):
         if "train" in ctx.forced and out.exists():  # forced: from nothing, not the last checkpoint
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(prepared / "tokenizer.json", out / "tokenizer.json")
+        for name in family(ctx.cfg.train.model.type).model_files:  # what the model folder needs of the data
+            shutil.copy(prepared / name, out / name)
         ctx.reporter.stage_start("train", None, unit="steps")
 
         def progress(step: int, total: int | None, info: dict[str, Any]) -> None:
@@ -46,7 +49,7 @@ class TrainStage(Stage):
         path = getattr(cfg.model, "path", None)
         if isinstance(path, str):  # a base model's folder is relative to the pipeline file, not the cwd
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": ctx.resolve(path)})})
-        metrics = train(cfg, prepared / "train.bin", prepared / "val.bin", out, progress)
+        metrics = train_prepared(cfg, prepared, out, progress)
         ctx.store.write_manifest(
             "train",
             plan.key,

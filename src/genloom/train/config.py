@@ -139,16 +139,16 @@ class TrainConfig(BaseModel):
         None,
         description=(
             "Conversations instead of plain text: each record's messages are written with the chat"
-            " template (<|user|>...<|end|>); exports carry the template."
+            " template (the GPT: <|user|>...<|end|>; a Hugging Face model: its own chat_template);"
+            " exports carry the template."
         ),
     )
 
     @model_validator(mode="after")
-    def _chat_needs_gpt(self) -> TrainConfig:
-        if self.chat is not None and not self.model.trains_tokenizer:
+    def _chat_needs_text(self) -> TrainConfig:
+        if self.chat is not None and not getattr(self.model, "chat", False):
             raise ValueError(
-                "train.chat is implemented for the genloom GPT (type: gpt); a Hugging Face model's own chat"
-                " template is not applied yet"
+                f"train.chat needs a text model (type: gpt or hf_causal_lm), not {self.model.type}"
             )
         return self
 

@@ -1,10 +1,14 @@
-"""The one training loop: AdamW, warmup + cosine or WSD schedule, accumulation, clipping, eval, checkpoints.
+"""The one training loop for every model family: AdamW (or Muon), warmup + cosine or WSD schedule,
+accumulation, clipping, evaluation, early stopping, checkpoints, exact resume, DDP, progress.
 
-``train()`` is what the pipeline's train stage calls. It resolves the config into a *plan* (model
-shape, batch, steps, learning rate), saved with every checkpoint so that a resumed run follows the
-same plan exactly; the batch of a step depends only on (seed, step), so resuming after ``kill -9``
-reproduces the uninterrupted loss curve. Under ``torchrun`` each process trains on its own batches
-and DistributedDataParallel averages the gradients.
+``train_prepared()`` is what the pipeline's train stage calls: the family opens its prepared data
+(``ModelFamily.open_data``) and the loop resolves the config into a ``TrainPlan`` (model shape,
+batch, steps, learning rate), saved with every checkpoint so that a resumed run follows the same
+plan exactly; the batch of a step depends only on (seed, step), so resuming after ``kill -9``
+reproduces the uninterrupted loss curve. A family changes only its step: by default the loop runs
+``model(*batch) -> (output, loss)`` with accumulation and clipping; a family with ``custom_step``
+(a GAN's critic and generator updates) does the whole step in ``train_step``. Under ``torchrun``
+each process trains on its own batches and DistributedDataParallel averages the gradients.
 """
 
 from __future__ import annotations
@@ -18,17 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from genloom.core.errors import ConfigError
-from genloom.models.base import family
-from genloom.models.text import autocast, evaluate_loss
-from genloom.models.tokens import load_tokens, read_sidecar
+from genloom.models.base import TrainData, TrainPlan, family
+from genloom.models.text import TextData, autocast
 from genloom.train import checkpoint as ckpt_io
+from genloom.train.budget import resize_for_budget, steps_for_budget
 from genloom.train.config import TrainConfig, parse_duration
-from genloom.train.data import TokenBatches
 from genloom.train.distributed import ddp_init
 from genloom.train.ema import WeightEMA
 from genloom.train.optim import build_optimizer
@@ -60,11 +62,36 @@ def train(
     progress: Progress | None = None,
     probe: MachineProbe | None = None,
 ) -> dict[str, Any]:
-    """Trains (or resumes training) the model of ``cfg`` on packed tokens; writes the model into ``out_dir``.
+    """Trains (or resumes training) a text model of ``cfg`` on packed token files; writes the model
+    into ``out_dir`` (which holds the tokenizer, for a family that trains one).
 
     ``probe``: the machine's measured matmul speeds, which decide the precisions (default:
     ``probe_machine()``, measured once per machine and cached in the user's cache folder).
     """
+    vocab = family(cfg.model.type).vocab_size(Path(out_dir))
+    return train_on(cfg, TextData(Path(train_bin), Path(val_bin), vocab), out_dir, progress, probe)
+
+
+def train_prepared(
+    cfg: TrainConfig,
+    prepared_dir: Path,
+    out_dir: Path,
+    progress: Progress | None = None,
+    probe: MachineProbe | None = None,
+) -> dict[str, Any]:
+    """Trains (or resumes) the model of ``cfg`` on what its family's ``prepare`` wrote in ``prepared_dir``."""
+    data = family(cfg.model.type).open_data(Path(prepared_dir), Path(out_dir))
+    return train_on(cfg, data, out_dir, progress, probe)
+
+
+def train_on(
+    cfg: TrainConfig,
+    data: TrainData,
+    out_dir: Path,
+    progress: Progress | None = None,
+    probe: MachineProbe | None = None,
+) -> dict[str, Any]:
+    """The loop itself, over a family's training data."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
@@ -78,8 +105,7 @@ def train(
         threads = max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", world)))  # share the cores
     torch.set_num_threads(threads)
 
-    train_data, val_data = load_tokens(train_bin), load_tokens(val_bin)
-    vocab_size = _vocab_size(cfg, out_dir)
+    fam = family(cfg.model.type)
     latest = ckpt_io.latest_checkpoint(out_dir)
     resumed_state = ckpt_io.read_state(latest) if latest else None
     probe_source = lazy_probe(probe)
@@ -87,43 +113,31 @@ def train(
         # precisions follow this machine, not the one that started the run: a checkpoint moved to
         # a CPU without fast bf16 would otherwise train in emulated bf16 (the same machine
         # resolves the same values from its cached probe, so resuming stays exact)
-        plan = {**resumed_state["plan"], **resolve_precisions(cfg, device, probe_source)}
+        plan = TrainPlan.from_dict(resumed_state["plan"])
+        for k, v in resolve_precisions(cfg, device, probe_source).items():
+            setattr(plan, k, v)
     else:
-        plan = make_plan(cfg, vocab_size, len(train_data), device, probe_source)
+        plan = make_plan(cfg, data, device, probe_source)
     torch.manual_seed(cfg.seed)
     model = build_model(plan, cfg, device)
-    packed_vocab = read_sidecar(train_bin).get("vocab_size")
-    if vocab_size and packed_vocab and packed_vocab > vocab_size:
-        raise ConfigError(
-            "the token file was packed with a larger vocabulary than tokenizer.json",
-            path="train",
-            hint="re-pack the data with the tokenizer in the output folder",
-        )
 
-    sized_here = plan["max_steps"] is None
+    sized_here = plan.max_steps is None
     if sized_here:  # time budget: measure the step time, then size the schedule
         left = parse_duration(cfg.time_budget or "5m") - (time.monotonic() - t_start)
-        plan["max_steps"] = _steps_for_budget(model, plan, cfg, train_data, device, left)
+        plan.max_steps = steps_for_budget(fam, model, plan, cfg, data, device, left)
         if world > 1:  # every rank must run the same number of steps: rank 0 decides
             import torch.distributed as dist
 
-            n = torch.tensor([plan["max_steps"]], device=device)
+            n = torch.tensor([plan.max_steps], device=device)
             dist.broadcast(n, src=0)
-            plan["max_steps"] = int(n.item())
-        auto_dropout(plan, cfg, len(train_data))
+            plan.max_steps = int(n.item())
+        auto_dropout(plan, cfg, data.n_train)
         torch.manual_seed(cfg.seed)
         model = build_model(plan, cfg, device)
-    plan = finish_plan(plan, cfg) if "warmup_steps" not in plan else plan
+    plan = finish_plan(plan, cfg) if plan.eval_interval is None else plan
+    assert plan.max_steps is not None and plan.eval_interval and plan.checkpoint_interval
 
-    opt = build_optimizer(
-        model,
-        cfg.optimizer,
-        plan["lr"],
-        cfg.weight_decay,
-        (cfg.beta1, plan.get("beta2") or 0.95),
-        fused=device.type in ("cpu", "cuda"),
-        ns_dtype=dtype_of(plan.get("muon_precision", "bf16")),
-    )
+    opt = _optimizer(model, plan, cfg, device)
     step, tokens_seen, best_val, bad_evals, elapsed_before = 0, 0, float("inf"), 0, 0.0
     history: list[dict[str, Any]] = []
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
@@ -141,20 +155,15 @@ def train(
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(train_model, device_ids=[device.index] if device.type == "cuda" else None)
-    batches = TokenBatches(
-        train_data, plan["batch_size"], plan["block_size"], cfg.seed, rank, world, cfg.grad_accum
-    )
-    tokens_per_step = plan["batch_size"] * plan["block_size"] * cfg.grad_accum * world
-    n_steps = plan["max_steps"]
-    eval_batch = max(1, plan["batch_size"])
+    batches = data.batches(plan, cfg.seed, rank, world, cfg.grad_accum)
+    tokens_per_step = plan.batch_size * plan.block_size * cfg.grad_accum * world
+    n_steps = plan.max_steps
     budget = parse_duration(cfg.time_budget) if cfg.time_budget else None
+    unit = data.unit  # "tokens" or "rows": the names of the figures the loop reports
 
     def run_eval() -> float:
         with ema.swapped() if ema is not None else contextlib.nullcontext():
-            loss, _ = evaluate_loss(
-                model, val_data, plan["block_size"], cfg.eval_tokens, eval_batch, plan["precision"], device
-            )
-        return loss
+            return data.val_loss(model, plan, cfg.eval_tokens, device)
 
     def checkpoint(step_done: int) -> None:
         if rank == 0:
@@ -162,7 +171,7 @@ def train(
                 "tokens": tokens_seen,
                 "best_val": best_val,
                 "bad_evals": bad_evals,
-                "plan": plan,
+                "plan": plan.to_dict(),
                 "elapsed_s": elapsed_before + time.monotonic() - t_start,
                 "history": history,
             }
@@ -174,7 +183,7 @@ def train(
     # checkpoint saves is final): a 2-core VM measured here ran its first 15 seconds 20% faster than
     # the sustained pace, and a schedule sized on steps 10-40 alone overran 5 minutes by 47 s
     calibrate = (10, 40) if sized_here and budget is not None else None
-    if calibrate and min(plan["eval_interval"], plan["checkpoint_interval"], n_steps // 4) <= calibrate[1]:
+    if calibrate and min(plan.eval_interval, plan.checkpoint_interval, n_steps // 4) <= calibrate[1]:
         calibrate = None
     measured_twice = False
     t_cal = 0.0
@@ -185,26 +194,30 @@ def train(
     while step < n_steps:
         lr = lr_at(step, plan, cfg)
         for g in opt.param_groups:
-            g["lr"] = lr
-        loss_sum = 0.0
-        for micro in range(cfg.grad_accum):
-            x, y = batches.batch(step, micro)
-            x, y = x.to(device), y.to(device)
-            sync = (
-                contextlib.nullcontext()
-                if world == 1 or micro == cfg.grad_accum - 1
-                else train_model.no_sync()
-            )  # type: ignore[operator]
-            with sync:  # DDP: all-reduce the gradients only after the last micro-batch
-                with autocast(plan["precision"], device):
-                    _, loss = train_model(x, y)
-                    loss = loss / cfg.grad_accum
-                loss.backward()
-            loss_sum += float(loss.detach())
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        parts: dict[str, float] = {}
+        if fam.custom_step:  # the family does its own backward passes and updates (a GAN)
+            parts = fam.train_step(train_model, batches, opt, plan, step, cfg.model)
+            loss_sum = float(parts["loss"])
+        else:
+            loss_sum = 0.0
+            for micro in range(cfg.grad_accum):
+                tensors = [t.to(device) for t in batches.batch(step, micro)]
+                sync = (
+                    contextlib.nullcontext()
+                    if world == 1 or micro == cfg.grad_accum - 1
+                    else train_model.no_sync()
+                )  # type: ignore[operator]
+                with sync:  # DDP: all-reduce the gradients only after the last micro-batch
+                    with autocast(plan.precision, device):
+                        _, loss = train_model(*tensors)
+                        loss = loss / cfg.grad_accum
+                    loss.backward()
+                loss_sum += float(loss.detach())
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update()
         step += 1
@@ -213,28 +226,29 @@ def train(
             t_cal = time.monotonic()
         elif calibrate is not None and step == calibrate[1]:
             step_s = (time.monotonic() - t_cal) / (calibrate[1] - calibrate[0])
-            n_steps = _resize_for_budget(
-                plan, cfg, budget or 0.0, time.monotonic() - t_start, step, step_s, len(val_data)
+            n_steps = resize_for_budget(
+                plan, cfg, budget or 0.0, time.monotonic() - t_start, step, step_s, data.n_val
             )
             if world > 1:  # every rank must run the same number of steps: rank 0 decides
                 import torch.distributed as dist
 
                 n = torch.tensor([n_steps], device=device)
                 dist.broadcast(n, src=0)
-                n_steps = plan["max_steps"] = int(n.item())
-            second = min(plan["eval_interval"], plan["checkpoint_interval"], n_steps // 4) - 1
+                n_steps = plan.max_steps = int(n.item())
+            assert plan.eval_interval and plan.checkpoint_interval
+            second = min(plan.eval_interval, plan.checkpoint_interval, n_steps // 4) - 1
             calibrate = (step, second) if not measured_twice and second - step >= 50 else None
             measured_twice, t_cal = True, time.monotonic()
         loss_val = loss_sum
         if step % cfg.log_interval == 0:
-            history.append({"step": step, "loss": round(loss_sum, 6)})
+            history.append({"step": step, "loss": round(loss_sum, 6)} | _rounded(parts))
         if not math.isfinite(loss_sum):
             raise ConfigError(
                 f"the loss became {loss_sum} at step {step}", path="train.lr", hint="lower the learning rate"
             )
 
         info: dict[str, Any] = {}
-        if step % plan["eval_interval"] == 0 or step == n_steps:
+        if step % plan.eval_interval == 0 or step == n_steps:
             val = run_eval()
             info["val_loss"] = val
             history.append({"step": step, "val_loss": round(val, 6)})
@@ -251,16 +265,12 @@ def train(
             now = time.monotonic()
             tps = (tokens_seen - tok_last) / max(1e-9, now - t_last)
             t_last, tok_last = now, tokens_seen
-            info.update(
-                loss=loss_sum,
-                lr=lr,
-                tokens_per_s=tps,
-                tokens=tokens_seen,
-                eta_s=(n_steps - step) * tokens_per_step / max(tps, 1e-9),
-            )
+            info.update(parts)
+            info.update(loss=loss_sum, lr=lr, eta_s=(n_steps - step) * tokens_per_step / max(tps, 1e-9))
+            info[f"{unit}_per_s"], info[unit] = tps, tokens_seen
             if progress is not None and rank == 0:
                 progress(step, n_steps, info)
-        if step % plan["checkpoint_interval"] == 0 and step < n_steps and not stopped:
+        if step % plan.checkpoint_interval == 0 and step < n_steps and not stopped:
             checkpoint(step)
         if budget is not None and elapsed_before + time.monotonic() - t_start > 1.5 * budget:
             stopped = "time_budget"  # the machine got much slower than measured: stop rather than overrun
@@ -283,19 +293,17 @@ def train(
         "train_loss": loss_val,
         "steps": step,
         "max_steps": n_steps,
-        "tokens": tokens_seen,
+        unit: tokens_seen,
         "wall_s": wall,
-        "tokens_per_s": tokens_seen / max(wall, 1e-9),
+        f"{unit}_per_s": tokens_seen / max(wall, 1e-9),
         "stopped": stopped or "max_steps",
-        "precision": plan["precision"],
-        **({"muon_precision": plan["muon_precision"]} if "muon_precision" in plan else {}),
+        "precision": plan.precision,
+        **({"muon_precision": plan.muon_precision} if plan.muon_precision else {}),
         "threads": threads,
         "world_size": world,
         "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
     }
-    val_meta = read_sidecar(val_bin)
-    if val_meta.get("n_chars"):
-        metrics["val_bpc"] = final_val / math.log(2) * val_meta["n_tokens"] / val_meta["n_chars"]
+    metrics.update(data.final_metrics(final_val))
     if rank == 0:
         checkpoint(step)  # before save_model, which may merge LoRA adapters into the weights
         save_model(model, plan, cfg, out_dir, metrics)
@@ -306,70 +314,22 @@ def train(
     return metrics
 
 
-def _vocab_size(cfg: TrainConfig, out_dir: Path) -> int:
-    return family(cfg.model.type).vocab_size(out_dir)
+def _rounded(parts: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in parts.items() if k != "loss"}
 
 
-def _steps_for_budget(
-    model: nn.Module,
-    plan: dict[str, Any],
-    cfg: TrainConfig,
-    data: np.ndarray,
-    device: torch.device,
-    budget_s: float,
-) -> int:
-    """How many steps fit in ``budget_s``: a few timed steps on a throwaway optimizer of the same kind."""
-    opt = build_optimizer(
+def _optimizer(model: nn.Module, plan: TrainPlan, cfg: TrainConfig, device: torch.device) -> Any:
+    """AdamW (or Muon + AdamW) over the model's ``optimizer_groups``; a group may set its own
+    lr (through ``lr_scale``), betas and weight decay."""
+    return build_optimizer(
         model,
         cfg.optimizer,
-        1e-9,
-        0.0,
-        (0.9, 0.99),
+        plan.lr,
+        cfg.weight_decay,
+        (cfg.beta1, plan.beta2 or 0.95),
         fused=device.type in ("cpu", "cuda"),
-        ns_dtype=dtype_of(plan.get("muon_precision", "bf16")),
+        ns_dtype=dtype_of(plan.muon_precision or "bf16"),
     )
-    batches = TokenBatches(data, plan["batch_size"], plan["block_size"], cfg.seed, grad_accum=cfg.grad_accum)
-    times = []
-    for i in range(6):
-        t0 = time.monotonic()
-        for micro in range(cfg.grad_accum):
-            x, y = batches.batch(i, micro)
-            with autocast(plan["precision"], device):
-                _, loss = model(x.to(device), y.to(device))
-            loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.monotonic() - t0)
-    step_s = float(np.median(times[2:]))
-    # evals cost about a third of a training step per token; keep 10% for them and the final save
-    return max(10, int(0.9 * budget_s / step_s))
-
-
-def _resize_for_budget(
-    plan: dict[str, Any],
-    cfg: TrainConfig,
-    budget_s: float,
-    elapsed_s: float,
-    step: int,
-    step_s: float,
-    val_tokens: int,
-) -> int:
-    """The schedule's length from the step time measured on real steps: the budget minus what has
-    been spent, the evaluations (about a third of a training step per token, over the validation
-    tokens there are, at most ``eval_tokens``) and 4% for the save."""
-    tokens_per_step = plan["batch_size"] * plan["block_size"] * cfg.grad_accum
-    evals = plan["max_steps"] // plan["eval_interval"] + 1
-    eval_s = evals * min(cfg.eval_tokens, val_tokens) / tokens_per_step * step_s / 3
-    n = step + max(1, int((0.96 * budget_s - elapsed_s - eval_s) / step_s))
-    plan.setdefault("first_estimate_steps", plan["max_steps"])
-    plan["max_steps"], plan["measured_step_s"] = n, step_s
-    if cfg.eval_interval is None:
-        plan["eval_interval"] = max(1, n // 10)
-    if cfg.checkpoint_interval is None:
-        plan["checkpoint_interval"] = plan["eval_interval"]
-    return n
 
 
 def _save_weights(model: nn.Module, path: Path) -> None:
@@ -379,15 +339,15 @@ def _save_weights(model: nn.Module, path: Path) -> None:
 
 
 def save_model(
-    model: nn.Module, plan: dict[str, Any], cfg: TrainConfig, out_dir: Path, metrics: dict[str, Any]
+    model: nn.Module, plan: TrainPlan, cfg: TrainConfig, out_dir: Path, metrics: dict[str, Any]
 ) -> None:
     """Writes the final model: the family's weights + config.json (model and train config) + metrics.json."""
     out_dir = Path(out_dir)
-    extra = family(plan["type"]).save(model, plan, out_dir)
+    extra = family(plan.type).save(model, plan, out_dir)
     config = {
         "format": "genloom",
-        "model_type": plan["type"],
-        "plan": plan,
+        "model_type": plan.type,
+        "plan": plan.to_dict(),
         "train": cfg.model_dump(mode="json"),
         **extra,
     }

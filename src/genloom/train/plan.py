@@ -7,12 +7,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Any
 
 import torch
 import torch.nn as nn
 
-from genloom.models.base import family
+from genloom.models.base import TrainData, TrainPlan, family
 from genloom.train.config import TrainConfig, parse_duration
 from genloom.train.precision import (
     MachineProbe,
@@ -64,62 +63,81 @@ def lazy_probe(probe: MachineProbe | None) -> ProbeSource:
 
 def make_plan(
     cfg: TrainConfig,
-    vocab_size: int,
-    n_train_tokens: int,
+    data: TrainData,
     device: torch.device,
     probe: ProbeSource | None = None,
-) -> dict[str, Any]:
+) -> TrainPlan:
     """Resolves the config's automatic choices (steps come later, for a time budget).
 
     ``probe`` supplies the machine's measured matmul speeds for the precision choices (default:
-    ``probe_machine()``, cached per machine); it is called only where a choice needs it.
+    ``probe_machine()``, cached per machine); it is called only where a choice needs it. The
+    family decides its shape and may decide the batch, learning rate and steps (a table family
+    counts epochs); what it leaves open is chosen here for a token stream.
     """
     budget = parse_duration(cfg.time_budget) if cfg.time_budget else None
     fam = family(cfg.model.type)
-    plan: dict[str, Any] = {"type": cfg.model.type}
-    entries, width = fam.plan(cfg.model, vocab_size, n_train_tokens, budget, device)
-    plan.update(entries)
-    block = plan["block_size"]
+    entries, width = fam.plan(cfg.model, data, budget, device)
+    common = {k: entries.pop(k) for k in list(entries) if k in TrainPlan._COMMON}
+    plan = TrainPlan(type=cfg.model.type, model=entries, block_size=int(common.pop("block_size", 1)))
+    block = plan.block_size
     # tokens per micro-batch: small on CPU (more, cheaper steps learn more per token), big on GPUs
-    plan["batch_size"] = cfg.batch_size or max(4, (2048 if device.type == "cpu" else 16384) // block)
-    default_lr = fam.default_lr(cfg.model, width)
-    plan["lr"] = cfg.lr or default_lr
-    plan["beta2"] = cfg.beta2 or (0.99 if plan["batch_size"] * block * cfg.grad_accum < 8192 else 0.95)
-    plan.update(resolve_precisions(cfg, device, probe or lazy_probe(None)))
-    plan["max_steps"] = cfg.max_steps
-    if cfg.max_steps is None and budget is None:
-        tokens_per_step = plan["batch_size"] * cfg.grad_accum * block
-        plan["max_steps"] = int(min(20000, max(50, n_train_tokens // tokens_per_step)))
-    if plan["max_steps"] is not None:
-        auto_dropout(plan, cfg, n_train_tokens)
+    plan.batch_size = (
+        cfg.batch_size
+        or common.pop("batch_size", 0)
+        or max(4, (2048 if device.type == "cpu" else 16384) // block)
+    )
+    common.pop("batch_size", None)
+    plan.lr = cfg.lr or common.pop("lr", 0.0) or fam.default_lr(cfg.model, width)
+    common.pop("lr", None)
+    plan.beta2 = cfg.beta2 or (0.99 if plan.batch_size * block * cfg.grad_accum < 8192 else 0.95)
+    for k, v in resolve_precisions(cfg, device, probe or lazy_probe(None)).items():
+        setattr(plan, k, v)
+    epochs = plan.model.get("epochs")
+    if cfg.max_steps is None and isinstance(epochs, int | float):  # a family that counts passes over its rows
+        rows_per_step = plan.batch_size * cfg.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+        plan.max_steps = max(1, math.ceil(epochs * data.n_train / rows_per_step))
+    else:
+        plan.max_steps = cfg.max_steps or common.pop("max_steps", None)
+    if cfg.warmup_steps is None and "warmup_steps" in common:
+        plan.warmup_steps = common.pop("warmup_steps")
+    if plan.max_steps is None and budget is None:
+        tokens_per_step = plan.batch_size * cfg.grad_accum * block
+        plan.max_steps = int(min(20000, max(50, data.n_train // tokens_per_step)))
+    if plan.max_steps is not None:
+        auto_dropout(plan, cfg, data.n_train)
     return plan
 
 
-def auto_dropout(plan: dict[str, Any], cfg: TrainConfig, n_train_tokens: int) -> None:
+def auto_dropout(plan: TrainPlan, cfg: TrainConfig, n_train: int) -> None:
     """Lets the family set its regularisation from how often the schedule goes over the data."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    tokens = plan["max_steps"] * plan["batch_size"] * plan["block_size"] * cfg.grad_accum * world
-    family(plan["type"]).set_dropout(plan, cfg.model, tokens / max(1, n_train_tokens))
+    assert plan.max_steps is not None
+    units = plan.max_steps * plan.batch_size * plan.block_size * cfg.grad_accum * world
+    family(plan.type).set_dropout(plan, cfg.model, units / max(1, n_train))
 
 
-def finish_plan(plan: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
+def finish_plan(plan: TrainPlan, cfg: TrainConfig) -> TrainPlan:
     """Warmup, eval and checkpoint intervals, once the number of steps is known."""
-    n = plan["max_steps"]
-    plan["warmup_steps"] = cfg.warmup_steps if cfg.warmup_steps is not None else min(200, max(1, n // 20))
-    plan["eval_interval"] = cfg.eval_interval or max(1, n // 10)
-    plan["checkpoint_interval"] = cfg.checkpoint_interval or plan["eval_interval"]
+    n = plan.max_steps
+    assert n is not None
+    if plan.warmup_steps is None:
+        plan.warmup_steps = cfg.warmup_steps if cfg.warmup_steps is not None else min(200, max(1, n // 20))
+    plan.eval_interval = cfg.eval_interval or max(1, n // 10)
+    plan.checkpoint_interval = cfg.checkpoint_interval or plan.eval_interval
     return plan
 
 
-def lr_at(step: int, plan: dict[str, Any], cfg: TrainConfig) -> float:
-    """Learning rate of ``step``: linear warmup, then cosine / wsd / constant down to min_lr_ratio * lr."""
-    lr, n, warm = plan["lr"], plan["max_steps"], plan["warmup_steps"]
+def lr_at(step: int, plan: TrainPlan, cfg: TrainConfig) -> float:
+    """Learning rate of ``step``: linear warmup, then cosine / wsd / constant down to min_lr_ratio * lr
+    (the family's ``schedule`` entry, where it sets one, else ``train.schedule``)."""
+    lr, n, warm = plan.lr, plan.max_steps or 1, plan.warmup_steps or 0
     if step < warm:
         return lr * (step + 1) / warm
     min_lr = lr * cfg.min_lr_ratio
-    if cfg.schedule == "constant":
+    schedule = plan.model.get("schedule", cfg.schedule)
+    if schedule == "constant":
         return lr
-    if cfg.schedule == "wsd":
+    if schedule == "wsd":
         decay_start = n - int(cfg.decay_fraction * n)
         if step < decay_start:
             return lr
@@ -132,6 +150,6 @@ def lr_at(step: int, plan: dict[str, Any], cfg: TrainConfig) -> float:
 # models
 
 
-def build_model(plan: dict[str, Any], cfg: TrainConfig, device: torch.device) -> nn.Module:
-    """The model of a plan, on ``device``; its forward is ``(idx, targets) -> (logits, loss)``."""
-    return family(plan["type"]).build(plan, cfg.model, device, dtype_of(plan["precision"]))
+def build_model(plan: TrainPlan, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """The model of a plan, on ``device``."""
+    return family(plan.type).build(plan, cfg.model, device, dtype_of(plan.precision))
