@@ -39,6 +39,8 @@ TOKENIZER_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
     "generation_config.json",
+    "chat_template.jinja",  # transformers 5 keeps the chat template in its own file
+    "chat_template.json",
 )
 
 
@@ -255,7 +257,7 @@ def _chat_template(
     tok = tf.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     if not getattr(tok, "chat_template", None):
         raise ConfigError(
-            f"the model in {folder} has no chat template (tokenizer_config.json has no chat_template)",
+            f"the model in {folder} has no chat template (none in tokenizer_config.json or chat_template.jinja)",
             path="train.chat",
             hint="use a chat model, or add a chat_template to its tokenizer_config.json",
         )
