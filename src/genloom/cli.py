@@ -174,8 +174,14 @@ def run(
         m = summary.model
         out.print(f"model [bold]{m['name']}[/] v{m['version']} is [bold]{m['stage']}[/] ({m['decision']})")
         if m["stage"] == "champion" or pipeline.catalog.champion(m["name"]):
-            prompt = shlex.quote(_example_prompt(pipeline, summary))
-            hint = f"generate text:  genloom generate {shlex.quote(str(file))} --prompt {prompt}"
+            from genloom.models.base import family
+
+            quoted = shlex.quote(str(file))
+            if family(pipeline.cfg.train.model.type).generates_text:
+                prompt = shlex.quote(_example_prompt(pipeline, summary))
+                hint = f"generate text:  genloom generate {quoted} --prompt {prompt}"
+            else:
+                hint = f"generate records:  genloom sample {quoted} -n 1000 --seed 0 -o synthetic.parquet"
             out.print(hint, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -307,6 +313,14 @@ def generate(
     """Generate text with the pipeline's champion model."""
     try:
         model_dir = _pipeline(file).champion_dir()
+        from genloom.models.base import family_of
+
+        if not family_of(model_dir).generates_text:
+            raise ConfigError(
+                "this pipeline's model generates records, not text",
+                path="generate",
+                hint="use genloom sample",
+            )
         from genloom.models.text import generate as gen
 
         ctl = dict(c.split("=", 1) for c in controls or [])

@@ -180,6 +180,8 @@ class ModelFamily:
     #: True: ``train_step`` does the whole optimizer step (backward, updates); False: the loop
     #: runs forward(batch) -> (output, loss), accumulation, clipping and one optimizer step
     custom_step: ClassVar[bool] = False
+    #: True: ``genloom generate`` continues prompts (a language model); False: ``genloom sample`` only
+    generates_text: ClassVar[bool] = False
 
     # -- prepare --------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ class TextFamily(ModelFamily):
     """A causal language model over a tokenizer: the prepare, evaluate, sample and profile of text."""
 
     model_files = ("tokenizer.json",)
+    generates_text = True
 
     # -- prepare --------------------------------------------------------------------------------
 
