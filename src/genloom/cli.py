@@ -464,6 +464,112 @@ def setup_wordnet(target: Annotated[Path | None, typer.Option(help="nltk_data fo
     out.print(f"WordNet ready at {path}")
 
 
+@app.command()
+def serve(
+    file: FileArg,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (not loopback: API keys required)")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    version: Annotated[int | None, typer.Option(help="Model version (default: the champion)")] = None,
+    require_key: Annotated[
+        bool, typer.Option("--require-key", help="Need an API key on loopback too (always off loopback)")
+    ] = False,
+    redact: Annotated[bool, typer.Option("--redact", help="Store no prompt or output text")] = False,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body (else 413)")] = 1_000_000,
+    max_prompt_tokens: Annotated[int, typer.Option(help="Longest prompt in tokens (else 400)")] = 4096,
+    max_tokens: Annotated[int, typer.Option(help="Cap on a request's max_tokens")] = 512,
+) -> None:
+    """Serve the pipeline's champion over HTTP: the OpenAI API for text, /v1/samples for tables."""
+    import logging
+
+    try:
+        import uvicorn
+
+        from genloom.serve.app import create_app, is_loopback, registered_model
+        from genloom.serve.schemas import ServeSettings
+    except ImportError as e:
+        _fail(MissingDependencyError(e.name or "fastapi", "pip install 'genloom[serve]'"))
+    from pydantic import ValidationError
+
+    try:
+        settings = ServeSettings(
+            require_key=require_key or not is_loopback(host),
+            redact=redact,
+            max_body_bytes=max_body_bytes,
+            max_prompt_tokens=max_prompt_tokens,
+            max_tokens_cap=max_tokens,
+        )
+    except ValidationError as e:
+        _fail(ConfigError(str(e).splitlines()[-1].strip(), path="serve"))
+    try:
+        p = _pipeline(file)
+        api = create_app(registered_model(p, version), p.catalog, settings=settings)
+    except GenloomError as e:
+        _fail(e)
+    handler = logging.StreamHandler()
+    for name in ("genloom.serve", "genloom.serve.access"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    logging.getLogger("genloom.serve").addHandler(handler)  # the access logger propagates to it
+    auth = "API key required" if settings.require_key else "no API key needed (loopback)"
+    err.print(f"serving {p.model_name} on http://{host}:{port} ({auth}); /readyz says when it is loaded")
+    uvicorn.run(api, host=host, port=port, access_log=False, log_level="warning")
+
+
+keys_app = typer.Typer(
+    no_args_is_help=True, help="API keys of `genloom serve` (stored hashed in the catalog)."
+)
+app.add_typer(keys_app, name="keys")
+PipelineOpt = Annotated[Path, typer.Option("--pipeline", "-p", help="The pipeline file")]
+
+
+def _key_store(file: Path) -> Any:
+    from genloom.serve.keys import KeyStore
+
+    return KeyStore(_pipeline(file).catalog.engine)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for")],
+    file: PipelineOpt = Path("pipeline.yaml"),
+) -> None:
+    """Create an API key and print it (the only time it is shown)."""
+    try:
+        key_id, key = _key_store(file).create(name)
+    except GenloomError as e:
+        _fail(e)
+    err.print(f"created key {key_id} for {name}; it is shown only now:")
+    out.print(key, highlight=False, markup=False)
+
+
+@keys_app.command("list")
+def keys_list(file: PipelineOpt = Path("pipeline.yaml")) -> None:
+    """Every API key's id and name (never the key)."""
+    try:
+        rows = _key_store(file).list()
+    except GenloomError as e:
+        _fail(e)
+    table = Table("id", "name", "created", "revoked")
+    for r in rows:
+        revoked = r["revoked_at"].isoformat(timespec="seconds") if r["revoked_at"] else ""
+        table.add_row(r["id"], r["name"], r["created_at"].isoformat(timespec="seconds"), revoked)
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (genloom keys list)")],
+    file: PipelineOpt = Path("pipeline.yaml"),
+) -> None:
+    """Revoke an API key; it stops working at once."""
+    try:
+        _key_store(file).revoke(key_id)
+    except GenloomError as e:
+        _fail(e)
+    out.print(f"revoked key {key_id}")
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,603 @@
+"""The model server: an OpenAI-compatible API for a text model, row samples for a table model,
+and the operations around them (health, Prometheus metrics, request ids, JSON access logs, API
+keys, a stored log of every /v1 request and feedback on it).
+
+``create_app`` takes every dependency (the model loader, the catalog, the key store, the request
+log, the clock) as an argument, so tests serve a stub table family or a tiny trained GPT without
+touching the registry. One process serves one model; text generation is serialised by a lock
+(one request generates at a time: there is no batching across requests yet).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from genloom.core.errors import GenloomError, NotFoundError
+from genloom.serve.keys import KeyStore
+from genloom.serve.schemas import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    ModelCard,
+    ModelList,
+    SampleRequest,
+    SampleResponse,
+    SamplingOptions,
+    ServeSettings,
+    Usage,
+)
+from genloom.serve.traffic import RequestLog, RequestRecord, utc
+
+if TYPE_CHECKING:
+    from genloom.core.catalog import Catalog
+    from genloom.models.base import ModelFamily
+    from genloom.pipeline import Pipeline
+
+access_log = logging.getLogger("genloom.serve.access")
+error_log = logging.getLogger("genloom.serve")
+
+#: hosts on which the server answers without an API key unless --require-key
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+#: OpenAI's default max_tokens for /v1/completions
+COMPLETION_DEFAULT_MAX_TOKENS = 16
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """The model a server answers with: its registered name and version, folder and family."""
+
+    name: str
+    version: int
+    model_dir: Path
+    family: ModelFamily
+    #: the model folder's config.json
+    config: dict[str, Any] = field(default_factory=dict)
+    #: registration time, seconds since the epoch
+    created: int = 0
+
+    @property
+    def chat(self) -> bool:
+        """Trained on conversations: config.json's ``train.chat`` is set (the train stage writes it)."""
+        return bool((self.config.get("train") or {}).get("chat"))
+
+
+ModelLoader = Callable[[], ServedModel]
+Clock = Callable[[], float]
+
+
+def registered_model(pipeline: Pipeline, version: int | None = None) -> ModelLoader:
+    """A loader of a pipeline's champion (or ``version``) from its catalog."""
+
+    def load() -> ServedModel:
+        from genloom.models.base import family_of
+
+        name = pipeline.model_name
+        row = pipeline.catalog.model_version(name, version) if version else pipeline.catalog.champion(name)
+        if row is None:
+            raise NotFoundError(f"model {name!r} has no champion yet: run `genloom run` first")
+        model_dir = Path(row["uri"])
+        config = (
+            json.loads((model_dir / "config.json").read_text())
+            if (model_dir / "config.json").exists()
+            else {}
+        )
+        created = int(row["created_at"].timestamp()) if row.get("created_at") else 0
+        return ServedModel(name, int(row["version"]), model_dir, family_of(model_dir), config, created)
+
+    return load
+
+
+class TextGenerator:
+    """A loaded text model: token counts by its tokenizer and generation, one request at a time."""
+
+    def __init__(self, model: ServedModel) -> None:
+        from genloom.models.text import _load_cached
+
+        self.model = model
+        _, self.tokenizer = _load_cached(model.model_dir)  # loads the weights now, not on the first request
+        self.lock = threading.Lock()
+
+    def count(self, text: str) -> int:
+        """Tokens of ``text`` (no special tokens added)."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The conversation written with the model's chat template, ready for the assistant's turn."""
+        chat_prompt = getattr(self.model.family, "chat_prompt", None)
+        if chat_prompt is not None:
+            return str(chat_prompt(self.model.model_dir, messages))
+        # a family without its own template trains with genloom's (text_family.chat_documents)
+        from genloom.models.tokenizer import format_chat
+
+        return format_chat(messages, add_generation_prompt=True)
+
+    def complete(self, prompts: list[str], **sampling: Any) -> list[str]:
+        """The continuation of each prompt (``genloom.models.text.generate``)."""
+        from genloom.models.text import generate
+
+        with self.lock:
+            return generate(self.model.model_dir, prompts, **sampling)
+
+
+class APIError(Exception):
+    """An error answered with an OpenAI-style body."""
+
+    def __init__(
+        self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type, code
+
+
+def _error(request: Request, status: int, message: str, type: str, code: str | None = None) -> JSONResponse:
+    request.state.error_type = type
+    body = {"error": {"message": message, "type": type, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+class _Metrics:
+    """The server's Prometheus metrics, in a registry of its own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "genloom_requests", "Requests by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram("genloom_request_seconds", "Request latency", ["endpoint"], registry=r)
+        self.tokens = Counter("genloom_tokens_generated", "Tokens generated (completions)", registry=r)
+        self.errors = Counter("genloom_errors", "Error responses by error type", ["type"], registry=r)
+        self.model = Gauge("genloom_model_info", "The served model (1)", ["model", "version"], registry=r)
+
+
+@dataclass
+class _State:
+    model: ServedModel | None = None
+    text: TextGenerator | None = None
+    load_error: str | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+def create_app(
+    loader: ModelLoader,
+    catalog: Catalog,
+    keys: KeyStore | None = None,
+    settings: ServeSettings | None = None,
+    clock: Clock = time.time,
+    traffic: RequestLog | None = None,
+) -> FastAPI:
+    """The server app. ``loader`` is called once, in a background thread at startup (``/readyz``
+    answers 503 until it returns); keys and the request log default to tables in ``catalog``'s
+    database."""
+    from contextlib import asynccontextmanager
+
+    settings = settings or ServeSettings()
+    keys = keys or KeyStore(catalog.engine)
+    traffic = traffic or RequestLog(catalog.engine)
+    metrics = _Metrics()
+    state = _State()
+
+    def load() -> None:
+        try:
+            model = loader()
+            if model.family.generates_text:
+                state.text = TextGenerator(model)
+            state.model = model
+            metrics.model.labels(model=model.name, version=str(model.version)).set(1)
+        except Exception as e:  # reported by /readyz and every /v1 call; the process stays up
+            error_log.exception("loading the model failed")
+            state.load_error = f"{type(e).__name__}: {e}"
+        finally:
+            state.ready.set()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        threading.Thread(target=load, name="genloom-model-load", daemon=True).start()
+        yield
+
+    app = FastAPI(title="genloom", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.genloom = state
+    app.state.metrics = metrics
+
+    # -- errors: OpenAI-style bodies, never a stack trace ----------------------------------------
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, e: APIError) -> JSONResponse:
+        return _error(request, e.status, e.message, e.type, e.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        parts = [f"{'.'.join(str(p) for p in err['loc'][1:]) or 'body'}: {err['msg']}" for err in e.errors()]
+        return _error(request, 400, "; ".join(parts), "invalid_request_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+        return _error(request, e.status_code, str(e.detail), kind)
+
+    # -- every request: id, limits, auth, metrics, access log, request log -----------------------
+
+    async def guard(request: Request) -> tuple[Response | None, str | None]:
+        """(an error response, or None to go on; the caller's key id)."""
+        length = request.headers.get("content-length")
+        too_big = f"request body over {settings.max_body_bytes} bytes"
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            return _error(request, 413, too_big, "invalid_request_error", "body_too_large"), None
+        chunked = length is None and request.method == "POST"  # no length given: count what arrives
+        if chunked and len(await request.body()) > settings.max_body_bytes:
+            return _error(request, 413, too_big, "invalid_request_error", "body_too_large"), None
+        if not request.url.path.startswith("/v1/"):
+            return None, None
+        auth = request.headers.get("authorization")
+        if auth is None:
+            if settings.require_key:
+                msg = "this server needs an API key: send `Authorization: Bearer <key>` (genloom keys create)"
+                return _error(request, 401, msg, "authentication_error", "missing_api_key"), None
+            return None, None
+        scheme, _, token = auth.partition(" ")
+        key_id = await run_in_threadpool(keys.verify, token.strip()) if scheme.lower() == "bearer" else None
+        if key_id is None:
+            msg = "invalid or revoked API key"
+            return _error(request, 401, msg, "authentication_error", "invalid_api_key"), None
+        return None, key_id
+
+    @app.middleware("http")
+    async def operate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        given = request.headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request.state.request_id = request_id
+        start = clock()
+        key_id = None
+        try:
+            response, key_id = await guard(request)
+            request.state.key_id = key_id
+            if response is None:
+                response = await call_next(request)
+        except Exception:  # the trace goes to the server log; the caller gets the request id
+            error_log.exception("request %s failed", request_id)
+            msg = f"internal server error (request id {request_id})"
+            response = _error(request, 500, msg, "internal_error")
+        latency = clock() - start
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+        status = response.status_code
+        metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+        metrics.latency.labels(endpoint=endpoint).observe(latency)
+        if status >= 400:
+            metrics.errors.labels(type=getattr(request.state, "error_type", None) or f"http_{status}").inc()
+        if request.url.path.startswith("/v1/"):
+            await run_in_threadpool(_store, request, endpoint, status, latency, key_id, start)
+        response.headers["X-Request-ID"] = request_id
+        access_log.info(
+            json.dumps(
+                {
+                    "method": request.method,
+                    "path": request.url.path,
+                    "status": status,
+                    "latency_s": round(latency, 6),
+                    "request_id": request_id,
+                    "key_id": key_id,
+                }
+            )
+        )
+        return response
+
+    def _store(
+        request: Request, endpoint: str, status: int, latency: float, key_id: str | None, start: float
+    ) -> None:
+        log: dict[str, Any] = getattr(request.state, "log", {})
+        model = state.model
+        if settings.redact:
+            log = {**log, "prompt": None, "output": None}
+        traffic.add(
+            RequestRecord(
+                request_id=request.state.request_id,
+                created_at=utc(start),
+                endpoint=endpoint,
+                status=status,
+                latency_s=latency,
+                model=model.name if model else None,
+                version=model.version if model else None,
+                key_id=key_id,
+                prompt_tokens=log.get("prompt_tokens"),
+                completion_tokens=log.get("completion_tokens"),
+                prompt=log.get("prompt"),
+                output=log.get("output"),
+            )
+        )
+
+    # -- operations --------------------------------------------------------------------------------
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        """The model is loaded (503 while loading, or when loading failed)."""
+        if state.model is not None:
+            return JSONResponse(
+                {"status": "ready", "model": state.model.name, "version": state.model.version}
+            )
+        status = "failed" if state.load_error else "loading"
+        return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # -- the API -------------------------------------------------------------------------------------
+
+    def served(model_name: str | None = None) -> ServedModel:
+        if state.model is None:
+            if state.load_error:
+                raise APIError(503, f"the model failed to load: {state.load_error}", "server_error")
+            raise APIError(503, "the model is still loading; retry when /readyz answers 200", "server_error")
+        if model_name and model_name != state.model.name:
+            msg = f"this server serves {state.model.name!r}, not {model_name!r}"
+            raise APIError(404, msg, "invalid_request_error", "model_not_found")
+        return state.model
+
+    def text_model(model_name: str | None) -> tuple[ServedModel, TextGenerator]:
+        model = served(model_name)
+        if state.text is None:
+            msg = f"{model.name} is a {model.family.name} model, which does not generate text: use POST /v1/samples"
+            raise APIError(400, msg, "invalid_request_error", "model_not_text")
+        return model, state.text
+
+    def sampling(body: SamplingOptions, default_max: int) -> dict[str, Any]:
+        if body.n > settings.max_n:
+            raise APIError(400, f"n is at most {settings.max_n}", "invalid_request_error", "n_too_large")
+        requested = default_max if body.max_tokens is None else body.max_tokens
+        return {
+            "max_new_tokens": min(requested, settings.max_tokens_cap),
+            "temperature": body.temperature,
+            "top_k": body.top_k,
+            "top_p": body.top_p if body.top_p < 1.0 else None,
+            "repetition_penalty": body.repetition_penalty,
+            "stop": body.stops() or None,
+            "seed": body.seed,
+            "controls": body.controls,
+        }
+
+    def check_prompt(tokens: int) -> None:
+        if tokens > settings.max_prompt_tokens:
+            msg = f"the prompt has {tokens} tokens; this server takes at most {settings.max_prompt_tokens}"
+            raise APIError(400, msg, "invalid_request_error", "prompt_too_long")
+
+    def run(text: TextGenerator, prompts: list[str], options: dict[str, Any]) -> list[str]:
+        try:
+            return text.complete(prompts, **options)
+        except GenloomError as e:  # bad settings or unknown controls: the caller's to fix
+            raise APIError(400, str(e).splitlines()[0], "invalid_request_error") from e
+
+    def finish(tokens: int, options: dict[str, Any]) -> str:
+        return "length" if tokens >= options["max_new_tokens"] else "stop"
+
+    def joined(texts: list[str]) -> str:
+        return texts[0] if len(texts) == 1 else json.dumps(texts)
+
+    @app.get("/v1/models", response_model=ModelList)
+    def models() -> ModelList:
+        """The served model."""
+        m = served()
+        card = ModelCard(
+            id=m.name, created=m.created, version=m.version, generates_text=m.family.generates_text
+        )
+        return ModelList(data=[card])
+
+    @app.post("/v1/completions", response_model=None)
+    def completions(body: CompletionRequest, request: Request) -> CompletionResponse | StreamingResponse:
+        """Continue prompts (OpenAI's completions API)."""
+        model, text = text_model(body.model)
+        options = sampling(body, COMPLETION_DEFAULT_MAX_TOKENS)
+        prompts = body.prompts()
+        prompt_tokens = [text.count(p) for p in prompts]
+        check_prompt(max(prompt_tokens, default=0))
+        outputs = run(text, [p for p in prompts for _ in range(body.n)], options)
+        counts = [text.count(o) for o in outputs]
+        metrics.tokens.inc(sum(counts))
+        request.state.log = {
+            "prompt_tokens": sum(prompt_tokens),
+            "completion_tokens": sum(counts),
+            "prompt": joined(prompts),
+            "output": joined(outputs),
+        }
+        choices = [
+            CompletionChoice(index=i, text=o, finish_reason=finish(c, options))  # type: ignore[arg-type]
+            for i, (o, c) in enumerate(zip(outputs, counts, strict=True))
+        ]
+        usage = Usage(
+            prompt_tokens=sum(prompt_tokens),
+            completion_tokens=sum(counts),
+            total_tokens=sum(prompt_tokens) + sum(counts),
+        )
+        reply = CompletionResponse(
+            id=f"cmpl-{request.state.request_id}",
+            created=int(clock()),
+            model=model.name,
+            choices=choices,
+            usage=usage,
+        )
+        if body.stream:
+            return _stream_completion(reply)
+        return reply
+
+    @app.post("/v1/chat/completions", response_model=None)
+    def chat_completions(
+        body: ChatCompletionRequest, request: Request
+    ) -> ChatCompletionResponse | StreamingResponse:
+        """Answer a conversation (OpenAI's chat completions API), through the model's chat template."""
+        model, text = text_model(body.model)
+        if not model.chat:
+            msg = f"{model.name} v{model.version} was not trained for chat (train.chat is not set): use /v1/completions"
+            raise APIError(400, msg, "invalid_request_error", "model_not_chat")
+        options = sampling(body, settings.max_tokens_cap)
+        messages = [m.model_dump() for m in body.messages]
+        prompt = text.chat_prompt(messages)
+        prompt_tokens = text.count(prompt)
+        check_prompt(prompt_tokens)
+        outputs = run(text, [prompt] * body.n, options)
+        counts = [text.count(o) for o in outputs]
+        metrics.tokens.inc(sum(counts))
+        request.state.log = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": sum(counts),
+            "prompt": json.dumps(messages),
+            "output": joined(outputs),
+        }
+        choices = [
+            ChatChoice(index=i, message=AssistantMessage(content=o), finish_reason=finish(c, options))  # type: ignore[arg-type]
+            for i, (o, c) in enumerate(zip(outputs, counts, strict=True))
+        ]
+        usage = Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=sum(counts),
+            total_tokens=prompt_tokens + sum(counts),
+        )
+        reply = ChatCompletionResponse(
+            id=f"chatcmpl-{request.state.request_id}",
+            created=int(clock()),
+            model=model.name,
+            choices=choices,
+            usage=usage,
+        )
+        if body.stream:
+            return _stream_chat(reply)
+        return reply
+
+    @app.post("/v1/samples", response_model=None)
+    def samples(body: SampleRequest, request: Request) -> SampleResponse | Response:
+        """Rows generated by the model (``family.sample``): JSON records, or a CSV or Parquet file."""
+        model = served()
+        if body.n > settings.max_sample_rows:
+            msg = f"n is at most {settings.max_sample_rows}"
+            raise APIError(400, msg, "invalid_request_error", "n_too_large")
+        try:
+            if state.text is not None:
+                with state.text.lock:
+                    table = model.family.sample(model.model_dir, body.n, body.conditions, body.seed)
+            else:
+                table = model.family.sample(model.model_dir, body.n, body.conditions, body.seed)
+        except GenloomError as e:
+            raise APIError(400, str(e).splitlines()[0], "invalid_request_error") from e
+        request.state.log = {"prompt": json.dumps({"n": body.n, "conditions": body.conditions}, default=str)}
+        name = f"{model.name}-v{model.version}-samples"
+        if body.format == "csv":
+            import pyarrow.csv as pacsv
+
+            buf = io.BytesIO()
+            pacsv.write_csv(table, buf)
+            headers = {"Content-Disposition": f'attachment; filename="{name}.csv"'}
+            return Response(buf.getvalue(), media_type="text/csv", headers=headers)
+        if body.format == "parquet":
+            import pyarrow.parquet as pq
+
+            buf = io.BytesIO()
+            pq.write_table(table, buf)
+            headers = {"Content-Disposition": f'attachment; filename="{name}.parquet"'}
+            return Response(buf.getvalue(), media_type="application/vnd.apache.parquet", headers=headers)
+        return SampleResponse(model=model.name, version=model.version, rows=table.to_pylist())
+
+    @app.post("/v1/feedback", response_model=FeedbackResponse)
+    def post_feedback(body: FeedbackRequest) -> FeedbackResponse:
+        """Store a rating (and a correction) for an earlier request."""
+        try:
+            fid = traffic.add_feedback(body.request_id, body.rating, body.correction, utc(clock()))
+        except NotFoundError as e:
+            raise APIError(404, str(e), "not_found_error", "request_not_found") from e
+        return FeedbackResponse(id=fid, request_id=body.request_id)
+
+    return app
+
+
+# -- server-sent events in OpenAI's chunk format ------------------------------------------------------
+
+_PIECES = re.compile(r"\s*\S+|\s+")
+
+
+def _sse(chunks: Iterator[dict[str, Any]]) -> Iterator[str]:
+    for chunk in chunks:
+        yield f"data: {json.dumps(chunk)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def _stream_completion(reply: CompletionResponse) -> StreamingResponse:
+    """The reply as completion chunks: its text a word at a time, then each choice's finish reason."""
+    head = {"id": reply.id, "object": "text_completion", "created": reply.created, "model": reply.model}
+
+    def chunks() -> Iterator[dict[str, Any]]:
+        for c in reply.choices:
+            for piece in _PIECES.findall(c.text):
+                yield {
+                    **head,
+                    "choices": [{"index": c.index, "text": piece, "logprobs": None, "finish_reason": None}],
+                }
+            yield {
+                **head,
+                "choices": [
+                    {"index": c.index, "text": "", "logprobs": None, "finish_reason": c.finish_reason}
+                ],
+            }
+
+    return StreamingResponse(_sse(chunks()), media_type="text/event-stream")
+
+
+def _stream_chat(reply: ChatCompletionResponse) -> StreamingResponse:
+    """The reply as chat.completion.chunk events: the role, the content a word at a time, the finish."""
+    head = {"id": reply.id, "object": "chat.completion.chunk", "created": reply.created, "model": reply.model}
+
+    def chunks() -> Iterator[dict[str, Any]]:
+        for c in reply.choices:
+            yield {
+                **head,
+                "choices": [
+                    {"index": c.index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                ],
+            }
+            for piece in _PIECES.findall(c.message.content):
+                yield {
+                    **head,
+                    "choices": [{"index": c.index, "delta": {"content": piece}, "finish_reason": None}],
+                }
+            yield {**head, "choices": [{"index": c.index, "delta": {}, "finish_reason": c.finish_reason}]}
+
+    return StreamingResponse(_sse(chunks()), media_type="text/event-stream")

@@ -1,0 +1,207 @@
+"""Request and response bodies of the server: the OpenAI-compatible subset genloom answers, table
+samples, feedback, and the server's own settings.
+
+Request models ignore fields they do not know (OpenAI clients send ``logprobs``, ``user`` and
+others that genloom does not implement), so an unimplemented option is accepted and has no effect;
+the options genloom does implement are typed and validated here, once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServeSettings(BaseModel):
+    """How the server runs: who may call it and how much one request may ask for."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    require_key: bool = Field(
+        False, description="Every /v1 request needs `Authorization: Bearer <key>` (genloom keys create)."
+    )
+    redact: bool = Field(False, description="Store no prompt or output text in the requests table (NULL).")
+    max_body_bytes: int = Field(1_000_000, gt=0, description="Largest request body accepted (else 413).")
+    max_prompt_tokens: int = Field(
+        4096, gt=0, description="Longest prompt (or chat conversation) in model tokens (else 400)."
+    )
+    max_tokens_cap: int = Field(
+        512, gt=0, description="Upper bound on max_tokens: a larger request is served with this many."
+    )
+    max_n: int = Field(16, gt=0, description="Most completions per prompt (n) in one request (else 400).")
+    max_sample_rows: int = Field(100_000, gt=0, description="Most rows one /v1/samples request may ask for.")
+
+
+class ErrorDetail(BaseModel):
+    """The ``error`` object of an OpenAI-style error body."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """An OpenAI-style error response: ``{"error": {...}}``."""
+
+    error: ErrorDetail
+
+
+class SamplingOptions(BaseModel):
+    """Sampling options shared by completions and chat completions (OpenAI names)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=0)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, gt=0, description="Not in OpenAI's API: keep the k likeliest tokens.")
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1)
+    stream: bool = False
+    controls: dict[str, str] | None = Field(
+        None, description="Control values the model was trained with (the client's extra_body)."
+    )
+
+    def stops(self) -> list[str]:
+        """``stop`` as a list."""
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class CompletionRequest(SamplingOptions):
+    """``POST /v1/completions``."""
+
+    prompt: str | list[str]
+
+    def prompts(self) -> list[str]:
+        """``prompt`` as a list."""
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+class ChatMessage(BaseModel):
+    """One message of a conversation."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatCompletionRequest(SamplingOptions):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class Usage(BaseModel):
+    """Token counts, by the served model's tokenizer."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionChoice(BaseModel):
+    """One completion."""
+
+    index: int
+    text: str
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"]
+
+
+class CompletionResponse(BaseModel):
+    """The answer to ``POST /v1/completions``."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class AssistantMessage(BaseModel):
+    """The reply of a chat completion."""
+
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    """One chat reply."""
+
+    index: int
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletionResponse(BaseModel):
+    """The answer to ``POST /v1/chat/completions``."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    """One entry of ``GET /v1/models``."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "genloom"
+    version: int
+    generates_text: bool
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``: the one model this server serves."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class SampleRequest(BaseModel):
+    """``POST /v1/samples``: rows from a table model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(100, ge=1)
+    conditions: dict[str, Any] | None = None
+    seed: int | None = None
+    format: Literal["json", "csv", "parquet"] = "json"
+
+
+class SampleResponse(BaseModel):
+    """Sampled rows as JSON records."""
+
+    model: str
+    version: int
+    rows: list[dict[str, Any]]
+
+
+class FeedbackRequest(BaseModel):
+    """``POST /v1/feedback``: a rating (and optionally a better answer) for an earlier request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=64)
+    rating: int = Field(ge=-1, le=5, description="-1/1 for thumbs down/up, or a 0-5 score.")
+    correction: str | None = None
+
+
+class FeedbackResponse(BaseModel):
+    """The stored feedback's id."""
+
+    id: int
+    request_id: str

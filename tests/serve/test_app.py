@@ -1,0 +1,317 @@
+"""The server app through FastAPI's TestClient: text and chat completions, streaming, errors,
+limits, auth with real keys, metrics, the request log and feedback, table samples."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from genloom.core.catalog import Catalog
+from genloom.serve.app import ServedModel, create_app, is_loopback
+from genloom.serve.keys import KeyStore
+from genloom.serve.schemas import ServeSettings
+from genloom.serve.traffic import RequestLog
+from tests.serve.conftest import ROWS, StubTableFamily, ready_client, served
+
+
+class TickClock:
+    """A clock that advances 0.25 s per reading, so latencies and timestamps are known."""
+
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        self.t += 0.25
+        return self.t
+
+
+def test_completion_counts_tokens_and_is_logged(tiny_gpt: Path, catalog: Catalog) -> None:
+    app = create_app(lambda: served(tiny_gpt), catalog, clock=TickClock())
+    with ready_client(app) as client:
+        r = client.post(
+            "/v1/completions",
+            json={"model": "tiny", "prompt": "alpha beta", "max_tokens": 8, "temperature": 0, "seed": 0},
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["object"] == "text_completion" and body["model"] == "tiny"
+        (choice,) = body["choices"]
+        usage = body["usage"]
+        assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        rid = r.headers["X-Request-ID"]
+        again = client.post(
+            "/v1/completions",
+            json={"prompt": "alpha beta", "max_tokens": 8, "temperature": 0, "seed": 0},
+        )
+        assert again.json()["choices"][0]["text"] == choice["text"]  # greedy: the same text
+    row = RequestLog(catalog.engine).get(rid)
+    assert row is not None
+    assert row["endpoint"] == "/v1/completions" and row["status"] == 200
+    assert (row["model"], row["version"]) == ("tiny", 1)
+    assert row["prompt"] == "alpha beta" and row["output"] == choice["text"]
+    assert row["prompt_tokens"] == usage["prompt_tokens"]
+    assert row["completion_tokens"] == usage["completion_tokens"]
+    assert row["latency_s"] == pytest.approx(0.5)  # the clock is read at the start, for `created`, at the end
+
+
+def test_prompt_list_and_n_give_one_choice_each(tiny_gpt: Path, catalog: Catalog) -> None:
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    with ready_client(app) as client:
+        r = client.post(
+            "/v1/completions", json={"prompt": ["alpha", "beta gamma"], "n": 2, "max_tokens": 3, "seed": 1}
+        )
+        assert r.status_code == 200, r.text
+        assert [c["index"] for c in r.json()["choices"]] == [0, 1, 2, 3]
+
+
+def test_redact_stores_no_text(tiny_gpt: Path, catalog: Catalog) -> None:
+    app = create_app(lambda: served(tiny_gpt), catalog, settings=ServeSettings(redact=True))
+    with ready_client(app) as client:
+        r = client.post("/v1/completions", json={"prompt": "alpha", "max_tokens": 3})
+        assert r.status_code == 200
+    row = RequestLog(catalog.engine).get(r.headers["X-Request-ID"])
+    assert row is not None and row["prompt"] is None and row["output"] is None
+    assert row["prompt_tokens"] and row["completion_tokens"] is not None
+
+
+def test_streaming_sends_openai_chunks_then_done(tiny_gpt: Path, catalog: Catalog) -> None:
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    with ready_client(app) as client:
+        full = client.post(
+            "/v1/completions", json={"prompt": "alpha", "max_tokens": 6, "temperature": 0}
+        ).json()
+        with client.stream(
+            "POST",
+            "/v1/completions",
+            json={"prompt": "alpha", "max_tokens": 6, "temperature": 0, "stream": True},
+        ) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    assert all(c["object"] == "text_completion" for c in chunks)
+    assert "".join(c["choices"][0]["text"] for c in chunks) == full["choices"][0]["text"]
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_chat_on_a_chat_model(chat_gpt: Path, catalog: Catalog) -> None:
+    app = create_app(lambda: served(chat_gpt, "chatty"), catalog)
+    with ready_client(app) as client:
+        r = client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "say beta"}], "max_tokens": 5, "temperature": 0},
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["object"] == "chat.completion"
+        assert body["choices"][0]["message"]["role"] == "assistant"
+        assert body["usage"]["prompt_tokens"] > 0
+    row = RequestLog(catalog.engine).get(r.headers["X-Request-ID"])
+    assert row is not None and json.loads(row["prompt"]) == [{"role": "user", "content": "say beta"}]
+
+
+def test_chat_on_a_plain_model_is_a_400(tiny_gpt: Path, catalog: Catalog) -> None:
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    with ready_client(app) as client:
+        r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "model_not_chat"
+    assert "not trained for chat" in r.json()["error"]["message"]
+
+
+def test_bad_requests_get_openai_style_errors(tiny_gpt: Path, catalog: Catalog) -> None:
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    with ready_client(app) as client:
+        missing = client.post("/v1/completions", json={"max_tokens": 3})
+        assert missing.status_code == 400 and "prompt" in missing.json()["error"]["message"]
+        hot = client.post("/v1/completions", json={"prompt": "a", "temperature": 9})
+        assert hot.status_code == 400 and hot.json()["error"]["type"] == "invalid_request_error"
+        other = client.post("/v1/completions", json={"model": "gpt-4", "prompt": "a"})
+        assert other.status_code == 404 and other.json()["error"]["code"] == "model_not_found"
+        controls = client.post("/v1/completions", json={"prompt": "a", "controls": {"mood": "sad"}})
+        assert controls.status_code == 400 and "controls" in controls.json()["error"]["message"]
+        unknown = client.get("/v1/nothing")
+        assert unknown.status_code == 404 and "error" in unknown.json()
+        samples_of_text = client.post(
+            "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert samples_of_text.status_code == 400
+
+
+def test_limits(tiny_gpt: Path, catalog: Catalog) -> None:
+    settings = ServeSettings(max_body_bytes=400, max_prompt_tokens=10, max_tokens_cap=4, max_n=2)
+    app = create_app(lambda: served(tiny_gpt), catalog, settings=settings)
+    with ready_client(app) as client:
+        big = client.post("/v1/completions", json={"prompt": "alpha " * 100})
+        assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
+        long = client.post("/v1/completions", json={"prompt": "alpha beta " * 20})
+        assert long.status_code == 400 and long.json()["error"]["code"] == "prompt_too_long"
+        many = client.post("/v1/completions", json={"prompt": "alpha", "n": 3})
+        assert many.status_code == 400 and many.json()["error"]["code"] == "n_too_large"
+        capped = client.post("/v1/completions", json={"prompt": "alpha", "max_tokens": 50, "temperature": 0})
+        assert capped.status_code == 200
+        assert capped.json()["usage"]["completion_tokens"] <= 4
+        chunked = client.post(
+            "/v1/completions",
+            content=iter([b'{"prompt": "', b"a" * 500, b'"}']),
+            headers={"content-type": "application/json"},
+        )
+        assert chunked.status_code == 413
+
+
+def test_auth_with_created_and_revoked_keys(tiny_gpt: Path, catalog: Catalog) -> None:
+    keys = KeyStore(catalog.engine)
+    key_id, key = keys.create("ci")
+    assert key.startswith("gl-") and len(key) > 40
+    listed = keys.list()
+    assert [(k["id"], k["name"]) for k in listed] == [(key_id, "ci")]
+    assert key not in json.dumps(listed, default=str)
+    app = create_app(lambda: served(tiny_gpt), catalog, keys=keys, settings=ServeSettings(require_key=True))
+    body = {"prompt": "alpha", "max_tokens": 2}
+    with ready_client(app) as client:
+        none = client.post("/v1/completions", json=body)
+        assert none.status_code == 401 and none.json()["error"]["type"] == "authentication_error"
+        wrong = client.post("/v1/completions", json=body, headers={"Authorization": "Bearer gl-nope"})
+        assert wrong.status_code == 401
+        ok = client.post("/v1/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+        assert ok.status_code == 200
+        assert client.get("/healthz").status_code == 200  # probes need no key
+        keys.revoke(key_id)
+        after = client.post("/v1/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+        assert after.status_code == 401
+    log = RequestLog(catalog.engine)
+    ok_row, none_row = log.get(ok.headers["X-Request-ID"]), log.get(none.headers["X-Request-ID"])
+    assert ok_row is not None and ok_row["key_id"] == key_id
+    assert none_row is not None and none_row["status"] == 401 and none_row["key_id"] is None
+
+
+def test_metrics_count_requests_tokens_errors_and_version(tiny_gpt: Path, catalog: Catalog) -> None:
+    app = create_app(lambda: served(tiny_gpt, version=3), catalog)
+    with ready_client(app) as client:
+        ok = client.post("/v1/completions", json={"prompt": "alpha", "max_tokens": 4, "temperature": 0})
+        client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+        text = client.get("/metrics").text
+    generated = ok.json()["usage"]["completion_tokens"]
+    assert 'genloom_requests_total{endpoint="/v1/completions",status="200"} 1.0' in text
+    assert 'genloom_requests_total{endpoint="/v1/chat/completions",status="400"} 1.0' in text
+    assert f"genloom_tokens_generated_total {float(generated)}" in text
+    assert 'genloom_errors_total{type="invalid_request_error"} 1.0' in text
+    assert 'genloom_model_info{model="tiny",version="3"} 1.0' in text
+    assert 'genloom_request_seconds_bucket{endpoint="/v1/completions"' in text
+
+
+def test_access_log_is_one_json_line_per_request(
+    tiny_gpt: Path, catalog: Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    with ready_client(app) as client, caplog.at_level(logging.INFO, logger="genloom.serve.access"):
+        r = client.get("/v1/models", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["X-Request-ID"] == "abc-123"
+    lines = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "genloom.serve.access"]
+    assert lines == [
+        {
+            "method": "GET",
+            "path": "/v1/models",
+            "status": 200,
+            "latency_s": lines[0]["latency_s"],
+            "request_id": "abc-123",
+            "key_id": None,
+        }
+    ]
+
+
+def test_a_crash_is_a_generic_500_with_the_request_id(
+    tiny_gpt: Path, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from genloom.serve.app import TextGenerator
+
+    def boom(self: TextGenerator, prompts: list[str], **sampling: object) -> list[str]:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(TextGenerator, "complete", boom)
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    with ready_client(app) as client:
+        r = client.post("/v1/completions", json={"prompt": "alpha"})
+    assert r.status_code == 500
+    rid = r.headers["X-Request-ID"]
+    assert r.json()["error"] == {
+        "message": f"internal server error (request id {rid})",
+        "type": "internal_error",
+        "param": None,
+        "code": None,
+    }
+    assert "secret" not in r.text and "Traceback" not in r.text
+
+
+def test_feedback_is_stored_against_a_request(tiny_gpt: Path, catalog: Catalog) -> None:
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    with ready_client(app) as client:
+        rid = client.post("/v1/completions", json={"prompt": "alpha", "max_tokens": 2}).headers[
+            "X-Request-ID"
+        ]
+        ok = client.post("/v1/feedback", json={"request_id": rid, "rating": 1, "correction": "alpha beta"})
+        assert ok.status_code == 200 and ok.json()["request_id"] == rid
+        unknown = client.post("/v1/feedback", json={"request_id": "nope", "rating": 1})
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "request_not_found"
+    (fb,) = RequestLog(catalog.engine).feedback(rid)
+    assert (fb["rating"], fb["correction"]) == (1, "alpha beta")
+
+
+def _table_app(catalog: Catalog, family: StubTableFamily, tmp: Path):  # type: ignore[no-untyped-def]
+    model = ServedModel("adult", 2, tmp, family, {"model_type": "stub_table"})
+    return create_app(lambda: model, catalog)
+
+
+def test_samples_from_a_table_model(catalog: Catalog, tmp_path: Path) -> None:
+    family = StubTableFamily()
+    with ready_client(_table_app(catalog, family, tmp_path)) as client:
+        r = client.post("/v1/samples", json={"n": 2, "conditions": {"sex": "Female"}, "seed": 0})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"model": "adult", "version": 2, "rows": ROWS.slice(0, 2).to_pylist()}
+        csv = client.post("/v1/samples", json={"n": 3, "format": "csv"})
+        assert csv.headers["content-type"].startswith("text/csv")
+        assert csv.text.splitlines()[0] == '"age","sex"' and len(csv.text.splitlines()) == 4
+        parquet = client.post("/v1/samples", json={"n": 3, "format": "parquet"})
+        assert pq.read_table(io.BytesIO(parquet.content)).equals(ROWS)
+        text = client.post("/v1/completions", json={"prompt": "a"})
+        assert text.status_code == 400 and text.json()["error"]["code"] == "model_not_text"
+        chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "a"}]})
+        assert chat.status_code == 400
+        assert client.get("/v1/models").json()["data"][0]["generates_text"] is False
+    assert family.calls[0] == (2, {"sex": "Female"}, 0)
+    row = RequestLog(catalog.engine).get(r.headers["X-Request-ID"])
+    assert row is not None and row["endpoint"] == "/v1/samples" and row["version"] == 2
+
+
+def test_readyz_waits_for_the_model_and_reports_a_failed_load(catalog: Catalog) -> None:
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    release = threading.Event()
+
+    def slow_then_fail() -> ServedModel:
+        release.wait(10)
+        raise FileNotFoundError("no weights")
+
+    with TestClient(create_app(slow_then_fail, catalog)) as client:
+        assert client.get("/healthz").status_code == 200
+        loading = client.get("/readyz")
+        assert loading.status_code == 503 and loading.json()["status"] == "loading"
+        assert client.post("/v1/samples", json={"n": 1}).status_code == 503
+        release.set()
+        app_state = client.app.state.genloom  # type: ignore[attr-defined]
+        app_state.ready.wait(10)
+        failed = client.get("/readyz").json()
+    assert failed == {"status": "failed", "error": "FileNotFoundError: no weights"}
+
+
+def test_loopback_hosts() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
