@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -272,7 +272,8 @@ def create_app(
             return None, None
         scheme, _, token = auth.partition(" ")
         key_id = await run_in_threadpool(keys.verify, token.strip()) if scheme.lower() == "bearer" else None
-        if key_id is None:
+        # without require_key an unknown key is anonymous: OpenAI clients always send one
+        if key_id is None and settings.require_key:
             msg = "invalid or revoked API key"
             return _error(request, 401, msg, "authentication_error", "invalid_api_key"), None
         return None, key_id
@@ -409,7 +410,7 @@ def create_app(
         except GenloomError as e:  # bad settings or unknown controls: the caller's to fix
             raise APIError(400, str(e).splitlines()[0], "invalid_request_error") from e
 
-    def finish(tokens: int, options: dict[str, Any]) -> str:
+    def finish(tokens: int, options: dict[str, Any]) -> Literal["stop", "length"]:
         return "length" if tokens >= options["max_new_tokens"] else "stop"
 
     def joined(texts: list[str]) -> str:
@@ -442,7 +443,7 @@ def create_app(
             "output": joined(outputs),
         }
         choices = [
-            CompletionChoice(index=i, text=o, finish_reason=finish(c, options))  # type: ignore[arg-type]
+            CompletionChoice(index=i, text=o, finish_reason=finish(c, options))
             for i, (o, c) in enumerate(zip(outputs, counts, strict=True))
         ]
         usage = Usage(
@@ -485,7 +486,7 @@ def create_app(
             "output": joined(outputs),
         }
         choices = [
-            ChatChoice(index=i, message=AssistantMessage(content=o), finish_reason=finish(c, options))  # type: ignore[arg-type]
+            ChatChoice(index=i, message=AssistantMessage(content=o), finish_reason=finish(c, options))
             for i, (o, c) in enumerate(zip(outputs, counts, strict=True))
         ]
         usage = Usage(

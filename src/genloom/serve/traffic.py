@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-from genloom.core.errors import NotFoundError
+from genloom.core.errors import GenloomError, NotFoundError
 
 metadata = MetaData()
 
@@ -107,7 +107,10 @@ class RequestLog:
                     request_id=request_id, created_at=at, rating=rating, correction=correction
                 )
             )
-            return int(res.inserted_primary_key[0])
+            (fid,) = res.inserted_primary_key or (None,)
+        if fid is None:
+            raise GenloomError(f"the database gave the feedback on {request_id!r} no id")
+        return int(fid)
 
     def feedback(self, request_id: str) -> list[dict[str, Any]]:
         """Feedback stored for ``request_id``, oldest first."""
