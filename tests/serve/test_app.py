@@ -189,6 +189,7 @@ def test_auth_with_created_and_revoked_keys(tiny_gpt: Path, catalog: Catalog) ->
     ok_row, none_row = log.get(ok.headers["X-Request-ID"]), log.get(none.headers["X-Request-ID"])
     assert ok_row is not None and ok_row["key_id"] == key_id
     assert none_row is not None and none_row["status"] == 401 and none_row["key_id"] is None
+    assert none_row["endpoint"] == "/v1/completions"  # refused before routing, still named
 
 
 def test_metrics_count_requests_tokens_errors_and_version(tiny_gpt: Path, catalog: Catalog) -> None:

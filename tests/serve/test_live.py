@@ -77,3 +77,24 @@ def test_openai_client_chat_and_chat_streaming(chat_gpt: Path, catalog: Catalog)
         assert chunks[0].choices[0].delta.role == "assistant"
         assert "".join(c.choices[0].delta.content or "" for c in chunks) == content
         assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_concurrent_requests_are_all_answered_and_logged(tiny_gpt: Path, catalog: Catalog) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from genloom.serve.traffic import RequestLog
+
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    with live_server(app) as base:
+
+        def call(i: int) -> httpx.Response:
+            body = {"prompt": "alpha", "max_tokens": 4, "seed": i}
+            return httpx.post(f"{base}/v1/completions", json=body, timeout=60)
+
+        with ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(call, range(8)))
+    assert [r.status_code for r in replies] == [200] * 8
+    ids = {r.headers["X-Request-ID"] for r in replies}
+    assert len(ids) == 8
+    log = RequestLog(catalog.engine)
+    assert all(log.get(i) is not None for i in ids)

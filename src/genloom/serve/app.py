@@ -295,8 +295,7 @@ def create_app(
             msg = f"internal server error (request id {request_id})"
             response = _error(request, 500, msg, "internal_error")
         latency = clock() - start
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", None) or "unmatched"
+        endpoint = _endpoint(app, request)
         status = response.status_code
         metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
         metrics.latency.labels(endpoint=endpoint).observe(latency)
@@ -548,6 +547,17 @@ def create_app(
         return FeedbackResponse(id=fid, request_id=body.request_id)
 
     return app
+
+
+def _endpoint(app: FastAPI, request: Request) -> str:
+    """The route template a request matched (also for one refused before routing, such as a 401),
+    else ``unmatched``: metric labels and log rows name routes, never arbitrary paths."""
+    route = request.scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "unmatched"))
+    path = request.url.path
+    known = {getattr(r, "path", None) for r in app.routes}
+    return path if path in known else "unmatched"
 
 
 # -- server-sent events in OpenAI's chunk format ------------------------------------------------------
