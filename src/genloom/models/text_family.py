@@ -166,6 +166,19 @@ class TextFamily(ModelFamily):
             "top_tokens": {int(t): int(counts[t]) for t in top if counts[t]},
         }
 
+    def chat_formatter(self, inp: PrepareInput, train_cfg: Any) -> Callable[[list[dict[str, str]]], str]:
+        """How a conversation becomes training text: genloom's template (``<|user|>...<|end|>``)."""
+        from genloom.models.tokenizer import format_chat
+
+        return format_chat
+
+    def chat_prompt(self, model_dir: Path, messages: list[dict[str, str]]) -> str:
+        """A conversation written with the template the model was trained with, ending where the
+        assistant's reply starts."""
+        from genloom.models.tokenizer import format_chat
+
+        return format_chat(messages, add_generation_prompt=True)
+
     def gguf_pre_tokenizer(self, model_dir: Path) -> str:
         """The llama.cpp pre-tokenizer name the GGUF converter should write ("": let it recognise
         the tokenizer, as it does for published models)."""

@@ -139,13 +139,7 @@ class TextGenerator:
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         """The conversation written with the model's chat template, ready for the assistant's turn."""
-        chat_prompt = getattr(self.model.family, "chat_prompt", None)
-        if chat_prompt is not None:
-            return str(chat_prompt(self.model.model_dir, messages))
-        # a family without its own template trains with genloom's (text_family.chat_documents)
-        from genloom.models.tokenizer import format_chat
-
-        return format_chat(messages, add_generation_prompt=True)
+        return str(self.model.family.chat_prompt(self.model.model_dir, messages))  # type: ignore[attr-defined]
 
     def complete(self, prompts: list[str], **sampling: Any) -> list[str]:
         """The continuation of each prompt (``genloom.models.text.generate``)."""
