@@ -80,6 +80,13 @@ def test_span_index_matches_a_loop_over_spans() -> None:
     assert torch.isfinite(idx.cross_entropy(big[:, idx.n_values :], xp[:, idx.n_values :])).all()
 
 
+def test_span_cross_entropy_has_the_exact_gradient() -> None:
+    idx = SpanIndex(SPANS, DIM).double()
+    target = idx.permute(onehot_rows(6).double())[:, idx.n_values :]
+    z = torch.randn(6, target.shape[1], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: idx.cross_entropy(z, target), (z,))
+
+
 def test_sample_onehot_draws_levels_in_proportion() -> None:
     idx = SpanIndex(SPANS, DIM)
     logits = torch.zeros(20000, DIM)

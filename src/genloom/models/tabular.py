@@ -79,6 +79,50 @@ def span_dicts(transformer: TableTransformer) -> list[dict[str, Any]]:
     ]
 
 
+class SpanCrossEntropy(torch.autograd.Function):
+    """Per row, the sum over softmax spans of the cross-entropy of one-hot targets, with its
+    gradient written out: (softmax - target) x the incoming gradient, one elementwise pass where
+    autograd would chain back through the sums, the log, the membership matmul and the exp
+    (measured: the span loss's backward was a third of the non-matmul time of a TVAE step).
+
+    Inputs: logits z (B, n_soft), one-hot targets (B, n_soft), the (n_soft, S) membership matrix,
+    each column's span (n_soft,), the padded (S, M) column index of the spans (see SpanIndex).
+    """
+
+    generate_vmap_rule = True  # per-sample gradients (DP-SGD) map it like any torch code
+
+    @staticmethod
+    def forward(
+        z: torch.Tensor,
+        onehot: torch.Tensor,
+        member: torch.Tensor,
+        span_of: torch.Tensor,
+        padded: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        shift = torch.index_select(z, -1, padded.flatten()).unflatten(-1, padded.shape).amax(-1)  # (B, S)
+        e = torch.exp(z - torch.index_select(shift, -1, span_of))  # (B, n_soft), each span's max is 1
+        sums = e @ member  # (B, S), each >= 1
+        loss = (torch.log(sums) + shift).sum(-1) - (z * onehot).sum(-1)
+        return loss, e, sums
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: tuple[torch.Tensor, ...]) -> None:
+        _, e, sums = output
+        ctx.save_for_backward(e, sums, inputs[1], inputs[3])
+        ctx.mark_non_differentiable(e, sums)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        e, sums, onehot, span_of = ctx.saved_tensors
+        softmax = e / torch.index_select(sums, -1, span_of)
+        return (softmax - onehot) * grad.unsqueeze(-1), None, None, None, None
+
+    @classmethod
+    def apply(cls, *args: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """The loss (B,) alone."""
+        return super().apply(*args)[0]
+
+
 class SpanIndex(nn.Module):
     """The span layout as index tensors (non-persistent buffers: they move with the model and are
     not weights), so that per-span losses and activations are a few tensor ops, never a Python
@@ -113,35 +157,43 @@ class SpanIndex(nn.Module):
         padded = starts[:, None] + torch.minimum(torch.arange(width)[None, :], dims[:, None] - 1)  # (S, M)
         self.register_buffer("padded", padded, persistent=False)
 
+    # index_select rather than x[..., idx]: advanced indexing measured 5-7x slower on CPU here
+
     def permute(self, x: torch.Tensor) -> torch.Tensor:
         """Encoded rows (B, dim) -> the model's order [values | softmax spans]."""
-        return x[..., self.order]
+        return torch.index_select(x, -1, self.order)
 
     def restore(self, xp: torch.Tensor) -> torch.Tensor:
         """The model's order -> encoded rows in the transformer's order."""
-        return xp[..., self.inverse]
+        return torch.index_select(xp, -1, self.inverse)
+
+    def _per_column(self, s: torch.Tensor) -> torch.Tensor:
+        """A per-span figure (B, S) repeated over each span's columns (B, n_soft)."""
+        return torch.index_select(s, -1, self.span_of)
 
     def _shift(self, z: torch.Tensor) -> torch.Tensor:
         """Per-span maximum of softmax-block logits (B, n_soft) -> (B, S), no gradient."""
         with torch.no_grad():
-            return z[..., self.padded].amax(-1)
+            flat = torch.index_select(z, -1, self.padded.flatten())
+            return flat.unflatten(-1, self.padded.shape).amax(-1)
 
     def logsumexp(self, z: torch.Tensor) -> torch.Tensor:
         """Per-span log-sum-exp of softmax-block logits: (B, n_soft) -> (B, S)."""
         shift = self._shift(z)
-        return torch.log(torch.exp(z - shift[..., self.span_of]) @ self.member) + shift
+        return torch.log(torch.exp(z - self._per_column(shift)) @ self.member) + shift
 
     def cross_entropy(self, z: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         """Sum over softmax spans of the cross-entropy of one-hot targets, per row: (B, n_soft) x2 -> (B,).
 
         For a one-hot target CE = logsumexp(span) - the target's logit; summed over spans the
-        second term is one dot product over the block."""
-        return self.logsumexp(z).sum(-1) - (z * onehot).sum(-1)
+        second term is one dot product over the block. The gradient, softmax - target per span,
+        is written out (``SpanCrossEntropy``)."""
+        return SpanCrossEntropy.apply(z, onehot, self.member, self.span_of, self.padded)
 
     def softmax(self, z: torch.Tensor) -> torch.Tensor:
         """Softmax within each span of softmax-block logits: (B, n_soft) -> (B, n_soft)."""
-        e = torch.exp(z - self._shift(z)[..., self.span_of])
-        return e / (e @ self.member)[..., self.span_of]
+        e = torch.exp(z - self._per_column(self._shift(z)))
+        return e / self._per_column(e @ self.member)
 
     def gumbel(
         self, shape: torch.Size, generator: torch.Generator | None, like: torch.Tensor
@@ -163,7 +215,7 @@ class SpanIndex(nn.Module):
     def sample_onehot(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One level per span drawn from softmax(z) (Gumbel-max), as one-hot: (B, n_soft) -> (B, n_soft)."""
         noisy = z + self.gumbel(z.shape, generator, z)
-        return (noisy == self._shift(noisy)[..., self.span_of]).to(z.dtype)
+        return (noisy == self._per_column(self._shift(noisy))).to(z.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,7 +520,7 @@ class TabularData:
 
     def val_loss(self, model: nn.Module, plan: TrainPlan, max_units: int, device: torch.device) -> float:
         """The model's ``validation_loss`` on the first ``max_units`` validation rows (fixed seed)."""
-        x = torch.from_numpy(np.ascontiguousarray(self.val[:max_units], dtype=np.float32)).to(device)
+        x = torch.from_numpy(np.array(self.val[:max_units], dtype=np.float32)).to(device)
         was_training = model.training
         model.eval()
         try:

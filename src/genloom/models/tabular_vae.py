@@ -39,6 +39,36 @@ SIGMA_MIN, SIGMA_MAX = 0.01, 1.0  # TVAE's clamp of the learned standard deviati
 GENERATE_CHUNK = 65_536  # rows decoded at once when sampling (bounded memory)
 
 
+class Reparameterise(torch.autograd.Function):
+    """The reparameterisation trick and the KL term of a diagonal Gaussian posterior, with their
+    gradients written out: z = mu + eps * exp(logvar / 2), KL(N(mu, exp(logvar)) || N(0, I)) per
+    row. One elementwise pass each way where autograd chains a dozen small ops."""
+
+    generate_vmap_rule = True  # per-sample gradients (DP-SGD) map it like any torch code
+
+    @staticmethod
+    def forward(
+        mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        std = torch.exp(0.5 * logvar)
+        z = torch.addcmul(mu, eps, std)
+        kl = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1)
+        return z, kl
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: tuple[torch.Tensor, ...]) -> None:
+        mu, logvar, eps = inputs
+        ctx.save_for_backward(mu, eps, torch.exp(0.5 * logvar))
+
+    @staticmethod
+    def backward(ctx: Any, grad_z: torch.Tensor, grad_kl: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        mu, eps, std = ctx.saved_tensors
+        g = grad_kl.unsqueeze(-1)
+        grad_mu = grad_z + g * mu  # dz/dmu = 1, dKL/dmu = mu
+        grad_logvar = 0.5 * (grad_z * eps * std + g * (std * std - 1.0))  # dz/dlogvar = eps std / 2
+        return grad_mu, grad_logvar, None
+
+
 def mlp(widths: list[int]) -> nn.Sequential:
     """Linear-ReLU layers through ``widths`` (the first is the input width)."""
     layers: list[nn.Module] = []
@@ -80,9 +110,8 @@ class TabularVAE(nn.Module):
         (B, embedding_dim): both (B,)."""
         xp = self.spans.permute(x)  # (B, dim): [values | softmax spans]
         mu, logvar = self.posterior(self.encoder(xp)).chunk(2, dim=-1)  # (B, E) each
-        z = mu + eps * torch.exp(0.5 * logvar)
+        z, kl = Reparameterise.apply(mu, logvar, eps)  # z = mu + eps * std; KL to N(0, I) per row
         out = self.decoder(z)  # (B, dim): value means (before tanh), then softmax logits
-        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
         return self.reconstruction(out, xp), kl
 
     def reconstruction(self, out: torch.Tensor, xp: torch.Tensor) -> torch.Tensor:
