@@ -237,6 +237,7 @@ class Critic(nn.Module):
     def __init__(self, d_in: int, dims: Sequence[int], pac: int) -> None:
         super().__init__()
         self.pac = pac
+        self.dims = list(dims)
         widths = [d_in * pac, *dims]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.score = nn.Linear(widths[-1], 1)
@@ -269,6 +270,9 @@ def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor, wei
 
 class TabularGAN(nn.Module):
     """The generator and the critic of one encoded layout (rows in model order inside)."""
+
+    dp_updates: torch.Tensor
+    transformer: Any = None  # the fitted TableTransformer, set by ``TabularGANFamily.load``
 
     def __init__(
         self,
@@ -403,10 +407,8 @@ class TrainingSampler:
         widest = max((c.dim for c in layout.discrete), default=1)
         # rows of global level g (column k, level j: g = cond_starts[k] + j) are
         # by_level[level_start[g] : level_start[g] + level_count[g]]
-        self.by_level = np.concatenate(
-            [np.argsort(self.codes[:, k], kind="stable") for k in range(K)] or [[]]
-        )
-        self.by_level = self.by_level.astype(np.int64)
+        sorted_rows = [np.argsort(self.codes[:, k], kind="stable") for k in range(K)]
+        self.by_level = np.concatenate(sorted_rows).astype(np.int64) if K else np.zeros(0, np.int64)
         self.level_count = np.zeros(C, dtype=np.int64)
         self.level_start = np.zeros(C, dtype=np.int64)
         # cumulative level probabilities per column; 2.0 past the last level so that a draw u < 1
@@ -643,11 +645,6 @@ class TabularGANFamily(TabularFamily):
                     penalty = gradient_penalty(gan.critic, x_real, x_fake, gp_weight)
                     critic_loss = -wasserstein + penalty
                     critic_loss.backward()
-                    critic_loss, wasserstein, penalty = (
-                        critic_loss.detach(),
-                        wasserstein.detach(),
-                        penalty.detach(),
-                    )
                 else:
                     critic_loss, wasserstein, penalty = private_critic_grads(
                         gan, x_real, x_fake, gp_weight, privacy
@@ -667,9 +664,10 @@ class TabularGANFamily(TabularFamily):
                 gan.critic.requires_grad_(True)
             _average_grads(gan, world)
             opt.step()
-        c, w, p, g, ce = torch.stack(
-            [critic_loss, wasserstein, penalty, generator_loss.detach(), conditional.detach()]
-        ).tolist()
+        with torch.no_grad():  # one device-to-host copy for all the figures
+            c, w, p, g, ce = torch.stack(
+                [critic_loss, wasserstein, penalty, generator_loss, conditional]
+            ).tolist()
         return {"loss": c + g, "critic": c, "generator": g, "wasserstein": w, "penalty": p, "conditional": ce}
 
     # -- sampling -----------------------------------------------------------------------------------
@@ -677,7 +675,7 @@ class TabularGANFamily(TabularFamily):
     def load(self, model_dir: Path, config: dict[str, Any]) -> tuple[nn.Module, Any]:
         """The saved model and its transformer (kept on the model: ``generate`` maps asked values to levels)."""
         model, transformer = super().load(model_dir, config)
-        model.transformer = transformer
+        _core(model).transformer = transformer
         return model, transformer
 
     def generate(self, model: nn.Module, n: int, cond: dict[str, Any] | None, seed: int) -> np.ndarray:
@@ -686,7 +684,7 @@ class TabularGANFamily(TabularFamily):
         the others are left to rejection."""
         gan = _core(model)
         condition = None
-        transformer = getattr(model, "transformer", None)
+        transformer = gan.transformer
         if cond and transformer is not None:
             names = [c.name for c in gan.layout.discrete]
             asked = []
@@ -716,8 +714,7 @@ def private_critic_grads(
     # what a per-sample map cannot draw itself: interpolation weights and dropout masks
     alpha = torch.rand(G, 1, device=device)
     keep = [
-        (torch.rand(G, 3, layer.out_features, device=device) >= DROPOUT).float() / (1 - DROPOUT)
-        for layer in critic.hidden
+        (torch.rand(G, 3, width, device=device) >= DROPOUT).float() / (1 - DROPOUT) for width in critic.dims
     ]
 
     def group_loss(
