@@ -20,7 +20,10 @@ trains with DP-SGD (Abadi et al. 2016): per-sample gradients (``torch.func``), e
 by the batch size. The noise multiplier is found for the whole schedule with Opacus' RDP
 accountant. Batches are fixed-size slices of a fresh shuffle per epoch, which approximates the
 Poisson sampling the accountant assumes (as Opacus does without its Poisson sampler); the
-reported epsilon is the accountant's for that sampling rate.
+reported epsilon is the accountant's for that sampling rate over the planned steps (an upper
+bound when training stops early). The guarantee covers the weights only: the transformer's
+fitted modes and levels, the profile and the DCR filter (which keeps a normalised copy of the
+training rows beside the model, ``dcr_reference.npy``) are computed from the real rows as they are.
 """
 
 from __future__ import annotations
@@ -354,13 +357,35 @@ class PrivacyPlan:
         }
 
 
+def world_size() -> int:
+    """Processes training together (1 without torch.distributed)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def average_gradients(module: nn.Module) -> None:
+    """Averages ``.grad`` over the processes (for a step that bypasses DDP's hooks, as DP-SGD does)."""
+    import torch.distributed as dist
+
+    world = world_size()
+    if world == 1:
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
 def privacy_plan(plan: TrainPlan) -> PrivacyPlan | None:
-    """The run's DP-SGD settings from the plan (None: privacy off); the sampling rate is batch /
-    training rows, the noise multiplier the one that spends epsilon over ``plan.max_steps``."""
+    """The run's DP-SGD settings from the plan (None: privacy off); the sampling rate is the rows
+    of one step over all processes / training rows, the noise multiplier the one that spends
+    epsilon over ``plan.max_steps``."""
     p = plan.model.get("privacy")
     if not p:
         return None
-    q = min(1.0, plan.batch_size / max(1, int(plan.model["n_train"])))
+    rows = plan.batch_size * world_size()
+    q = min(1.0, rows / max(1, int(plan.model["n_train"])))
     steps = int(plan.max_steps or 1)
     nm = noise_multiplier(float(p["epsilon"]), float(p["delta"]), q, steps)
     return PrivacyPlan(float(p["epsilon"]), float(p["delta"]), float(p["max_grad_norm"]), q, steps, nm)
@@ -719,7 +744,6 @@ class TabularFamily(ModelFamily):
         import pyarrow as pa
 
         from genloom.models import tabular_rules as rules_mod
-        from genloom.models.text import read_model_config
 
         model_dir = Path(model_dir)
         config = read_model_config(model_dir)
@@ -738,7 +762,7 @@ class TabularFamily(ModelFamily):
         threshold = options.get("reject_closer_than")
         if threshold is None:
             threshold = cfg.dcr_reject if cfg.dcr_reject is not None else space.threshold
-        reference = np.load(model_dir / "dcr_reference.npy", mmap_mode="r") if threshold else None
+        reference = np.load(model_dir / "dcr_reference.npy") if threshold else None
         schema = transformer.schema
         hint = {
             c: cond.typed_value(schema.field(c).type) for c, cond in conds.items() if cond.op == "=="
@@ -766,7 +790,7 @@ class TabularFamily(ModelFamily):
                     rejected["unique"] = rejected.get("unique", 0) + int(dup)
                 rows = rows.filter(pa.array(ok))
             if reference is not None and rows.num_rows:
-                close = nearest_distances(space.vectors(rows), np.asarray(reference)) < threshold
+                close = nearest_distances(space.vectors(rows), reference) < threshold
                 if close.any():
                     rejected["dcr"] = rejected.get("dcr", 0) + int(close.sum())
                     rows = rows.filter(pa.array(~close))
@@ -794,7 +818,6 @@ class TabularFamily(ModelFamily):
         import pyarrow.parquet as pq
 
         from genloom.models import tabular_metrics as tm
-        from genloom.models.text import read_model_config
 
         model_dir, prepared_dir = Path(model_dir), Path(prepared_dir)
         config = read_model_config(model_dir)
@@ -840,6 +863,16 @@ def _count(total: dict[str, int], more: dict[str, int]) -> None:
     for k, v in more.items():
         if v:
             total[k] = total.get(k, 0) + int(v)
+
+
+def read_model_config(model_dir: Path) -> dict[str, Any]:
+    """The config.json of a trained table model folder."""
+    from genloom.core.errors import NotFoundError
+
+    path = Path(model_dir) / "config.json"
+    if not path.exists():
+        raise NotFoundError(f"no trained model in {model_dir} (config.json is missing)")
+    return dict(json.loads(path.read_text()))
 
 
 def model_config(config: dict[str, Any]) -> Any:

@@ -17,6 +17,7 @@ level from its softmax, so generated rows follow p(x|z) rather than its mode.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -30,9 +31,12 @@ from genloom.models.tabular import (
     SpanIndex,
     TabularData,
     TabularFamily,
+    average_gradients,
     dp_step,
     privacy_plan,
     step_generator,
+    step_seed,
+    world_size,
 )
 
 SIGMA_MIN, SIGMA_MAX = 0.01, 1.0  # TVAE's clamp of the learned standard deviations
@@ -220,7 +224,15 @@ class TabularVAEFamily(TabularFamily):
                 rec1, kl1 = functional_call(vae, state, (x1, eps1))
                 return (vae.loss_factor * rec1 + kl1).sum(), torch.cat([rec1, kl1])
 
-            losses, aux = dp_step(vae, row_loss, (x, eps), privacy.max_grad_norm, privacy.noise_multiplier, g)
+            # with several processes each adds its own share of the noise (sigma / sqrt(world), from
+            # a generator of its rank) to its clipped sum; averaged, the step carries sigma in all
+            world = world_size()
+            noise_g = (
+                g if world == 1 else step_generator(step_seed(batches.seed, 1 + batches.rank), step, device)
+            )
+            sigma = privacy.noise_multiplier / math.sqrt(world)
+            losses, aux = dp_step(vae, row_loss, (x, eps), privacy.max_grad_norm, sigma, noise_g)
+            average_gradients(vae)
             parts = torch.cat([losses.mean()[None], aux.mean(0)])
         opt.step()
         with torch.no_grad():
