@@ -161,6 +161,15 @@ class TrainConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _privacy_needs_fixed_steps(self) -> TrainConfig:
+        if getattr(self.model, "privacy", None) is not None and self.time_budget is not None:
+            raise ValueError(
+                "train.time_budget cannot be used with train.model.privacy: DP-SGD's noise is set from the"
+                " number of steps, which a time budget changes during the run; use model.epochs or train.max_steps"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _muon_needs_gpt(self) -> TrainConfig:
         if self.optimizer == "muon" and not self.model.muon:
             raise ValueError(
