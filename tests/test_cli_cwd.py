@@ -122,6 +122,12 @@ COMMANDS: dict[str, tuple[list[str], str]] = {
         "The json",
     ),
     "export": (["export", FILE, "--out", "../exported"], "exported t v1 to ../exported"),
+    "sample": (["sample", FILE, "-n", "2", "--seed", "0", "-o", "../sampled.parquet"], "wrote 2 rows"),
+    "keys create": (["keys", "create", "ci", "-p", FILE], "gl-"),
+    "keys list": (["keys", "list", "-p", FILE], "ci"),
+    "keys revoke": (["keys", "revoke", "{key_id}", "-p", FILE], "revoked key"),
+    # a server blocks: tests/serve/test_cli_serve.py starts a real one; here its options parse
+    "serve": (["serve", FILE, "--help"], "--port"),
     "setup wordnet": (["setup", "wordnet", "--target", "nltk_data"], "WordNet ready at nltk_data"),
 }
 
@@ -145,10 +151,16 @@ def test_every_subcommand_takes_a_path_relative_to_another_folder(
     for name, (args, expected) in COMMANDS.items():
         if name == "setup wordnet" and not Path("/usr/share/wordnet").is_dir():
             continue  # needs Debian's wordnet-base and wordnet-sense-index
+        if "{key_id}" in args:
+            from genloom.cli import _key_store
+
+            key_id = _key_store(Path(FILE)).list()[0]["id"]
+            args = [key_id if a == "{key_id}" else a for a in args]
         res = runner.invoke(app, args)
         if res.exit_code != 0 or expected not in res.output:
             failed[name] = (res.exit_code, res.output[-500:])
     assert not failed, failed
     assert (root / "new-project" / "pipeline.yaml").is_file()
     assert (root / "exported" / "config.json").is_file()  # --out is relative to the cwd
+    assert (root / "sampled.parquet").is_file()
     assert runner.invoke(app, ["validate", "../new-project/pipeline.yaml"]).exit_code == 0
