@@ -237,6 +237,16 @@ class ModelFamily:
         """(``custom_step`` only) one optimizer step of ``step``; returns its losses, ``loss`` first."""
         raise NotImplementedError
 
+    def checkpoint_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Tensors beyond the trainable parameters that a checkpoint must keep for an exact resume
+        (a GAN's BatchNorm running statistics); default none."""
+        return {}
+
+    def load_checkpoint_state(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        """Restores what ``checkpoint_state`` gave."""
+        if tensors:
+            model.load_state_dict(tensors, strict=False)
+
     def save(self, model: nn.Module, plan: TrainPlan, out_dir: Path) -> dict[str, Any]:
         """Write the trained weights into ``out_dir`` (safetensors, never pickle); returns the
         entries the family adds to ``config.json``."""

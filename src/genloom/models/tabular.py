@@ -689,6 +689,11 @@ class TabularFamily(ModelFamily):
         """The config's learning rate (the papers' 2e-4 for the GAN, 1e-3 for the VAE)."""
         return float(cfg.lr)
 
+    def checkpoint_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The module's buffers (BatchNorm running statistics, counters): checkpoints keep only
+        trainable parameters, and sampling after a resume needs these too."""
+        return {name: buf for name, buf in model.named_buffers() if buf is not None}
+
     def save(self, model: nn.Module, plan: TrainPlan, out_dir: Path) -> dict[str, Any]:
         """Weights and buffers in ``model.safetensors``; config.json gets the plan's model entries
         and, with privacy, the spent epsilon."""
