@@ -185,14 +185,6 @@ def test_a_table_from_csv_to_conditioned_samples_and_a_second_version(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a datetime column read from a CSV is a string column: DistanceSpace (models/tabular.py, "
-        "_as_float) and the metrics (models/tabular_metrics.py, _continuous) cast it to float64 and "
-        "raise ArrowInvalid; remove this mark when they parse it as tabular_data does"
-    ),
-)
 @pytest.mark.parametrize("model_type", FAMILIES)
 def test_a_date_pair_from_csv_keeps_its_order_and_format(tmp_path: Path, model_type: str) -> None:
     write_table(tmp_path / "customers.csv", dates=True)

@@ -470,10 +470,15 @@ class DistanceSpace:
 
 
 def _as_float(col: pa.ChunkedArray) -> np.ndarray:
-    """A numeric, integer or timestamp column as float64 with NaN for missing values."""
+    """A numeric, integer or timestamp column as float64 with NaN for missing values (ISO date
+    strings, a datetime column read from a CSV, parsed as tabular_data parses them)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from genloom.models.tabular_data import parse_times
+
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        col = parse_times(col)
     if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
         col = pc.cast(pc.cast(col, pa.timestamp("s")), pa.int64())
     return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)

@@ -721,7 +721,7 @@ def _as_numbers(col: pa.ChunkedArray, kind: ColumnKind, name: str) -> np.ndarray
         if pa.types.is_date64(typ):
             return _float_numpy(col.cast(pa.int64())) / 1e3
         if kind == "datetime" and (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
-            return _as_numbers(_parse_times(col), kind, name)
+            return _as_numbers(parse_times(col), kind, name)
         return _float_numpy(col.cast(pa.float64()))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         raise ConfigError(
@@ -731,7 +731,7 @@ def _as_numbers(col: pa.ChunkedArray, kind: ColumnKind, name: str) -> np.ndarray
         ) from e
 
 
-def _parse_times(col: pa.ChunkedArray) -> pa.ChunkedArray:
+def parse_times(col: pa.ChunkedArray) -> pa.ChunkedArray:
     """ISO-8601 strings as timestamps (those with a zone offset as UTC)."""
     try:
         return col.cast(pa.timestamp("us"))

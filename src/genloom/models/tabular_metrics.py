@@ -463,6 +463,10 @@ def _modelled(kinds: Mapping[str, str]) -> list[str]:
 def _continuous(column: pa.ChunkedArray) -> np.ndarray:
     """float64 values, NaN where missing; dates and timestamps as microseconds since 1970-01-01."""
     column = _decoded(column)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        from genloom.models.tabular_data import parse_times  # a datetime column read from a CSV
+
+        column = parse_times(column)
     arrow_type = column.type
     if pa.types.is_date(arrow_type):
         column = column.cast(pa.timestamp("us"))
