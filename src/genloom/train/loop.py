@@ -145,7 +145,9 @@ def train_on(
         st = ckpt_io.load_checkpoint(latest, model, opt)
         if ema is not None:
             ema.load_state_tensors(st["extra"])
-        fam.load_checkpoint_state(model, {k[7:]: v for k, v in st["extra"].items() if k.startswith("family.")})
+        fam.load_checkpoint_state(
+            model, {k[7:]: v for k, v in st["extra"].items() if k.startswith("family.")}
+        )
         step, tokens_seen, best_val = st["step"], st["tokens"], st["best_val"]
         bad_evals, elapsed_before, history = st["bad_evals"], st["elapsed_s"], st["history"]
 
@@ -177,7 +179,9 @@ def train_on(
                 "history": history,
             }
             extra = ema.state_tensors() if ema is not None else {}
-            extra.update({f"family.{k}": v.detach().cpu().contiguous() for k, v in fam.checkpoint_state(model).items()})
+            extra.update(
+                {f"family.{k}": v.detach().cpu().contiguous() for k, v in fam.checkpoint_state(model).items()}
+            )
             ckpt_io.save_checkpoint(out_dir, model, opt, step_done, state, extra or None)
 
     # a budget's first estimate comes from 6 cold steps: re-measure on real steps early in warmup,
