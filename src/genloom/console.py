@@ -281,7 +281,8 @@ class JsonReporter(Reporter):
         if info and now - self._last.get(stage, 0) < 2:  # training reports often: throttle
             return
         self._last[stage] = now
-        self._emit(event="progress", stage=stage, done=done, rows=rows, **(info or {}))
+        # live metrics never override the event's own fields (a table model reports "rows" seen)
+        self._emit(**{**(info or {}), "event": "progress", "stage": stage, "done": done, "rows": rows})
 
     def stage_end(self, stage: str, status: str, reason: str, seconds: float, stats: dict[str, Any]) -> None:
         self._emit(

@@ -273,7 +273,8 @@ def train_on(
             t_last, tok_last = now, tokens_seen
             info.update(parts)
             info.update(loss=loss_sum, lr=lr, eta_s=(n_steps - step) * tokens_per_step / max(tps, 1e-9))
-            info[f"{unit}_per_s"], info[unit] = tps, tokens_seen
+            # "rows" is the reporters' own field (rows a stage wrote): rows trained on get their own name
+            info[f"{unit}_per_s"], info[unit if unit != "rows" else "rows_trained"] = tps, tokens_seen
             if progress is not None and rank == 0:
                 progress(step, n_steps, info)
         if step % plan.checkpoint_interval == 0 and step < n_steps and not stopped:
