@@ -200,3 +200,17 @@ def test_a_date_pair_from_csv_keeps_its_order_and_format(tmp_path: Path, model_t
     both = pc.and_(pc.is_valid(start), pc.is_valid(end))
     assert pc.all(pc.or_(pc.invert(both), pc.greater_equal(end, start))).as_py()
     assert pc.sum(both).as_py() > 400  # dates are generated, not left missing
+
+
+def test_a_table_run_logs_json_progress(tmp_path: Path) -> None:
+    """``--log-format json``: a table model's progress lines parse and carry the rows trained on."""
+    import json
+
+    write_table(tmp_path / "customers.csv")
+    path = write_pipeline(tmp_path, "tabular_vae", epochs=2)
+    res = runner.invoke(app, ["run", str(path), "--log-format", "json"])
+    assert res.exit_code == 0, res.output
+    events = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
+    train = [e for e in events if e.get("event") == "progress" and e.get("stage") == "train"]
+    assert train and all("rows_trained" in e and "rows_per_s" in e for e in train)
+    assert events[-1]["text"] == "summary" and events[-1]["status"] == "succeeded"
