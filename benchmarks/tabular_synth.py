@@ -150,7 +150,14 @@ def genloom_pipeline(folder: Path, model_type: str, train_csv: Path, epochs: int
         "store": {"path": ".genloom/artifacts"},
         "catalog": {"url": "sqlite:///.genloom/catalog.db"},
         "sources": [
-            {"type": "csv", "paths": [str(train_csv)], "column_names": COLUMNS, "null_values": ["?"]}
+            # relative to the pipeline's folder: record ids (and so the split) name the file by
+            # this key, so they do not change with the temporary folder's name
+            {
+                "type": "csv",
+                "paths": [os.path.relpath(train_csv, folder)],
+                "column_names": COLUMNS,
+                "null_values": ["?"],
+            }
         ],
         "split": {"val_fraction": VAL_FRACTION, "seed": 0},
         "train": {
