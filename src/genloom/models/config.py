@@ -161,7 +161,8 @@ class TabularConfig(BaseModel):
         ge=0,
         description=(
             "Reject generated rows whose distance to the closest training row is below this (in the"
-            " transformer's normalised space); None: below the 1st percentile of a real holdout's distances."
+            " DCR space: numbers standardised, levels one-hot scaled by 1/sqrt(2)); None: below the 1st"
+            " percentile of the validation rows' distances to the training rows."
         ),
     )
     privacy: PrivacyConfig | None = Field(None, description="Differential privacy (DP-SGD); None: off.")
