@@ -756,6 +756,8 @@ class TabularFamily(ModelFamily):
         from genloom.models import tabular_rules as rules_mod
 
         model_dir = Path(model_dir)
+        from genloom.models.text import read_model_config
+
         config = read_model_config(model_dir)
         cfg = model_config(config)
         model, transformer = self.load(model_dir, config)
@@ -830,6 +832,8 @@ class TabularFamily(ModelFamily):
         from genloom.models import tabular_metrics as tm
 
         model_dir, prepared_dir = Path(model_dir), Path(prepared_dir)
+        from genloom.models.text import read_model_config
+
         config = read_model_config(model_dir)
         cfg = model_config(config)
         train = pq.read_table(prepared_dir / "train.parquet")
@@ -873,16 +877,6 @@ def _count(total: dict[str, int], more: dict[str, int]) -> None:
     for k, v in more.items():
         if v:
             total[k] = total.get(k, 0) + int(v)
-
-
-def read_model_config(model_dir: Path) -> dict[str, Any]:
-    """The config.json of a trained table model folder."""
-    from genloom.core.errors import NotFoundError
-
-    path = Path(model_dir) / "config.json"
-    if not path.exists():
-        raise NotFoundError(f"no trained model in {model_dir} (config.json is missing)")
-    return dict(json.loads(path.read_text()))
 
 
 def model_config(config: dict[str, Any]) -> Any:
