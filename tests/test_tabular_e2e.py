@@ -214,3 +214,43 @@ def test_a_table_run_logs_json_progress(tmp_path: Path) -> None:
     train = [e for e in events if e.get("event") == "progress" and e.get("stage") == "train"]
     assert train and all("rows_trained" in e and "rows_per_s" in e for e in train)
     assert events[-1]["text"] == "summary" and events[-1]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "xlsx"])
+def test_a_table_from_parquet_or_excel_samples_in_its_own_types(tmp_path: Path, fmt: str) -> None:
+    """The data owner's Parquet file (read by the ``json`` source) or Excel workbook (``excel``
+    source, ``mode: table``): the samples carry that file's column types."""
+    import pyarrow.csv as pacsv
+
+    write_table(tmp_path / "customers.csv", rows=600)
+    table = pacsv.read_csv(tmp_path / "customers.csv")
+    assert table.schema.field("member").type == pa.bool_()  # Arrow reads true/false as bool
+    if fmt == "parquet":
+        pq.write_table(table, tmp_path / "customers.parquet")
+        source: dict[str, Any] = {"type": "json", "paths": ["customers.parquet"]}
+    else:
+        import openpyxl
+
+        wb = openpyxl.Workbook()
+        ws = wb.active
+        ws.append(table.column_names)
+        for row in table.to_pylist():
+            ws.append(list(row.values()))
+        wb.save(str(tmp_path / "customers.xlsx"))
+        source = {"type": "excel", "mode": "table", "paths": ["customers.xlsx"]}
+    path = write_pipeline(tmp_path, "tabular_vae", epochs=1)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["sources"] = [source]
+    del cfg["train"]["model"]["columns"]["member"]  # a bool column is inferred boolean
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run(path)
+    pipe = Pipeline.from_file(path)
+    try:
+        rows = pipe.sample(300, seed=0)
+    finally:
+        pipe.close()
+    assert rows.schema.names == table.column_names
+    for name in table.column_names:
+        assert rows.schema.field(name).type == table.schema.field(name).type, name
+    assert len(pc.unique(rows.column("customer_id"))) == 300
+    assert set(rows.column("member").drop_null().to_pylist()) <= {True, False}

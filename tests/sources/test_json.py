@@ -46,3 +46,22 @@ def test_parquet_keeps_columns(tmp_path: Path) -> None:
     assert rejected == []
     assert [(r["text"], r["score"]) for r in rows] == [("one", 1.5), ("two", 2.5)]
     assert rows[0]["id"] == f"json:{tmp_path.as_posix()}/t.parquet#row=0"
+
+
+def test_parquet_table_without_text_column_keeps_its_columns(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genloom.core.steps import StepContext
+
+    pq.write_table(pa.table({"age": [31, None], "region": ["EU", "US"]}), tmp_path / "t.parquet")
+    src = JsonSource(paths=[str(tmp_path)])
+    ctx = StepContext()
+    (table,) = [t for p in src.partitions() for t in src.run_partition(p, ctx)]
+    assert ctx.rejected == []
+    assert table.column("age").to_pylist() == [31, None]
+    assert table.column("text").to_pylist() == ["age: 31; region: EU", "region: US"]
+    bad, ctx = JsonSource(paths=[str(tmp_path)], text_field="body"), StepContext()
+    assert [t for p in bad.partitions() for t in bad.run_partition(p, ctx)] == []
+    (rejected,) = ctx.rejected  # a named text column that is not there quarantines the file
+    assert rejected["reason"] == "missing_field" and "text_field 'body'" in rejected["detail"]

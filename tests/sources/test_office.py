@@ -119,3 +119,39 @@ def test_doc_real_file(shared_data: Path) -> None:
     )
     assert rejected == []
     assert "I am a bold italic bold-italic text." in rows[0]["text"]
+
+
+def test_excel_table_mode_keeps_typed_columns(tmp_path: Path) -> None:
+    import datetime as dt
+
+    import openpyxl
+    import pyarrow as pa
+
+    from genloom.core.steps import StepContext
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "People"
+    ws.append(["Customers 2026"])  # a title row above the header
+    ws.append(["id", "age", "income", "member", "joined", "region"])
+    ws.append([7, 31, 1200.5, True, dt.datetime(2026, 1, 2, 3, 4), "EU"])
+    ws.append([8, None, 990, False, dt.datetime(2025, 6, 1), "US"])
+    ws.append([9, 45, 1500, True, None, 3])  # a number among texts: the column stays text
+    wb.save(str(tmp_path / "people.xlsx"))
+    src = ExcelSource(paths=[str(tmp_path)], mode="table", id_column="id")
+    ctx = StepContext()
+    tables = [t for p in src.partitions() for t in src.run_partition(p, ctx)]
+    assert ctx.rejected == []
+    table = pa.concat_tables(tables)
+    assert table.schema.field("col_id").type == pa.int64()  # ``id`` is a record column: renamed
+    assert table.schema.field("age").type == pa.int64()
+    assert table.schema.field("income").type == pa.float64()
+    assert table.schema.field("member").type == pa.bool_()
+    assert table.schema.field("joined").type == pa.timestamp("us")
+    assert table.schema.field("region").type == pa.string()
+    assert table.column("age").to_pylist() == [31, None, 45]  # an empty cell is null
+    assert table.column("region").to_pylist() == ["EU", "US", "3"]
+    assert table.column("joined").to_pylist()[2] is None
+    assert table.column("id").to_pylist()[0].endswith("people.xlsx#sheet=People&id=7")
+    assert len(set(table.column("id").to_pylist())) == 3
+    assert table.column("text").to_pylist()[0].startswith("col_id: 7; age: 31; income: 1200.5")

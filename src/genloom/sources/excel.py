@@ -76,17 +76,24 @@ class ExcelSource(FileSource):
     Every sheet is read. ``mode: sheet`` (default) makes each sheet one document: a Markdown
     table under the sheet name (title rows above the header kept as text, empty rows and columns
     dropped). ``mode: rows`` makes each row a record whose text is ``text_template``
-    (``"{Team}: {Cups}"``) or ``header: value; ...``, with the values in ``meta.fields``. The header
+    (``"{Team}: {Cups}"``) or ``header: value; ...``, with the values in ``meta.fields``.
+    ``mode: table`` makes each row a record too, but keeps the sheet's columns as typed table
+    columns (for tabular models, like the ``csv`` source): a column of numbers is int64 when every
+    value is integral, else float64; of dates, date32 or timestamp; of TRUE/FALSE, bool; anything
+    mixed is text; an empty cell is null. The header
     row is detected (the first mostly-filled row of labels in the first ten rows, so a title row
     above it is skipped); vertically merged cells repeat their value. Quarantined: ``encrypted``
     (password-protected workbook), ``corrupt``, ``no_text``.
     """
 
     type: Literal["excel"] = "excel"
-    #: each sheet one document (``sheet``) or each row one record (``rows``)
-    mode: Literal["sheet", "rows"] = "sheet"
-    #: in ``rows`` mode, builds the text from the header names, e.g. ``"{Team}: {Stanley Cups}"``
+    #: each sheet one document (``sheet``), each row one record (``rows``), or each row one record
+    #: with the sheet's columns kept as typed table columns (``table``, for tabular models)
+    mode: Literal["sheet", "rows", "table"] = "sheet"
+    #: in ``rows`` and ``table`` mode, builds the text from the header names, e.g. ``"{Team}: {Stanley Cups}"``
     text_template: str | None = None
+    #: in ``table`` mode, the column whose value replaces the row number in record ids
+    id_column: str | None = None
     #: read only these sheets (default: all)
     sheets: list[str] = []
     #: whether the sheet has a header row; detected when empty
@@ -132,6 +139,20 @@ class ExcelSource(FileSource):
             rows = [[cell_text(v) for v in r] for r in raw]
             with _suppress():
                 fill_merged(rows, sheet.merged_cell_ranges or [], sheet.start or (0, 0))
+            if self.mode == "table":
+                keep_rows, keep_cols = _kept(rows)
+                if not keep_rows:
+                    continue
+                table = self._table(
+                    blob,
+                    name,
+                    [[rows[i][j] if j < len(rows[i]) else "" for j in keep_cols] for i in keep_rows],
+                    [[raw[i][j] if j < len(raw[i]) else None for j in keep_cols] for i in keep_rows],
+                )
+                if table is not None:
+                    n += table.num_rows
+                    yield table
+                continue
             rows = _trim(rows)
             if not rows:
                 continue
@@ -192,6 +213,84 @@ class ExcelSource(FileSource):
                 text,
                 {"path": blob.key, "format": "excel", "sheet": name, "row": i, "fields": fields},
             )
+
+    def _table(self, blob: Blob, name: str, rows: list[list[str]], raw: list[list[Any]]) -> pa.Table | None:
+        """The sheet's data rows as records with its columns kept, typed from the cells' values."""
+        import json
+
+        import pyarrow.compute as pc
+
+        from genloom.core.records import RECORD_COLUMNS
+        from genloom.sources.csv import render_template, row_text
+
+        header, _, data = self._split(rows)
+        data_raw = raw[len(rows) - len(data) :]  # the data rows are the last ones
+        if not data_raw:
+            return None
+        width = len(header)
+        names = [f"col_{h}" if h in RECORD_COLUMNS else h for h in _unique(header)]
+        columns = {
+            names[j]: _typed_column([r[j] if j < len(r) else None for r in data_raw]) for j in range(width)
+        }
+        table = pa.table(columns)
+        n = table.num_rows
+        rows_s = pc.cast(pa.array(range(n), pa.int64()), pa.string())
+        key = f"{blob.key}#sheet={name}"
+        if self.id_column and self.id_column in header:
+            id_name = names[header.index(self.id_column)]
+            native = pc.fill_null(pc.cast(table.column(id_name), pa.string()), "")
+            ids = pc.binary_join_element_wise(f"excel:{key}&{self.id_column}=", native, "")
+        else:
+            ids = pc.binary_join_element_wise(f"excel:{key}&row=", rows_s, "")
+        text = render_template(self.text_template, table) if self.text_template else row_text(table, names)
+        path_json = json.dumps(blob.key, ensure_ascii=False)
+        sheet_json = json.dumps(name, ensure_ascii=False)
+        meta = pc.binary_join_element_wise(
+            f'{{"format": "excel", "path": {path_json}, "sheet": {sheet_json}, "row": ', rows_s, "}", ""
+        )
+        out = {"id": ids, "text": text, "source": pa.array(["excel"] * n, pa.string()), "meta": meta}
+        out.update(columns)
+        return pa.table(out)
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Header names made unique (``a``, ``a_2``...)."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
+    return out
+
+
+def _typed_column(values: list[Any]) -> pa.Array:
+    """A column of cell values as one Arrow type: bool, int64, float64, date32, timestamp, else text."""
+    cells = [None if v is None or (isinstance(v, str) and not v.strip()) else v for v in values]
+    present = [v for v in cells if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pa.array(cells, pa.bool_())
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        if all(float(v).is_integer() and abs(v) < 2**53 for v in present):
+            return pa.array([None if v is None else int(v) for v in cells], pa.int64())
+        return pa.array([None if v is None else float(v) for v in cells], pa.float64())
+    if present and all(isinstance(v, dt.date) for v in present):
+        if not any(isinstance(v, dt.datetime) for v in present):
+            return pa.array(cells, pa.date32())
+        # a spreadsheet stores a midnight timestamp as a bare date: such cells join their column
+        stamps = [
+            v if v is None or isinstance(v, dt.datetime) else dt.datetime(v.year, v.month, v.day)
+            for v in cells
+        ]
+        return pa.array(stamps, pa.timestamp("us"))
+    return pa.array([None if v is None else cell_text(v) for v in cells], pa.string())
+
+
+def _kept(rows: list[list[str]]) -> tuple[list[int], list[int]]:
+    """Indexes of the non-empty rows and columns."""
+    keep_rows = [i for i, r in enumerate(rows) if any(r)]
+    width = max((len(rows[i]) for i in keep_rows), default=0)
+    keep_cols = [j for j in range(width) if any(j < len(rows[i]) and rows[i][j] for i in keep_rows)]
+    return keep_rows, keep_cols
 
 
 class _Blank(dict):  # type: ignore[type-arg]

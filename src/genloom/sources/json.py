@@ -18,7 +18,7 @@ from genloom.sources._files.base import FileSource
 from genloom.sources._files.blob import Blob
 from genloom.sources._files.encoding import DecodedStream, decode_as, sniff_encoding
 from genloom.sources._files.text import meta_count_fields, strip_nul_columns
-from genloom.sources.csv import render_template, template_fields
+from genloom.sources.csv import render_template, row_text, template_fields
 
 DEFAULT_TEXT_FIELDS = ("text", "content", "body", "message", "description")
 
@@ -62,7 +62,8 @@ class JsonSource(FileSource):
     else the object as JSON. Other top-level scalar fields go to ``meta.fields``. ``records_path``
     picks the list inside a JSON document (``data.items``). JSON Lines are streamed line by line
     and a bad line is quarantined as ``malformed_json`` with its line number; Parquet is streamed
-    in row groups and its columns stay table columns (for tabular models). UTF-16/32 without a
+    in row groups and its columns stay table columns (for tabular models); a Parquet table without
+    a text column (no ``text_field``, none of the default names) gets ``col: value; ...`` as text. UTF-16/32 without a
     byte order mark is detected; in a UTF-8 file with a few damaged bytes each invalid sequence
     becomes U+FFFD, counted in ``meta.invalid_bytes`` of the record whose text holds it. NUL
     characters are removed from the text (and from Parquet string columns), counted in
@@ -186,17 +187,19 @@ class JsonSource(FileSource):
                 ids = pc.binary_join_element_wise(f"json:{blob.key}#id=", native, "")
             else:
                 ids = pc.binary_join_element_wise(f"json:{blob.key}#row=", rows_s, "")
+            name = self.text_field or next(
+                (f for f in DEFAULT_TEXT_FIELDS if f in table.column_names),
+                "col_text" if "col_text" in table.column_names else None,
+            )
             if self.text_template:
                 text = render_template(self.text_template, table)
-            else:
-                name = self.text_field or next(
-                    (f for f in DEFAULT_TEXT_FIELDS if f in table.column_names),
-                    "col_text" if "col_text" in table.column_names else None,
+            elif name is None:  # a table of data without a text column: ``col: value; ...``
+                text = row_text(table, table.column_names)
+            elif name not in table.column_names:
+                raise RecordError(
+                    "missing_field", f"text_field {name!r} is not a column (columns: {table.column_names})"
                 )
-                if name is None or name not in table.column_names:
-                    raise RecordError(
-                        "missing_field", f"no text column; set text_field (columns: {table.column_names})"
-                    )
+            else:
                 text = pc.cast(table.column(name), pa.string())
             meta = pc.binary_join_element_wise(
                 f'{{"format": "parquet", "path": {path_json}, "row": ',
