@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ServeSettings(BaseModel):
@@ -48,6 +48,42 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+# structured output (serve/structured.py)
+class JsonSchemaFormat(BaseModel):
+    """The ``json_schema`` of ``response_format``: the JSON Schema every reply must satisfy."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="The schema's name."
+    )
+    description: str | None = Field(None, description="What the schema is for (not used by genloom).")
+    schema_: dict[str, Any] = Field(
+        default_factory=dict, alias="schema", description="The JSON Schema; {} allows any JSON value."
+    )
+    strict: bool | None = Field(
+        None, description="Accepted for OpenAI clients: genloom always enforces the schema in full."
+    )
+
+
+class ResponseFormat(BaseModel):
+    """``response_format``: free text, any JSON object, or JSON valid for a schema."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"] = Field(description="What the reply must be.")
+    json_schema: JsonSchemaFormat | None = Field(None, description="The schema, for type json_schema.")
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format of type json_schema needs a json_schema object")
+        return self
+
+
+# end of structured output
+
+
 class SamplingOptions(BaseModel):
     """Sampling options shared by completions and chat completions (OpenAI names)."""
 
@@ -66,6 +102,17 @@ class SamplingOptions(BaseModel):
     controls: dict[str, str] | None = Field(
         None, description="Control values the model was trained with (the client's extra_body)."
     )
+    # structured output (serve/structured.py)
+    response_format: ResponseFormat | None = Field(
+        None, description="Constrain the reply: {'type': 'json_object'} or {'type': 'json_schema', ...}."
+    )
+    regex: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="Not in OpenAI's API (extra_body): the reply must match this regex in full.",
+    )
+    # end of structured output
 
     def stops(self) -> list[str]:
         """``stop`` as a list."""
