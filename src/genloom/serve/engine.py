@@ -1,0 +1,704 @@
+"""The inference engine of the server: continuous batching of genloom GPT requests over a pool of
+KV-cache slots.
+
+One background thread owns the model. Each turn of its loop it (1) drops cancelled and timed-out
+work, (2) admits queued rows into free slots, prefilling each prompt into its slot (batch 1, with
+the model's own forward, so a prompt's first token is computed exactly as ``GPT.generate`` does),
+and (3) runs one decode step for every active slot together: each row feeds its last token at its
+own position (RoPE at that position, the keys and values written at that position of its slot, and
+an attention mask that hides the slot's unused positions). Each row is then sampled with its own
+settings and its own ``torch.Generator``, its text is detokenised incrementally and sent to the
+request, and a finished row frees its slot. Requests join and leave between decode steps.
+
+A row (one choice: a prompt times ``n``) keeps its whole sequence in its slot, so prompt plus
+``max_tokens`` must fit ``block_size``: a longer prompt keeps its last tokens (at least half a
+block) and ``max_tokens`` is cut to what is left (``finish_reason`` "length").
+
+Prefix caching: a slot keeps the keys and values of the tokens it last held until it is reused.
+A new prompt that shares at least ``prefix_cache_min_tokens`` leading tokens with a slot (a
+running row or a finished one) starts from a copy of them and prefills only the rest.
+
+Stop conditions: the tokenizer's end-of-document and end-of-turn ids (and a pretrained model's
+``stop_ids``), stop strings (the text is cut before the first one, and text that could be the start
+of one is held back while streaming), ``max_tokens``, and a structured-output constraint that has
+finished. A constraint (``serve/structured.py``'s ``TokenConstraint``) masks the logits before
+sampling; a row that ends (by length or an end token) before its constraint accepts the text fails
+closed with ``structured_output_incomplete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from genloom.core.errors import ConfigError, GenloomError
+from genloom.models.gpt import GPT, KVCache, apply_rope
+from genloom.models.text import sample_next
+from genloom.models.tokenizer import END_OF_TURN, EOD, format_controls
+
+if TYPE_CHECKING:
+    import tokenizers
+    from prometheus_client import CollectorRegistry
+
+log = logging.getLogger("genloom.serve")
+
+FinishReason = Literal["stop", "length"]
+
+
+class TokenConstraint(Protocol):
+    """Structured output for one row (implemented by ``serve/structured.py``)."""
+
+    def allowed(self) -> torch.Tensor:
+        """A bool tensor [vocab_size] of the tokens allowed next."""
+        ...
+
+    def advance(self, token_id: int) -> None:
+        """Consume the sampled token (raises if it was not allowed)."""
+        ...
+
+    def finished(self) -> bool:
+        """The grammar allows nothing more: the row should end now."""
+        ...
+
+    def accepted(self) -> bool:
+        """The text so far is a complete match."""
+        ...
+
+
+class EngineError(GenloomError):
+    """A request the engine could not serve; ``code`` says why (OpenAI-style error code)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class EngineBusy(EngineError):
+    """The queue is full (or the engine is shutting down): retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        self.retry_after = retry_after
+        super().__init__("server_busy", message)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one row is sampled and when it stops."""
+
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    #: None: no log-probabilities; k >= 0: the chosen token's and the k likeliest alternatives'
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The log-probability of one generated token and of the likeliest alternatives, under the
+    model's distribution before the sampling settings (as vLLM reports them)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Delta:
+    """New text of choice ``index`` (possibly empty when held back), and the tokens behind it."""
+
+    index: int
+    text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Choice ``index`` ended: its whole text, reason and token counts, or an error."""
+
+    index: int
+    text: str
+    finish_reason: FinishReason
+    completion_tokens: int
+    prompt_tokens: int
+    cached_tokens: int = 0
+    error: EngineError | None = None
+
+
+Event = Delta | Finish
+
+
+@dataclass(eq=False)
+class _Row:
+    """One sequence being generated: a choice of a request."""
+
+    job: Job
+    index: int
+    prompt: list[int]  # the ids fed (after clipping to the block)
+    full_prompt: list[int]  # the ids as encoded (the repetition penalty sees them all)
+    params: SamplingParams
+    generator: torch.Generator | None
+    constraint: TokenConstraint | None
+    slot: int = -1
+    pos: int = 0  # tokens in the slot's KV cache
+    last: int = -1  # the token to feed at the next decode step
+    generated: list[int] = field(default_factory=list)
+    text: str = ""  # the decoded text so far (stop strings not yet cut)
+    sent: int = 0  # characters of text already sent
+    cached: int = 0
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+    done: bool = False
+
+
+class Job:
+    """One request's rows and the channel their events come back on."""
+
+    _ids = itertools.count()
+
+    def __init__(self, n_rows: int, deadline: float | None, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.id = next(Job._ids)
+        self.n_rows = n_rows
+        self.deadline = deadline
+        self.cancelled = False
+        self.started = False  # a row got a slot
+        self.submitted = time.monotonic()
+        self.first_token_at: float | None = None
+        self._loop = loop
+        self._aqueue: asyncio.Queue[Event] | None = asyncio.Queue() if loop is not None else None
+        self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._open = n_rows
+
+    def cancel(self) -> None:
+        """Stop generating for this request; its slots are freed at the engine's next step."""
+        self.cancelled = True
+
+    def _emit(self, event: Event) -> None:
+        if self._aqueue is not None and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._aqueue.put_nowait, event)
+            except RuntimeError:  # the event loop is gone (the server stopped): nobody listens
+                self.cancelled = True
+        else:
+            self._queue.put(event)
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """The events of every row until each has finished (for callers without an event loop)."""
+        left = self.n_rows
+        while left:
+            event = self._queue.get(timeout=timeout)
+            left -= isinstance(event, Finish)
+            yield event
+
+    async def aevents(self) -> AsyncIterator[Event]:
+        """The events of every row until each has finished (the job was submitted with a loop)."""
+        if self._aqueue is None:
+            raise RuntimeError("submit the job with loop= to read its events asynchronously")
+        left = self.n_rows
+        while left:
+            event = await self._aqueue.get()
+            left -= isinstance(event, Finish)
+            yield event
+
+    def results(self, timeout: float | None = None) -> list[Finish]:
+        """Every row's Finish, by index (blocking)."""
+        done = [e for e in self.events(timeout) if isinstance(e, Finish)]
+        return sorted(done, key=lambda f: f.index)
+
+
+def encode_prompt(tok: tokenizers.Tokenizer, prompt: str, controls: dict[str, str] | None) -> list[int]:
+    """The ids ``models.text.generate`` feeds for ``prompt``: the end-of-document id (every
+    training document follows one), the control tokens, then the prompt's tokens."""
+    if controls:
+        unknown = [k for k, v in controls.items() if tok.token_to_id(f"<|{k}={v}|>") is None]
+        if unknown:
+            raise ConfigError(f"the model was not trained with controls {unknown}", path="generate.controls")
+    bos = tok.token_to_id(EOD)
+    ids = tok.encode(format_controls(controls) + prompt, add_special_tokens=False).ids
+    return ([bos] if bos is not None else []) + list(ids)
+
+
+def fit_block(prompt: list[int], max_new: int, block_size: int) -> tuple[list[int], int]:
+    """(the prompt's last tokens, max_new) so that both fit one block: the prompt keeps at least
+    half a block (or all of it), and max_new is cut to what is left."""
+    keep = min(len(prompt), max(block_size - max_new, block_size // 2), block_size - 1)
+    keep = max(keep, 1)
+    return prompt[-keep:], max(0, min(max_new, block_size - keep))
+
+
+def held_back(text: str, stops: Sequence[str]) -> int:
+    """How many trailing characters of ``text`` could be the start of a stop string (or an
+    incomplete UTF-8 character, decoded as U+FFFD) and must wait for the next token."""
+    n = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), n, -1):
+            if text.endswith(s[:k]):
+                n = k
+                break
+    tail = len(text) - len(text.rstrip("\ufffd"))
+    return max(n, tail)
+
+
+class _EngineMetrics:
+    """The engine's Prometheus metrics (in the app's registry)."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        kw: dict[str, Any] = {"registry": registry}  # None: not registered anywhere (engine tests)
+        self.ttft = Histogram(
+            "genloom_time_to_first_token_seconds",
+            "Time from a request's arrival to its first generated token",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            **kw,
+        )
+        self.step = Histogram(
+            "genloom_decode_step_seconds",
+            "Time of one decode step of the running batch",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            **kw,
+        )
+        self.prefill = Histogram("genloom_prefill_seconds", "Time of one prompt's prefill", **kw)
+        self.batch = Histogram(
+            "genloom_batch_size",
+            "Rows in one decode step",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            **kw,
+        )
+        self.decoded = Counter("genloom_engine_tokens", "Tokens generated by the engine", **kw)
+        self.rate = Gauge("genloom_decode_tokens_per_second", "Tokens per second of the last decode step", **kw)
+        self.queue = Gauge("genloom_queue_depth", "Requests waiting for a KV-cache slot", **kw)
+        self.active = Gauge("genloom_active_slots", "KV-cache slots generating now", **kw)
+        self.cached = Counter("genloom_prefix_cache_tokens", "Prompt tokens reused from the prefix cache", **kw)
+
+
+class GPTEngine:
+    """Continuous batching for a genloom GPT: ``submit`` rows, read their events from the Job."""
+
+    def __init__(
+        self,
+        model: GPT,
+        tokenizer: tokenizers.Tokenizer,
+        max_batch: int = 16,
+        max_queue: int = 64,
+        threads: int | None = None,
+        prefix_cache_min_tokens: int = 16,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model = model.eval()
+        self.tok = tokenizer
+        self.cfg = model.cfg
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.threads = threads
+        self.prefix_min = prefix_cache_min_tokens
+        self.clock = clock
+        self.metrics = _EngineMetrics(registry)
+        self.device = model.wte.weight.device
+        dtype = model.wte.weight.dtype
+        shape = (max_batch, self.cfg.n_kv_head, self.cfg.block_size, self.cfg.head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(self.cfg.n_layer)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(self.cfg.n_layer)]
+        self.slot_tokens: list[list[int]] = [[] for _ in range(max_batch)]  # whose KV each slot holds
+        self.rows: list[_Row] = []  # rows[i] lives in slot i: the active slots are always 0..len-1
+        self.pending: deque[_Row] = deque()
+        self.end_ids = {i for i in (tokenizer.token_to_id(EOD), tokenizer.token_to_id(END_OF_TURN)) if i is not None}
+        self.end_ids |= set(getattr(model, "stop_ids", ()))
+        self._piece_cache: dict[int, str] = {}
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.steps = 0
+
+    # -- the public side -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the engine thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="genloom-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self, drain_s: float = 30.0) -> None:
+        """Refuse new work, let the admitted and queued rows finish (up to ``drain_s``), then stop."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=drain_s)
+            if self._thread.is_alive():  # past the drain time: cancel what is left
+                with self._cond:
+                    for r in [*self.rows, *self.pending]:
+                        r.job.cancel()
+                    self._cond.notify_all()
+                self._thread.join(timeout=5)
+            self._thread = None
+
+    @property
+    def active(self) -> int:
+        """Slots generating now."""
+        return len(self.rows)
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for their first slot."""
+        with self._cond:
+            return len({id(r.job) for r in self.pending if not r.job.started})
+
+    def submit(
+        self,
+        prompts: Sequence[list[int]],
+        params: Sequence[SamplingParams],
+        constraints: Sequence[TokenConstraint | None] | None = None,
+        timeout_s: float | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Job:
+        """Queue one request: row i generates from ``prompts[i]`` with ``params[i]``. Raises
+        EngineBusy when ``max_queue`` requests are already waiting or the engine is stopping."""
+        if len(prompts) != len(params) or (constraints is not None and len(constraints) != len(prompts)):
+            raise ValueError("one SamplingParams (and constraint) per prompt")
+        deadline = self.clock() + timeout_s if timeout_s else None
+        job = Job(len(prompts), deadline, loop)
+        rows = []
+        for i, (ids, p) in enumerate(zip(prompts, params, strict=True)):
+            if not ids:
+                raise ConfigError("an empty prompt (no tokens)", path="prompt")
+            fed, max_new = fit_block(list(ids), p.max_new_tokens, self.cfg.block_size)
+            gen = None
+            if p.temperature > 0:
+                gen = torch.Generator(device=self.device)
+                gen.manual_seed(p.seed + i if p.seed is not None else int(torch.seed() % (2**63)))
+            rows.append(
+                _Row(
+                    job,
+                    i,
+                    fed,
+                    list(ids),
+                    SamplingParams(**{**p.__dict__, "max_new_tokens": max_new}),
+                    gen,
+                    constraints[i] if constraints is not None else None,
+                )
+            )
+        with self._cond:
+            if self._stopping:
+                raise EngineBusy("the server is shutting down", retry_after=5)
+            waiting = len({id(r.job) for r in self.pending if not r.job.started})
+            if waiting >= self.max_queue:
+                raise EngineBusy(f"{waiting} requests are waiting for a slot (the queue holds {self.max_queue})")
+            self.pending.extend(rows)
+            self.metrics.queue.set(waiting + 1)
+            self._cond.notify_all()
+        return job
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not self.pending and not self.rows and not self._stopping:
+                        self._cond.wait()
+                    if self._stopping and not self.pending and not self.rows:
+                        return
+                try:
+                    self._turn()
+                except Exception as e:  # a bug: fail the rows in flight, keep serving
+                    log.exception("the engine step failed")
+                    err = EngineError("engine_error", f"generation failed: {type(e).__name__}")
+                    for r in list(self.rows):
+                        self._finish(r, "stop", err)
+                    self._compact()
+
+    def _turn(self) -> None:
+        now = self.clock()
+        with self._cond:
+            expired = [r for r in self.pending if r.job.cancelled or self._late(r, now)]
+            for r in expired:
+                self.pending.remove(r)
+        for r in expired:
+            self._end_early(r, now)
+        for r in [r for r in self.rows if r.job.cancelled or self._late(r, now)]:
+            self._end_early(r, now)
+        self._compact()
+        while len(self.rows) < self.max_batch:
+            with self._cond:
+                if not self.pending:
+                    break
+                row = self.pending.popleft()
+                self.metrics.queue.set(len({id(r.job) for r in self.pending if not r.job.started}))
+            try:
+                self._admit(row)
+            except Exception as e:  # a bug: fail this row, keep serving the others
+                log.exception("admitting a request failed")
+                if row not in self.rows:
+                    self.rows.append(row)
+                self._finish(row, "stop", EngineError("engine_error", f"generation failed: {type(e).__name__}"))
+        self._compact()
+        self.metrics.active.set(len(self.rows))
+        if self.rows:
+            self._decode()
+            self._compact()
+        self.metrics.active.set(len(self.rows))
+
+    def _late(self, row: _Row, now: float) -> bool:
+        return row.job.deadline is not None and now > row.job.deadline
+
+    def _end_early(self, row: _Row, now: float) -> None:
+        if row.job.cancelled:
+            self._finish(row, "stop", EngineError("cancelled", "the request was cancelled"))
+        else:
+            msg = "the request took longer than the server's request timeout"
+            self._finish(row, "length", EngineError("timeout", msg))
+
+    # -- admission: a slot, the prefix cache, the prefill ----------------------------------------
+
+    def _admit(self, row: _Row) -> None:
+        """Give ``row`` slot len(rows), reuse a cached prefix, prefill the rest, sample its first token."""
+        slot = len(self.rows)
+        best, best_len = -1, 0
+        if self.prefix_min > 0:
+            for s, held in enumerate(self.slot_tokens):
+                n = _common_prefix(held, row.prompt)
+                if n > best_len:
+                    best, best_len = s, n
+        best_len = min(best_len, len(row.prompt) - 1)  # at least one token is prefilled: its logits
+        if best_len >= self.prefix_min and best >= 0:
+            if best >= slot:  # a free slot: move it to the front of the free ones
+                self._swap(best, slot)
+            else:  # a running row's slot: copy its keys and values
+                for layer in range(self.cfg.n_layer):
+                    self.k[layer][slot, :, :best_len] = self.k[layer][best, :, :best_len]
+                    self.v[layer][slot, :, :best_len] = self.v[layer][best, :, :best_len]
+            row.cached = best_len
+            self.metrics.cached.inc(best_len)
+        else:
+            best_len = 0
+        row.slot = slot
+        row.job.started = True
+        self.rows.append(row)
+        self.slot_tokens[slot] = list(row.prompt)
+        if row.params.max_new_tokens == 0:
+            self._finish(row, "length")
+            return
+        t0 = time.perf_counter()
+        cache = _slot_cache(self.k, self.v, slot, self.cfg.block_size)
+        ids = torch.tensor([row.prompt[best_len:]], dtype=torch.long, device=self.device)  # (1, T)
+        logits, _ = self.model(ids, cache=cache, pos=best_len)  # (1, T, vocab)
+        self.metrics.prefill.observe(time.perf_counter() - t0)
+        row.pos = len(row.prompt)
+        self._step_row(row, logits[:, -1, :].float())
+
+    def _swap(self, a: int, b: int) -> None:
+        for cache in (*self.k, *self.v):
+            tmp = cache[a].clone()
+            cache[a] = cache[b]
+            cache[b] = tmp
+        self.slot_tokens[a], self.slot_tokens[b] = self.slot_tokens[b], self.slot_tokens[a]
+
+    def _compact(self) -> None:
+        """Keep the running rows in slots 0..len-1: a finished row's slot takes the last running row
+        (swapped, so the finished row's keys stay cached in the free slot)."""
+        i = 0
+        while i < len(self.rows):
+            if self.rows[i].done:
+                last = len(self.rows) - 1
+                if i != last:
+                    self._swap(i, last)
+                    self.rows[i], self.rows[last] = self.rows[last], self.rows[i]
+                    self.rows[i].slot = i
+                self.rows.pop()
+            else:
+                i += 1
+
+    # -- one decode step for every running row ---------------------------------------------------
+
+    def _decode(self) -> None:
+        rows = self.rows
+        B = len(rows)
+        t0 = time.perf_counter()
+        tokens = torch.tensor([r.last for r in rows], dtype=torch.long, device=self.device)  # (B,)
+        pos = torch.tensor([r.pos for r in rows], dtype=torch.long, device=self.device)  # (B,)
+        logits = decode_step(self.model, self.k, self.v, tokens, pos)  # (B, vocab)
+        for r in rows:
+            self.slot_tokens[r.slot].append(r.last)
+            r.pos += 1
+        for i, r in enumerate(rows):
+            self._step_row(r, logits[i : i + 1].float())
+        dt = time.perf_counter() - t0
+        self.steps += 1
+        self.metrics.step.observe(dt)
+        self.metrics.batch.observe(B)
+        self.metrics.rate.set(B / dt if dt > 0 else 0.0)
+
+    # -- sampling, stop conditions, detokenisation -----------------------------------------------
+
+    def _step_row(self, row: _Row, logits: torch.Tensor) -> None:
+        """Pick ``row``'s next token from ``logits`` (1, vocab), send its text, end the row if done."""
+        p = row.params
+        if row.constraint is not None:
+            allowed = row.constraint.allowed().to(logits.device)
+            if allowed.numel() < logits.size(-1):
+                allowed = F.pad(allowed, (0, logits.size(-1) - allowed.numel()), value=False)
+            if not bool(allowed.any()):
+                msg = "the output constraint allows no token here"
+                self._finish(row, "stop", EngineError("structured_output_incomplete", msg))
+                return
+            logits = logits.masked_fill(~allowed[None, :], float("-inf"))
+        needs_seq = p.repetition_penalty != 1.0
+        seq = torch.tensor([row.full_prompt + row.generated], dtype=torch.long) if needs_seq else None
+        if p.temperature <= 0 and not needs_seq:
+            tok = int(logits.argmax(dim=-1))
+        else:
+            seq_t = seq if seq is not None else torch.empty((1, 0), dtype=torch.long)
+            tok = int(sample_next(logits, seq_t, p.temperature, p.top_k, p.top_p, p.repetition_penalty, row.generator))
+        if row.job.first_token_at is None:
+            row.job.first_token_at = self.clock()
+            self.metrics.ttft.observe(time.monotonic() - row.job.submitted)
+        if tok in self.end_ids:
+            self._finish(row, "stop")
+            return
+        if row.constraint is not None:
+            try:
+                row.constraint.advance(tok)
+            except GenloomError as e:
+                self._finish(row, "stop", EngineError("structured_output_invalid", str(e)))
+                return
+        if p.logprobs is not None:
+            row.pending_logprobs.append(self._logprob(logits, tok, p.logprobs))
+        row.generated.append(tok)
+        row.last = tok
+        self.metrics.decoded.inc()
+        row.text = str(self.tok.decode(row.generated, skip_special_tokens=True))
+        cuts = [row.text.find(s) for s in p.stop if s in row.text]
+        if cuts:
+            row.text = row.text[: min(cuts)]
+            self._finish(row, "stop")
+        elif row.constraint is not None and row.constraint.finished():
+            self._finish(row, "stop")
+        elif len(row.generated) >= p.max_new_tokens:
+            self._finish(row, "length")
+        else:
+            ready = len(row.text) - held_back(row.text, p.stop)
+            if ready > row.sent or row.pending_logprobs:
+                self._send(row, ready)
+
+    def _send(self, row: _Row, upto: int) -> None:
+        piece = row.text[row.sent : upto] if upto > row.sent else ""
+        row.sent = max(row.sent, upto)
+        row.job._emit(Delta(row.index, piece, tuple(row.pending_logprobs)))
+        row.pending_logprobs = []
+
+    def _logprob(self, logits: torch.Tensor, tok: int, k: int) -> TokenLogprob:
+        lp = torch.log_softmax(logits[0], dim=-1)
+        top: tuple[tuple[str, float], ...] = ()
+        if k > 0:
+            vals, ids = torch.topk(lp, min(k, lp.numel()))
+            top = tuple((self._piece(int(i)), float(v)) for v, i in zip(vals, ids, strict=True))
+        value = float(lp[tok])
+        return TokenLogprob(self._piece(tok), value if math.isfinite(value) else -9999.0, top)
+
+    def _piece(self, tok: int) -> str:
+        text = self._piece_cache.get(tok)
+        if text is None:
+            text = str(self.tok.decode([tok], skip_special_tokens=False))
+            self._piece_cache[tok] = text
+        return text
+
+    def _finish(self, row: _Row, reason: FinishReason, error: EngineError | None = None) -> None:
+        if row.done:
+            return
+        row.done = True
+        if row in self.pending:
+            with self._cond:
+                if row in self.pending:
+                    self.pending.remove(row)
+        if error is None and row.constraint is not None and not row.constraint.accepted():
+            error = EngineError(
+                "structured_output_incomplete",
+                f"generation ended ({'max_tokens' if reason == 'length' else 'an end token'}) before the "
+                "output matched the requested format: raise max_tokens",
+            )
+        if error is None and (len(row.text) > row.sent or row.pending_logprobs):
+            self._send(row, len(row.text))
+        row.job._emit(
+            Finish(
+                row.index,
+                row.text,
+                reason,
+                len(row.generated),
+                len(row.prompt),
+                row.cached,
+                error,
+            )
+        )
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _slot_cache(k: list[torch.Tensor], v: list[torch.Tensor], slot: int, max_len: int) -> KVCache:
+    """A KVCache whose tensors are views of one slot (batch 1): the model's forward writes into it."""
+    cache = KVCache.__new__(KVCache)
+    cache.k = [t[slot : slot + 1] for t in k]
+    cache.v = [t[slot : slot + 1] for t in v]
+    cache.max_len = max_len
+    return cache
+
+
+def decode_step(
+    model: GPT, k_cache: list[torch.Tensor], v_cache: list[torch.Tensor], tokens: torch.Tensor, pos: torch.Tensor
+) -> torch.Tensor:
+    """Logits (B, vocab) of one new token per row: ``tokens`` (B,) at positions ``pos`` (B,) of
+    slots 0..B-1 of the caches (each (slots, n_kv_head, block_size, hd) per layer).
+
+    The same computation as ``GPT.forward`` with a cache, but every row has its own position: RoPE
+    at that position, keys and values written there, and a mask that hides the slot's positions
+    past it (the stale entries of a longer earlier row)."""
+    cfg = model.cfg
+    B = tokens.size(0)
+    L = int(pos.max()) + 1  # keys to attend over: the longest row's
+    H, Hkv, hd, C = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_embd
+    rows = torch.arange(B, device=tokens.device)
+    cos = model.rope_cos[pos][:, None, None, :]  # (B, 1, 1, hd)
+    sin = model.rope_sin[pos][:, None, None, :]
+    mask = (torch.arange(L, device=tokens.device)[None, :] <= pos[:, None])[:, None, None, :]  # (B, 1, 1, L)
+    x = model.wte(tokens)[:, None, :]  # (B, 1, C)
+    for layer, block in enumerate(model.blocks):
+        attn = block.attn
+        q, k, v = attn.qkv(block.attn_norm(x)).split([C, Hkv * hd, Hkv * hd], dim=-1)
+        q = q.view(B, 1, H, hd).transpose(1, 2)  # (B, H, 1, hd)
+        k = k.view(B, 1, Hkv, hd).transpose(1, 2)  # (B, Hkv, 1, hd)
+        v = v.view(B, 1, Hkv, hd).transpose(1, 2)
+        c, s = cos.to(q.dtype), sin.to(q.dtype)
+        q, k = apply_rope(q, c, s), apply_rope(k, c, s)
+        k_cache[layer][rows, :, pos] = k[:, :, 0]
+        v_cache[layer][rows, :, pos] = v[:, :, 0]
+        keys, values = k_cache[layer][:B, :, :L], v_cache[layer][:B, :, :L]  # (B, Hkv, L, hd)
+        if Hkv != H:
+            keys = keys.repeat_interleave(H // Hkv, dim=1)
+            values = values.repeat_interleave(H // Hkv, dim=1)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, 1, hd)
+        x = x + attn.proj(y.transpose(1, 2).reshape(B, 1, C))
+        x = x + block.mlp(block.mlp_norm(x))
+    return model.lm_head(model.norm(x))[:, 0, :]  # (B, vocab)

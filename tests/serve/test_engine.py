@@ -1,0 +1,200 @@
+"""The continuous-batching engine, driven directly on the tiny trained GPT: greedy outputs equal
+``models.text.generate``'s alone and batched, per-row sampling, stops, logprobs, constraints,
+the prefix cache, queue limits, timeouts, cancellation and shutdown."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from genloom.models.text import _load_cached, generate
+from genloom.serve.engine import (
+    Delta,
+    EngineBusy,
+    Finish,
+    GPTEngine,
+    SamplingParams,
+    encode_prompt,
+    fit_block,
+    held_back,
+)
+
+PROMPTS = ["alpha", "beta gamma delta", "gamma", "delta alpha beta gamma alpha", "beta"]
+
+
+@pytest.fixture
+def engine(tiny_gpt: Path) -> Iterator[GPTEngine]:
+    model, tok = _load_cached(tiny_gpt)
+    eng = GPTEngine(model, tok, max_batch=4, max_queue=8)  # type: ignore[arg-type]
+    eng.start()
+    yield eng
+    eng.stop(drain_s=5)
+
+
+def _ids(engine: GPTEngine, prompt: str) -> list[int]:
+    return encode_prompt(engine.tok, prompt, None)
+
+
+def test_greedy_matches_generate_alone_and_batched(tiny_gpt: Path, engine: GPTEngine) -> None:
+    expected = [generate(tiny_gpt, [p], max_new_tokens=12, temperature=0)[0] for p in PROMPTS]
+    assert len(set(expected)) > 1  # the prompts lead to different texts: the check has teeth
+    greedy = SamplingParams(max_new_tokens=12, temperature=0)
+    alone = [engine.submit([_ids(engine, p)], [greedy]).results(30)[0].text for p in PROMPTS]
+    assert alone == expected
+    # five rows of different lengths over four slots: rows join and leave the running batch
+    together = engine.submit([_ids(engine, p) for p in PROMPTS], [greedy] * len(PROMPTS)).results(30)
+    assert [f.text for f in together] == expected
+    assert all(f.finish_reason == "length" and f.completion_tokens == 12 for f in together)
+    # a request joining a batch already running (its rows at other positions) still matches
+    long = engine.submit([_ids(engine, PROMPTS[3])], [SamplingParams(max_new_tokens=25, temperature=0)])
+    time.sleep(0.01)
+    late = engine.submit([_ids(engine, PROMPTS[0])], [greedy]).results(30)
+    assert late[0].text == expected[0]
+    assert long.results(30)[0].text.startswith(expected[3])
+
+
+def test_streamed_deltas_add_up_to_the_text(engine: GPTEngine) -> None:
+    job = engine.submit([_ids(engine, "alpha beta")], [SamplingParams(max_new_tokens=10, temperature=0)])
+    events = list(job.events(30))
+    deltas = [e for e in events if isinstance(e, Delta)]
+    (finish,) = [e for e in events if isinstance(e, Finish)]
+    assert isinstance(events[-1], Finish) and len(deltas) > 1  # token by token, not one block
+    assert "".join(d.text for d in deltas) == finish.text
+
+
+def test_sampling_is_reproducible_per_seed_and_rows_differ(engine: GPTEngine) -> None:
+    ids = _ids(engine, "alpha")
+    p = SamplingParams(max_new_tokens=10, temperature=1.0, seed=7)
+    first = [f.text for f in engine.submit([ids] * 3, [p] * 3).results(30)]
+    again = [f.text for f in engine.submit([ids] * 3, [p] * 3).results(30)]
+    assert first == again  # the same seed, the same choices, whatever else ran
+    assert len(set(first)) > 1  # n > 1: each row has its own generator
+
+
+def test_stop_strings_cut_and_hold_back(engine: GPTEngine) -> None:
+    ids = _ids(engine, "beta gamma delta")
+    free = engine.submit([ids], [SamplingParams(max_new_tokens=12, temperature=0)]).results(30)[0].text
+    stop = free[8:11]  # a piece of the second word
+    job = engine.submit([ids], [SamplingParams(max_new_tokens=12, temperature=0, stop=(stop,))])
+    events = list(job.events(30))
+    finish = events[-1]
+    assert isinstance(finish, Finish) and finish.finish_reason == "stop"
+    assert finish.text == free[: free.find(stop)] and len(finish.text) >= 2
+    assert stop not in "".join(e.text for e in events if isinstance(e, Delta))
+    assert held_back("abc de", ["def"]) == 2 and held_back("abc", ["x"]) == 0
+    assert held_back("ab\ufffd", []) == 1
+
+
+def test_logprobs_are_normalised_and_name_the_chosen_token(engine: GPTEngine) -> None:
+    job = engine.submit([_ids(engine, "beta")], [SamplingParams(max_new_tokens=4, temperature=0, logprobs=3)])
+    entries = [lp for e in job.events(30) if isinstance(e, Delta) for lp in e.logprobs]
+    assert len(entries) == 4
+    for lp in entries:
+        assert len(lp.top) == 3 and lp.logprob <= 0
+        assert lp.top[0][1] == pytest.approx(lp.logprob)  # greedy: the chosen token is the likeliest
+        assert lp.top[0][0] == lp.token
+        assert sum(torch.tensor([v for _, v in lp.top]).exp().tolist()) <= 1 + 1e-5
+
+
+class DigitsOnly:
+    """A constraint that allows only the given ids and is accepted after ``need`` tokens."""
+
+    def __init__(self, allowed_ids: list[int], vocab: int, need: int, stop_after: int | None = None) -> None:
+        self.mask = torch.zeros(vocab, dtype=torch.bool)
+        self.mask[allowed_ids] = True
+        self.n, self.need, self.stop_after = 0, need, stop_after
+
+    def allowed(self) -> torch.Tensor:
+        return self.mask
+
+    def advance(self, token_id: int) -> None:
+        assert bool(self.mask[token_id]), token_id
+        self.n += 1
+
+    def finished(self) -> bool:
+        return self.stop_after is not None and self.n >= self.stop_after
+
+    def accepted(self) -> bool:
+        return self.n >= self.need
+
+
+def test_a_constraint_masks_sampling_ends_the_row_and_fails_closed(engine: GPTEngine) -> None:
+    vocab = engine.cfg.vocab_size
+    only = [engine.tok.token_to_id(w) for w in ("a", "b")]
+    assert None not in only
+    ids = _ids(engine, "alpha")
+    ok = engine.submit(
+        [ids], [SamplingParams(max_new_tokens=10, temperature=1.0, seed=0)], [DigitsOnly(only, vocab, 2, 3)]
+    ).results(30)[0]
+    assert ok.error is None and ok.finish_reason == "stop" and ok.completion_tokens == 3
+    assert set(ok.text) <= {"a", "b"}
+    short = engine.submit(
+        [ids], [SamplingParams(max_new_tokens=2, temperature=0)], [DigitsOnly(only, vocab, 5)]
+    ).results(30)[0]
+    assert short.error is not None and short.error.code == "structured_output_incomplete"
+
+
+def test_prefix_cache_reuses_a_long_shared_prompt(tiny_gpt: Path) -> None:
+    model, tok = _load_cached(tiny_gpt)
+    eng = GPTEngine(model, tok, max_batch=2, prefix_cache_min_tokens=4)  # type: ignore[arg-type]
+    eng.start()
+    try:
+        prompt = _ids(eng, "alpha beta gamma delta alpha beta gamma")
+        p = SamplingParams(max_new_tokens=3, temperature=0, logprobs=0)
+
+        def first_logprob(ids: list[int]) -> tuple[Finish, float]:
+            events = list(eng.submit([ids], [p]).events(30))
+            lp = next(e.logprobs[0].logprob for e in events if isinstance(e, Delta) and e.logprobs)
+            return next(e for e in events if isinstance(e, Finish)), lp
+
+        cold, cold_lp = first_logprob(prompt)
+        warm, warm_lp = first_logprob(prompt + [prompt[1]])
+        assert cold.cached_tokens == 0 and warm.cached_tokens == len(prompt)
+        eng.prefix_min = 0  # off: the same prompt prefilled in full
+        full, full_lp = first_logprob(prompt + [prompt[1]])
+        assert full.cached_tokens == 0
+        assert warm_lp == pytest.approx(full_lp, abs=1e-4)
+        assert warm.text == full.text
+        assert cold_lp < 0
+    finally:
+        eng.stop(5)
+
+
+def test_a_full_queue_refuses_and_timeouts_and_cancels_free_slots(tiny_gpt: Path) -> None:
+    model, tok = _load_cached(tiny_gpt)
+    eng = GPTEngine(model, tok, max_batch=1, max_queue=1)  # type: ignore[arg-type]
+    ids = encode_prompt(tok, "alpha", None)
+    long = SamplingParams(max_new_tokens=30, temperature=1.0, seed=0)
+    running = eng.submit([ids], [long])  # the engine thread is not started: turns are taken by hand
+    with pytest.raises(EngineBusy):
+        eng.submit([ids], [long])
+    eng._turn()  # admits the first request, one decode step
+    assert (eng.active, eng.queued) == (1, 0)
+    queued = eng.submit([ids], [long], timeout_s=1e-3)  # no free slot: it waits, and expires
+    time.sleep(0.01)
+    eng._turn()
+    (late,) = queued.results(1)
+    assert late.error is not None and late.error.code == "timeout"
+    assert eng.active == 1
+    running.cancel()
+    eng._turn()  # the cancelled row's slot is freed at the next step
+    (gone,) = running.results(1)
+    assert gone.error is not None and gone.error.code == "cancelled"
+    assert (eng.active, eng.queued) == (0, 0)
+    last = eng.submit([ids], [SamplingParams(max_new_tokens=3, temperature=0)])
+    eng.start()
+    eng.stop(drain_s=10)  # drains: the queued request still finishes
+    assert last.results(1)[0].error is None
+    with pytest.raises(EngineBusy, match="shutting down"):
+        eng.submit([ids], [long])
+
+
+def test_fit_block_clips_the_prompt_and_caps_max_tokens() -> None:
+    assert fit_block(list(range(10)), 5, 32) == (list(range(10)), 5)
+    assert fit_block(list(range(40)), 5, 32) == (list(range(13, 40)), 5)
+    assert fit_block(list(range(40)), 50, 32) == (list(range(24, 40)), 16)
+    assert fit_block([1, 2], 100, 32) == ([1, 2], 30)
