@@ -94,6 +94,17 @@ model_versions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# what a source keeps between runs (an incremental source's watermarks), by pipeline and by a
+# key of the source's config, so a changed query starts afresh
+source_states = Table(
+    "source_states",
+    metadata,
+    Column("pipeline", String(200), primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("state", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 MODEL_STAGES = ("candidate", "champion", "archived")
 
 
@@ -238,6 +249,31 @@ class Catalog:
         """Artifacts made from ``key``."""
         with self.engine.connect() as c:
             return [r[0] for r in c.execute(select(lineage.c.child).where(lineage.c.parent == key))]
+
+    # -- source state
+    def source_state(self, pipeline: str, source: str) -> dict[str, Any] | None:
+        """The state a source kept in the last run that saved one, or None."""
+        with self.engine.connect() as c:
+            q = select(source_states.c.state).where(
+                source_states.c.pipeline == pipeline, source_states.c.source == source
+            )
+            r = c.execute(q).first()
+            return dict(r[0]) if r else None
+
+    def save_source_state(self, pipeline: str, source: str, state: dict[str, Any]) -> None:
+        """Keep a source's state for the next run (replacing the previous one)."""
+        where = (source_states.c.pipeline == pipeline, source_states.c.source == source)
+        with self.engine.begin() as c:
+            if c.execute(select(source_states.c.source).where(*where)).first() is None:
+                c.execute(
+                    insert(source_states).values(
+                        pipeline=pipeline, source=source, state=_jsonable(state), updated_at=_now()
+                    )
+                )
+            else:
+                c.execute(
+                    update(source_states).where(*where).values(state=_jsonable(state), updated_at=_now())
+                )
 
     # -- models
     def register_model(

@@ -204,6 +204,15 @@ class Source(Step):
         """Changes when the underlying data changes (file sizes and hashes, a table's max id...)."""
         return ""
 
+    def restore_state(self, state: dict[str, Any] | None) -> None:
+        """Take what the last run kept in the catalog (an incremental source's watermarks); the
+        ingest plan calls it before ``partitions()``. The default keeps nothing."""
+
+    def state(self) -> dict[str, Any] | None:
+        """What to keep in the catalog for the next run, once ``partitions()`` ran (JSON); None:
+        nothing. A run saves it when it plans, so a killed run resumes the same partitions."""
+        return None
+
     def partition_fingerprint(self, partition: Any) -> str:
         """Fingerprint of one partition: shard keys hash these, so unchanged files are cache hits.
 

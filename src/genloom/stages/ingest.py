@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from genloom.core.errors import SourceError
 from genloom.core.runner import ShardTask, run_shard
 from genloom.core.stats import merge_stats
+from genloom.core.steps import Source
 from genloom.core.store import content_key
 from genloom.stages.base import RunContext, Stage, StagePlan, StageResult
 from genloom.stages.steps import finish_data_stage, map_shards
+
+
+@contextlib.contextmanager
+def _blame_source(src: Source, index: int) -> Iterator[None]:
+    """A SourceError raised while planning (a server down) names the source's config path."""
+    try:
+        yield
+    except SourceError as e:
+        if e.path:
+            raise
+        raise SourceError(str(e), path=f"sources.{index}", component=src.type) from e
 
 
 class IngestStage(Stage):
@@ -24,8 +39,15 @@ class IngestStage(Stage):
         per_shard = ctx.cfg.data.partitions_per_shard
         source_ingredients = ctx.step_ingredients(list(ctx.cfg.sources))
         for i, src in enumerate(ctx.cfg.sources):
-            parts = src.partitions()
-            fps = [src.partition_fingerprint(p) for p in parts]
+            # a source's state (watermarks) belongs to its config: a changed query starts afresh
+            state_key = content_key("source-state", source_ingredients[i])
+            with _blame_source(src, i):
+                src.restore_state(ctx.catalog.source_state(ctx.cfg.name, state_key))
+                parts = src.partitions()
+                fps = [src.partition_fingerprint(p) for p in parts]
+            state = src.state()
+            if state is not None and ctx.run_id:  # a run, not explain/status
+                ctx.catalog.save_source_state(ctx.cfg.name, state_key, state)
             fingerprints[f"sources.{i}"] = {
                 "partitions": {str(p): fp for p, fp in zip(parts, fps, strict=True)}
             }
