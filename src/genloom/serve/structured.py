@@ -152,6 +152,22 @@ def _format_dict(response_format: Mapping[str, Any] | Any | None) -> dict[str, A
     raise StructuredOutputError("response_format must be an object", param="response_format")
 
 
+_resolved: OrderedDict[str, tuple[str, Any] | None] = OrderedDict()
+_resolve_lock = threading.Lock()
+
+
+def _resolve(response_format: dict[str, Any] | None, regex: str | None) -> tuple[str, Any] | None:
+    """``_requested``, remembered per request format (checking a schema costs milliseconds)."""
+    key = json.dumps([response_format, regex], sort_keys=True, default=str)
+    with _resolve_lock:
+        if key in _resolved:
+            return _resolved[key]
+    asked = _requested(response_format, regex)
+    with _resolve_lock:
+        _remember(_resolved, key, asked)
+    return asked
+
+
 def _requested(response_format: dict[str, Any] | None, regex: str | None) -> tuple[str, Any] | None:
     """What to enforce: ("json_schema", schema), ("regex", pattern), or None for free text."""
     kind = (response_format or {}).get("type", "text")
@@ -163,11 +179,7 @@ def _requested(response_format: dict[str, Any] | None, regex: str | None) -> tup
     if regex is not None and kind != "text":
         raise StructuredOutputError("give either response_format or regex, not both", param="regex")
     if regex is not None:
-        try:
-            re.compile(regex)
-        except re.error as e:
-            raise StructuredOutputError(f"invalid regex: {e}", param="regex") from e
-        return "regex", regex
+        return "regex", _ascii_classes(regex, "regex")
     if kind == "json_object":
         return "json_schema", {"type": "object"}
     if kind == "json_schema":
@@ -179,8 +191,84 @@ def _requested(response_format: dict[str, Any] | None, regex: str | None) -> tup
             )
         schema = spec.get("schema", {})
         _check_schema(schema)
-        return "json_schema", schema
+        return "json_schema", _ascii_patterns(schema)
     return None
+
+
+# \d, \w and \s as ASCII classes: the grammar engine (Rust's regex crate) and Python's re disagree on
+# which characters are Unicode digits (different Unicode versions), and "\d{3}" asks for 0-9
+_ASCII = {"d": "0-9", "w": "0-9A-Za-z_", "s": " \\t\\n\\r\\f\\v"}
+
+
+def _ascii_classes(pattern: str, param: str) -> str:
+    """``pattern`` with ``\\d \\w \\s`` (and ``\\D \\W \\S``) spelled as ASCII classes, after checking
+    that Python's ``re`` reads it; the same text goes to the grammar and to ``validate_output``."""
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise StructuredOutputError(f"invalid regex {pattern!r}: {e}", param=param) from e
+    out: list[str] = []
+    in_class, i = False, 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            if nxt.lower() in _ASCII:
+                chars = _ASCII[nxt.lower()]
+                if not in_class:
+                    out.append(f"[{chars}]" if nxt.islower() else f"[^{chars}]")
+                elif nxt.islower():
+                    out.append(chars)
+                else:
+                    raise StructuredOutputError(
+                        f"\\{nxt} inside [...] is not supported in {pattern!r}: write the class out",
+                        param=param,
+                    )
+            else:
+                out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if ch == "[" and not in_class:
+            in_class = True
+            out.append(ch)
+            i += 1
+            # a "]" first in the class (after an optional "^") is a literal
+            if pattern.startswith("^", i):
+                out.append("^")
+                i += 1
+            if pattern.startswith("]", i):
+                out.append("]")
+                i += 1
+            continue
+        if ch == "]" and in_class:
+            in_class = False
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+# schema keywords whose values are data, not schemas: a "pattern" key inside them is not a regex
+_DATA_KEYWORDS = ("const", "enum", "default", "examples")
+
+
+def _ascii_patterns(schema: Any) -> Any:
+    """The schema with every ``pattern`` (and ``patternProperties`` key) read by ``_ascii_classes``."""
+    if isinstance(schema, list):
+        return [_ascii_patterns(s) for s in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        param = f"response_format.json_schema.schema ({key})"
+        if key in _DATA_KEYWORDS:
+            out[key] = value
+        elif key == "pattern" and isinstance(value, str):
+            out[key] = _ascii_classes(value, param)
+        elif key == "patternProperties" and isinstance(value, Mapping):
+            out[key] = {_ascii_classes(k, param): _ascii_patterns(v) for k, v in value.items()}
+        else:
+            out[key] = _ascii_patterns(value)
+    return out
 
 
 def _check_schema(schema: Any) -> None:
@@ -261,7 +349,7 @@ def compile_constraint(
     cached per (tokenizer digest, width, format).
     """
     fmt = _format_dict(response_format)
-    asked = _requested(fmt, regex)
+    asked = _resolve(fmt, regex)
     if asked is None:
         return None
     kind, spec = asked
@@ -303,13 +391,13 @@ def compile_constraint(
 def validate_output(text: str, response_format: Mapping[str, Any] | Any | None, regex: str | None) -> None:
     """Raises StructuredOutputError unless ``text`` satisfies the request's format: parses as JSON
     (an object for json_object) valid for the schema (``jsonschema``), or fully matches the regex."""
-    asked = _requested(_format_dict(response_format), regex)
+    asked = _resolve(_format_dict(response_format), regex)
     if asked is None:
         return
     kind, spec = asked
     if kind == "regex":
-        if re.fullmatch(spec, text) is None:
-            raise StructuredOutputError(f"the output does not match the regex {spec!r}", param="regex")
+        if re.fullmatch(spec, text, flags=re.ASCII) is None:
+            raise StructuredOutputError(f"the output does not match the regex {regex!r}", param="regex")
         return
     try:
         value = json.loads(text)
