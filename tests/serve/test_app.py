@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -98,6 +99,7 @@ def test_streaming_sends_openai_chunks_then_done(tiny_gpt: Path, catalog: Catalo
     assert all(c["object"] == "text_completion" for c in chunks)
     assert "".join(c["choices"][0]["text"] for c in chunks) == full["choices"][0]["text"]
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert len([c for c in chunks if c["choices"][0]["text"]]) > 1  # token by token, not one block
 
 
 def test_chat_on_a_chat_model(chat_gpt: Path, catalog: Catalog) -> None:
@@ -236,12 +238,12 @@ def test_access_log_is_one_json_line_per_request(
 def test_a_crash_is_a_generic_500_with_the_request_id(
     tiny_gpt: Path, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from genloom.serve.app import TextGenerator
+    from genloom.serve.engine import GPTEngine
 
-    def boom(self: TextGenerator, prompts: list[str], **sampling: object) -> list[str]:
+    def boom(self: GPTEngine, *args: object, **kw: object) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(TextGenerator, "complete", boom)
+    monkeypatch.setattr(GPTEngine, "submit", boom)
     app = create_app(lambda: served(tiny_gpt), catalog)
     with ready_client(app) as client:
         r = client.post("/v1/completions", json={"prompt": "alpha"})
@@ -322,3 +324,147 @@ def test_readyz_waits_for_the_model_and_reports_a_failed_load(catalog: Catalog) 
 def test_loopback_hosts() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
+
+
+def test_greedy_completion_equals_models_text_generate(tiny_gpt: Path, catalog: Catalog) -> None:
+    from genloom.models.text import generate
+
+    prompts = ["alpha", "beta gamma delta", "delta alpha beta gamma alpha"]
+    expected = [generate(tiny_gpt, [p], max_new_tokens=10, temperature=0)[0] for p in prompts]
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    with ready_client(app) as client:
+        r = client.post("/v1/completions", json={"prompt": prompts, "max_tokens": 10, "temperature": 0})
+    assert [c["text"] for c in r.json()["choices"]] == expected
+
+
+def test_logprobs_and_stream_usage(tiny_gpt: Path, chat_gpt: Path, catalog: Catalog) -> None:
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    with ready_client(app) as client:
+        body = {"prompt": "alpha", "max_tokens": 4, "temperature": 0, "logprobs": 2}
+        lp = client.post("/v1/completions", json=body).json()["choices"][0]["logprobs"]
+        assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == 4
+        assert all(v <= 0 for v in lp["token_logprobs"]) and all(len(t) == 2 for t in lp["top_logprobs"])
+        assert lp["text_offset"][0] == 0 and lp["text_offset"][1] == len(lp["tokens"][0])
+        with client.stream(
+            "POST",
+            "/v1/completions",
+            json={**body, "stream": True, "stream_options": {"include_usage": True}},
+        ) as r:
+            events = [
+                json.loads(x.removeprefix("data: ")) for x in r.iter_lines() if x and x != "data: [DONE]"
+            ]
+        streamed = [
+            t
+            for e in events
+            if e["choices"] and e["choices"][0]["logprobs"]
+            for t in e["choices"][0]["logprobs"]["tokens"]
+        ]
+        assert streamed == lp["tokens"]
+        assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 4
+        assert all(e["usage"] is None for e in events[:-1])
+    chat = create_app(lambda: served(chat_gpt, "chatty"), catalog)
+    with ready_client(chat) as client:
+        messages = [{"role": "user", "content": "say beta"}]
+        r = client.post(
+            "/v1/chat/completions",
+            json={
+                "messages": messages,
+                "max_tokens": 3,
+                "temperature": 0,
+                "logprobs": True,
+                "top_logprobs": 2,
+            },
+        )
+        content = r.json()["choices"][0]["logprobs"]["content"]
+        assert content and {"token", "logprob", "bytes", "top_logprobs"} <= set(content[0])
+        assert len(content[0]["top_logprobs"]) == 2
+        bad = client.post("/v1/chat/completions", json={"messages": messages, "top_logprobs": 2})
+        assert bad.status_code == 400
+
+
+def _gate(app: object) -> threading.Event:
+    """Holds the app's engine thread before its next turn until the returned event is set."""
+    engine = app.state.genloom.engine  # type: ignore[attr-defined]
+    gate = threading.Event()
+    turn = engine._turn
+
+    def held() -> None:
+        gate.wait(10)
+        turn()
+
+    engine._turn = held
+    return gate
+
+
+def test_a_full_queue_is_a_503_with_retry_after(tiny_gpt: Path, catalog: Catalog) -> None:
+    from genloom.serve.engine import SamplingParams, encode_prompt
+
+    app = create_app(lambda: served(tiny_gpt), catalog, settings=ServeSettings(max_batch=1, max_queue=1))
+    with ready_client(app) as client:
+        engine = app.state.genloom.engine
+        gate = _gate(app)
+        waiting = engine.submit(
+            [encode_prompt(engine.tok, "alpha", None)], [SamplingParams(max_new_tokens=2)]
+        )
+        r = client.post("/v1/completions", json={"prompt": "alpha", "max_tokens": 2})
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert r.json()["error"]["code"] == "server_busy"
+        assert "genloom_queue_depth 1.0" in client.get("/metrics").text
+        gate.set()
+        assert waiting.results(10)[0].error is None
+        assert client.post("/v1/completions", json={"prompt": "alpha", "max_tokens": 2}).status_code == 200
+
+
+def test_a_request_past_its_timeout_is_a_504_or_a_stream_error(tiny_gpt: Path, catalog: Catalog) -> None:
+    app = create_app(lambda: served(tiny_gpt), catalog, settings=ServeSettings(request_timeout_s=0.05))
+    with ready_client(app) as client:
+        gate = _gate(app)
+        threading.Timer(0.3, gate.set).start()
+        r = client.post("/v1/completions", json={"prompt": "alpha", "max_tokens": 5})
+        assert r.status_code == 504 and r.json()["error"]["type"] == "timeout_error"
+        gate = _gate(app)
+        threading.Timer(0.3, gate.set).start()
+        with client.stream(
+            "POST", "/v1/completions", json={"prompt": "alpha", "max_tokens": 5, "stream": True}
+        ) as s:
+            lines = [x for x in s.iter_lines() if x]
+        assert json.loads(lines[-2].removeprefix("data: "))["error"]["code"] == "request_timeout"
+        assert lines[-1] == "data: [DONE]"
+        assert 'genloom_errors_total{type="timeout_error"} 2.0' in client.get("/metrics").text
+
+
+def test_engine_metrics(tiny_gpt: Path, catalog: Catalog) -> None:
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    with ready_client(app) as client:
+        client.post("/v1/completions", json={"prompt": ["alpha", "beta"], "max_tokens": 4, "temperature": 0})
+        text = client.get("/metrics").text
+    assert "genloom_time_to_first_token_seconds_count 1.0" in text
+    assert "genloom_batch_size_count" in text and "genloom_decode_step_seconds_bucket" in text
+    assert "genloom_queue_depth 0.0" in text and "genloom_active_slots 0.0" in text
+    assert "genloom_engine_tokens_total 8.0" in text
+
+
+def test_regex_output_through_the_engine_and_failing_closed(tiny_gpt: Path, catalog: Catalog) -> None:
+    pytest.importorskip("llguidance")
+    import re
+
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    pattern = "(alpha|beta)( (gamma|delta)){2}"
+    with ready_client(app) as client:
+        ok = client.post(
+            "/v1/completions",
+            json={
+                "prompt": "alpha",
+                "max_tokens": 20,
+                "temperature": 1.0,
+                "seed": 3,
+                "regex": pattern,
+                "n": 2,
+            },
+        )
+        assert ok.status_code == 200, ok.text
+        assert all(re.fullmatch(pattern, c["text"]) for c in ok.json()["choices"])
+        short = client.post("/v1/completions", json={"prompt": "alpha", "max_tokens": 1, "regex": pattern})
+        assert short.status_code == 400 and short.json()["error"]["code"] == "structured_output_incomplete"
+        bad = client.post("/v1/completions", json={"prompt": "alpha", "regex": "(unclosed"})
+        assert bad.status_code == 400

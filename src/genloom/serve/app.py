@@ -4,12 +4,15 @@ keys, a stored log of every /v1 request and feedback on it).
 
 ``create_app`` takes every dependency (the model loader, the catalog, the key store, the request
 log, the clock) as an argument, so tests serve a stub table family or a tiny trained GPT without
-touching the registry. One process serves one model; text generation is serialised by a lock
-(one request generates at a time: there is no batching across requests yet).
+touching the registry. One process serves one model. A genloom GPT generates through the
+continuous-batching engine (``serve/engine.py``): requests join and leave one running batch, and
+streams carry tokens as they are decoded. Other text models (``hf_causal_lm``) generate one
+request at a time under a lock through ``models.text.generate``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -17,7 +20,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,7 +39,18 @@ from prometheus_client import (
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from genloom.core.errors import GenloomError, NotFoundError
+from genloom.core.errors import GenloomError, MissingDependencyError, NotFoundError
+from genloom.serve.engine import (
+    Delta,
+    EngineBusy,
+    EngineError,
+    Finish,
+    GPTEngine,
+    Job,
+    SamplingParams,
+    TokenLogprob,
+    encode_prompt,
+)
 from genloom.serve.keys import KeyStore
 from genloom.serve.schemas import (
     AssistantMessage,
@@ -153,16 +167,46 @@ class APIError(Exception):
     """An error answered with an OpenAI-style body."""
 
     def __init__(
-        self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code = status, message, type, code
+        self.headers, self.param = headers, param
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI-style error body."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-def _error(request: Request, status: int, message: str, type: str, code: str | None = None) -> JSONResponse:
+def _error(
+    request: Request,
+    status: int,
+    message: str,
+    type: str,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+) -> JSONResponse:
     request.state.error_type = type
-    body = {"error": {"message": message, "type": type, "param": None, "code": code}}
-    return JSONResponse(body, status_code=status)
+    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def engine_failure(error: EngineError) -> APIError:
+    """The HTTP answer to a row the engine ended with an error."""
+    if error.code == "timeout":
+        return APIError(504, str(error), "timeout_error", "request_timeout")
+    if error.code == "structured_output_incomplete":
+        return APIError(400, str(error), "invalid_request_error", error.code, param="max_tokens")
+    if error.code == "cancelled":
+        return APIError(499, str(error), "invalid_request_error", "client_closed_request")
+    return APIError(500, str(error), "server_error", error.code)
 
 
 class _Metrics:
@@ -184,6 +228,7 @@ class _Metrics:
 class _State:
     model: ServedModel | None = None
     text: TextGenerator | None = None
+    engine: GPTEngine | None = None
     load_error: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
 
@@ -212,6 +257,7 @@ def create_app(
             model = loader()
             if model.family.generates_text:
                 state.text = TextGenerator(model)
+                state.engine = _engine_for(model, settings, metrics.registry)
             state.model = model
             metrics.model.labels(model=model.name, version=str(model.version)).set(1)
         except Exception as e:  # reported by /readyz and every /v1 call; the process stays up
@@ -224,6 +270,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> Any:
         threading.Thread(target=load, name="genloom-model-load", daemon=True).start()
         yield
+        # uvicorn has let the in-flight responses finish; the engine drains what is left
+        if state.engine is not None:
+            await run_in_threadpool(state.engine.stop, settings.request_timeout_s)
 
     app = FastAPI(title="genloom", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.genloom = state
@@ -233,7 +282,7 @@ def create_app(
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, e: APIError) -> JSONResponse:
-        return _error(request, e.status, e.message, e.type, e.code)
+        return _error(request, e.status, e.message, e.type, e.code, e.headers, e.param)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -295,7 +344,13 @@ def create_app(
         metrics.latency.labels(endpoint=endpoint).observe(latency)
         if status >= 400:
             metrics.errors.labels(type=getattr(request.state, "error_type", None) or f"http_{status}").inc()
-        if request.url.path.startswith("/v1/"):
+        if getattr(request.state, "stream_log", False) and status == 200:  # stored when the stream ends
+
+            def store_at_end() -> None:
+                _store(request, endpoint, status, clock() - start, key_id, start)
+
+            request.state.store = store_at_end
+        elif request.url.path.startswith("/v1/"):
             await run_in_threadpool(_store, request, endpoint, status, latency, key_id, start)
         response.headers["X-Request-ID"] = request_id
         access_log.info(
@@ -409,6 +464,204 @@ def create_app(
     def joined(texts: list[str]) -> str:
         return texts[0] if len(texts) == 1 else json.dumps(texts)
 
+    # -- the engine path (a genloom GPT) -----------------------------------------------------------
+
+    def no_structured_without_engine(body: SamplingOptions) -> None:
+        if _asks_structure(body):  # fail closed: never an unconstrained 200
+            msg = "structured output (response_format, regex) needs a genloom GPT; this model generates without it"
+            raise APIError(400, msg, "invalid_request_error", "structured_output_unsupported")
+
+    def constraint_factory(model: ServedModel, engine: GPTEngine, body: SamplingOptions) -> Any:
+        """The compiled grammar of ``response_format`` / ``regex``, or None."""
+        if not _asks_structure(body):
+            return None
+        from genloom.serve.structured import StructuredOutputError, compile_constraint
+
+        try:
+            return compile_constraint(
+                model.model_dir, engine.cfg.vocab_size, body.response_format, body.regex
+            )
+        except StructuredOutputError as e:
+            param = e.param or "response_format"
+            raise APIError(
+                400, e.message, "invalid_request_error", "invalid_response_format", param=param
+            ) from e
+        except MissingDependencyError as e:
+            raise APIError(400, str(e), "invalid_request_error", "structured_output_unsupported") from e
+
+    def encode_all(engine: GPTEngine, prompts: list[str], controls: dict[str, str] | None) -> list[list[int]]:
+        try:
+            encoded = [encode_prompt(engine.tok, p, controls) for p in prompts]
+        except GenloomError as e:  # unknown controls: the caller's to fix
+            raise APIError(400, str(e).splitlines()[0], "invalid_request_error") from e
+        check_prompt(max((len(ids) for ids in encoded), default=0))
+        return encoded
+
+    def submit(
+        engine: GPTEngine,
+        encoded: list[list[int]],
+        n: int,
+        options: dict[str, Any],
+        logprobs: int | None,
+        factory: Any,
+    ) -> Job:
+        """One row per prompt and choice (prompt by prompt, ``n`` each) in the engine's queue."""
+        params = SamplingParams(
+            max_new_tokens=options["max_new_tokens"],
+            temperature=options["temperature"],
+            top_k=options["top_k"],
+            top_p=options["top_p"],
+            repetition_penalty=options["repetition_penalty"],
+            stop=tuple(options["stop"] or ()),
+            seed=options["seed"],
+            logprobs=logprobs,
+        )
+        rows = [ids for ids in encoded for _ in range(n)]
+        constraints = [factory.new() for _ in rows] if factory is not None else None
+        try:
+            return engine.submit(
+                rows,
+                [params] * len(rows),
+                constraints,
+                timeout_s=settings.request_timeout_s,
+                loop=asyncio.get_running_loop(),
+            )
+        except EngineBusy as e:
+            raise APIError(
+                503, str(e), "server_error", e.code, headers={"Retry-After": str(e.retry_after)}
+            ) from e
+
+    async def collect(job: Job, request: Request) -> tuple[list[Finish], dict[int, list[TokenLogprob]]]:
+        """Every row's Finish and log-probabilities; cancels the job if the client goes away."""
+        finishes: dict[int, Finish] = {}
+        logprobs: dict[int, list[TokenLogprob]] = {}
+        try:
+            while len(finishes) < job.n_rows:
+                event = await job.next_event(timeout=0.5)
+                if event is None:
+                    if await request.is_disconnected():
+                        raise APIError(499, "the client closed the request", code="client_closed_request")
+                elif isinstance(event, Finish):
+                    finishes[event.index] = event
+                    if event.error is not None:
+                        raise engine_failure(event.error)
+                elif event.logprobs:
+                    logprobs.setdefault(event.index, []).extend(event.logprobs)
+        finally:
+            job.cancel()  # a no-op once every row has finished
+        return [finishes[i] for i in range(job.n_rows)], logprobs
+
+    def check_structured(body: SamplingOptions, text: str) -> None:
+        """The second, independent check of a constrained reply (a failure here is a bug: 500)."""
+        if not _asks_structure(body):
+            return
+        from genloom.serve.structured import StructuredOutputError, validate_output
+
+        try:
+            validate_output(text, body.response_format, body.regex)
+        except StructuredOutputError as e:
+            raise APIError(500, e.message, "server_error", "structured_output_invalid") from e
+
+    def usage_of(prompt_tokens: int, finishes: list[Finish], cached: int) -> Usage:
+        completion = sum(f.completion_tokens for f in finishes)
+        return Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion,
+            total_tokens=prompt_tokens + completion,
+            prompt_tokens_details={"cached_tokens": cached},
+        )
+
+    def stream_rows(
+        job: Job,
+        request: Request,
+        body: SamplingOptions,
+        head: dict[str, Any],
+        chat: bool,
+        prompt_tokens: int,
+        logged_prompt: str,
+    ) -> StreamingResponse:
+        """Server-sent events in OpenAI's chunk format, one chunk per decoded piece of text."""
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        top = _top_k_of(body)
+
+        def chunk(
+            index: int, finish_reason: str | None, text: str = "", lps: tuple[TokenLogprob, ...] = ()
+        ) -> str:
+            if chat:
+                delta = {"content": text} if text else {}
+                choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None}
+                if lps:
+                    choice["logprobs"] = {"content": _chat_logprobs(lps, top)}
+            else:
+                choice = {"index": index, "text": text, "logprobs": None}
+                if lps:
+                    choice["logprobs"] = _completion_logprobs(lps, 0)
+            choice["finish_reason"] = finish_reason
+            extra = {"usage": None} if include_usage else {}
+            return f"data: {json.dumps({**head, 'choices': [choice], **extra})}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            finishes: list[Finish] = []
+            offsets = [0] * job.n_rows
+            try:
+                if chat:
+                    for i in range(job.n_rows):
+                        role = {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None}
+                        extra = {"usage": None} if include_usage else {}
+                        yield f"data: {json.dumps({**head, 'choices': [{**role, 'finish_reason': None}], **extra})}\n\n"
+                async for event in job.aevents():
+                    if isinstance(event, Delta):
+                        if event.text or event.logprobs:
+                            if not chat and event.logprobs:
+                                piece = _completion_logprobs(event.logprobs, offsets[event.index])
+                                offsets[event.index] += sum(len(lp.token) for lp in event.logprobs)
+                                choice = {"index": event.index, "text": event.text, "logprobs": piece}
+                                extra = {"usage": None} if include_usage else {}
+                                c = {**head, "choices": [{**choice, "finish_reason": None}], **extra}
+                                yield f"data: {json.dumps(c)}\n\n"
+                            else:
+                                yield chunk(event.index, None, event.text, event.logprobs)
+                        continue
+                    finishes.append(event)
+                    failure = engine_failure(event.error) if event.error is not None else None
+                    if failure is None:
+                        try:
+                            check_structured(body, event.text)
+                        except APIError as e:
+                            failure = e
+                    if failure is not None:
+                        request.state.error_type = failure.type
+                        metrics.errors.labels(type=failure.type).inc()
+                        yield f"data: {json.dumps(failure.body())}\n\n"
+                        break
+                    yield chunk(event.index, event.finish_reason)
+                else:
+                    if include_usage:
+                        cached = max((f.cached_tokens for f in finishes), default=0)
+                        usage = usage_of(prompt_tokens, finishes, cached).model_dump()
+                        yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n"
+                yield "data: [DONE]\n\n"
+            finally:
+                job.cancel()  # the client went away (or an error ended the stream): free the slots
+                outputs = [f.text for f in sorted(finishes, key=lambda f: f.index)]
+                completion = sum(f.completion_tokens for f in finishes)
+                metrics.tokens.inc(completion)
+                request.state.log = {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion,
+                    "prompt": logged_prompt,
+                    "output": joined(outputs) if outputs else None,
+                }
+                store = getattr(request.state, "store", None)
+                if store is not None:
+                    import anyio
+
+                    with anyio.CancelScope(shield=True):
+                        await run_in_threadpool(store)
+
+        request.state.stream_log = True
+        return _JobStream(events(), job)
+
     @app.get("/v1/models", response_model=ModelList)
     def models() -> ModelList:
         """The served model."""
@@ -419,11 +672,66 @@ def create_app(
         return ModelList(data=[card])
 
     @app.post("/v1/completions", response_model=None)
-    def completions(body: CompletionRequest, request: Request) -> CompletionResponse | StreamingResponse:
+    async def completions(
+        body: CompletionRequest, request: Request
+    ) -> CompletionResponse | StreamingResponse:
         """Continue prompts (OpenAI's completions API)."""
         model, text = text_model(body.model)
         options = sampling(body, COMPLETION_DEFAULT_MAX_TOKENS)
         prompts = body.prompts()
+        engine = state.engine
+        if engine is None:
+            no_structured_without_engine(body)
+            return await run_in_threadpool(complete_locked, body, request, model, text, options, prompts)
+        encoded = encode_all(engine, prompts, body.controls)
+        prompt_tokens = sum(len(ids) for ids in encoded)
+        factory = constraint_factory(model, engine, body)
+        job = submit(engine, encoded, body.n, options, body.logprobs, factory)
+        rid = request.state.request_id
+        if body.stream:
+            head = {
+                "id": f"cmpl-{rid}",
+                "object": "text_completion",
+                "created": int(clock()),
+                "model": model.name,
+            }
+            return stream_rows(job, request, body, head, False, prompt_tokens, joined(prompts))
+        finishes, logprobs = await collect(job, request)
+        for f in finishes:
+            check_structured(body, f.text)
+        outputs = [f.text for f in finishes]
+        usage = usage_of(prompt_tokens, finishes, max(f.cached_tokens for f in finishes))
+        metrics.tokens.inc(usage.completion_tokens)
+        request.state.log = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "prompt": joined(prompts),
+            "output": joined(outputs),
+        }
+        choices = [
+            CompletionChoice(
+                index=f.index,
+                text=f.text,
+                logprobs=_completion_logprobs(logprobs.get(f.index, []), 0)
+                if body.logprobs is not None
+                else None,
+                finish_reason=f.finish_reason,
+            )
+            for f in finishes
+        ]
+        return CompletionResponse(
+            id=f"cmpl-{rid}", created=int(clock()), model=model.name, choices=choices, usage=usage
+        )
+
+    def complete_locked(
+        body: CompletionRequest,
+        request: Request,
+        model: ServedModel,
+        text: TextGenerator,
+        options: dict[str, Any],
+        prompts: list[str],
+    ) -> CompletionResponse | StreamingResponse:
+        """Completions by ``models.text.generate`` under the lock (models the engine does not run)."""
         prompt_tokens = [text.count(p) for p in prompts]
         check_prompt(max(prompt_tokens, default=0))
         outputs = run(text, [p for p in prompts for _ in range(body.n)], options)
@@ -456,7 +764,7 @@ def create_app(
         return reply
 
     @app.post("/v1/chat/completions", response_model=None)
-    def chat_completions(
+    async def chat_completions(
         body: ChatCompletionRequest, request: Request
     ) -> ChatCompletionResponse | StreamingResponse:
         """Answer a conversation (OpenAI's chat completions API), through the model's chat template."""
@@ -464,9 +772,68 @@ def create_app(
         if not model.chat:
             msg = f"{model.name} v{model.version} was not trained for chat (train.chat is not set): use /v1/completions"
             raise APIError(400, msg, "invalid_request_error", "model_not_chat")
+        if body.top_logprobs is not None and not body.logprobs:
+            raise APIError(
+                400, "top_logprobs needs logprobs: true", "invalid_request_error", param="top_logprobs"
+            )
         options = sampling(body, settings.max_tokens_cap)
         messages = [m.model_dump() for m in body.messages]
         prompt = text.chat_prompt(messages)
+        engine = state.engine
+        if engine is None:
+            no_structured_without_engine(body)
+            return await run_in_threadpool(chat_locked, body, request, model, text, options, prompt, messages)
+        encoded = encode_all(engine, [prompt], body.controls)
+        prompt_tokens = len(encoded[0])
+        factory = constraint_factory(model, engine, body)
+        job = submit(engine, encoded, body.n, options, _top_k_of(body) if body.logprobs else None, factory)
+        rid = request.state.request_id
+        if body.stream:
+            head = {
+                "id": f"chatcmpl-{rid}",
+                "object": "chat.completion.chunk",
+                "created": int(clock()),
+                "model": model.name,
+            }
+            return stream_rows(job, request, body, head, True, prompt_tokens, json.dumps(messages))
+        finishes, logprobs = await collect(job, request)
+        for f in finishes:
+            check_structured(body, f.text)
+        usage = usage_of(prompt_tokens, finishes, max(f.cached_tokens for f in finishes))
+        metrics.tokens.inc(usage.completion_tokens)
+        request.state.log = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "prompt": json.dumps(messages),
+            "output": joined([f.text for f in finishes]),
+        }
+        choices = [
+            ChatChoice(
+                index=f.index,
+                message=AssistantMessage(content=f.text),
+                logprobs=(
+                    {"content": _chat_logprobs(logprobs.get(f.index, []), _top_k_of(body))}
+                    if body.logprobs
+                    else None
+                ),
+                finish_reason=f.finish_reason,
+            )
+            for f in finishes
+        ]
+        return ChatCompletionResponse(
+            id=f"chatcmpl-{rid}", created=int(clock()), model=model.name, choices=choices, usage=usage
+        )
+
+    def chat_locked(
+        body: ChatCompletionRequest,
+        request: Request,
+        model: ServedModel,
+        text: TextGenerator,
+        options: dict[str, Any],
+        prompt: str,
+        messages: list[dict[str, str]],
+    ) -> ChatCompletionResponse | StreamingResponse:
+        """Chat by ``models.text.generate`` under the lock (models the engine does not run)."""
         prompt_tokens = text.count(prompt)
         check_prompt(prompt_tokens)
         outputs = run(text, [prompt] * body.n, options)
@@ -552,6 +919,81 @@ def _endpoint(app: FastAPI, request: Request) -> str:
     path = request.url.path
     known = {getattr(r, "path", None) for r in app.routes}
     return path if path in known else "unmatched"
+
+
+def _engine_for(model: ServedModel, settings: ServeSettings, registry: CollectorRegistry) -> GPTEngine | None:
+    """The continuous-batching engine for a genloom GPT (started), or None for other text models."""
+    from genloom.models.gpt import GPT
+    from genloom.models.text import _load_cached
+
+    net, tokenizer = _load_cached(model.model_dir)
+    if not isinstance(net, GPT):
+        return None
+    engine = GPTEngine(
+        net,
+        tokenizer,
+        max_batch=settings.max_batch,
+        max_queue=settings.max_queue,
+        threads=settings.threads,
+        prefix_cache_min_tokens=settings.prefix_cache_min_tokens,
+        registry=registry,
+    )
+    engine.start()
+    return engine
+
+
+def _asks_structure(body: SamplingOptions) -> bool:
+    fmt = body.response_format
+    return body.regex is not None or (fmt is not None and fmt.type != "text")
+
+
+def _top_k_of(body: SamplingOptions) -> int:
+    """How many alternatives per token the request asks for."""
+    if isinstance(body, ChatCompletionRequest):
+        return body.top_logprobs or 0
+    return getattr(body, "logprobs", None) or 0
+
+
+def _completion_logprobs(lps: list[TokenLogprob] | tuple[TokenLogprob, ...], offset: int) -> dict[str, Any]:
+    """OpenAI's completions ``logprobs`` object (tokens, token_logprobs, top_logprobs, text_offset)."""
+    offsets = []
+    for lp in lps:
+        offsets.append(offset)
+        offset += len(lp.token)
+    return {
+        "tokens": [lp.token for lp in lps],
+        "token_logprobs": [lp.logprob for lp in lps],
+        "top_logprobs": [dict(lp.top) for lp in lps],
+        "text_offset": offsets,
+    }
+
+
+def _chat_logprobs(lps: list[TokenLogprob] | tuple[TokenLogprob, ...], top: int) -> list[dict[str, Any]]:
+    """OpenAI's chat ``logprobs.content`` list."""
+    return [
+        {
+            "token": lp.token,
+            "logprob": lp.logprob,
+            "bytes": list(lp.token.encode()),
+            "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in lp.top[:top]],
+        }
+        for lp in lps
+    ]
+
+
+class _JobStream(StreamingResponse):
+    """A streamed reply whose engine job is cancelled however the response ends (a client that
+    disconnects included), so its slots are freed at the engine's next step."""
+
+    def __init__(self, content: AsyncIterator[str], job: Job) -> None:
+        super().__init__(content, media_type="text/event-stream")
+        self.job = job
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancel()
 
 
 # -- server-sent events in OpenAI's chunk format ------------------------------------------------------

@@ -31,6 +31,25 @@ class ServeSettings(BaseModel):
     )
     max_n: int = Field(16, gt=0, description="Most completions per prompt (n) in one request (else 400).")
     max_sample_rows: int = Field(100_000, gt=0, description="Most rows one /v1/samples request may ask for.")
+    max_batch: int = Field(
+        16, gt=0, description="KV-cache slots of the GPT engine: rows generated together in one decode step."
+    )
+    max_queue: int = Field(
+        64, gt=0, description="Requests that may wait for a slot; one more is a 503 with Retry-After."
+    )
+    request_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="A request still generating after this many seconds is a 504 (a stream error).",
+    )
+    threads: int | None = Field(
+        None, gt=0, description="torch threads of the engine (None: torch's default, one per core)."
+    )
+    prefix_cache_min_tokens: int = Field(
+        16,
+        ge=0,
+        description="Reuse a slot's keys and values for a prompt sharing this many leading tokens (0: off).",
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -84,6 +103,14 @@ class ResponseFormat(BaseModel):
 # end of structured output
 
 
+class StreamOptions(BaseModel):
+    """``stream_options`` of a streamed request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
 class SamplingOptions(BaseModel):
     """Sampling options shared by completions and chat completions (OpenAI names)."""
 
@@ -113,6 +140,9 @@ class SamplingOptions(BaseModel):
         description="Not in OpenAI's API (extra_body): the reply must match this regex in full.",
     )
     # end of structured output
+    stream_options: StreamOptions | None = Field(
+        None, description="With stream: {'include_usage': true} adds a last chunk with the usage."
+    )
 
     def stops(self) -> list[str]:
         """``stop`` as a list."""
@@ -125,6 +155,12 @@ class CompletionRequest(SamplingOptions):
     """``POST /v1/completions``."""
 
     prompt: str | list[str]
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="Log-probabilities of each token and of this many likeliest alternatives.",
+    )
 
     def prompts(self) -> list[str]:
         """``prompt`` as a list."""
@@ -144,6 +180,10 @@ class ChatCompletionRequest(SamplingOptions):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool = Field(False, description="Return the log-probability of each generated token.")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="With logprobs: this many likeliest alternatives per token."
+    )
 
 
 class Usage(BaseModel):
@@ -152,6 +192,9 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: dict[str, int] | None = Field(
+        None, description="cached_tokens: prompt tokens reused from the prefix cache."
+    )
 
 
 class CompletionChoice(BaseModel):
@@ -159,7 +202,7 @@ class CompletionChoice(BaseModel):
 
     index: int
     text: str
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
     finish_reason: Literal["stop", "length"]
 
 
@@ -186,6 +229,7 @@ class ChatChoice(BaseModel):
 
     index: int
     message: AssistantMessage
+    logprobs: dict[str, Any] | None = None
     finish_reason: Literal["stop", "length"]
 
 
