@@ -358,6 +358,7 @@ def test_max_tokens_too_small_is_not_accepted(bpe_dir: Path) -> None:
         (json_schema("bad", {"type": "nonsense"}), None, "invalid JSON schema"),
         (json_schema("bad", {"type": "object", "properties": 3}), None, "invalid JSON schema"),
         (json_schema("bad", {"type": "string", "format": "no-such-format"}), None, "cannot be enforced"),
+        (json_schema("bad", {"type": "array", "uniqueItems": True}), None, "Unimplemented keys"),
         (json_schema("bad", [1, 2]), None, "must be an object"),
         ({"type": "json_schema"}, None, "needs a json_schema"),
         ({"type": "yaml"}, None, "unknown response_format type"),
