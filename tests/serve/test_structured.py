@@ -18,6 +18,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from genloom.core.catalog import Catalog
 from genloom.core.errors import GenloomError, MissingDependencyError
 from genloom.models.tokenizer import (
     BASE_SPECIAL_TOKENS,
@@ -420,3 +421,49 @@ def test_request_fields_take_openai_shapes(bpe_dir: Path) -> None:
     ):
         with pytest.raises(ValidationError):
             CompletionRequest(prompt="p", **bad)
+
+
+WORD = {
+    "type": "object",
+    "properties": {"w": {"enum": ["alpha", "beta", "gamma"]}, "n": {"type": "integer", "maximum": 9}},
+    "required": ["w"],
+    "additionalProperties": False,
+}
+
+
+def test_openai_client_gets_valid_json_or_a_clear_error(chat_gpt: Path, catalog: Catalog) -> None:
+    openai = pytest.importorskip("openai")
+    from genloom.serve.app import create_app
+    from tests.serve.conftest import live_server, served
+
+    app = create_app(lambda: served(chat_gpt), catalog)
+    fmt = json_schema("word", WORD)
+    messages = [{"role": "user", "content": "say alpha"}]
+    with live_server(app) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="gl-any", max_retries=0)
+        for seed in range(3):
+            r = client.chat.completions.create(
+                model="tiny", messages=messages, response_format=fmt, max_tokens=24, seed=seed
+            )
+            (choice,) = r.choices
+            assert choice.finish_reason == "stop"
+            jsonschema.validate(json.loads(choice.message.content), WORD)
+
+        done = client.completions.create(
+            model="tiny", prompt="alpha", max_tokens=8, seed=0, extra_body={"regex": r"\d{3}-[a-z]+"}
+        )
+        assert re.fullmatch(r"[0-9]{3}-[a-z]+", done.choices[0].text), done.choices[0].text
+
+        with pytest.raises(openai.BadRequestError) as short:  # fails closed: no partial JSON as a 200
+            client.chat.completions.create(model="tiny", messages=messages, response_format=fmt, max_tokens=2)
+        assert short.value.code == "structured_output_incomplete" and "max_tokens" in short.value.message
+        with pytest.raises(openai.APIError, match="max_tokens"):  # a stream ends with an error event
+            for _ in client.chat.completions.create(
+                model="tiny", messages=messages, response_format=fmt, max_tokens=2, stream=True
+            ):
+                pass
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.chat.completions.create(
+                model="tiny", messages=messages, response_format=json_schema("bad", {"type": "nonsense"})
+            )
+        assert bad.value.code == "invalid_response_format"
