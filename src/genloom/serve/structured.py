@@ -102,7 +102,9 @@ class GrammarConstraint:
     def advance(self, token_id: int) -> None:
         """Consumes the sampled token; raises StructuredOutputError if it was not allowed."""
         token_id = int(token_id)
-        if not 0 <= token_id < self.vocab_size or not bool(self.allowed()[token_id]):
+        self.allowed()  # the mask of this state, computed once
+        # checked on the engine's own bits, so a caller that edits the returned tensor changes nothing
+        if not 0 <= token_id < self.vocab_size or not (self._bits[token_id >> 5] >> (token_id & 31)) & 1:
             raise StructuredOutputError(f"token {token_id} is not allowed by the grammar at this point")
         self._mask = None
         if not self._matcher.consume_token(token_id):
