@@ -195,6 +195,9 @@ class Source(Step):
 
     #: rows per output batch when ``read`` yields dicts
     batch_rows: ClassVar[int] = 2048
+    #: partitions per ingest shard when the source's partitions are large units of their own
+    #: (an incremental segment, a key range); None: ``data.partitions_per_shard``
+    partitions_per_shard: ClassVar[int | None] = None
 
     def partitions(self) -> list[Any]:
         """Independent units of reading (files, key ranges); JSON-serialisable, stable order."""

@@ -10,7 +10,7 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, unquote
@@ -119,6 +119,8 @@ class SqlSource(Source):
     connect_timeout_s: int = Field(default=10, ge=1, description="seconds to wait for a connection")
 
     version: ClassVar[str] = "1"
+    # one shard per watermark segment or key range: a new segment leaves the old shards' keys alone
+    partitions_per_shard: ClassVar[int | None] = 1
     requires: ClassVar[tuple[str, ...]] = ("sqlalchemy",)
     extra: ClassVar[str] = "sql"
 
@@ -576,10 +578,28 @@ class SqlSource(Source):
                 result = conn.execution_options(stream_results=True, max_row_buffer=self.chunk_rows).execute(
                     text(sql), params
                 )
-                types = _description_types(result.cursor.description, self.dialect)
+                fields = getattr(getattr(result.cursor, "_result", None), "fields", None) or []
+                unsigned = [bool(getattr(f, "flags", 0) & 32) for f in fields]  # pymysql's UNSIGNED_FLAG
+                types = _description_types(result.cursor.description, self.dialect, unsigned)
                 names = list(result.keys())
-                for rows in result.partitions(self.chunk_rows):
-                    yield _rows_to_table(names, types, rows)
+                try:
+                    for rows in result.partitions(self.chunk_rows):
+                        table = _rows_to_table(names, types, rows)
+                        # a type inferred from values is kept for the rest of the read, once seen
+                        types = [
+                            t
+                            or (
+                                table.schema.field(n).type if table.column(n).null_count < len(rows) else None
+                            )
+                            for t, n in zip(types, names, strict=True)
+                        ]
+                        yield table
+                except Exception:
+                    # a dropped server-side cursor must not be drained again when it is collected
+                    with contextlib.suppress(Exception):
+                        result.cursor._result.unbuffered_active = False
+                    conn.invalidate()
+                    raise
                 conn.rollback()
         finally:
             engine.dispose()
@@ -634,15 +654,16 @@ class SqlSource(Source):
                 seen[h] = k
                 out.append(f"{prefix}row={h}" if k == 1 else f"{prefix}row={h}~{k}")
             ids = pa.array(out, pa.string())
+        shown = _printable(table)
         if self.text_template:
-            text = render_template(self.text_template, table)
+            text = render_template(self.text_template, shown)
         elif self.text_column:
             col = column_name(table, self.text_column)
             if col not in table.column_names:
                 raise SourceError(f"text_column {self.text_column!r} is not a column of {table.column_names}")
-            text = pc.cast(table.column(col), pa.string())
+            text = pc.cast(shown.column(col), pa.string())
         else:
-            text = row_text(table, table.column_names)
+            text = row_text(shown, shown.column_names)
         meta = json.dumps({"dialect": self.dialect, "table": self.dataset}, sort_keys=True)
         out_cols: dict[str, Any] = {
             "id": ids,
@@ -760,6 +781,25 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {first[:500]}"
 
 
+def _printable(table: pa.Table) -> pa.Table:
+    """``table`` with the columns Arrow cannot cast to text (arrays, structs, bytes) as JSON or
+    hex strings, for ``text``; the record keeps the typed columns."""
+    cols = {}
+    for field, col in zip(table.schema, table.columns, strict=True):
+        t = field.type
+        if (
+            pa.types.is_nested(t)
+            or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t)
+            or pa.types.is_duration(t)
+        ):
+            values = [None if v is None else json.dumps(v, default=_json_default) for v in col.to_pylist()]
+            cols[field.name] = pa.array(values, pa.string())
+        else:
+            cols[field.name] = col
+    return pa.table(cols)
+
+
 def _crc(*values: Any) -> int:
     return zlib.crc32(repr(values).encode("utf-8"))
 
@@ -825,7 +865,7 @@ def _normalize_adbc(table: pa.Table, decltypes: dict[str, str]) -> pa.Table:
             cols[field.name] = _ext_strings(col)
             continue
         if pa.types.is_interval(typ):
-            cols[field.name] = pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.string())
+            cols[field.name] = pa.array([_interval_text(v) for v in col.to_pylist()], pa.string())
             continue
         declared = decltypes.get(field.name, "")
         target = _sqlite_type(declared, typ) if declared else None
@@ -837,6 +877,13 @@ def _normalize_adbc(table: pa.Table, decltypes: dict[str, str]) -> pa.Table:
     if bad:
         out = out.replace_schema_metadata({"genloom_bad_rows": json.dumps(bad)})
     return out
+
+
+def _interval_text(v: Any) -> str | None:
+    """A PostgreSQL interval (Arrow month_day_nano) as ISO 8601 (``P1M2DT3.5S``)."""
+    if v is None:
+        return None
+    return f"P{v.months}M{v.days}DT{v.nanoseconds / 1e9:g}S"
 
 
 def _ext_strings(col: pa.ChunkedArray) -> pa.Array:
@@ -937,9 +984,11 @@ def _convert_value(v: Any, target: pa.DataType) -> Any:
     if pa.types.is_floating(target):
         return float(v)
     if pa.types.is_string(target):
-        return (
-            v if isinstance(v, str) else json.dumps(v, default=str) if isinstance(v, dict | list) else str(v)
-        )
+        if isinstance(v, dict | list):
+            return json.dumps(v, default=str, ensure_ascii=False)
+        if isinstance(v, timedelta):
+            return f"P{v.days}DT{v.seconds + v.microseconds / 1e6:g}S"
+        return v if isinstance(v, str) else str(v)
     pa.scalar(v, target)
     return v
 
@@ -952,12 +1001,16 @@ _MYSQL_TIMESTAMP = {7, 12}
 _MYSQL_DATE = {10, 14}
 
 
-def _description_types(description: Any, dialect: str) -> list[pa.DataType | None]:
+def _description_types(
+    description: Any, dialect: str, unsigned: list[bool] | None = None
+) -> list[pa.DataType | None]:
     """Arrow types from a DB-API cursor description (None: inferred from the values)."""
     out: list[pa.DataType | None] = []
-    for d in description or []:
+    for j, d in enumerate(description or []):
         code = d[1]
-        if dialect != "mysql" or not isinstance(code, int):
+        if dialect == "postgresql" and isinstance(code, int):
+            out.append(_pg_oid_type(code, d[4], d[5]))
+        elif dialect != "mysql" or not isinstance(code, int):
             out.append(None)
         elif code == 1 and d[3] == 1:
             out.append(pa.bool_())  # tinyint(1): MySQL's BOOLEAN
@@ -966,8 +1019,10 @@ def _description_types(description: Any, dialect: str) -> list[pa.DataType | Non
         elif code in _MYSQL_FLOAT:
             out.append(pa.float64())
         elif code in _MYSQL_DECIMAL:
+            # MySQL's display length counts the point and, unless unsigned, the sign
             scale = int(d[5] or 0)
-            out.append(pa.decimal128(min(max(int(d[3] or 38), scale + 1), 38), scale))
+            length = int(d[3] or 39) - (1 if scale else 0) - (0 if unsigned and unsigned[j] else 1)
+            out.append(pa.decimal128(min(max(length, scale + 1, 1), 38), scale))
         elif code == 7:
             out.append(pa.timestamp("us", tz="UTC"))  # the session runs in UTC
         elif code in _MYSQL_TIMESTAMP:
@@ -981,6 +1036,37 @@ def _description_types(description: Any, dialect: str) -> list[pa.DataType | Non
         else:
             out.append(None)
     return out
+
+
+_PG_OIDS: dict[int, pa.DataType] = {
+    16: pa.bool_(),
+    20: pa.int64(),
+    21: pa.int16(),
+    23: pa.int32(),
+    700: pa.float32(),
+    701: pa.float64(),
+    17: pa.binary(),
+    25: pa.string(),
+    1043: pa.string(),
+    114: pa.string(),  # json
+    3802: pa.string(),  # jsonb
+    2950: pa.string(),  # uuid
+    1082: pa.date32(),
+    1114: pa.timestamp("us"),
+    1184: pa.timestamp("us", tz="UTC"),
+    1186: pa.string(),  # interval
+}
+
+
+def _pg_oid_type(oid: int, precision: Any, scale: Any) -> pa.DataType | None:
+    """PostgreSQL type OIDs (psycopg's description) -> Arrow, as the ADBC path types them."""
+    if oid == 1700:
+        if not precision:
+            return pa.decimal128(38, 10)
+        if precision > 38:
+            return pa.decimal256(min(int(precision), 76), int(scale or 0))
+        return pa.decimal128(int(precision), int(scale or 0))
+    return _PG_OIDS.get(oid)
 
 
 def _rows_to_table(names: list[str], types: list[pa.DataType | None], rows: list[Any]) -> pa.Table:
@@ -1008,8 +1094,13 @@ def _infer(values: list[Any]) -> pa.DataType:
         return pa.string()
     if kinds <= {bytes, bytearray, memoryview}:
         return pa.binary()
-    if kinds <= {str}:
-        return pa.string()
+    if kinds <= {str} or kinds & {dict, list} or any(k.__name__ == "UUID" for k in kinds):
+        return pa.string()  # JSON documents and UUIDs as text, as on the ADBC path
+    if kinds <= {Decimal}:
+        scale = max(
+            (-int(v.as_tuple().exponent) for v in values if v is not None and v.is_finite()), default=0
+        )
+        return pa.decimal128(38, max(0, min(scale, 37)))
     try:
         return pa.array([v for v in values if v is not None][:1000]).type
     except (pa.ArrowInvalid, pa.ArrowTypeError):

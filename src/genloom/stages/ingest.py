@@ -51,11 +51,12 @@ class IngestStage(Stage):
             fingerprints[f"sources.{i}"] = {
                 "partitions": {str(p): fp for p, fp in zip(parts, fps, strict=True)}
             }
-            for j in range(0, max(len(parts), 1), per_shard):
-                chunk = parts[j : j + per_shard]
+            step = src.partitions_per_shard or per_shard
+            for j in range(0, max(len(parts), 1), step):
+                chunk = parts[j : j + step]
                 # the partitions themselves (file paths) are part of the key: two files with
                 # equal content and mtime are two shards, and a renamed file is read again
-                named = [[str(p), fp] for p, fp in zip(chunk, fps[j : j + per_shard], strict=True)]
+                named = [[str(p), fp] for p, fp in zip(chunk, fps[j : j + step], strict=True)]
                 shards.append(
                     ShardTask(
                         store_root=ctx.store.root,
