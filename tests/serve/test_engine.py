@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from genloom.models.gpt import GPT, GPTConfig
 from genloom.models.text import _load_cached, generate
 from genloom.serve.engine import (
     Delta,
@@ -18,6 +19,8 @@ from genloom.serve.engine import (
     Finish,
     GPTEngine,
     SamplingParams,
+    _slot_cache,
+    decode_step,
     encode_prompt,
     fit_block,
     held_back,
@@ -198,3 +201,61 @@ def test_fit_block_clips_the_prompt_and_caps_max_tokens() -> None:
     assert fit_block(list(range(40)), 5, 32) == (list(range(13, 40)), 5)
     assert fit_block(list(range(40)), 50, 32) == (list(range(24, 40)), 16)
     assert fit_block([1, 2], 100, 32) == ([1, 2], 30)
+
+
+def _random_gpt() -> GPT:
+    """A random GPT with grouped-query attention whose weights are large enough that every
+    output depends on the whole context (no near-ties for argmax to fall into)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=320, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, block_size=48)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.35)
+    return model
+
+
+def test_decode_step_equals_a_full_forward_at_every_row_position() -> None:
+    model = _random_gpt()
+    gen = torch.Generator().manual_seed(1)
+    seqs = [torch.randint(6, 300, (n,), generator=gen) for n in (4, 19, 9)]
+    shape = (3, 2, 48, 8)  # slots, kv heads, block, head dim
+    k = [torch.randn(shape, generator=gen) * 3 for _ in range(2)]  # stale garbage past each row's end
+    v = [torch.randn(shape, generator=gen) * 3 for _ in range(2)]
+    with torch.inference_mode():
+        for slot, seq in enumerate(seqs):
+            model(seq[None, :-1], cache=_slot_cache(k, v, slot, 48), pos=0)
+        tokens = torch.tensor([int(s[-1]) for s in seqs])
+        pos = torch.tensor([len(s) - 1 for s in seqs])
+        logits = decode_step(model, k, v, tokens, pos)  # (3, vocab)
+        for i, seq in enumerate(seqs):
+            full, _ = model(seq[None])
+            torch.testing.assert_close(logits[i], full[0, -1], atol=1e-4, rtol=1e-4)
+
+
+def test_batched_greedy_follows_the_model_with_rows_joining_mid_batch(tiny_gpt: Path) -> None:
+    """Rows of different lengths, two joining when two others are already running, each follow
+    the model's own greedy decoding (GPT.generate) token for token."""
+    _, tok = _load_cached(tiny_gpt)
+    model = _random_gpt()
+    eng = GPTEngine(model, tok, max_batch=3)
+    gen = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(6, 300, (n,), generator=gen).tolist() for n in (3, 11, 5, 17, 2)]
+    greedy = SamplingParams(max_new_tokens=20, temperature=0)
+    expected = []
+    for ids in prompts:
+        seq = model.generate(torch.tensor([ids]), 20, lambda logits, seq: logits.argmax(-1))[
+            0, len(ids) :
+        ].tolist()
+        cut = next((i for i, t in enumerate(seq) if t in eng.end_ids), len(seq))
+        expected.append(tok.decode(seq[:cut], skip_special_tokens=True))
+    assert len(set(expected)) == len(expected)
+    jobs = [eng.submit([ids], [greedy]) for ids in prompts[:2]]
+    eng._turn()
+    eng._turn()  # two rows running at positions 5 and 13 when the others join
+    jobs += [eng.submit([ids], [greedy]) for ids in prompts[2:]]
+    eng.start()
+    try:
+        assert [j.results(30)[0].text for j in jobs] == expected
+    finally:
+        eng.stop(5)
