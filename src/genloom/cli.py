@@ -479,6 +479,12 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body (else 413)")] = 1_000_000,
     max_prompt_tokens: Annotated[int, typer.Option(help="Longest prompt in tokens (else 400)")] = 4096,
     max_tokens: Annotated[int, typer.Option(help="Cap on a request's max_tokens")] = 512,
+    max_batch: Annotated[int, typer.Option(help="KV-cache slots: rows decoded together (GPT engine)")] = 16,
+    max_queue: Annotated[int, typer.Option(help="Requests waiting for a slot before a 503")] = 64,
+    request_timeout: Annotated[float, typer.Option(help="Seconds a request may take (else 504)")] = 120.0,
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads of the engine (default: torch's)")
+    ] = None,
 ) -> None:
     """Serve the pipeline's champion over HTTP: the OpenAI API for text, /v1/samples for tables."""
     import logging
@@ -499,6 +505,10 @@ def serve(
             max_body_bytes=max_body_bytes,
             max_prompt_tokens=max_prompt_tokens,
             max_tokens_cap=max_tokens,
+            max_batch=max_batch,
+            max_queue=max_queue,
+            request_timeout_s=request_timeout,
+            threads=threads,
         )
     except ValidationError as e:
         _fail(ConfigError(str(e).splitlines()[-1].strip(), path="serve"))

@@ -71,7 +71,10 @@ def test_genloom_serve_answers_over_http(project: Path) -> None:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "genloom.cli", "serve", str(project), "--port", str(port), "--require-key"],
+        [
+            *(sys.executable, "-m", "genloom.cli", "serve", str(project), "--port", str(port)),
+            *("--require-key", "--max-batch", "4", "--max-queue", "8", "--threads", "1"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -91,6 +94,7 @@ def test_genloom_serve_answers_over_http(project: Path) -> None:
         assert httpx.get(f"{base}/v1/models").status_code == 401  # --require-key on loopback
         metrics = httpx.get(f"{base}/metrics").text
         assert 'genloom_model_info{model="t",version="1"} 1.0' in metrics
+        assert "genloom_active_slots 0.0" in metrics  # the GPT engine runs
     finally:
         proc.terminate()
         output = proc.communicate(timeout=20)[0].decode()
