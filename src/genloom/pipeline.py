@@ -163,6 +163,7 @@ class Pipeline:
                 else:
                     res = stage.run(ctx, plan, plans, ctx.why(plan))
                     self._register_artifact(plan, run_id, res)
+                    release_memory()
                 model = res.model or model
                 res.seconds = time.perf_counter() - t0
                 self.reporter.stage_end(res.stage, res.status, res.reason, res.seconds, res.stats)
@@ -264,3 +265,19 @@ class Pipeline:
     def close(self) -> None:
         """Release the catalog connection."""
         self.catalog.close()
+
+
+def release_memory() -> None:
+    """Give the memory a finished stage freed back to the system: the stages of a run share one
+    process, and without this the allocators keep what one stage freed, so the run's peak is the
+    sum of what the stages left behind (measured on a table run: about 60 MB after training)."""
+    import contextlib
+    import ctypes
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # glibc only; elsewhere the allocator decides
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -781,7 +781,7 @@ class TabularFamily(ModelFamily):
         } or None
 
         seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
-        batch_rows = max(256, min(n, 50_000))
+        batch_rows = max(256, min(n, 4_096))  # rows per draw: bounds the memory of a large call
         budget = cfg.max_tries * max(n, batch_rows)  # rows the search may draw before giving up
         kept: list[pa.Table] = []
         have, drawn, k = 0, 0, 0
@@ -789,7 +789,7 @@ class TabularFamily(ModelFamily):
         seen: dict[str, set] = {}
         while have < n and drawn < budget:
             rate = (have + 1) / (drawn + 1) if drawn else 1.0
-            size = int(min(budget - drawn, max(batch_rows, min(4 * batch_rows, 1.2 * (n - have) / rate))))
+            size = int(min(budget - drawn, max(batch_rows, min(2 * batch_rows, 1.2 * (n - have) / rate))))
             raw = self.generate(model, size, hint, step_seed(seed, k))
             rows = transformer.inverse_transform(raw, seed=step_seed(seed, k), first_row=drawn)
             rows = rules_mod.apply_rounding(rows, cfg.columns)

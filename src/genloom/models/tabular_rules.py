@@ -375,6 +375,7 @@ def nearest_distances(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
     Both are float matrices in one space: the transformer's encoded rows, or
     ``tabular_metrics.normalised_matrix``. Returns shape (len(query),), float64.
     """
+    from sklearn import config_context
     from sklearn.neighbors import NearestNeighbors
 
     if len(reference) == 0:
@@ -382,7 +383,10 @@ def nearest_distances(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
     if len(query) == 0:
         return np.zeros(0, dtype=np.float64)
     index = NearestNeighbors(n_neighbors=1).fit(np.asarray(reference, dtype=np.float64))
-    distances, _ = index.kneighbors(np.asarray(query, dtype=np.float64))
+    # brute force computes the distances in chunks of sklearn's working memory (1 GiB by default):
+    # 64 MiB chunks keep a sampling call's peak memory near the model's own
+    with config_context(working_memory=64):
+        distances, _ = index.kneighbors(np.asarray(query, dtype=np.float64))
     return distances[:, 0]
 
 
