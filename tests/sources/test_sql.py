@@ -277,8 +277,8 @@ def test_postgres_killed_connection_mid_read_retries_without_losing_rows(
     assert killed and all(k[0] for k in killed)
     assert sorted(ids) == list(range(1, n + 1))  # complete, no row twice
     assert len(ids) == n
-    if any("retry 1/3" in r.getMessage() for r in caplog.records):
-        assert "after" in caplog.text
+    retries = [r.getMessage() for r in caplog.records if "retry 1/3" in r.getMessage()]
+    assert retries and "rows; retry 1/3" in retries[0], caplog.text
 
 
 def test_postgres_unreachable_raises_source_error_without_the_password(
@@ -461,14 +461,17 @@ def test_mariadb_bad_password_is_a_source_error_without_the_password(my: Any) ->
             c.execute(f"DROP USER '{user}'@'%'")
 
 
-def test_mariadb_killed_connection_mid_read_completes_or_fails_loudly(my: Any, my_table: str) -> None:
-    n = 30_000
+def test_mariadb_killed_connection_mid_read_completes_or_fails_loudly(
+    my: Any, my_table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    n = 100_000
     with my.cursor() as c:
         c.executemany(
-            f"INSERT INTO {my_table} (id, subject) VALUES (%s, %s)", [(i, "y" * 90) for i in range(1, n + 1)]
+            f"INSERT INTO {my_table} (id, subject) VALUES (%s, %s)", [(i, "y" * 95) for i in range(1, n + 1)]
         )
     src = SqlSource(url=MY, table=my_table, id_column="id", chunk_rows=200, retry_backoff_s=0.1)
     ids: list[int] = []
+    killed: list[int] = []
     stop = threading.Event()
 
     def killer() -> None:
@@ -481,18 +484,23 @@ def test_mariadb_killed_connection_mid_read_completes_or_fails_loudly(my: Any, m
                 found = c.fetchall()
                 if found and len(ids) > 1000:
                     c.execute(f"KILL {found[0][0]}")
+                    killed.append(found[0][0])
                     return
                 time.sleep(0.01)
 
     thread = threading.Thread(target=killer)
     thread.start()
     try:
-        for batch in src.run_partition(None, StepContext()):
-            ids.extend(batch.column("col_id").to_pylist())
+        with caplog.at_level(logging.WARNING, logger="genloom.sources.sql"):
+            for batch in src.run_partition(None, StepContext()):
+                ids.extend(batch.column("col_id").to_pylist())
+                time.sleep(0.001)  # a slow consumer: the server is still sending when the kill lands
     except SourceError as e:
-        assert "after" in str(e)
+        assert killed and "after" in str(e)
         return
     finally:
         stop.set()
         thread.join()
-    assert sorted(ids) == list(range(1, n + 1))
+    assert killed, "the reading connection was never found to kill"
+    assert sorted(ids) == list(range(1, n + 1))  # complete through the retry, no row twice
+    assert any("retry 1/3" in r.getMessage() for r in caplog.records), caplog.text

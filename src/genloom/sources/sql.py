@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 import zlib
@@ -126,7 +127,6 @@ class SqlSource(Source):
 
     _bounds: list[Any] | None = PrivateAttr(default=None)
     _restored: list[Any] = PrivateAttr(default_factory=list)
-    _fingerprints: dict[str, str] = PrivateAttr(default_factory=dict)
 
     # -- config
 
@@ -345,9 +345,17 @@ class SqlSource(Source):
                 self._wait(attempt, e)
                 attempt += 1
 
+    def _sqlite_file(self) -> str:
+        """The SQLite database file; a missing one is an error at once (no retry brings it)."""
+        path = str(self._url().database or "")
+        if not os.path.isfile(path):
+            raise SourceError(f"{self.redacted_url()}: no SQLite database file at {path}")
+        return path
+
     def _dbapi_connect(self) -> Any:
         url = self._url()
         if self.dialect == "sqlite":
+            self._sqlite_file()
             import sqlite3
 
             conn = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True, timeout=self.connect_timeout_s)
@@ -435,10 +443,17 @@ class SqlSource(Source):
         skip = 0
         python_sqlite = False
         seen: dict[str, int] = {}
+
+        def select(after: Any) -> tuple[str, dict[str, Any]]:
+            return self._select(partition, order=True, after=after)
+
         while True:
-            sql, params = self._select(partition, order=True, after=last_key)
             try:
-                stream = self._stream_sqlite(sql, params) if python_sqlite else self._stream(sql, params)
+                stream = (
+                    self._stream_sqlite(*select(last_key))
+                    if python_sqlite
+                    else self._stream(select, last_key)
+                )
                 for batch in stream:
                     if skip:  # rows yielded before the switch to the stdlib reader (same file, same order)
                         cut = min(skip, batch.num_rows)
@@ -479,18 +494,34 @@ class SqlSource(Source):
     def _use_adbc(self) -> bool:
         return self.driver != "sqlalchemy" and self.dialect in ("postgresql", "sqlite")
 
-    def _stream(self, sql: str, params: dict[str, Any]) -> Iterator[pa.Table]:
-        """Raw batches of at most ``chunk_rows`` rows, in one read-only transaction."""
+    def _stream(self, select: Callable[[Any], tuple[str, dict[str, Any]]], after: Any) -> Iterator[pa.Table]:
+        """Raw batches of at most ``chunk_rows`` rows, in one read-only transaction, of the rows
+        ``select(after)`` selects (``after``: the last id column value already read, or None)."""
         if self.driver == "adbc" and not self._use_adbc():
             raise SourceError(f"driver: adbc reads PostgreSQL and SQLite only, not {self.dialect}")
-        inner = self._stream_adbc if self._use_adbc() else self._stream_sqlalchemy
-        for table in inner(sql, params):
-            for start in range(0, table.num_rows, self.chunk_rows):
-                yield table.slice(start, self.chunk_rows)
+        sql, params = select(after)
+        if self._pages(params):
+            yield from self._stream_adbc(sql, params, select, after)
+        elif self._use_adbc():
+            yield from self._stream_adbc(sql, params)
+        else:
+            yield from self._stream_sqlalchemy(sql, params)
+
+    def _pages(self, params: dict[str, Any]) -> bool:
+        """Whether to read in keyset pages (``id > last ORDER BY id LIMIT chunk_rows``).
+
+        PostgreSQL streams a result through ADBC only by ``COPY``, which takes no bound values;
+        a prepared statement's result arrives whole. So a query with bound values (``params``,
+        a watermark segment, a key range) is read page by page on the id column, each page a
+        bounded result; without ``id_column`` it arrives whole (memory: the partition)."""
+        return (
+            bool(params) and self.id_column is not None and self._use_adbc() and self.dialect == "postgresql"
+        )
 
     def _adbc_connect(self) -> Any:
         url = self._url()
         if self.dialect == "sqlite":
+            self._sqlite_file()
             dbapi = _import("adbc_driver_sqlite.dbapi", "sql")
             return dbapi.connect(f"file:{url.database}?mode=ro")
         dbapi = _import("adbc_driver_postgresql.dbapi", "sql")
@@ -500,7 +531,15 @@ class SqlSource(Source):
         cur.close()
         return conn
 
-    def _stream_adbc(self, sql: str, params: dict[str, Any]) -> Iterator[pa.Table]:
+    def _stream_adbc(
+        self,
+        sql: str,
+        params: dict[str, Any],
+        pages: Callable[[Any], tuple[str, dict[str, Any]]] | None = None,
+        after: Any = None,
+    ) -> Iterator[pa.Table]:
+        """One result through ADBC; with ``pages``, keyset pages of ``chunk_rows`` rows in the
+        same transaction (so one snapshot) until a page comes back short."""
         conn = self._adbc_connect()
         try:
             cur = conn.cursor()
@@ -509,14 +548,26 @@ class SqlSource(Source):
                 cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(hint)})
             else:
                 cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(self.chunk_rows)})
-            text, values = _bind(sql, params, "numeric" if self.dialect == "postgresql" else "qmark")
-            if values:
-                cur.execute(text, parameters=tuple(values))
-            else:
-                cur.execute(text)
             decltypes = self._sqlite_decltypes(conn) if self.dialect == "sqlite" else {}
-            for batch in cur.fetch_record_batch():
-                yield _normalize_adbc(pa.Table.from_batches([batch]), decltypes)
+            while True:
+                if pages is not None:
+                    sql = f"{sql} LIMIT {int(self.chunk_rows)}"
+                text, values = _bind(sql, params, "numeric" if self.dialect == "postgresql" else "qmark")
+                if values:
+                    cur.execute(text, parameters=tuple(values))
+                else:
+                    cur.execute(text)
+                rows = 0
+                for batch in cur.fetch_record_batch():
+                    rows += batch.num_rows
+                    for start in range(0, batch.num_rows, self.chunk_rows):
+                        part = batch.slice(start, self.chunk_rows)
+                        if pages is not None and part.num_rows:
+                            after = part.column(self.id_column)[part.num_rows - 1].as_py()
+                        yield _normalize_adbc(pa.Table.from_batches([part]), decltypes)
+                if pages is None or rows < self.chunk_rows:
+                    break
+                sql, params = pages(after)
             cur.close()
         finally:
             with contextlib.suppress(Exception):  # a lost connection: the read's own error matters
