@@ -585,7 +585,11 @@ def create_app(
         top = _top_k_of(body)
 
         def chunk(
-            index: int, finish_reason: str | None, text: str = "", lps: tuple[TokenLogprob, ...] = ()
+            index: int,
+            finish_reason: str | None,
+            text: str = "",
+            lps: tuple[TokenLogprob, ...] = (),
+            offset: int = 0,
         ) -> str:
             if chat:
                 delta = {"content": text} if text else {}
@@ -595,7 +599,7 @@ def create_app(
             else:
                 choice = {"index": index, "text": text, "logprobs": None}
                 if lps:
-                    choice["logprobs"] = _completion_logprobs(lps, 0)
+                    choice["logprobs"] = _completion_logprobs(lps, offset)
             choice["finish_reason"] = finish_reason
             extra = {"usage": None} if include_usage else {}
             return f"data: {json.dumps({**head, 'choices': [choice], **extra})}\n\n"
@@ -612,15 +616,8 @@ def create_app(
                 async for event in job.aevents():
                     if isinstance(event, Delta):
                         if event.text or event.logprobs:
-                            if not chat and event.logprobs:
-                                piece = _completion_logprobs(event.logprobs, offsets[event.index])
-                                offsets[event.index] += sum(len(lp.token) for lp in event.logprobs)
-                                choice = {"index": event.index, "text": event.text, "logprobs": piece}
-                                extra = {"usage": None} if include_usage else {}
-                                c = {**head, "choices": [{**choice, "finish_reason": None}], **extra}
-                                yield f"data: {json.dumps(c)}\n\n"
-                            else:
-                                yield chunk(event.index, None, event.text, event.logprobs)
+                            yield chunk(event.index, None, event.text, event.logprobs, offsets[event.index])
+                            offsets[event.index] += sum(len(lp.token) for lp in event.logprobs)
                         continue
                     finishes.append(event)
                     failure = engine_failure(event.error) if event.error is not None else None
@@ -633,13 +630,12 @@ def create_app(
                         request.state.error_type = failure.type
                         metrics.errors.labels(type=failure.type).inc()
                         yield f"data: {json.dumps(failure.body())}\n\n"
-                        break
+                        return  # no [DONE]: the stream failed
                     yield chunk(event.index, event.finish_reason)
-                else:
-                    if include_usage:
-                        cached = max((f.cached_tokens for f in finishes), default=0)
-                        usage = usage_of(prompt_tokens, finishes, cached).model_dump()
-                        yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n"
+                if include_usage:
+                    cached = max((f.cached_tokens for f in finishes), default=0)
+                    usage = usage_of(prompt_tokens, finishes, cached).model_dump()
+                    yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n"
                 yield "data: [DONE]\n\n"
             finally:
                 job.cancel()  # the client went away (or an error ended the stream): free the slots
