@@ -1,0 +1,346 @@
+"""Serving speed of genloom's GPT engine, next to Hugging Face transformers on the same weights.
+
+(a) Single-stream greedy decoding, tokens/s: genloom's engine (serve/engine.py, one request) and
+    ``GPT.generate`` (the KV-cache loop that models.text.generate runs), against transformers'
+    ``generate`` on the model exported with ``genloom export`` (models/export.py:
+    LlamaForCausalLM). Every run decodes exactly ``--tokens`` tokens (end tokens are masked out).
+(b) 1, 8 and 32 concurrent streaming clients against a live server (uvicorn in a subprocess,
+    OpenAI completions with ``stream: true``): aggregate tokens/s, p50/p99 request latency and
+    p99 time to the first token.
+
+The model has the GPT preset's shape (``--preset``; ``mini`` is what the quickstart's
+``preset: auto`` picks for its 4-minute budget on 2 cores) with a BPE tokenizer trained on tiny
+Shakespeare and a few training steps: speed depends on the shape, not on what was learned.
+llama.cpp is not compared here (no llama-cpp-python in this environment).
+
+Run:  .venv/bin/python benchmarks/serve.py [--preset mini] [--threads 2] [--tokens 100]
+      .venv/bin/python benchmarks/serve.py --quick          # under 2 minutes
+
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu() -> dict[str, Any]:
+    """The CPU model, its core count and whether it has AVX-512 BF16 (the DESIGN notes' split)."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), ""
+    )
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return {
+        "model": model,
+        "cores": os.cpu_count(),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "avx512f": "avx512f" in flags,
+        "avx2": "avx2" in flags,
+    }
+
+
+def build_model(out: Path, preset: str) -> Path:
+    """A genloom GPT folder (config.json, model.safetensors, tokenizer.json) of ``preset``'s shape."""
+    from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
+    from genloom.models.tokens import pack_tokens
+    from genloom.train.config import TrainConfig
+    from genloom.train.loop import train
+
+    data = Path(os.environ.get("GENLOOM_SHARED_DATA") or ROOT.parent / "shared" / "data")
+    text = (data / "tinyshakespeare.txt").read_text(encoding="utf-8")[:300_000]
+    docs = [p for p in text.split("\n\n") if p.strip()]
+    tok = train_tokenizer(iter(docs), TokenizerConfig(vocab_size=2048))
+    model_dir = out / "model"
+    model_dir.mkdir(parents=True)
+    tok.save(str(model_dir / "tokenizer.json"))
+    pack_tokens(tok, docs[:-50], out / "train.bin")
+    pack_tokens(tok, docs[-50:], out / "val.bin")
+    cfg = TrainConfig(
+        model={"type": "gpt", "preset": preset}, max_steps=3, batch_size=2, precision="fp32", threads=2
+    )
+    train(cfg, out / "train.bin", out / "val.bin", model_dir)
+    return model_dir
+
+
+class NoEnd:
+    """A constraint that allows every token but the end ones, so each run decodes exactly N tokens."""
+
+    def __init__(self, mask: Any) -> None:
+        self.mask = mask
+
+    def allowed(self) -> Any:
+        return self.mask
+
+    def advance(self, token_id: int) -> None:
+        pass
+
+    def finished(self) -> bool:
+        return False
+
+    def accepted(self) -> bool:
+        return True
+
+
+def single_stream(model_dir: Path, tokens: int, threads: int, repeats: int) -> dict[str, Any]:
+    """Greedy decoding of one sequence: the engine, GPT.generate and transformers, tokens/s."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from genloom.models.export import export_hf
+    from genloom.models.text import load_model
+    from genloom.serve.engine import Delta, Finish, GPTEngine, SamplingParams, encode_prompt
+
+    torch.set_num_threads(threads)
+    model, tok = load_model(model_dir)
+    prompt = encode_prompt(tok, "ROMEO:\nBut soft, what light", None)
+    block = model.cfg.block_size  # type: ignore[union-attr]
+    tokens = min(tokens, block - len(prompt))
+    engine = GPTEngine(model, tok, max_batch=1, threads=threads)  # type: ignore[arg-type]
+    mask = torch.ones(model.cfg.vocab_size, dtype=torch.bool)  # type: ignore[union-attr]
+    mask[sorted(engine.end_ids)] = False
+    engine.start()
+
+    def engine_run() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        job = engine.submit([prompt], [SamplingParams(max_new_tokens=tokens, temperature=0)], [NoEnd(mask)])
+        first = None
+        for event in job.events(120):
+            if isinstance(event, Delta) and first is None:
+                first = time.perf_counter()
+            if isinstance(event, Finish):
+                assert event.completion_tokens == tokens, event
+        end = time.perf_counter()
+        return tokens / (end - t0), (tokens - 1) / (end - (first or t0))
+
+    def argmax(logits: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(-1)
+
+    idx = torch.tensor([prompt])
+
+    def loop_run() -> float:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(idx, tokens, argmax)  # type: ignore[operator]
+        return tokens / (time.perf_counter() - t0)
+
+    hf_dir = export_hf(model_dir, model_dir.parent / "hf")
+    hf = LlamaForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
+
+    def hf_run() -> float:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = hf.generate(
+                idx,
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=0,
+            )
+        assert out.shape[1] == idx.shape[1] + tokens
+        return tokens / (time.perf_counter() - t0)
+
+    for run in (engine_run, loop_run, hf_run):  # warm-up
+        run()
+    eng = [engine_run() for _ in range(repeats)]
+    loop = [loop_run() for _ in range(repeats)]
+    hfs = [hf_run() for _ in range(repeats)]
+    engine.stop(10)
+    best_engine = max(e[0] for e in eng)
+    return {
+        "tokens": tokens,
+        "engine_tok_s": round(best_engine, 1),
+        "engine_decode_tok_s": round(max(e[1] for e in eng), 1),
+        "gpt_generate_tok_s": round(max(loop), 1),
+        "transformers_tok_s": round(max(hfs), 1),
+        "engine_over_transformers": round(best_engine / max(hfs), 2),
+    }
+
+
+def serve_forever(model_dir: Path, port: int, threads: int, max_batch: int) -> None:
+    """The server of part (b), in its own process: the app over the model folder, on loopback."""
+    import uvicorn
+
+    from genloom.core.catalog import Catalog
+    from genloom.models.base import family_of
+    from genloom.models.text import read_model_config
+    from genloom.serve.app import ServedModel, create_app
+    from genloom.serve.schemas import ServeSettings
+
+    catalog = Catalog(f"sqlite:///{model_dir.parent / 'catalog.db'}")
+    model = ServedModel("bench", 1, model_dir, family_of(model_dir), read_model_config(model_dir))
+    settings = ServeSettings(threads=threads, max_batch=max_batch, max_queue=256, max_tokens_cap=4096)
+    app = create_app(lambda: model, catalog, settings=settings)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+async def clients(base: str, concurrency: int, requests_each: int, tokens: int) -> dict[str, Any]:
+    """``concurrency`` clients, each streaming ``requests_each`` completions one after another."""
+    import httpx
+
+    ttfts: list[float] = []
+    latencies: list[float] = []
+    generated = 0
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        nonlocal generated
+        body = {
+            "prompt": "ROMEO:\nBut soft, what light",
+            "max_tokens": tokens,
+            "temperature": 0.8,
+            "seed": i,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        t0 = time.perf_counter()
+        first = None
+        async with client.stream("POST", f"{base}/v1/completions", json=body) as r:
+            r.raise_for_status()
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    raise RuntimeError(chunk["error"])
+                if first is None and chunk["choices"] and chunk["choices"][0]["text"]:
+                    first = time.perf_counter()
+                if chunk.get("usage"):
+                    generated += chunk["usage"]["completion_tokens"]
+        end = time.perf_counter()
+        ttfts.append((first or end) - t0)
+        latencies.append(end - t0)
+
+    async def worker(client: httpx.AsyncClient, w: int) -> None:
+        for k in range(requests_each):
+            await one(client, w * 1000 + k)
+
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client, w) for w in range(concurrency)))
+        wall = time.perf_counter() - t0
+
+    def pct(xs: list[float], q: float) -> float:
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+    return {
+        "clients": concurrency,
+        "requests": len(latencies),
+        "tokens": generated,
+        "aggregate_tok_s": round(generated / wall, 1),
+        "latency_p50_s": round(statistics.median(latencies), 3),
+        "latency_p99_s": round(pct(latencies, 0.99), 3),
+        "ttft_p50_s": round(statistics.median(ttfts), 3),
+        "ttft_p99_s": round(pct(ttfts, 0.99), 3),
+    }
+
+
+def concurrent(
+    model_dir: Path, threads: int, max_batch: int, tokens: int, requests_each: int
+) -> list[dict[str, Any]]:
+    """Part (b): a live server in a subprocess and 1, 8, 32 concurrent streaming clients."""
+    import httpx
+    from tests.serve.conftest import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [
+        sys.executable,
+        __file__,
+        "--serve",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--threads",
+        str(threads),
+    ]
+    proc = subprocess.Popen([*cmd, "--max-batch", str(max_batch)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the benchmark server did not start")
+            time.sleep(0.2)
+        asyncio.run(clients(base, 2, 1, 8))  # warm-up
+        results = []
+        for c in (1, 8, 32):
+            results.append(asyncio.run(clients(base, c, requests_each, tokens)))
+            print(json.dumps(results[-1]), flush=True)
+        return results
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and requests: under 2 minutes")
+    ap.add_argument(
+        "--preset", default="mini", help="GPT preset of the benchmark model (mini: the quickstart's)"
+    )
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--tokens", type=int, default=100, help="tokens per single-stream run")
+    ap.add_argument("--max-batch", type=int, default=32, help="engine slots of the server")
+    ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        serve_forever(args.serve, args.port, args.threads, args.max_batch)
+        return
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    started = time.perf_counter()
+    machine = cpu()
+    load_before = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
+    print(f"cpu: {machine}; threads {args.threads}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_model(Path(tmp), args.preset)
+        from genloom.models.text import read_model_config
+
+        shape = read_model_config(model_dir)["gpt"]
+        single = single_stream(model_dir, args.tokens, args.threads, 2 if args.quick else 5)
+        print(json.dumps(single), flush=True)
+        many = concurrent(model_dir, args.threads, args.max_batch, 64, 1 if args.quick else 3)
+    one = next(r for r in many if r["clients"] == 1)["aggregate_tok_s"]
+    top = next(r for r in many if r["clients"] == 32)
+    summary = {
+        "cpu": machine,
+        "threads": args.threads,
+        "preset": args.preset,
+        "model": {
+            k: shape[k] for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "vocab_size")
+        },
+        "single_stream": single,
+        "concurrent": many,
+        "aggregate_32_over_1": round(top["aggregate_tok_s"] / one, 2) if one else None,
+        "llama_cpp": "not measured (llama-cpp-python is not installed here)",
+        "load_average_before_after": [load_before, round(os.getloadavg()[0], 2)],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
