@@ -33,6 +33,7 @@ import itertools
 import logging
 import math
 import queue
+import secrets
 import threading
 import time
 from collections import deque
@@ -400,7 +401,7 @@ class GPTEngine:
             gen = None
             if p.temperature > 0:
                 gen = torch.Generator(device=self.device)
-                gen.manual_seed(p.seed + i if p.seed is not None else int(torch.seed() % (2**63)))
+                gen.manual_seed(p.seed + i if p.seed is not None else secrets.randbits(63))
             rows.append(
                 _Row(
                     job,
@@ -478,6 +479,7 @@ class GPTEngine:
             self._decode()
             self._compact()
         self.metrics.active.set(len(self.rows))
+        self.metrics.queue.set(self.queued)
 
     def _late(self, row: _Row, now: float) -> bool:
         return row.job.deadline is not None and now > row.job.deadline
