@@ -317,6 +317,22 @@ def test_postgres_unreachable_raises_source_error_without_the_password(
     assert "127.0.0.1:5999" in str(err.value)
 
 
+def test_pipeline_with_an_unreachable_server_fails_naming_the_source(tmp_path: Path) -> None:
+    source = {
+        "type": "sql",
+        "url": "postgresql://u:Zz9-secret@127.0.0.1:5999/test",
+        "table": "t",
+        "retries": 0,
+    }
+    p = Pipeline.from_file(_pipeline(tmp_path / "proj", source))
+    with pytest.raises(SourceError) as err:
+        p.run()
+    message = str(err.value)
+    assert message.startswith("sources.0 (sql): postgresql://u:***@127.0.0.1:5999/test"), message
+    assert "Zz9-secret" not in message
+    assert "Zz9-secret" not in repr(p.cfg.sources[0])
+
+
 def _pipeline(folder: Path, source: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "pipeline.yaml"
