@@ -301,7 +301,12 @@ def main() -> None:
     ap.add_argument(
         "--preset", default="mini", help="GPT preset of the benchmark model (mini: the quickstart's)"
     )
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 1) - 1),
+        help="torch threads (engine default)",
+    )
     ap.add_argument("--tokens", type=int, default=100, help="tokens per single-stream run")
     ap.add_argument("--max-batch", type=int, default=32, help="engine slots of the server")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)

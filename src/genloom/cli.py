@@ -483,7 +483,7 @@ def serve(
     max_queue: Annotated[int, typer.Option(help="Requests waiting for a slot before a 503")] = 64,
     request_timeout: Annotated[float, typer.Option(help="Seconds a request may take (else 504)")] = 120.0,
     threads: Annotated[
-        int | None, typer.Option(help="torch threads of the engine (default: torch's)")
+        int | None, typer.Option(help="torch threads of the engine (default: cores - 1, at least 1)")
     ] = None,
 ) -> None:
     """Serve the pipeline's champion over HTTP: the OpenAI API for text, /v1/samples for tables."""

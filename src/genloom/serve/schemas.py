@@ -43,7 +43,9 @@ class ServeSettings(BaseModel):
         description="A request still generating after this many seconds is a 504 (a stream error).",
     )
     threads: int | None = Field(
-        None, gt=0, description="torch threads of the engine (None: torch's default, one per core)."
+        None,
+        gt=0,
+        description="torch threads of the GPT engine (None: one fewer than the cores, at least 1).",
     )
     prefix_cache_min_tokens: int = Field(
         16,
