@@ -247,7 +247,8 @@ def test_postgres_query_with_bound_params(pg: Any, pg_table: str) -> None:
     _pg_fill(pg, pg_table, 200)
     src = SqlSource(
         url=PG,
-        query=f"SELECT id, subject FROM {pg_table} WHERE id > :lo AND subject <> :s AND doc->>'n' <> '3'",
+        query=f"SELECT id, subject FROM {pg_table} WHERE id > :lo AND subject <> :s AND doc->>'n' <> '3' "
+        "AND id::text <> ':nope' /* :nor_this */",
         params={"lo": 150, "s": "ticket 160'; DELETE FROM x; --"},
         id_column="id",
         label="tickets",
@@ -472,7 +473,9 @@ def test_mariadb_bound_params_and_incremental_partitions(my: Any, my_table: str)
     assert _read(src2, parts2[1])[0].column("col_id").to_pylist() == list(range(61, 81))
 
 
-def test_mariadb_bad_password_is_a_source_error_without_the_password(my: Any) -> None:
+def test_mariadb_bad_password_is_a_source_error_without_the_password(
+    my: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     user, secret = f"gl_{uuid.uuid4().hex[:8]}", "Right-Pa55word"
     with my.cursor() as c:
         c.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'")
@@ -486,9 +489,13 @@ def test_mariadb_bad_password_is_a_source_error_without_the_password(my: Any) ->
             retry_backoff_s=0.05,
         )
         for call in (lambda: src.partition_fingerprint(None), lambda: _read(src)):
-            with pytest.raises(SourceError) as err:
+            with (
+                caplog.at_level(logging.WARNING, logger="genloom.sources.sql"),
+                pytest.raises(SourceError) as err,
+            ):
                 call()
             assert wrong not in str(err.value) and "Access denied" in str(err.value)
+        assert "retry 1/1" in caplog.text and wrong not in caplog.text
         ok = SqlSource(url=f"mysql+pymysql://{user}:{secret}@127.0.0.1:3306/test", query="SELECT 1 AS one")
         assert _read(ok)[0].column("one").to_pylist() == [1]
     finally:

@@ -461,6 +461,7 @@ class SqlSource(Source):
         attempt = 0
         last_key: Any = None
         yielded = 0
+        failed_at = 0
         skip = 0
         python_sqlite = False
         seen: dict[str, int] = {}
@@ -500,6 +501,8 @@ class SqlSource(Source):
                     python_sqlite = True
                     skip = 0 if self.id_column else yielded
                     continue
+                if yielded > failed_at:  # rows came since the last failure: a fresh drop, fresh retries
+                    attempt, failed_at = 0, yielded
                 resumable = yielded == 0 or self.id_column is not None
                 if not _is_transient(e) or attempt >= self.retries or not resumable:
                     extra = (
@@ -513,7 +516,11 @@ class SqlSource(Source):
                 attempt += 1
 
     def _use_adbc(self) -> bool:
-        return self.driver != "sqlalchemy" and self.dialect in ("postgresql", "sqlite")
+        """ADBC for PostgreSQL and SQLite, unless ``driver: sqlalchemy`` or, with ``auto``, the
+        driver is not installed (then SQLAlchemy's server-side cursor, slower but the same rows)."""
+        if self.driver == "sqlalchemy" or self.dialect not in ("postgresql", "sqlite"):
+            return False
+        return self.driver == "adbc" or _has_module(f"adbc_driver_{self.dialect}")
 
     def _stream(self, select: Callable[[Any], tuple[str, dict[str, Any]]], after: Any) -> Iterator[pa.Table]:
         """Raw batches of at most ``chunk_rows`` rows, in one read-only transaction, of the rows
@@ -607,7 +614,7 @@ class SqlSource(Source):
             types = [_sqlite_type(decltypes.get(n, ""), None) for n in names]
             while rows := cur.fetchmany(self.chunk_rows):
                 table = _rows_to_table(names, types, rows)
-                types = [t or table.schema.field(n).type for t, n in zip(types, names, strict=True)]
+                types = _settled(types, table)
                 yield table
         finally:
             conn.close()
@@ -657,14 +664,7 @@ class SqlSource(Source):
                 try:
                     for rows in result.partitions(self.chunk_rows):
                         table = _rows_to_table(names, types, rows)
-                        # a type inferred from values is kept for the rest of the read, once seen
-                        types = [
-                            t
-                            or (
-                                table.schema.field(n).type if table.column(n).null_count < len(rows) else None
-                            )
-                            for t, n in zip(types, names, strict=True)
-                        ]
+                        types = _settled(types, table)
                         yield table
                 except Exception:
                     # a dropped server-side cursor must not be drained again when it is collected
@@ -1158,6 +1158,16 @@ def _rows_to_table(names: list[str], types: list[pa.DataType | None], rows: list
     if bad:
         table = table.replace_schema_metadata({"genloom_bad_rows": json.dumps(bad)})
     return table
+
+
+def _settled(types: list[pa.DataType | None], table: pa.Table) -> list[pa.DataType | None]:
+    """The column types for the next chunks: a type inferred from values is kept for the rest of
+    the read once a column had one (an all-NULL chunk decides nothing)."""
+    out: list[pa.DataType | None] = []
+    for t, name in zip(types, table.column_names, strict=True):
+        col = table.column(name)
+        out.append(t or (col.type if col.null_count < len(col) else None))
+    return out
 
 
 def _infer(values: list[Any]) -> pa.DataType:
