@@ -259,3 +259,19 @@ def test_batched_greedy_follows_the_model_with_rows_joining_mid_batch(tiny_gpt: 
         assert [j.results(30)[0].text for j in jobs] == expected
     finally:
         eng.stop(5)
+
+
+def test_penalty_and_seeded_sampling_match_generate_for_one_prompt(tiny_gpt: Path, engine: GPTEngine) -> None:
+    """Row 0 of a request is seeded with the request's seed, as generate seeds its batch: for one
+    prompt, sampled text and the repetition penalty follow generate's exactly."""
+    settings = [
+        dict(temperature=0.0, top_k=None, top_p=None, repetition_penalty=1.5, seed=0),
+        dict(temperature=0.9, top_k=20, top_p=0.9, repetition_penalty=1.2, seed=5),
+    ]
+    for kw in settings:
+        expected = generate(tiny_gpt, ["beta gamma"], max_new_tokens=12, **kw)[0]  # type: ignore[arg-type]
+        params = SamplingParams(max_new_tokens=12, **kw)  # type: ignore[arg-type]
+        got = engine.submit([_ids(engine, "beta gamma")], [params]).results(30)[0].text
+        assert got == expected, kw
+    plain = generate(tiny_gpt, ["beta gamma"], max_new_tokens=12, temperature=0)[0]
+    assert plain != generate(tiny_gpt, ["beta gamma"], max_new_tokens=12, **settings[0])[0]  # type: ignore[arg-type]

@@ -586,15 +586,13 @@ class GPTEngine:
                 return
             logits = logits.masked_fill(~allowed[None, :], float("-inf"))
         needs_seq = p.repetition_penalty != 1.0
-        seq = torch.tensor([row.full_prompt + row.generated], dtype=torch.long) if needs_seq else None
         if p.temperature <= 0 and not needs_seq:
             tok = int(logits.argmax(dim=-1))
         else:
-            seq_t = seq if seq is not None else torch.empty((1, 0), dtype=torch.long)
+            ids = row.full_prompt + row.generated if needs_seq else []
+            seq = torch.tensor([ids], dtype=torch.long, device=logits.device)  # (1, t): what the penalty sees
             tok = int(
-                sample_next(
-                    logits, seq_t, p.temperature, p.top_k, p.top_p, p.repetition_penalty, row.generator
-                )
+                sample_next(logits, seq, p.temperature, p.top_k, p.top_p, p.repetition_penalty, row.generator)
             )
         if row.job.first_token_at is None:
             row.job.first_token_at = self.clock()
