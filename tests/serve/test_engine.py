@@ -265,7 +265,7 @@ def test_penalty_and_seeded_sampling_match_generate_for_one_prompt(tiny_gpt: Pat
     """Row 0 of a request is seeded with the request's seed, as generate seeds its batch: for one
     prompt, sampled text and the repetition penalty follow generate's exactly."""
     settings = [
-        dict(temperature=0.0, top_k=None, top_p=None, repetition_penalty=1.5, seed=0),
+        dict(temperature=0.0, top_k=None, top_p=None, repetition_penalty=50.0, seed=0),
         dict(temperature=0.9, top_k=20, top_p=0.9, repetition_penalty=1.2, seed=5),
     ]
     for kw in settings:
