@@ -471,15 +471,15 @@ def create_app(
             msg = "structured output (response_format, regex) needs a genloom GPT; this model generates without it"
             raise APIError(400, msg, "invalid_request_error", "structured_output_unsupported")
 
-    def constraint_factory(model: ServedModel, engine: GPTEngine, body: SamplingOptions) -> Any:
-        """The compiled grammar of ``response_format`` / ``regex``, or None."""
+    async def constraint_factory(model: ServedModel, engine: GPTEngine, body: SamplingOptions) -> Any:
+        """The compiled grammar of ``response_format`` / ``regex`` (off the event loop), or None."""
         if not _asks_structure(body):
             return None
         from genloom.serve.structured import StructuredOutputError, compile_constraint
 
         try:
-            return compile_constraint(
-                model.model_dir, engine.cfg.vocab_size, body.response_format, body.regex
+            return await run_in_threadpool(
+                compile_constraint, model.model_dir, engine.cfg.vocab_size, body.response_format, body.regex
             )
         except StructuredOutputError as e:
             param = e.param or "response_format"
@@ -681,7 +681,7 @@ def create_app(
             return await run_in_threadpool(complete_locked, body, request, model, text, options, prompts)
         encoded = encode_all(engine, prompts, body.controls)
         prompt_tokens = sum(len(ids) for ids in encoded)
-        factory = constraint_factory(model, engine, body)
+        factory = await constraint_factory(model, engine, body)
         job = submit(engine, encoded, body.n, options, body.logprobs, factory)
         rid = request.state.request_id
         if body.stream:
@@ -781,7 +781,7 @@ def create_app(
             return await run_in_threadpool(chat_locked, body, request, model, text, options, prompt, messages)
         encoded = encode_all(engine, [prompt], body.controls)
         prompt_tokens = len(encoded[0])
-        factory = constraint_factory(model, engine, body)
+        factory = await constraint_factory(model, engine, body)
         job = submit(engine, encoded, body.n, options, _top_k_of(body) if body.logprobs else None, factory)
         rid = request.state.request_id
         if body.stream:
