@@ -64,3 +64,25 @@ def test_a_killed_gan_run_resumes_exactly_with_its_batchnorm_statistics(tmp_path
     assert running and a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_a_time_budget_sizes_a_table_schedule_unless_epochs_are_given(tmp_path: Path) -> None:
+    """``train.time_budget`` without ``epochs``: the plan leaves the steps to the loop's measured
+    sizing; with ``epochs`` (or ``max_steps``) the passes decide, as without a budget."""
+    from genloom.models.config import TabularGANConfig
+    from genloom.train.plan import make_plan
+
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    fam = TabularGANFamily()
+    fam.prepare(prepare_input(mixed_table(600)), gan_config(), prepared)
+    data = fam.open_data(prepared, tmp_path)
+    device = torch.device("cpu")
+    budget = gan_config().model_copy(update={"time_budget": "30s"})
+    assert make_plan(budget, data, device).max_steps is None  # sized by the loop from timed steps
+    with_epochs = budget.model_copy(
+        update={"model": TabularGANConfig(**{**budget.model.model_dump(), "epochs": 3})}
+    )
+    assert "epochs" in with_epochs.model.model_fields_set
+    assert make_plan(with_epochs, data, device).max_steps == 3 * -(-data.n_train // 200)
+    assert make_plan(gan_config(), data, device).max_steps == 100 * -(-data.n_train // 200)  # default epochs

@@ -668,14 +668,16 @@ class TabularFamily(ModelFamily):
     def plan(
         self, cfg: Any, data: TabularData, budget_s: float | None, device: torch.device
     ) -> tuple[dict[str, Any], int]:
-        """Rows per step, learning rate and steps from the config (``epochs`` passes), the span
-        layout and the family's own entries (``plan_entries``)."""
+        """Rows per step, learning rate and steps from the config (``epochs`` passes; with
+        ``train.time_budget`` and no ``epochs`` given, the loop sizes the steps to the budget), the
+        span layout and the family's own entries (``plan_entries``)."""
         batch = min(cfg.batch_size, data.n_train)
+        by_budget = budget_s is not None and "epochs" not in cfg.model_fields_set
         entries: dict[str, Any] = {
             "block_size": 1,
             "batch_size": batch,
             "lr": cfg.lr,
-            "max_steps": cfg.epochs * math.ceil(data.n_train / batch),
+            "max_steps": None if by_budget else cfg.epochs * math.ceil(data.n_train / batch),
             "warmup_steps": 0,
             "schedule": "constant",
             "n_train": data.n_train,
