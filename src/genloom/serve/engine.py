@@ -183,20 +183,22 @@ class Job:
         self._loop = loop
         self._aqueue: asyncio.Queue[Event] | None = asyncio.Queue() if loop is not None else None
         self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
-        self._open = n_rows
 
     def cancel(self) -> None:
         """Stop generating for this request; its slots are freed at the engine's next step."""
         self.cancelled = True
 
-    def _emit(self, event: Event) -> None:
+    def _emit(self, event: Event, outbox: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]]) -> None:
+        """Send ``event``: at once to a caller without a loop, else into ``outbox`` (one wake-up of
+        the loop per engine turn carries every event of the turn)."""
         if self._aqueue is not None and self._loop is not None:
-            try:
-                self._loop.call_soon_threadsafe(self._aqueue.put_nowait, event)
-            except RuntimeError:  # the event loop is gone (the server stopped): nobody listens
-                self.cancelled = True
+            outbox.setdefault(self._loop, []).append((self, event))
         else:
             self._queue.put(event)
+
+    def _deliver(self, event: Event) -> None:  # on the job's event loop
+        if self._aqueue is not None:
+            self._aqueue.put_nowait(event)
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """The events of every row until each has finished (for callers without an event loop)."""
@@ -341,6 +343,8 @@ class GPTEngine:
         }
         self.end_ids |= set(getattr(model, "stop_ids", ()))
         self._piece_cache: dict[int, str] = {}
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = {}
+        self._tokens = 0  # generated this turn (for the counter)
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -446,6 +450,23 @@ class GPTEngine:
                     for r in list(self.rows):
                         self._finish(r, "stop", err)
                     self._compact()
+                finally:
+                    self._flush()
+
+    def _flush(self) -> None:
+        """Hand this turn's events to their event loops, one wake-up per loop."""
+        outbox, self._outbox = self._outbox, {}
+        for loop, batch in outbox.items():
+
+            def deliver(batch: list[tuple[Job, Event]] = batch) -> None:
+                for job, event in batch:
+                    job._deliver(event)
+
+            try:
+                loop.call_soon_threadsafe(deliver)
+            except RuntimeError:  # the event loop is gone (the server stopped): nobody listens
+                for job, _ in batch:
+                    job.cancelled = True
 
     def _turn(self) -> None:
         now = self.clock()
@@ -480,6 +501,8 @@ class GPTEngine:
             self._compact()
         self.metrics.active.set(len(self.rows))
         self.metrics.queue.set(self.queued)
+        self.metrics.decoded.inc(self._tokens)
+        self._tokens = 0
 
     def _late(self, row: _Row, now: float) -> bool:
         return row.job.deadline is not None and now > row.job.deadline
@@ -610,7 +633,7 @@ class GPTEngine:
             row.pending_logprobs.append(self._logprob(logits, tok, p.logprobs))
         row.generated.append(tok)
         row.last = tok
-        self.metrics.decoded.inc()
+        self._tokens += 1
         row.text = str(self.tok.decode(row.generated, skip_special_tokens=True))
         cuts = [row.text.find(s) for s in p.stop if s in row.text]
         if cuts:
@@ -628,7 +651,7 @@ class GPTEngine:
     def _send(self, row: _Row, upto: int) -> None:
         piece = row.text[row.sent : upto] if upto > row.sent else ""
         row.sent = max(row.sent, upto)
-        row.job._emit(Delta(row.index, piece, tuple(row.pending_logprobs)))
+        row.job._emit(Delta(row.index, piece, tuple(row.pending_logprobs)), self._outbox)
         row.pending_logprobs = []
 
     def _logprob(self, logits: torch.Tensor, tok: int, k: int) -> TokenLogprob:
@@ -672,7 +695,8 @@ class GPTEngine:
                 len(row.prompt),
                 row.cached,
                 error,
-            )
+            ),
+            self._outbox,
         )
 
 
