@@ -1,0 +1,143 @@
+"""HTTP machinery shared by the ``rest_api`` and ``web`` sources: backoff, Retry-After, address
+checks and redaction. httpx is imported by the callers, inside their methods."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+from genloom import __version__
+
+PROJECT_URL = "https://github.com/genloom/genloom"
+USER_AGENT_TOKEN = "genloom"
+# statuses worth another attempt: rate limited, or the server (or a proxy in front) failing
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def user_agent(contact: str | None) -> str:
+    """``genloom/<version> (+<contact or the project URL>)``: names the crawler and whom to ask."""
+    return f"{USER_AGENT_TOKEN}/{__version__} (+{contact or PROJECT_URL})"
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait: delta-seconds (fractions accepted) or an
+    HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = datetime.now(UTC).timestamp() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def backoff_seconds(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """The wait before retry ``attempt + 1``: ``base * 2**attempt`` up to ``cap``, or what the
+    server asked for in ``Retry-After`` when that is longer."""
+    delay = min(cap, base * (2**attempt))
+    return max(delay, retry_after) if retry_after is not None else delay
+
+
+class AddressRefused(Exception):
+    """A URL's host resolves to an address the config does not allow (private, loopback...)."""
+
+    def __init__(self, host: str, address: str, kind: str) -> None:
+        self.host, self.address, self.kind = host, address, kind
+        super().__init__(f"{host} resolves to {address}, a {kind} address")
+
+
+def address_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why an address is not public (loopback, private, link-local...), or None when it is."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for kind, flag in (
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("private", ip.is_private),
+        ("multicast", ip.is_multicast),
+        ("unspecified", ip.is_unspecified),
+        ("reserved", ip.is_reserved),
+    ):
+        if flag:
+            return kind
+    return None if ip.is_global else "non-global"
+
+
+def check_host(
+    url: str,
+    allow_private: bool,
+    allowed_networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+) -> list[str]:
+    """Resolve ``url``'s host and raise AddressRefused when any of its addresses is not public
+    (unless ``allow_private``, or the address lies in one of ``allowed_networks``); return the
+    addresses. Every address must pass: a name resolving to one public and one private address
+    is refused, since the connection may pick either."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise OSError(f"cannot resolve {host}: {e.strerror or e}") from e
+    addresses = sorted({str(info[4][0]) for info in infos})
+    if allow_private:
+        return addresses
+    networks = list(allowed_networks)
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        kind = address_kind(ip)
+        if kind is not None and not any(ip in net for net in networks if ip.version == net.version):
+            raise AddressRefused(host, address, kind)
+    return addresses
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret value replaced by ``***`` (longest first, so a secret that
+    contains another is hidden whole)."""
+    for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+class HostGate:
+    """Politeness for one host: at most ``concurrency`` requests at a time, and at least
+    ``delay_s`` between the starts of two requests."""
+
+    def __init__(self, delay_s: float, concurrency: int) -> None:
+        import threading
+
+        self.delay_s = delay_s
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._next = 0.0
+
+    def __enter__(self) -> HostGate:
+        self._slots.acquire()
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.delay_s
+        if start > now:
+            time.sleep(start - now)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._slots.release()
+
+
+def utc_now_iso() -> str:
+    """The current time in UTC, ISO 8601 with seconds."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
