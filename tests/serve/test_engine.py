@@ -275,3 +275,41 @@ def test_penalty_and_seeded_sampling_match_generate_for_one_prompt(tiny_gpt: Pat
         assert got == expected, kw
     plain = generate(tiny_gpt, ["beta gamma"], max_new_tokens=12, temperature=0)[0]
     assert plain != generate(tiny_gpt, ["beta gamma"], max_new_tokens=12, **settings[0])[0]  # type: ignore[arg-type]
+
+
+class ForcedTokens:
+    """A constraint that allows exactly the next id of ``ids`` (and is done after the last)."""
+
+    def __init__(self, ids: list[int], vocab: int) -> None:
+        self.ids, self.vocab, self.n = ids, vocab, 0
+
+    def allowed(self) -> torch.Tensor:
+        mask = torch.zeros(self.vocab, dtype=torch.bool)
+        mask[self.ids[self.n]] = True
+        return mask
+
+    def advance(self, token_id: int) -> None:
+        assert token_id == self.ids[self.n]
+        self.n += 1
+
+    def finished(self) -> bool:
+        return self.n == len(self.ids)
+
+    def accepted(self) -> bool:
+        return self.finished()
+
+
+def test_streamed_text_never_splits_a_utf8_character(engine: GPTEngine) -> None:
+    text = " héllo wörld ✓ naïve"
+    ids = engine.tok.encode(text, add_special_tokens=False).ids
+    assert len(ids) > len(text.split()) + 4  # multi-byte characters take several byte-level tokens
+    assert any("\ufffd" in engine.tok.decode(ids[:k]) for k in range(1, len(ids)))  # the check has teeth
+    job = engine.submit(
+        [_ids(engine, "alpha")],
+        [SamplingParams(max_new_tokens=len(ids) + 5, temperature=0)],
+        [ForcedTokens(ids, engine.cfg.vocab_size)],
+    )
+    events = list(job.events(30))
+    deltas = [e.text for e in events if isinstance(e, Delta)]
+    assert all("\ufffd" not in d for d in deltas) and len(deltas) > 3
+    assert "".join(deltas) == text == events[-1].text  # type: ignore[union-attr]
