@@ -468,3 +468,27 @@ def test_regex_output_through_the_engine_and_failing_closed(tiny_gpt: Path, cata
         assert short.status_code == 400 and short.json()["error"]["code"] == "structured_output_incomplete"
         bad = client.post("/v1/completions", json={"prompt": "alpha", "regex": "(unclosed"})
         assert bad.status_code == 400
+
+
+def test_models_without_the_engine_keep_the_locked_generate_path(
+    tiny_gpt: Path, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an hf_causal_lm gets (no engine: models.text.generate under the lock), shown on the
+    tiny GPT with the engine turned off."""
+    from genloom.models.text import generate
+
+    monkeypatch.setattr("genloom.serve.app._engine_for", lambda *a: None)
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    with ready_client(app) as client:
+        assert app.state.genloom.engine is None
+        body = {"prompt": ["alpha", "beta gamma"], "max_tokens": 6, "temperature": 0}
+        r = client.post("/v1/completions", json=body)
+        assert [c["text"] for c in r.json()["choices"]] == [
+            generate(tiny_gpt, [p], max_new_tokens=6, temperature=0)[0] for p in body["prompt"]
+        ]
+        with client.stream("POST", "/v1/completions", json={**body, "prompt": "alpha", "stream": True}) as s:
+            lines = [x for x in s.iter_lines() if x]
+        assert lines[-1] == "data: [DONE]"
+        structured = client.post("/v1/completions", json={"prompt": "alpha", "regex": "a+"})
+        assert structured.status_code == 400
+        assert structured.json()["error"]["code"] == "structured_output_unsupported"
