@@ -251,7 +251,8 @@ def test_batched_greedy_follows_the_model_with_rows_joining_mid_batch(tiny_gpt: 
         expected.append(tok.decode(seq[:cut], skip_special_tokens=True))
     assert len(set(expected)) == len(expected)
     jobs = [eng.submit([ids], [greedy]) for ids in prompts[:2]]
-    eng._turn()
+    eng._turn()  # both prompts prefilled in one right-padded batch
+    assert eng.batched_prefills == 1
     eng._turn()  # two rows running at positions 5 and 13 when the others join
     jobs += [eng.submit([ids], [greedy]) for ids in prompts[2:]]
     eng.start()

@@ -349,6 +349,7 @@ class GPTEngine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.steps = 0
+        self.batched_prefills = 0  # prefills of several new rows at once
 
     # -- the public side -------------------------------------------------------------------------
 
@@ -479,6 +480,7 @@ class GPTEngine:
         for r in [r for r in self.rows if r.job.cancelled or self._late(r, now)]:
             self._end_early(r, now)
         self._compact()
+        placed: list[_Row] = []
         while len(self.rows) < self.max_batch:
             with self._cond:
                 if not self.pending:
@@ -486,14 +488,17 @@ class GPTEngine:
                 row = self.pending.popleft()
                 self.metrics.queue.set(len({id(r.job) for r in self.pending if not r.job.started}))
             try:
-                self._admit(row)
+                self._place(row)
+                placed.append(row)
             except Exception as e:  # a bug: fail this row, keep serving the others
                 log.exception("admitting a request failed")
-                if row not in self.rows:
-                    self.rows.append(row)
-                self._finish(
-                    row, "stop", EngineError("engine_error", f"generation failed: {type(e).__name__}")
-                )
+                self._fail(row, e)
+        try:
+            self._prefill([r for r in placed if not r.done])
+        except Exception as e:
+            log.exception("a prefill failed")
+            for r in placed:
+                self._fail(r, e)
         self._compact()
         self.metrics.active.set(len(self.rows))
         if self.rows:
@@ -516,8 +521,8 @@ class GPTEngine:
 
     # -- admission: a slot, the prefix cache, the prefill ----------------------------------------
 
-    def _admit(self, row: _Row) -> None:
-        """Give ``row`` slot len(rows), reuse a cached prefix, prefill the rest, sample its first token."""
+    def _place(self, row: _Row) -> None:
+        """Give ``row`` slot len(rows), with a copy of a cached prefix when one is long enough."""
         slot = len(self.rows)
         best, best_len = -1, 0
         if self.prefix_min > 0:
@@ -535,22 +540,50 @@ class GPTEngine:
                     self.v[layer][slot, :, :best_len] = self.v[layer][best, :, :best_len]
             row.cached = best_len
             self.metrics.cached.inc(best_len)
-        else:
-            best_len = 0
         row.slot = slot
+        row.pos = row.cached
         row.job.started = True
         self.rows.append(row)
         self.slot_tokens[slot] = list(row.prompt)
         if row.params.max_new_tokens == 0:
             self._finish(row, "length")
-            return
-        t0 = time.perf_counter()
-        cache = _slot_cache(self.k, self.v, slot, self.cfg.block_size)
-        ids = torch.tensor([row.prompt[best_len:]], dtype=torch.long, device=self.device)  # (1, T)
-        logits, _ = self.model(ids, cache=cache, pos=best_len)  # (1, T, vocab)
-        self.metrics.prefill.observe(time.perf_counter() - t0)
-        row.pos = len(row.prompt)
-        self._step_row(row, logits[:, -1, :].float())
+
+    def _prefill(self, rows: list[_Row]) -> None:
+        """Feed each new row's prompt (past its cached prefix) and sample its first token. Rows
+        without a cached prefix in consecutive slots are prefilled in one batch, right-padded:
+        causal attention keeps a row's tokens blind to the padding after them, and the padding's
+        keys sit past the row's position, hidden by the decode mask until overwritten."""
+        fresh = [r for r in rows if r.cached == 0]
+        slots = [r.slot for r in fresh]
+        batched = len(fresh) > 1 and slots == list(range(slots[0], slots[0] + len(fresh)))
+        if batched:
+            t0 = time.perf_counter()
+            T = max(len(r.prompt) for r in fresh)
+            ids = torch.zeros((len(fresh), T), dtype=torch.long, device=self.device)  # (B, T)
+            for i, r in enumerate(fresh):
+                ids[i, : len(r.prompt)] = torch.tensor(r.prompt, dtype=torch.long)
+            cache = _slot_cache(self.k, self.v, slots[0], self.cfg.block_size, len(fresh))
+            logits, _ = self.model(ids, cache=cache, pos=0)  # (B, T, vocab)
+            self.metrics.prefill.observe(time.perf_counter() - t0)
+            self.batched_prefills += 1
+            for i, r in enumerate(fresh):
+                r.pos = len(r.prompt)
+                self._step_row(r, logits[i : i + 1, len(r.prompt) - 1, :].float())
+        for r in rows:
+            if batched and r.cached == 0:
+                continue
+            t0 = time.perf_counter()
+            cache = _slot_cache(self.k, self.v, r.slot, self.cfg.block_size)
+            ids = torch.tensor([r.prompt[r.cached :]], dtype=torch.long, device=self.device)  # (1, T)
+            logits, _ = self.model(ids, cache=cache, pos=r.cached)  # (1, T, vocab)
+            self.metrics.prefill.observe(time.perf_counter() - t0)
+            r.pos = len(r.prompt)
+            self._step_row(r, logits[:, -1, :].float())
+
+    def _fail(self, row: _Row, e: Exception) -> None:
+        if row not in self.rows:
+            self.rows.append(row)
+        self._finish(row, "stop", EngineError("engine_error", f"generation failed: {type(e).__name__}"))
 
     def _swap(self, a: int, b: int) -> None:
         for cache in (*self.k, *self.v):
@@ -717,11 +750,13 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _slot_cache(k: list[torch.Tensor], v: list[torch.Tensor], slot: int, max_len: int) -> KVCache:
-    """A KVCache whose tensors are views of one slot (batch 1): the model's forward writes into it."""
+def _slot_cache(
+    k: list[torch.Tensor], v: list[torch.Tensor], slot: int, max_len: int, count: int = 1
+) -> KVCache:
+    """A KVCache whose tensors are views of slots slot..slot+count-1: the model's forward writes into it."""
     cache = KVCache.__new__(KVCache)
-    cache.k = [t[slot : slot + 1] for t in k]
-    cache.v = [t[slot : slot + 1] for t in v]
+    cache.k = [t[slot : slot + count] for t in k]
+    cache.v = [t[slot : slot + count] for t in v]
     cache.max_len = max_len
     return cache
 
