@@ -123,12 +123,20 @@ class HostGate:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(concurrency)
         self._next = 0.0
+        self._last = 0.0
+
+    def set_delay(self, delay_s: float) -> None:
+        """Change the delay (robots.txt's Crawl-delay, once read); it applies from the last start."""
+        with self._lock:
+            self.delay_s = delay_s
+            self._next = max(self._next, self._last + delay_s)
 
     def __enter__(self) -> HostGate:
         self._slots.acquire()
         with self._lock:
             now = time.monotonic()
             start = max(now, self._next)
+            self._last = start
             self._next = start + self.delay_s
         if start > now:
             time.sleep(start - now)
