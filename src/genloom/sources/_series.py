@@ -481,7 +481,8 @@ def _show(v: Any) -> str:
 
 def typed_column(values: list[Any]) -> pa.Array:
     """Values of one field as one Arrow type: bool, int64, float64 (ints and floats mixed),
-    string; nested values (and anything mixed with them) as JSON text."""
+    string, timestamp (UTC; a naive datetime is taken as UTC); nested values (and anything
+    mixed with them) as JSON text."""
     kinds = {type(v) for v in values if v is not None}
     if not kinds:
         return pa.nulls(len(values), pa.string())
@@ -496,6 +497,11 @@ def typed_column(values: list[Any]) -> pa.Array:
         return pa.array([None if v is None else float(v) for v in values], pa.float64())
     if kinds == {str}:
         return pa.array(values, pa.string())
+    if kinds == {datetime}:
+        return pa.array(
+            [None if v is None else v if v.tzinfo else v.replace(tzinfo=UTC) for v in values],
+            pa.timestamp("us", tz="UTC"),
+        )
     return pa.array(
         [None if v is None else v if isinstance(v, str) else json.dumps(v, default=str) for v in values],
         pa.string(),
