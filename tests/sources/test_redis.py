@@ -145,7 +145,8 @@ def test_pipeline_keeps_the_stream_position_and_hashes_rerun_on_change(
     for i in range(40):
         r.xadd(f"{prefix}s", {"v": str(i)})
         r.hset(f"{prefix}h:{i}", mapping={"v": i})
-    monkeypatch.setenv("GL_TEST_REDIS_URL", URL)
+    # the default user has no password: the server accepts any, so this one only shows it is never stored
+    monkeypatch.setenv("GL_TEST_REDIS_URL", "redis://:Grep-me-77@127.0.0.1:6379/13")
     path = _pipeline(
         tmp_path / "proj", {"type": "redis", "url": "${env:GL_TEST_REDIS_URL}", "patterns": [f"{prefix}*"]}
     )
@@ -168,6 +169,9 @@ def test_pipeline_keeps_the_stream_position_and_hashes_rerun_on_change(
         v for _, t in _ingest_shards(p) if "redis_type" in t.column_names for v in t.column("v").to_pylist()
     )
     assert 300 in values and len(values) == 85
+    for f in (tmp_path / "proj").rglob("*"):
+        if f.is_file():
+            assert b"Grep-me-77" not in f.read_bytes(), f
 
 
 def test_bad_password_is_a_source_error_without_the_password(r: Any) -> None:

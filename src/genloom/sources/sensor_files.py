@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 from pydantic import Field
 
-from genloom.core.errors import ConfigError, RecordError
+from genloom.core.errors import ConfigError, MissingDependencyError, RecordError, StepError
 from genloom.core.records import Rejected, record_id
 from genloom.core.registry import SOURCES
 from genloom.sources._files.base import FileSource
@@ -109,6 +109,8 @@ class SensorFilesSource(FileSource):
             yield from self.read_file(blob)
         except RecordError as e:
             yield Rejected(record_id(self.type, blob.key), e.reason, blob.key, e.detail)
+        except (MissingDependencyError, StepError):
+            raise  # not this file's fault: a library to install, a broken resource
         except Exception as e:  # a parser's exception on one broken file: that file is quarantined
             yield Rejected(
                 record_id(self.type, blob.key), f"read_error:{type(e).__name__}", blob.key, str(e)[:2000]
@@ -242,8 +244,6 @@ class SensorFilesSource(FileSource):
         try:
             import gpxpy
         except ImportError as e:
-            from genloom.core.errors import MissingDependencyError
-
             raise MissingDependencyError(
                 "gpxpy (needed by 'sensor_files' for GPX)", "pip install 'genloom[gpx]'"
             ) from e
