@@ -345,13 +345,12 @@ def series_windows(
         grid, grid_values = times, values
     observed = ~np.isnan(grid_values)
     filled = fill_gaps(grid_values, cfg.fill)
-    rows: dict[str, list[Any]] = {
-        k: [] for k in ("id", "text", "source", "meta", "series", "start", "timestamps", "values", "mask")
-    }
+    rows: dict[str, list[Any]] = {k: [] for k in ("id", "text", "meta", "start")}
+    spans: list[tuple[int, int]] = []
     base_meta = {**(meta or {}), "series": series, "channels": channels, "step": cfg.step}
+    seen_steps = observed.any(axis=1)
     for k, (a, b) in enumerate(window_starts(len(grid), cfg)):
-        obs = observed[a:b]
-        steps_seen = int(obs.any(axis=1).sum())
+        steps_seen = int(seen_steps[a:b].sum())
         start = int(grid[a])
         wid = f"{source}:{series}#{iso(start)}"
         if steps_seen < cfg.min_observed * (b - a):
@@ -362,38 +361,63 @@ def series_windows(
                 f"{steps_seen} of {b - a} steps observed (min_observed {cfg.min_observed})",
             )
             continue
-        block = filled[a:b]
-        gaps = int((~obs).sum())
-        cells = [[None if math.isnan(v) else float(v) for v in row] for row in block.tolist()]
+        gaps = int((~observed[a:b]).sum())
+        end = iso(int(grid[b - 1]))
+        spans.append((a, b))
         rows["id"].append(wid)
         rows["text"].append(
             f"{series}: {b - a} steps x {len(channels)} channels ({', '.join(channels)}) from "
-            f"{iso(start)} to {iso(int(grid[b - 1]))}, {gaps} missing values"
+            f"{iso(start)} to {end}, {gaps} missing values"
         )
-        rows["source"].append(source)
-        rows["meta"].append(
-            json.dumps(
-                {
-                    **base_meta,
-                    "window": k,
-                    "start": iso(start),
-                    "end": iso(int(grid[b - 1])),
-                    "steps": b - a,
-                    "missing": gaps,
-                    "observed_steps": steps_seen,
-                    "step_ns": step_ns,
-                },
-                sort_keys=True,
-                default=str,
-            )
-        )
-        rows["series"].append(series)
-        rows["start"].append(start // 1000)
-        rows["timestamps"].append([int(t) // 1000 for t in grid[a:b]])
-        rows["values"].append(cells)
-        rows["mask"].append(obs.tolist())
-    if rows["id"]:
-        yield windows_table(rows)
+        window_meta = {
+            "window": k,
+            "start": iso(start),
+            "end": end,
+            "steps": b - a,
+            "missing": gaps,
+            "observed_steps": steps_seen,
+            "step_ns": step_ns,
+        }
+        rows["meta"].append(json.dumps({**base_meta, **window_meta}, sort_keys=True, default=str))
+        rows["start"].append(start)
+    if spans:
+        yield _windows_arrow(source, series, rows, spans, grid, filled, observed)
+
+
+def _windows_arrow(
+    source: str,
+    series: str,
+    rows: dict[str, list[Any]],
+    spans: list[tuple[int, int]],
+    grid: np.ndarray,
+    filled: np.ndarray,
+    observed: np.ndarray,
+) -> pa.Table:
+    """The window table, built from NumPy slices (no Python value per cell)."""
+    n, channels = len(spans), filled.shape[1]
+    lengths = np.array([b - a for a, b in spans], dtype=np.int32)
+    steps = np.concatenate([np.arange(a, b) for a, b in spans])  # (sum T,)
+    outer = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    inner = pa.array(np.arange(0, len(steps) * channels + 1, channels, dtype=np.int32))
+    flat = filled[steps].ravel()  # (sum T * C,)
+    values = pa.array(flat, pa.float64(), mask=np.isnan(flat))
+    mask = pa.array(observed[steps].ravel(), pa.bool_())
+    times = pa.array(grid[steps] // 1000, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    cols = {
+        "id": pa.array(rows["id"], pa.string()),
+        "text": pa.array(rows["text"], pa.string()),
+        "source": pa.array([source] * n, pa.string()),
+        "meta": pa.array(rows["meta"], pa.string()),
+        "series": pa.array([series] * n, pa.string()),
+        "start": pa.array(np.array(rows["start"], dtype=np.int64) // 1000, pa.int64()).cast(
+            pa.timestamp("us", tz="UTC")
+        ),
+        "timestamps": pa.ListArray.from_arrays(outer, times),
+        "values": pa.ListArray.from_arrays(outer, pa.ListArray.from_arrays(inner, values)),
+        "mask": pa.ListArray.from_arrays(outer, pa.ListArray.from_arrays(inner, mask)),
+    }
+    fields = [(c, pa.string()) for c in ("id", "text", "source", "meta")] + WINDOW_SCHEMA_FIELDS
+    return pa.Table.from_pydict(cols, schema=pa.schema(fields))
 
 
 @dataclass
@@ -508,20 +532,6 @@ def typed_column(values: list[Any]) -> pa.Array:
     )
 
 
-def windows_table(rows: dict[str, list[Any]]) -> pa.Table:
-    """Window rows (``series_windows``' columns) as a table with the fixed window schema."""
-    fields = [(c, pa.string()) for c in ("id", "text", "source", "meta")] + WINDOW_SCHEMA_FIELDS
-    arrays = []
-    for name, typ in fields:
-        if name == "start":
-            arrays.append(pa.array(rows[name], pa.int64()).cast(typ))
-        elif name == "timestamps":
-            arrays.append(pa.array(rows[name], pa.list_(pa.int64())).cast(typ))
-        else:
-            arrays.append(pa.array(rows[name], typ))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-
-
 __all__ = [
     "Sample",
     "sample_records",
@@ -540,5 +550,4 @@ __all__ = [
     "series_windows",
     "to_utc_ns",
     "window_starts",
-    "windows_table",
 ]
