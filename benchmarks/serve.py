@@ -3,7 +3,7 @@
 (a) Single-stream greedy decoding, tokens/s: genloom's engine (serve/engine.py, one request) and
     ``GPT.generate`` (the KV-cache loop that models.text.generate runs), against transformers'
     ``generate`` on the model exported with ``genloom export`` (models/export.py:
-    LlamaForCausalLM). Every run decodes exactly ``--tokens`` tokens (end tokens are masked out).
+    LlamaForCausalLM). Every run decodes exactly ``--tokens`` tokens (``ignore_eos``; transformers: ``min_new_tokens``).
 (b) 1, 8 and 32 concurrent streaming clients against a live server (uvicorn in a subprocess,
     OpenAI completions with ``stream: true``): aggregate tokens/s, p50/p99 request latency and
     p99 time to the first token.
@@ -75,25 +75,6 @@ def build_model(out: Path, preset: str) -> Path:
     return model_dir
 
 
-class NoEnd:
-    """A constraint that allows every token but the end ones, so each run decodes exactly N tokens."""
-
-    def __init__(self, mask: Any) -> None:
-        self.mask = mask
-
-    def allowed(self) -> Any:
-        return self.mask
-
-    def advance(self, token_id: int) -> None:
-        pass
-
-    def finished(self) -> bool:
-        return False
-
-    def accepted(self) -> bool:
-        return True
-
-
 def single_stream(model_dir: Path, tokens: int, threads: int, repeats: int) -> dict[str, Any]:
     """Greedy decoding of one sequence: the engine, GPT.generate and transformers, tokens/s."""
     import torch
@@ -109,13 +90,12 @@ def single_stream(model_dir: Path, tokens: int, threads: int, repeats: int) -> d
     block = model.cfg.block_size  # type: ignore[union-attr]
     tokens = min(tokens, block - len(prompt))
     engine = GPTEngine(model, tok, max_batch=1, threads=threads)  # type: ignore[arg-type]
-    mask = torch.ones(model.cfg.vocab_size, dtype=torch.bool)  # type: ignore[union-attr]
-    mask[sorted(engine.end_ids)] = False
     engine.start()
 
     def engine_run() -> tuple[float, float]:
         t0 = time.perf_counter()
-        job = engine.submit([prompt], [SamplingParams(max_new_tokens=tokens, temperature=0)], [NoEnd(mask)])
+        params = SamplingParams(max_new_tokens=tokens, temperature=0, ignore_eos=True)
+        job = engine.submit([prompt], [params])
         first = None
         for event in job.events(120):
             if isinstance(event, Delta) and first is None:
@@ -206,6 +186,7 @@ async def clients(base: str, concurrency: int, requests_each: int, tokens: int) 
             "seed": i,
             "stream": True,
             "stream_options": {"include_usage": True},
+            "ignore_eos": True,
         }
         t0 = time.perf_counter()
         first = None

@@ -492,3 +492,5 @@ def test_models_without_the_engine_keep_the_locked_generate_path(
         structured = client.post("/v1/completions", json={"prompt": "alpha", "regex": "a+"})
         assert structured.status_code == 400
         assert structured.json()["error"]["code"] == "structured_output_unsupported"
+        eos = client.post("/v1/completions", json={"prompt": "alpha", "ignore_eos": True})
+        assert eos.status_code == 400 and eos.json()["error"]["param"] == "ignore_eos"

@@ -314,3 +314,17 @@ def test_streamed_text_never_splits_a_utf8_character(engine: GPTEngine) -> None:
     deltas = [e.text for e in events if isinstance(e, Delta)]
     assert all("\ufffd" not in d for d in deltas) and len(deltas) > 3
     assert "".join(deltas) == text == events[-1].text  # type: ignore[union-attr]
+
+
+def test_ignore_eos_runs_past_end_tokens_to_max_tokens(engine: GPTEngine) -> None:
+    eod = engine.tok.token_to_id("<|endoftext|>")
+    ids = [engine.tok.token_to_id("a"), eod, engine.tok.token_to_id("b")]
+    forced = ForcedTokens(ids, engine.cfg.vocab_size)
+    params = SamplingParams(max_new_tokens=3, temperature=0, ignore_eos=True)
+    (done,) = engine.submit([_ids(engine, "alpha")], [params], [forced]).results(30)
+    assert (done.text, done.completion_tokens, done.error) == ("ab", 3, None)
+    stops = SamplingParams(max_new_tokens=3, temperature=0)
+    (ended,) = engine.submit(
+        [_ids(engine, "alpha")], [stops], [ForcedTokens(ids, engine.cfg.vocab_size)]
+    ).results(30)
+    assert ended.completion_tokens == 1 and ended.error is not None  # the end token ended it early

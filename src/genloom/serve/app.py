@@ -470,6 +470,9 @@ def create_app(
         if _asks_structure(body):  # fail closed: never an unconstrained 200
             msg = "structured output (response_format, regex) needs a genloom GPT; this model generates without it"
             raise APIError(400, msg, "invalid_request_error", "structured_output_unsupported")
+        if body.ignore_eos:
+            msg = "ignore_eos needs a genloom GPT (the engine); this model stops at its end tokens"
+            raise APIError(400, msg, "invalid_request_error", param="ignore_eos")
 
     async def constraint_factory(model: ServedModel, engine: GPTEngine, body: SamplingOptions) -> Any:
         """The compiled grammar of ``response_format`` / ``regex`` (off the event loop), or None."""
@@ -504,6 +507,7 @@ def create_app(
         options: dict[str, Any],
         logprobs: int | None,
         factory: Any,
+        ignore_eos: bool = False,
     ) -> Job:
         """One row per prompt and choice (prompt by prompt, ``n`` each) in the engine's queue."""
         params = SamplingParams(
@@ -515,6 +519,7 @@ def create_app(
             stop=tuple(options["stop"] or ()),
             seed=options["seed"],
             logprobs=logprobs,
+            ignore_eos=ignore_eos,
         )
         rows = [ids for ids in encoded for _ in range(n)]
         constraints = [factory.new() for _ in rows] if factory is not None else None
@@ -682,7 +687,7 @@ def create_app(
         encoded = encode_all(engine, prompts, body.controls)
         prompt_tokens = sum(len(ids) for ids in encoded)
         factory = await constraint_factory(model, engine, body)
-        job = submit(engine, encoded, body.n, options, body.logprobs, factory)
+        job = submit(engine, encoded, body.n, options, body.logprobs, factory, body.ignore_eos)
         rid = request.state.request_id
         if body.stream:
             head = {
@@ -782,7 +787,8 @@ def create_app(
         encoded = encode_all(engine, [prompt], body.controls)
         prompt_tokens = len(encoded[0])
         factory = await constraint_factory(model, engine, body)
-        job = submit(engine, encoded, body.n, options, _top_k_of(body) if body.logprobs else None, factory)
+        top = _top_k_of(body) if body.logprobs else None
+        job = submit(engine, encoded, body.n, options, top, factory, body.ignore_eos)
         rid = request.state.request_id
         if body.stream:
             head = {

@@ -108,6 +108,8 @@ class SamplingParams:
     seed: int | None = None
     #: None: no log-probabilities; k >= 0: the chosen token's and the k likeliest alternatives'
     logprobs: int | None = None
+    #: end tokens do not end the row (vLLM's option, for benchmarks): it runs to max_new_tokens
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -653,7 +655,7 @@ class GPTEngine:
         if row.job.first_token_at is None:
             row.job.first_token_at = self.clock()
             self.metrics.ttft.observe(time.monotonic() - row.job.submitted)
-        if tok in self.end_ids:
+        if tok in self.end_ids and not p.ignore_eos:
             self._finish(row, "stop")
             return
         if row.constraint is not None:

@@ -145,6 +145,10 @@ class SamplingOptions(BaseModel):
     stream_options: StreamOptions | None = Field(
         None, description="With stream: {'include_usage': true} adds a last chunk with the usage."
     )
+    ignore_eos: bool = Field(
+        False,
+        description="Not in OpenAI's API (vLLM's, extra_body): generate max_tokens tokens, past end tokens.",
+    )
 
     def stops(self) -> list[str]:
         """``stop`` as a list."""
