@@ -283,3 +283,14 @@ def test_shared_gpx_tracks_quarantine_points_without_a_time(shared_data: Path) -
     assert {r["reason"] for r in rejected} == {"no_timestamp"}
     ts = [r["ts"] for r in rows]
     assert ts == sorted(ts) and ts[0].tzinfo is not None
+
+
+def test_the_files_source_hands_gpx_tracks_to_sensor_files(tmp_path: Path) -> None:
+    from genloom.sources.files import FilesSource
+
+    _gpx(tmp_path / "walk.gpx")
+    (tmp_path / "notes.txt").write_text("plain notes")
+    rows, rejected = read_all(FilesSource(paths=[str(tmp_path)]))
+    assert [r["reason"] for r in rejected] == ["no_timestamp"]
+    assert sorted({r["source"] for r in rows}) == ["sensor_files", "text"]
+    assert [r["ele"] for r in rows if r["source"] == "sensor_files"] == [300.0, 301.0, 302.0, 303.0, 304.0]

@@ -30,6 +30,7 @@ from genloom.sources._series import (
 TIME_NAMES = ("timestamp", "time", "datetime", "date_time", "date", "ts", "month", "year")
 # the parts of a time spread over several columns (``time_field: [year, month, day, hour]``)
 _PARTS = ("year", "month", "day", "hour", "minute", "second")
+GPX_NAMESPACE = b"http://www.topografix.com/GPX/"
 _NULLS = ["", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "#N/A"]
 
 
@@ -79,6 +80,9 @@ class SensorFilesSource(FileSource):
     )
 
     formats: ClassVar[tuple[str, ...]] = ("sensor_files",)
+    # GPX's XML namespace: ``files`` hands GPX tracks to this reader (CSV and JSON stay theirs)
+    magic: ClassVar[tuple[bytes, ...]] = (GPX_NAMESPACE,)
+    magic_within: ClassVar[int] = 4096
     default_include: ClassVar[tuple[str, ...]] = (
         "*.csv",
         "*.tsv",
@@ -120,7 +124,7 @@ class SensorFilesSource(FileSource):
         """csv, jsonl or gpx for ``blob``."""
         if self.format != "auto":
             return self.format
-        if blob.ext == "gpx":
+        if blob.ext == "gpx" or GPX_NAMESPACE in blob.head(4096):
             return "gpx"
         if blob.ext in ("jsonl", "ndjson", "json"):
             return "jsonl"
