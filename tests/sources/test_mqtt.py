@@ -11,10 +11,13 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from genloom.core.errors import ConfigError, SourceError
 from genloom.core.steps import StepContext
@@ -234,3 +237,62 @@ def test_config_needs_a_bound_and_csv_columns() -> None:
     with pytest.raises(ConfigError) as e:
         MqttSource(topics=["a/#"], duration_s=1, clean_session=False).check("sources.3")
     assert e.value.path == "sources.3.client_id"
+
+
+def test_pipeline_runs_are_new_captures_and_keep_captures_holds_the_last_runs(
+    prefix: str, tmp_path: Path
+) -> None:
+    from genloom.pipeline import Pipeline
+
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    source = {
+        "type": "mqtt",
+        "topics": [f"{prefix}/p"],
+        "max_messages": 4,
+        "duration_s": 20,
+        "keep_captures": 2,
+    }
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"name": "mqtttest", "sources": [source]}, sort_keys=False))
+
+    def run_with(values: list[int]) -> Any:
+        hook = _Subscribed()
+        logger = logging.getLogger("genloom.sources.mqtt")
+        logger.addHandler(hook)
+        logger.setLevel(logging.INFO)
+
+        def publish() -> None:
+            if hook.subscribed.wait(10):
+                client = _publisher()
+                for v in values:
+                    client.publish(f"{prefix}/p", json.dumps({"v": v}), qos=1).wait_for_publish(5)
+                client.loop_stop()
+                client.disconnect()
+
+        thread = threading.Thread(target=publish)
+        thread.start()
+        try:
+            p = Pipeline.from_file(path)
+            result = p.run()
+        finally:
+            thread.join()
+            logger.removeHandler(hook)
+        ingest = result.stages[0]
+        manifest = p.store.read_manifest("ingest", ingest.key)
+        values_read = sorted(
+            v
+            for k in manifest["shards"]
+            for v in pq.read_table(Path(p.store.shard_dir("ingest", k)) / "data.parquet")
+            .column("v")
+            .to_pylist()
+        )
+        return ingest, manifest["shards"], values_read
+
+    first, shards1, got = run_with([1, 2, 3, 4])
+    assert first.status == "ran" and got == [1, 2, 3, 4]
+    second, shards2, got = run_with([5, 6, 7, 8])
+    assert second.status == "ran" and got == [1, 2, 3, 4, 5, 6, 7, 8]  # a new capture, the old one kept
+    assert shards2[0] == shards1[0]  # the first capture's shard is a cache hit
+    _, shards3, got = run_with([9, 10, 11, 12])
+    assert got == [5, 6, 7, 8, 9, 10, 11, 12] and shards3[0] == shards2[1]  # the last two captures

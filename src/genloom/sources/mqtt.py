@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pyarrow as pa
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr
 
 from genloom.core.errors import ConfigError, MissingDependencyError, SourceError
 from genloom.core.records import Rejected, record_id
@@ -72,6 +72,9 @@ class MqttSource(Source):
     broker keeps the messages published meanwhile (and between runs), otherwise messages sent
     while disconnected are lost, which ``meta.reconnects`` records. Every run is a new capture:
     its partition fingerprint is new each time, so ingest never serves an old capture from cache.
+    With ``keep_captures: N`` the dataset holds the last N runs' captures (kept in the catalog;
+    the earlier ones are cache hits); a kept capture whose shard is gone (a killed run's) is
+    captured again in its place.
     """
 
     type: Literal["mqtt"] = "mqtt"
@@ -120,6 +123,12 @@ class MqttSource(Source):
         description="false (with a fixed client_id and qos >= 1): the broker keeps the subscription "
         "and queues messages while the source is away, so the next run reads them",
     )
+    keep_captures: int = Field(
+        default=1,
+        ge=1,
+        description="how many captures (runs) the dataset holds: 1 (this run's messages only), or the "
+        "last N runs' (the earlier ones are cache hits, so each run adds only its new messages)",
+    )
     keepalive_s: int = Field(default=30, ge=5, description="MQTT keep-alive interval")
     retries: int = Field(default=3, ge=0, description="connection attempts after a failed or lost one")
     retry_backoff_s: float = Field(default=0.5, ge=0, description="first wait; doubled each retry")
@@ -129,6 +138,11 @@ class MqttSource(Source):
 
     requires: ClassVar[tuple[str, ...]] = ("paho.mqtt.client",)
     extra: ClassVar[str] = "mqtt"
+    # one shard per capture: a new capture leaves the kept ones' shards (cache hits) alone
+    partitions_per_shard: ClassVar[int | None] = 1
+
+    _restored: list[str] = PrivateAttr(default_factory=list)
+    _captures: list[str] | None = PrivateAttr(default=None)
 
     # -- config and secrets
 
@@ -176,9 +190,23 @@ class MqttSource(Source):
 
     # -- planning
 
+    def restore_state(self, state: dict[str, Any] | None) -> None:
+        """The captures of the last runs (from the catalog)."""
+        captures = (state or {}).get("captures")
+        self._restored = [str(c) for c in captures] if isinstance(captures, list) else []
+
+    def state(self) -> dict[str, Any] | None:
+        """The captures the dataset holds, for the next run (with ``keep_captures`` > 1)."""
+        if self._captures is None or self.keep_captures == 1:
+            return None
+        return {"captures": self._captures}
+
     def partitions(self) -> list[Any]:
-        """One capture per run (a live subscription cannot be split or replayed)."""
-        return [{"capture": uuid.uuid4().hex, "topics": list(self.topics)}]
+        """A new capture for this run, after the kept captures of earlier runs (cache hits: a
+        live subscription cannot be split or replayed)."""
+        captures = [*self._restored, uuid.uuid4().hex][-self.keep_captures :]
+        self._captures = captures
+        return [{"capture": c, "topics": list(self.topics)} for c in captures]
 
     def partition_fingerprint(self, partition: Any) -> str:
         """New for every capture: a subscription's messages are never a cache hit."""
