@@ -169,7 +169,9 @@ class Pages(BaseHTTPRequestHandler):
         s = self.state
         s["log"].append((self.path, time.monotonic()))
         path = self.path
-        if path == "/robots.txt":
+        if path == "/robots.txt" and s.get("robots_status", 200) != 200:
+            self._send(s["robots_status"], b"robots.txt trouble", "text/plain")
+        elif path == "/robots.txt":
             rules = f"User-agent: *\nDisallow: /private/\nCrawl-delay: {s['crawl_delay']}\nSitemap: {s['base']}/map.xml\n"
             self._send(200, rules.encode(), "text/plain")
         elif path == "/map.xml":
@@ -327,6 +329,22 @@ def test_redirects_to_private_addresses_are_refused_on_every_hop(pages: tuple[st
     assert details["/evil"][0] == details["/ten"][0] == "private_address"
     assert "169.254.169.254, a link-local address" in details["/evil"][1]
     assert "10.1.2.3, a private address" in details["/ten"][1]
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"), [(404, "allowed: no robots.txt (HTTP 404)"), (503, "robots_disallowed")]
+)
+def test_a_missing_robots_txt_allows_and_a_failing_one_forbids(
+    pages: tuple[str, dict[str, Any]], status: int, outcome: str
+) -> None:
+    base, state = pages
+    state["links"], state["robots_status"] = ["/a"], status
+    table, ctx, _ = _crawl(_pages_source(base, sitemaps=False, max_depth=0))
+    if status == 404:  # RFC 9309: a 4xx robots.txt means no rules
+        assert load_meta(table.column("meta")[0].as_py())["robots"] == outcome
+    else:  # a 5xx means the host is off limits: not one page fetched
+        assert table.num_rows == 0 and [r["reason"] for r in ctx.rejected] == [outcome]
+        assert [p for p, _ in state["log"]] == ["/robots.txt"]
 
 
 @pytest.mark.parametrize(

@@ -435,7 +435,7 @@ class RestApiSource(Source):
             while True:
                 response, doc = self._fetch(client, url, params)
                 page_url = self.redact(str(response.url))
-                items = self._items(doc, page_url)
+                items = self._items(doc)
                 yield page, page_url, items
                 page += 1
                 if isinstance(paging, PagePaging):
@@ -468,7 +468,7 @@ class RestApiSource(Source):
                 else:
                     return
 
-    def _items(self, doc: Any, page_url: str) -> list[Any]:
+    def _items(self, doc: Any) -> list[Any]:
         if self.records_path is None:
             return doc if isinstance(doc, list) else [doc]
         import jsonpath

@@ -147,6 +147,7 @@ class WebSource(Source):
 
     _previous: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
     _pages: list[_Page] | None = PrivateAttr(default=None)
+    _by_final: dict[str, _Page] = PrivateAttr(default_factory=dict)
     _spool: str = PrivateAttr(default="")
 
     # -- config
@@ -205,6 +206,7 @@ class WebSource(Source):
             self._pages = crawl.run()
         finally:
             crawl.close()
+        self._by_final = {p.final_url: p for p in self._pages if not p.rejected}
         out: list[Any] = []
         for p in self._pages:
             if p.rejected:
@@ -221,10 +223,7 @@ class WebSource(Source):
         return f"sha256:{page.sha}" if page else ""
 
     def _page(self, final_url: str) -> _Page | None:
-        for p in self._pages or []:
-            if p.final_url == final_url and not p.rejected:
-                return p
-        return None
+        return self._by_final.get(final_url)
 
     def location(self, partition: Any) -> str:
         return str(partition.get("url", "")) if isinstance(partition, dict) else ""
