@@ -97,6 +97,18 @@ def test_unreachable_server_is_a_source_error_after_retries_without_the_password
     assert "ServerSelectionTimeoutError" in message
 
 
+def test_id_is_always_in_the_projection() -> None:
+    def projection(value: Any) -> Any:
+        return MongodbSource(
+            uri="mongodb://h", database="d", collection="c", projection=value
+        ).find_projection()
+
+    assert projection(None) is None
+    assert projection(["title", "body"]) == {"title": 1, "body": 1, "_id": 1}
+    assert projection({"title": 1, "_id": 0}) == {"title": 1, "_id": 1}
+    assert projection({"secret": 0, "_id": 0}) == {"secret": 0}  # exclusions keep _id by default
+
+
 def test_config_errors_name_the_path() -> None:
     with pytest.raises(ConfigError) as e:
         MongodbSource(uri="postgresql://x", database="d", collection="c").check("sources.1")

@@ -64,7 +64,9 @@ class MongodbSource(Source):
     collection: str = Field(description="the collection")
     filter: dict[str, Any] = Field(default_factory=dict, description="a MongoDB query filter")
     projection: dict[str, Any] | list[str] | None = Field(
-        default=None, description="the fields to read (a list of names, or MongoDB's projection document)"
+        default=None,
+        description="the fields to read (a list of names, or MongoDB's projection document); "
+        "_id is always read, since the read is ordered and resumed by it",
     )
     incremental: MongoIncrementalConfig | None = Field(
         default=None, description="read only documents past the last run's watermark (kept in the catalog)"
@@ -261,9 +263,7 @@ class MongodbSource(Source):
     def read(self, partition: Any) -> Iterator[pa.Table | Rejected]:
         """The partition's documents in ``_id`` order, in batches; a lost cursor resumes."""
         query = self._query(partition)
-        projection = self.projection
-        if isinstance(projection, list):
-            projection = dict.fromkeys(projection, 1)
+        projection = self.find_projection()
         last_id: Any = None
         cursor: Any = None
         attempt = 0
@@ -289,6 +289,18 @@ class MongodbSource(Source):
                 yield from self.documents_table(batch)
             if len(batch) < self.batch_size:
                 return
+
+    def find_projection(self) -> dict[str, Any] | None:
+        """``projection`` as MongoDB's document, with ``_id`` always read: the read is ordered
+        and resumed by it (it is kept in ``mongo_id``)."""
+        projection = self.projection
+        if projection is None:
+            return None
+        if isinstance(projection, list):
+            projection = dict.fromkeys(projection, 1)
+        if _excludes_only(projection):
+            return {k: v for k, v in projection.items() if k != "_id"}
+        return {**projection, "_id": 1}
 
     def documents_table(self, docs: list[dict[str, Any]]) -> Iterator[pa.Table | Rejected]:
         """Documents as one record table (typed top-level fields; ``_id`` in the id)."""
@@ -357,6 +369,12 @@ def _show(value: Any) -> str:
 
 def _as_text(col: Any) -> pa.Array:
     return pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.string())
+
+
+def _excludes_only(projection: dict[str, Any]) -> bool:
+    """Whether a projection only excludes fields (``{secret: 0}``), apart from ``_id``."""
+    values = [v for k, v in projection.items() if k != "_id"]
+    return bool(values) and all(v in (0, False) for v in values)
 
 
 def _get(doc: dict[str, Any], path: str) -> Any:

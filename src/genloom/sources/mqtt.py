@@ -275,7 +275,9 @@ class MqttSource(Source):
                     return [flatten(doc)]
                 if isinstance(doc, list) and doc and all(isinstance(d, dict) for d in doc):
                     return [flatten(d) for d in doc]
-                return [{"value": doc}]
+                if self.payload == "json" or not self.csv_columns:
+                    return [{"value": doc}]
+                # auto with csv_columns: a bare number ("20.5") is a one-value CSV line
         return self._csv(text)
 
     def _csv(self, text: str) -> list[dict[str, Any]]:
