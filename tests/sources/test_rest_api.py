@@ -244,7 +244,8 @@ def test_each_paging_mode_reads_every_served_row_once_through_faults(
     assert ids == list(range(1, 96))
     assert sorted(state.served) == ids  # rows read == rows served, none twice
     assert not ctx.rejected
-    assert state.requests == 10 + 3  # ten pages (the short last one ends paging), three retries
+    # ten pages, three retries, and for page and offset the empty page that ends the paging
+    assert state.requests == 10 + 3 + (paging in ("page", "offset"))
     rec = table.slice(7, 1).to_pylist()[0]
     assert rec["text"] == "title 8: body of item 8"
     assert rec["source"] == "rest_api"
@@ -292,12 +293,23 @@ def test_bad_credentials_fail_with_a_source_error_that_hides_them(
     assert wrong not in message and "Zq8" not in message
 
 
+def test_a_server_that_caps_the_page_size_loses_nothing(api: tuple[str, ApiState]) -> None:
+    base, state = api
+    # the app caps nothing, so ask for more than it will send: 10 per page arrive for 25 asked
+    src = _source(base, "bearer", "page", pagination={"type": "page", "size": 25})
+    assert _native_ids(_read(src)[0]) == list(range(1, 96))
+    trusting = _source(
+        base, "bearer", "page", pagination={"type": "page", "size": 25, "stop_on_short_page": True}
+    )
+    assert _native_ids(_read(trusting)[0]) == list(range(1, 11))  # what the option warns about
+
+
 def test_oauth2_token_is_refreshed_when_the_api_answers_401(api: tuple[str, ApiState]) -> None:
     base, state = api
     state.token_uses = 3  # the server revokes each token after three requests
     table, _ = _read(_source(base, "oauth", "offset"))
     assert _native_ids(table) == list(range(1, 96))
-    assert state.token_requests == 4  # 10 pages at 3 per token
+    assert state.token_requests == 4  # 11 requests (10 pages and the empty one) at 3 per token
 
 
 def test_retry_after_is_honoured_and_a_long_one_fails_loudly(api: tuple[str, ApiState]) -> None:

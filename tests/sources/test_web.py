@@ -214,6 +214,8 @@ class Pages(BaseHTTPRequestHandler):
             self._send(302, b"", Location="http://169.254.169.254/latest/meta-data/")
         elif path == "/ten":
             self._send(302, b"", Location="http://10.1.2.3/admin")
+        elif path == "/moved":
+            self._send(301, b"", Location=f"{s['base']}/start")
         elif path == "/offsite":
             self._send(302, b"", Location="http://elsewhere.invalid/")
         elif path == "/boom":
@@ -318,6 +320,24 @@ def test_etag_304_keeps_the_page_and_a_change_is_fetched(pages: tuple[str, dict[
         "version 2"
         in table.filter(pa.compute.equal(table.column("id"), f"web:{base}/etag")).column("text")[0].as_py()
     )
+
+
+def test_a_seed_that_moves_to_another_host_is_followed_there(pages: tuple[str, dict[str, Any]]) -> None:
+    base, _ = pages
+    port = base.rsplit(":", 1)[1]
+    # localhost/moved -> 127.0.0.1/start: the seed's host changes, as http -> https or www would
+    src = _pages_source(
+        base,
+        seeds=[f"http://localhost:{port}/moved"],
+        sitemaps=False,
+        allowed_networks=["127.0.0.0/8", "::1/128"],
+    )
+    table, ctx, _ = _crawl(src)
+    assert table.column("id").to_pylist()[0] == f"web:{base}/start"
+    assert table.num_rows > 3  # and its links on the new host are followed
+    assert not [
+        r for r in ctx.rejected if r["reason"] == "redirect_out_of_scope" and "/moved" in r["location"]
+    ]
 
 
 def test_redirects_to_private_addresses_are_refused_on_every_hop(pages: tuple[str, dict[str, Any]]) -> None:

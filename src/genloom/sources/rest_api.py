@@ -85,24 +85,33 @@ class NoPaging(_Model):
 
 
 class PagePaging(_Model):
-    """Page numbers: ``?page=1``, ``?page=2``... until a page comes back empty or short."""
+    """Page numbers: ``?page=1``, ``?page=2``... until a page comes back empty."""
 
     type: Literal["page"] = "page"
     param: str = Field(default="page", description="the page-number parameter")
     start: int = Field(default=1, ge=0, description="the first page's number")
     size_param: str | None = Field(default=None, description="the page-size parameter (per_page)")
-    size: int | None = Field(
-        default=None, gt=0, description="records per page; a shorter page is the last one"
+    size: int | None = Field(default=None, gt=0, description="records per page, sent as size_param")
+    stop_on_short_page: bool = Field(
+        default=False,
+        description="end at a page shorter than size, saving the request for the empty page; "
+        "only for servers known not to cap page sizes (a capped page would end the read early)",
     )
 
 
 class OffsetPaging(_Model):
-    """Offset and limit: ``?offset=0&limit=100``... until a page holds fewer than ``limit``."""
+    """Offset and limit: ``?offset=0&limit=100``... until a page comes back empty; the next
+    offset advances by the records received, so a server that caps ``limit`` loses nothing."""
 
     type: Literal["offset"] = "offset"
     offset_param: str = Field(default="offset", description="the offset parameter")
     limit_param: str = Field(default="limit", description="the limit parameter")
     limit: int = Field(default=100, gt=0, description="records per request")
+    stop_on_short_page: bool = Field(
+        default=False,
+        description="end at a page shorter than limit, saving the request for the empty page; "
+        "only for servers known not to cap the limit",
+    )
 
 
 class CursorPaging(_Model):
@@ -439,11 +448,12 @@ class RestApiSource(Source):
                 yield page, page_url, items
                 page += 1
                 if isinstance(paging, PagePaging):
-                    if not items or (paging.size is not None and len(items) < paging.size):
+                    short = paging.size is not None and len(items) < paging.size
+                    if not items or (short and paging.stop_on_short_page):
                         return
                     params[paging.param] += 1
                 elif isinstance(paging, OffsetPaging):
-                    if len(items) < paging.limit:
+                    if not items or (len(items) < paging.limit and paging.stop_on_short_page):
                         return
                     params[paging.offset_param] += len(items)
                 elif isinstance(paging, CursorPaging):

@@ -333,6 +333,7 @@ class _Crawl:
         self.gates: dict[str, HostGate] = {}
         self.robots: dict[str, _Robots] = {}
         self.robots_locks: dict[str, threading.Lock] = {}
+        self.seed_urls = {_normalise(s) for s in src.seeds}
         self.seed_hosts = {(urlsplit(s).hostname or "").lower() for s in src.seeds}
         self.include = [re.compile(p) for p in src.include]
         self.exclude = [re.compile(p) for p in src.exclude]
@@ -449,6 +450,9 @@ class _Crawl:
                     raise _Refused(
                         "too_many_redirects", f"more than {src.max_redirects}: {' -> '.join(chain)}"
                     )
+                if page.url in self.seed_urls:
+                    # a seed moved (http -> https, www -> the apex): its new host is a seed host
+                    self.seed_hosts.add((urlsplit(target).hostname or "").lower())
                 if not self.in_scope(target):
                     raise _Refused("redirect_out_of_scope", f"{current} -> {target}")
                 current = target
