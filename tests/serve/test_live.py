@@ -199,3 +199,16 @@ def _ready(base: str) -> bool:
         return httpx.get(f"{base}/readyz").status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_a_non_streaming_client_that_leaves_frees_its_slot(tiny_gpt: Path, catalog: Catalog) -> None:
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    with live_server(app) as base:
+        engine = app.state.genloom.engine
+        _slow_engine(app, 0.05)  # 30 tokens: 1.5 s if nobody stops it
+        body = {"prompt": "alpha", "max_tokens": 30, "temperature": 0}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{base}/v1/completions", json=body, timeout=0.3)  # gives up, closes the socket
+        assert engine.active == 1
+        # the endpoint looks at its connection every half second and cancels the job
+        assert _wait(lambda: engine.active == 0, timeout=0.9), engine.active

@@ -540,19 +540,29 @@ def create_app(
         """Every row's Finish and log-probabilities; cancels the job if the client goes away."""
         finishes: dict[int, Finish] = {}
         logprobs: dict[int, list[TokenLogprob]] = {}
+
+        async def watch() -> None:  # request.is_disconnected() cannot see it behind the middleware
+            try:
+                while (await request.receive())["type"] != "http.disconnect":
+                    pass
+            except Exception:  # an unexpected ASGI message: stop watching, let the request run
+                return
+            job.cancel()  # after the reply is sent the server reports a disconnect too: a no-op then
+
+        watcher = asyncio.create_task(watch())
         try:
             while len(finishes) < job.n_rows:
-                event = await job.next_event(timeout=0.5)
+                event = await job.next_event(timeout=1.0)
                 if event is None:
-                    if await request.is_disconnected():
-                        raise APIError(499, "the client closed the request", code="client_closed_request")
-                elif isinstance(event, Finish):
+                    continue
+                if isinstance(event, Finish):
                     finishes[event.index] = event
                     if event.error is not None:
                         raise engine_failure(event.error)
                 elif event.logprobs:
                     logprobs.setdefault(event.index, []).extend(event.logprobs)
         finally:
+            watcher.cancel()
             job.cancel()  # a no-op once every row has finished
         return [finishes[i] for i in range(job.n_rows)], logprobs
 
