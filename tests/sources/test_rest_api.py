@@ -364,6 +364,17 @@ def test_items_that_are_not_records_are_quarantined(api: tuple[str, ApiState]) -
     assert sorted(r["reason"] for r in ctx.rejected) == ["duplicate_id", "missing_field", "not_an_object"]
 
 
+def test_cache_ttl_changes_the_fingerprint_once_the_period_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    src = RestApiSource(url="http://x/items", cache_ttl_s=60)
+    monkeypatch.setattr(time, "time", lambda: 6000.0)
+    first = src.partition_fingerprint(None)
+    monkeypatch.setattr(time, "time", lambda: 6059.0)
+    assert src.partition_fingerprint(None) == first  # within the period: a cache hit
+    monkeypatch.setattr(time, "time", lambda: 6061.0)
+    assert src.partition_fingerprint(None) != first  # a later run fetches again
+    assert RestApiSource(url="http://x/items").partition_fingerprint(None) == "|null"
+
+
 def test_config_errors_point_at_the_field() -> None:
     with pytest.raises(ConfigError, match="exactly one of 'header' or 'query'"):
         RestApiSource.model_validate({"url": "http://x", "auth": {"type": "api_key", "key": "k"}}).check(

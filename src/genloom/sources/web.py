@@ -348,7 +348,9 @@ class _Crawl:
         if parts.scheme not in ("http", "https"):
             return False
         host = (parts.hostname or "").lower()
-        if self.src.same_domain and not any(host == h or host.endswith("." + h) for h in self.seed_hosts):
+        with self.lock:  # a seed's redirect may add a host from another thread
+            hosts = tuple(self.seed_hosts)
+        if self.src.same_domain and not any(host == h or host.endswith("." + h) for h in hosts):
             return False
         if any(p.search(url) for p in self.exclude):
             return False
@@ -452,7 +454,8 @@ class _Crawl:
                     )
                 if page.url in self.seed_urls:
                     # a seed moved (http -> https, www -> the apex): its new host is a seed host
-                    self.seed_hosts.add((urlsplit(target).hostname or "").lower())
+                    with self.lock:
+                        self.seed_hosts.add((urlsplit(target).hostname or "").lower())
                 if not self.in_scope(target):
                     raise _Refused("redirect_out_of_scope", f"{current} -> {target}")
                 current = target
@@ -467,7 +470,7 @@ class _Crawl:
             page.etag, page.last_modified = previous.get("etag", ""), previous.get("last_modified", "")
             page.links = list(previous.get("links", []))
             return
-        if status >= 400 or status < 200 or status == 304:
+        if not 200 <= status < 300:  # an error, a 304 without a kept page, a redirect without Location
             raise _Refused(f"http_{status}", f"{current}: HTTP {status}")
         robots_tag = resp_headers.get("x-robots-tag", "").lower()
         page.content_type = resp_headers.get("content-type", "")
