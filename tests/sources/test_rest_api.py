@@ -492,3 +492,29 @@ def test_pipeline_fails_naming_the_source_on_refused_credentials(
     for f in (tmp_path / "proj").rglob("*"):
         if f.is_file():
             assert b"not-the-token-Q77" not in f.read_bytes(), f
+
+
+def test_a_run_that_fails_mid_read_is_completed_by_the_next_without_loss_or_repeats(
+    api: tuple[str, ApiState], tmp_path: Path
+) -> None:
+    base, state = api
+    source = {
+        "type": "rest_api",
+        "url": f"{base}/v1/none/offset",
+        "pagination": {"type": "offset", "limit": 10},
+        "records_path": "$.data",
+        "id_field": "id",
+        "incremental": {"field": "updated_at", "param": "since"},
+        "retries": 1,
+        "retry_backoff_s": 0.01,
+    }
+    path = _pipeline(tmp_path / "proj", source)
+    state.faults = ["ok", "ok", "500", "500"]  # page 3 fails twice: more than the one retry
+    with pytest.raises(SourceError, match="HTTP 500 after 1 retries"):
+        Pipeline.from_file(path).run()
+    state.items += [ApiState.item(i, _iso(time.time())) for i in range(96, 101)]  # arrive meanwhile
+    time.sleep(0.01)
+    p = Pipeline.from_file(path)
+    result = p.run()
+    ids = [i for _, t in _ingest_shards(p, result.stages[0].key) for i in _native_ids(t)]
+    assert sorted(ids) == list(range(1, 101))  # what an uninterrupted run would read, once each
