@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -224,7 +225,7 @@ class RedisSource(Source):
         positions: dict[str, list[str]] = {}
         if self.value in ("auto", "stream"):
             for key in self._stream_keys():
-                last = self._retrying(f"XREVRANGE {key}", lambda c, k=key: c.xrevrange(k, count=1))
+                last = self._retrying(f"XREVRANGE {key}", partial(_newest_entry, key=key))
                 bounds = list(self._restored.get(key, []))
                 if last:
                     top = last[0][0].decode()
@@ -446,7 +447,7 @@ class RedisSource(Source):
             cells = [r["fields"].get(name) for r in rows]
             declared = self.types.get(name)
             if declared is not None:
-                values = []
+                values: list[Any] = []
                 for i, cell in enumerate(cells):
                     if cell is None:
                         values.append(None)
@@ -579,6 +580,10 @@ def _as_text(col: Any) -> pa.Array:
         [None if v is None else v if isinstance(v, str) else json.dumps(v, default=str) for v in values],
         pa.string(),
     )
+
+
+def _newest_entry(client: Any, key: str) -> Any:
+    return client.xrevrange(key, count=1)
 
 
 def _entry_order(eid: str) -> tuple[int, int]:
