@@ -278,7 +278,9 @@ class RestApiSource(Source):
             try:
                 jsonpath.compile(expr)
             except jsonpath.JSONPathError as e:
-                raise ConfigError(f"not a JSONPath: {e}", path=f"{path}.{name}") from e
+                raise ConfigError(
+                    f"not a JSONPath ({expr!r}): {e.args[0] if e.args else e}", path=f"{path}.{name}"
+                ) from e
 
     @property
     def dataset(self) -> str:
