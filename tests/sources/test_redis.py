@@ -81,6 +81,8 @@ def test_hashes_json_and_strings_rows_read_equal_rows_written_with_types(r: Any,
         ("B", 4, False, "[]"),
     ]
     assert docs[2]["value"] == "just text" and docs[2]["text"] == "value: just text"
+    raw, _ = _read(RedisSource(url=URL, patterns=[f"{prefix}doc:1"], value="string"))
+    assert json.loads(raw[0]["value"])["title"] == "A"  # value: string keeps the text as it is
 
 
 def test_declared_types_and_values_that_cannot_be_parsed_are_quarantined(r: Any, prefix: str) -> None:

@@ -72,8 +72,8 @@ class RedisSource(Source):
     value: Literal["auto", "hash", "json", "string", "stream"] = Field(
         default="auto",
         description="which keys to read: auto (hashes, strings, RedisJSON values and streams, by each "
-        "key's type), or one kind only (keys of other types are quarantined); json: every string "
-        "must hold JSON",
+        "key's type; a string holding a JSON object gives its fields), or one kind only (keys of "
+        "other types are quarantined); json: every string must hold JSON; string: strings as text",
     )
     types: dict[str, FieldType] = Field(
         default_factory=dict,
@@ -384,6 +384,8 @@ class RedisSource(Source):
     def _string_fields(self, text: str) -> dict[str, Any]:
         if self.value == "json":
             return _json_fields(json.loads(text))
+        if self.value == "string":  # asked for the text as it is
+            return {"value": (text, "text")}
         stripped = text.lstrip()
         if stripped.startswith("{"):
             try:
