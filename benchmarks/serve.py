@@ -15,6 +15,7 @@ llama.cpp is not compared here (no llama-cpp-python in this environment).
 
 Run:  .venv/bin/python benchmarks/serve.py [--preset mini] [--threads 2] [--tokens 100]
       .venv/bin/python benchmarks/serve.py --quick          # under 2 minutes
+      .venv/bin/python benchmarks/serve.py --soak 600       # 8 clients for 10 minutes: errors, memory
 
 The last line printed is one JSON object.
 """
@@ -237,7 +238,6 @@ def concurrent(
 ) -> list[dict[str, Any]]:
     """Part (b): a live server in a subprocess and 1, 8, 32 concurrent streaming clients."""
     import httpx
-    from tests.serve.conftest import free_port
 
     port = free_port()
     env = {
@@ -278,6 +278,121 @@ def concurrent(
         proc.wait(timeout=30)
 
 
+def free_port() -> int:
+    """A TCP port free on loopback."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def soak(model_dir: Path, threads: int, max_batch: int, seconds: float, concurrency: int) -> dict[str, Any]:
+    """``concurrency`` clients streaming without pause for ``seconds``: errors, tokens and the
+    server's resident memory over time (growth is measured from the end of the first minute,
+    after the allocator and caches have warmed up)."""
+    import httpx
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [
+        sys.executable,
+        __file__,
+        "--serve",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--threads",
+        str(threads),
+    ]
+    proc = subprocess.Popen([*cmd, "--max-batch", str(max_batch)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    samples: list[tuple[float, float]] = []
+    errors: list[str] = []
+    done = 0
+    tokens = 0
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the soak server did not start")
+            time.sleep(0.2)
+
+        async def run() -> None:
+            nonlocal done, tokens
+            start = time.monotonic()
+
+            async def worker(client: httpx.AsyncClient, w: int) -> None:
+                nonlocal done, tokens
+                k = 0
+                while time.monotonic() - start < seconds:
+                    k += 1
+                    body = {
+                        "prompt": "ROMEO:\nBut soft, what light",
+                        "max_tokens": 64,
+                        "temperature": 0.8,
+                        "seed": w * 100_000 + k,
+                        "stream": k % 2 == 0,
+                        "stream_options": {"include_usage": True},
+                        "n": 1 + k % 2,
+                    }
+                    try:
+                        r = await client.post(f"{base}/v1/completions", json=body)
+                        if r.status_code != 200 or '"error"' in r.text[-300:]:
+                            errors.append(f"{r.status_code} {r.text[:200]}")
+                        else:
+                            done += 1
+                            if body["stream"]:  # the usage chunk just before [DONE]
+                                usage = json.loads(r.text.rsplit("data: ", 2)[-2])["usage"]
+                            else:
+                                usage = r.json()["usage"]
+                            tokens += usage["completion_tokens"]
+                    except httpx.HTTPError as e:
+                        errors.append(repr(e))
+
+            async def sampler() -> None:
+                while time.monotonic() - start < seconds:
+                    samples.append((round(time.monotonic() - start, 1), round(rss_mb(proc.pid), 1)))
+                    await asyncio.sleep(10)
+
+            async with httpx.AsyncClient(timeout=120) as client:
+                await asyncio.gather(sampler(), *(worker(client, w) for w in range(concurrency)))
+
+        asyncio.run(run())
+        samples.append((seconds, round(rss_mb(proc.pid), 1)))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    warm = next((mb for t, mb in samples if t >= 60), samples[0][1])
+    return {
+        "soak_s": seconds,
+        "clients": concurrency,
+        "requests_ok": done,
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "tokens": tokens,
+        "rss_mb_start_warm_end": [samples[0][1], warm, samples[-1][1]],
+        "rss_growth_after_warmup": round(samples[-1][1] / warm - 1, 4),
+        "rss_samples": samples,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and requests: under 2 minutes")
@@ -292,6 +407,9 @@ def main() -> None:
     )
     ap.add_argument("--tokens", type=int, default=100, help="tokens per single-stream run")
     ap.add_argument("--max-batch", type=int, default=32, help="engine slots of the server")
+    ap.add_argument(
+        "--soak", type=float, help="instead: stream without pause for this many seconds (600: the soak)"
+    )
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -303,6 +421,11 @@ def main() -> None:
     machine = cpu()
     load_before = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
     print(f"cpu: {machine}; threads {args.threads}", flush=True)
+    if args.soak:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = soak(build_model(Path(tmp), args.preset), args.threads, args.max_batch, args.soak, 8)
+        print(json.dumps({"cpu": machine, "threads": args.threads, "preset": args.preset, **result}))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(Path(tmp), args.preset)
         from genloom.models.text import read_model_config
