@@ -453,10 +453,18 @@ def sample_windows(
         groups.setdefault(s.series, []).append(s)
     for series, group in groups.items():
         times = np.array([s.time_ns for s in group], dtype=np.int64)
-        values = np.array(
-            [[_nan(as_number(s.fields.get(c))) for c in channels] for s in group], dtype=np.float64
-        ).reshape(len(group), len(channels))
+        values = np.empty((len(group), len(channels)), dtype=np.float64)
+        for j, c in enumerate(channels):
+            values[:, j] = _channel([s.fields.get(c) for s in group])
         yield from series_windows(source, series, times, values, channels, cfg, meta)
+
+
+def _channel(cells: list[Any]) -> np.ndarray:
+    """One channel's values as floats, NaN where missing or not a number."""
+    try:  # numbers, numeric text, booleans and None (NaN) in one conversion
+        return np.array(cells, dtype=np.float64)
+    except (ValueError, TypeError):
+        return np.array([_nan(as_number(v)) for v in cells], dtype=np.float64)
 
 
 def _nan(v: float | None) -> float:
@@ -500,7 +508,12 @@ def sample_records(source: str, samples: Sequence[Sample], meta: dict[str, Any] 
 
 
 def _show(v: Any) -> str:
-    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
+    kind = type(v)
+    if kind is str:
+        return v  # type: ignore[no-any-return]
+    if kind is int or kind is float:
+        return repr(v)  # as JSON writes them, without its cost per value
+    return json.dumps(v, ensure_ascii=False, default=str)
 
 
 def typed_column(values: list[Any]) -> pa.Array:
