@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from genloom import __version__
@@ -86,13 +87,23 @@ def check_host(
     addresses. Every address must pass: a name resolving to one public and one private address
     is refused, since the connection may pick either."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    return resolve_checked(parts.hostname or "", port, allow_private, allowed_networks)
+
+
+def resolve_checked(
+    host: str,
+    port: int,
+    allow_private: bool,
+    allowed_networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+) -> list[str]:
+    """The addresses of ``host``, each checked as :func:`check_host` says (OSError when it does
+    not resolve)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
         raise OSError(f"cannot resolve {host}: {e.strerror or e}") from e
-    addresses = sorted({str(info[4][0]) for info in infos})
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if allow_private:
         return addresses
     networks = list(allowed_networks)
@@ -102,6 +113,50 @@ def check_host(
         if kind is not None and not any(ip in net for net in networks if ip.version == net.version):
             raise AddressRefused(host, address, kind)
     return addresses
+
+
+def checked_transport(
+    allow_private: bool, allowed_networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()
+) -> Any:
+    """An httpx transport whose every connection resolves its host once, checks the addresses
+    (:func:`resolve_checked`) and connects to a checked one: a DNS answer that changes between a
+    check and the connection (rebinding) cannot slip a private address in. TLS still verifies
+    the host name. Environment proxies are ignored (``trust_env=False``): settings come from the
+    config, and a proxy would hide the address actually reached."""
+    import httpcore
+    import httpx
+
+    networks = list(allowed_networks)
+
+    class CheckedBackend(httpcore.SyncBackend):  # type: ignore[misc]
+        def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Any = None,
+        ) -> Any:
+            try:
+                addresses = resolve_checked(host, port, allow_private, networks)
+            except AddressRefused:
+                raise
+            except OSError as e:
+                raise httpcore.ConnectError(str(e)) from e
+            error: Exception | None = None
+            for address in addresses:
+                try:
+                    return super().connect_tcp(address, port, timeout, local_address, socket_options)
+                except httpcore.ConnectError as e:  # try the next address, as create_connection does
+                    error = e
+            raise error or httpcore.ConnectError(f"{host} has no address")
+
+    transport = httpx.HTTPTransport(trust_env=False)
+    pool = getattr(transport, "_pool", None)
+    if not (isinstance(pool, httpcore.ConnectionPool) and hasattr(pool, "_network_backend")):
+        raise RuntimeError(f"httpx {httpx.__version__}: no connection pool to pin addresses in")
+    pool._network_backend = CheckedBackend()
+    return transport
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

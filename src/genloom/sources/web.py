@@ -31,6 +31,7 @@ from genloom.sources._http import (
     HostGate,
     backoff_seconds,
     check_host,
+    checked_transport,
     retry_after_seconds,
     user_agent,
     utc_now_iso,
@@ -320,6 +321,7 @@ class _Crawl:
 
         self.src = src
         self.conditional = conditional
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in src.allowed_networks]
         self.client = httpx.Client(
             headers={
                 "User-Agent": src.user_agent,
@@ -327,8 +329,8 @@ class _Crawl:
             },
             timeout=src.timeout_s,
             follow_redirects=False,
+            transport=checked_transport(src.allow_private, self.networks),
         )
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in src.allowed_networks]
         self.lock = threading.Lock()
         self.gates: dict[str, HostGate] = {}
         self.robots: dict[str, _Robots] = {}
@@ -514,6 +516,8 @@ class _Crawl:
                         return status, out_headers, self._body(url, resp, out_headers, html)
             except httpx.TimeoutException:
                 raise _Refused("timeout", f"{url}: no complete answer within {src.timeout_s:g}s") from None
+            except AddressRefused as e:  # the connection's own resolution (DNS changed since the check)
+                raise _Refused("private_address", f"{url}: {e}") from None
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
                 problem = f"{type(e).__name__}: {e}"
                 if attempt >= src.retries:
