@@ -351,8 +351,14 @@ class RedisSource(Source):
                 pipe.execute_command("JSON.GET", k, "$")
             else:
                 pipe.get(k)
-        values = pipe.execute() if wanted else []
-        out += [(k, kind, v) for (k, kind), v in zip(wanted, values, strict=True) if v is not None]
+        values = pipe.execute(raise_on_error=False) if wanted else []
+        for (k, kind), v in zip(wanted, values, strict=True):
+            if isinstance(v, Exception):
+                if _is_transient(v) or not _is_key_error(v):
+                    raise v  # the connection, or the server refusing: not this key's problem
+                out.append((k, "error", v))  # WRONGTYPE: the key changed type since TYPE
+            elif v is not None:
+                out.append((k, kind, v))
         return out
 
     def _row(
@@ -363,6 +369,9 @@ class RedisSource(Source):
         where = f"{self.redacted_url()} {key}"
         if kind == "unsupported":
             rejected.append(Rejected(rid, "unsupported_type", where, f"a {raw} key (value: {self.value})"))
+            return
+        if kind == "error":
+            rejected.append(Rejected(rid, f"read_error:{type(raw).__name__}", where, str(raw)[:500]))
             return
         try:
             if kind == "hash":
@@ -602,6 +611,11 @@ def _is_transient(error: Exception) -> bool:
     if "NOAUTH" in text or "WRONGPASS" in text or "NOPERM" in text:
         return False
     return bool(names & {"ConnectionError", "TimeoutError", "BusyLoadingError", "OSError"})
+
+
+def _is_key_error(error: Exception) -> bool:
+    """A reply error about one key (it changed type between TYPE and the read)."""
+    return str(error).startswith("WRONGTYPE")
 
 
 def _describe(error: Exception) -> str:
