@@ -163,6 +163,28 @@ def test_csv_payloads_become_windows_with_the_gap_marked(prefix: str) -> None:
     assert json.loads(rows[0]["meta"])["channels"] == ["a", "b"]
 
 
+def test_retained_messages_are_skipped_unless_asked_for(prefix: str) -> None:
+    client = _publisher()
+    client.publish(f"{prefix}/r", json.dumps({"v": -1}), qos=1, retain=True).wait_for_publish(5)
+    try:
+
+        def publish(c: Any, _: _Subscribed) -> None:
+            c.publish(f"{prefix}/r", json.dumps({"v": 1}), qos=1).wait_for_publish(5)
+
+        rows, _ = _run_with_publisher(
+            MqttSource(url=URL, topics=[f"{prefix}/r"], max_messages=1, duration_s=10), publish
+        )
+        assert [r["v"] for r in rows] == [1]
+        src = MqttSource(url=URL, topics=[f"{prefix}/r"], max_messages=2, duration_s=10, retained=True)
+        rows, _ = _run_with_publisher(src, publish)
+        assert sorted(r["v"] for r in rows) == [-1, 1]
+        assert [json.loads(r["meta"])["retain"] for r in rows if r["v"] == -1] == [True]
+    finally:  # an empty retained payload removes it from the broker
+        client.publish(f"{prefix}/r", b"", qos=1, retain=True).wait_for_publish(5)
+        client.loop_stop()
+        client.disconnect()
+
+
 def test_a_subscription_ends_after_its_duration(prefix: str) -> None:
     src = MqttSource(url=URL, topics=[f"{prefix}/quiet"], duration_s=0.3)
     start = time.monotonic()

@@ -123,6 +123,11 @@ class MqttSource(Source):
         description="false (with a fixed client_id and qos >= 1): the broker keeps the subscription "
         "and queues messages while the source is away, so the next run reads them",
     )
+    retained: bool = Field(
+        default=False,
+        description="keep the retained messages the broker sends on subscribing (each topic's last "
+        "value, published before the capture and perhaps read by an earlier run); default: skip them",
+    )
     keep_captures: int = Field(
         default=1,
         ge=1,
@@ -345,6 +350,8 @@ class MqttSource(Source):
             log.info("mqtt source %s: subscribed to %s", self.redacted_url(), ", ".join(self.topics))
 
         def on_message(c: Any, userdata: Any, msg: Any) -> None:
+            if msg.retain and not self.retained:
+                return
             s.messages.append((msg.topic, time.time_ns(), bytes(msg.payload), int(msg.qos), bool(msg.retain)))
             s.last_message = time.monotonic()
 
