@@ -73,7 +73,12 @@ SYNTHESIZERS = {
     "sdv_ctgan": ("sdv", "ctgan"),
     "genloom_vae": ("genloom", "tabular_vae"),
     "sdv_tvae": ("sdv", "tvae"),
+    # differentially private (DP-SGD, epsilon PRIVATE_EPSILON): not in the default list
+    "genloom_gan_dp": ("genloom", "tabular_gan"),
+    "genloom_vae_dp": ("genloom", "tabular_vae"),
 }
+DEFAULT_SYNTHESIZERS = ["genloom_gan", "sdv_ctgan", "genloom_vae", "sdv_tvae"]
+PRIVATE_EPSILON, PRIVATE_DELTA = 3.0, 1e-5
 PAIRS = {"genloom_gan": "sdv_ctgan", "genloom_vae": "sdv_tvae"}
 BATCH_SIZE = 500
 VAL_FRACTION = 0.02  # genloom holds out 2% of the rows for its own evaluation stage
@@ -141,9 +146,15 @@ def read_adult(path: Path) -> Any:
 # children: fit, sample, write the synthetic rows, print one JSON line
 
 
-def genloom_pipeline(folder: Path, model_type: str, train_csv: Path, epochs: int, threads: int) -> Path:
-    """The pipeline file a user would write for this table."""
+def genloom_pipeline(
+    folder: Path, model_type: str, train_csv: Path, epochs: int, threads: int, private: bool = False
+) -> Path:
+    """The pipeline file a user would write for this table (with ``private``, DP-SGD at epsilon 3)."""
     import yaml
+
+    model: dict[str, Any] = {"type": model_type, "epochs": epochs, "batch_size": BATCH_SIZE, "target": TARGET}
+    if private:
+        model["privacy"] = {"epsilon": PRIVATE_EPSILON, "delta": PRIVATE_DELTA}
 
     cfg = {
         "name": f"bench-{model_type.replace('_', '-')}",
@@ -161,7 +172,7 @@ def genloom_pipeline(folder: Path, model_type: str, train_csv: Path, epochs: int
         ],
         "split": {"val_fraction": VAL_FRACTION, "seed": 0},
         "train": {
-            "model": {"type": model_type, "epochs": epochs, "batch_size": BATCH_SIZE, "target": TARGET},
+            "model": model,
             "threads": threads,
         },
         "register": {"metric": "quality", "promote": "always"},
@@ -172,7 +183,9 @@ def genloom_pipeline(folder: Path, model_type: str, train_csv: Path, epochs: int
     return path
 
 
-def child_genloom(model_type: str, work: Path, epochs: int, threads: int, n: int, out: Path) -> dict:
+def child_genloom(
+    model_type: str, work: Path, epochs: int, threads: int, n: int, out: Path, private: bool = False
+) -> dict:
     """Fit through the pipeline (run), sample through the Python API, as a user does."""
     import pyarrow.parquet as pq
     import torch
@@ -180,7 +193,8 @@ def child_genloom(model_type: str, work: Path, epochs: int, threads: int, n: int
     from genloom.pipeline import Pipeline
 
     torch.set_num_threads(threads)
-    path = genloom_pipeline(work / model_type, model_type, work / "train.csv", epochs, threads)
+    folder = work / (model_type + ("_dp" if private else ""))
+    path = genloom_pipeline(folder, model_type, work / "train.csv", epochs, threads, private)
     t0 = time.perf_counter()
     pipe = Pipeline.from_file(path)
     summary = pipe.run()
@@ -210,6 +224,7 @@ def child_genloom(model_type: str, work: Path, epochs: int, threads: int, n: int
         "rows": table.num_rows,
         "rejected": report.get("rejected", {}),
         "genloom_evaluation": evaluation,
+        "dp_epsilon": evaluation.get("dp_epsilon"),
     }
 
 
@@ -444,15 +459,23 @@ def compare(args: argparse.Namespace) -> dict:
             flush=True,
         )
         results: dict[str, dict] = {}
-        for name in names:
-            side = SYNTHESIZERS[name][0]
-            python = sys.executable if side == "genloom" else ref_python
-            results[name] = run_child(python, name, work, epochs, args.threads, n)
-            r = results[name]
-            print(
-                f"  {name}: fit {r['fit_s']:.1f} s, peak {r['peak_mb']:.0f} MiB, child {r['child_s']:.0f} s",
-                flush=True,
-            )
+        jobs = args.jobs if args.jobs is not None else (2 if args.quick else 1)
+        # with --jobs 2 the synthesizers run two at a time in the order given (each genloom family
+        # beside its SDV twin), each on its own threads: both of a pair share the same load
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(name: str) -> dict:
+            python = sys.executable if SYNTHESIZERS[name][0] == "genloom" else ref_python
+            return run_child(python, name, work, epochs, args.threads, n)
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for group in (names[i : i + jobs] for i in range(0, len(names), jobs)):
+                for name, r in zip(group, pool.map(one, group), strict=True):
+                    results[name] = r
+                    print(
+                        f"  {name}: fit {r['fit_s']:.1f} s, peak {r['peak_mb']:.0f} MiB, child {r['child_s']:.0f} s",
+                        flush=True,
+                    )
         t0 = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         cmd = [ref_python, __file__, "--child", "score", "--work", str(work), "--names", ",".join(names)]
@@ -469,19 +492,19 @@ def compare(args: argparse.Namespace) -> dict:
             r["sample_rows_per_s_unfiltered"] = r["rows"] / r["sample_unfiltered_s"]
     print()
     print(
-        f"{'':12} {'fit s':>7} {'rows/s':>9} {'peak MiB':>9} {'quality':>8} {'shapes':>7} {'pairs':>7}"
+        f"{'':14} {'fit s':>7} {'rows/s':>9} {'peak MiB':>9} {'quality':>8} {'shapes':>7} {'pairs':>7}"
         f" {'TSTR acc':>8} {'TSTR F1':>8} {'DCR med':>8} {'copies':>7} {'load':>5}"
     )
     for name in names:
         r = results[name]
         print(
-            f"{name:12} {r['fit_s']:7.1f} {r['sample_rows_per_s']:9.0f} {r['peak_mb']:9.0f} {r['quality']:8.4f}"
+            f"{name:14} {r['fit_s']:7.1f} {r['sample_rows_per_s']:9.0f} {r['peak_mb']:9.0f} {r['quality']:8.4f}"
             f" {r['column_shapes']:7.4f} {r['column_pair_trends']:7.4f} {r['tstr_accuracy']:8.4f}"
             f" {r['tstr_f1']:8.4f} {r['dcr_median']:8.4f} {r['dcr_copies_share']:7.4f} {r['load_before']:5.2f}"
         )
     real, holdout = scores["real"], scores["holdout"]
     print(
-        f"{'real rows':12} {'':7} {'':9} {'':9} {holdout['quality']:8.4f} {holdout['column_shapes']:7.4f}"
+        f"{'real rows':14} {'':7} {'':9} {'':9} {holdout['quality']:8.4f} {holdout['column_shapes']:7.4f}"
         f" {holdout['column_pair_trends']:7.4f} {real['tstr_accuracy']:8.4f} {real['tstr_f1']:8.4f}"
         f" {holdout['dcr_median']:8.4f}   (quality and DCR: the test rows; TSTR: trained on the real rows)"
     )
@@ -499,6 +522,7 @@ def compare(args: argparse.Namespace) -> dict:
         "epochs": epochs,
         "batch_size": BATCH_SIZE,
         "threads": args.threads,
+        "jobs": jobs,
         "cpu": m["cpu"],
         "flags": m["flags"],
         "load_start": m["load"],
@@ -518,6 +542,21 @@ def compare(args: argparse.Namespace) -> dict:
         if ref in results:
             out.update(reference=ref, **headline(results[ref], "reference_", 4))
             out["ratio_fit_time"] = round(results[best]["fit_s"] / results[ref]["fit_s"], 3)
+    for name in names:
+        twin = name.removesuffix("_dp")
+        if name.endswith("_dp") and twin in results:  # what privacy costs, against the same family without it
+            r, base = results[name], results[twin]
+            out[f"{name}_cost"] = {
+                "dp_epsilon": r.get("dp_epsilon"),
+                "quality_delta": round(r["quality"] - base["quality"], 4),
+                "tstr_accuracy_delta": round(r["tstr_accuracy"] - base["tstr_accuracy"], 4),
+                "fit_ratio": round(r["fit_s"] / base["fit_s"], 3),
+            }
+            print(
+                f"  {name}: epsilon spent {r.get('dp_epsilon')}, quality {r['quality']:.4f}"
+                f" ({out[f'{name}_cost']['quality_delta']:+.4f} against {twin}), TSTR accuracy"
+                f" {r['tstr_accuracy']:.4f} ({out[f'{name}_cost']['tstr_accuracy_delta']:+.4f})"
+            )
     for name in names:
         out[name] = {
             k: round(v, 4) if isinstance(v, float) else v
@@ -550,9 +589,16 @@ def main() -> None:
         help="torch threads of every synthesizer (default 1: with other work on the cores, 2 threads ran 3x slower)",
     )
     ap.add_argument(
+        "--jobs",
+        type=int,
+        help="synthesizers fitted at the same time, in the order given (default 1; --quick 2: each"
+        " genloom family beside its SDV counterpart, one thread each)",
+    )
+    ap.add_argument(
         "--synthesizers",
-        default=",".join(SYNTHESIZERS),
-        help=f"comma-separated subset of {', '.join(SYNTHESIZERS)}",
+        default=",".join(DEFAULT_SYNTHESIZERS),
+        help=f"comma-separated subset of {', '.join(SYNTHESIZERS)} (the _dp ones: DP-SGD at epsilon"
+        f" {PRIVATE_EPSILON:g}, delta {PRIVATE_DELTA:g}; default: the four non-private ones)",
     )
     ap.add_argument(
         "--reference-python",
@@ -570,8 +616,12 @@ def main() -> None:
             print(json.dumps(child_score(work, args.names.split(","))))
             return
         side, model = SYNTHESIZERS[args.child]
-        fn = child_genloom if side == "genloom" else child_sdv
-        res = fn(model, work, args.epochs, args.threads, args.sample_rows, work / f"{args.child}.parquet")
+        out_file = work / f"{args.child}.parquet"
+        if side == "genloom":
+            private = args.child.endswith("_dp")
+            res = child_genloom(model, work, args.epochs, args.threads, args.sample_rows, out_file, private)
+        else:
+            res = child_sdv(model, work, args.epochs, args.threads, args.sample_rows, out_file)
         peak = max(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
