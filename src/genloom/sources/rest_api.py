@@ -244,6 +244,8 @@ class RestApiSource(Source):
 
     _bounds: list[Any] | None = PrivateAttr(default=None)
     _restored: list[Any] = PrivateAttr(default_factory=list)
+    _restored_ids: list[list[str]] | None = PrivateAttr(default=None)
+    _segment_ids: list[list[str]] | None = PrivateAttr(default=None)
     _token: str | None = PrivateAttr(default=None)
     _token_expires: float = PrivateAttr(default=0.0)
     _requests: int = PrivateAttr(default=0)
@@ -312,18 +314,34 @@ class RestApiSource(Source):
     # -- planning: segments, fingerprints, state
 
     def restore_state(self, state: dict[str, Any] | None) -> None:
-        """The watermarks of the last run, before ``partitions()``."""
+        """The watermarks (and, tracking updates, each segment's ids) of the last run."""
         inc = self.incremental
         if inc is not None and state and state.get("field") == inc.field and state.get("kind") == inc.kind:
             self._restored = list(state.get("bounds", []))
+            ids = state.get("ids")
+            self._restored_ids = (
+                [list(x) for x in ids] if isinstance(ids, list) and len(ids) == len(self._restored) else None
+            )
         else:
-            self._restored = []
+            self._restored, self._restored_ids = [], None
 
     def state(self) -> dict[str, Any] | None:
         """The watermarks to keep for the next run (incremental mode only)."""
         if self.incremental is None or self._bounds is None:
             return None
-        return {"field": self.incremental.field, "kind": self.incremental.kind, "bounds": self._bounds}
+        out: dict[str, Any] = {
+            "field": self.incremental.field,
+            "kind": self.incremental.kind,
+            "bounds": self._bounds,
+        }
+        if self._segment_ids is not None:
+            out["ids"] = self._segment_ids
+        return out
+
+    def _tracks_updates(self) -> bool:
+        """Timestamp segments with an id field: an updated record moves to the newest segment,
+        and the segment that held it before is read again (its ids are kept in the state)."""
+        return self.incremental is not None and self.incremental.kind == "timestamp" and bool(self.id_field)
 
     def partitions(self) -> list[Any]:
         """Incremental: one segment per run that found something new; else one partition."""
@@ -332,14 +350,28 @@ class RestApiSource(Source):
             return [None]
         bounds = list(self._restored)
         last = bounds[-1] if bounds else None
+        segment_ids: list[list[str]] | None = None
         if inc.kind == "timestamp":
             top: Any = _format_time(time.time() - inc.lag_s, inc.format)
+            if self._tracks_updates():
+                self.ensure_setup()
+                newest, new_ids = self._probe(last, top)
+                segment_ids = self._restored_ids or [[] for _ in bounds]
+                if newest is not None or not bounds:
+                    moved = set(new_ids)
+                    segment_ids = [[i for i in ids if i not in moved] for ids in segment_ids]
+                    segment_ids.append(sorted(moved))
+                else:
+                    top = None  # nothing new: no segment, the whole stage stays a cache hit
         else:
             self.ensure_setup()
-            top = self._probe_max(last)
+            top, _ = self._probe(last, None)
         if top is not None and (last is None or _order_key(top, inc.kind) > _order_key(last, inc.kind)):
             bounds.append(top)
+        elif segment_ids is not None and len(segment_ids) > len(bounds):
+            segment_ids.pop()
         self._bounds = bounds
+        self._segment_ids = segment_ids
         if not bounds:
             return [{"after": None, "upto": None}]
         return [{"after": bounds[i - 1] if i else None, "upto": b} for i, b in enumerate(bounds)]
@@ -350,21 +382,41 @@ class RestApiSource(Source):
             return f"ttl-period={int(time.time() // self.cache_ttl_s)}"
         return ""
 
+    def partition_fingerprint(self, partition: Any) -> str:
+        """Tracking updates, a segment's fingerprint hashes the ids it should hold: when one of
+        them is updated (it moved to the newest segment), the segment is read again without it."""
+        base = super().partition_fingerprint(partition)
+        if self._segment_ids is None or not isinstance(partition, dict) or self._bounds is None:
+            return base
+        if partition.get("upto") not in self._bounds:
+            return base
+        ids = self._segment_ids[self._bounds.index(partition["upto"])]
+        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+        return f"{base}|ids={len(ids)}:{digest}"
+
     def location(self, partition: Any) -> str:
         return self.url if partition is None else f"{self.url} {json.dumps(partition, default=str)}"
 
-    def _probe_max(self, after: Any) -> Any:
-        """The largest watermark among the records past ``after`` (the id kind's plan)."""
-        assert self.incremental is not None
+    def _probe(self, after: Any, upto: Any) -> tuple[Any, list[str]]:
+        """The largest watermark, and the ids, of the records in ``(after, upto]`` (the plan's
+        look at what is new: the id kind, and timestamp segments that track updates)."""
+        inc = self.incremental
+        assert inc is not None
         top = None
-        for _, _, items in self._pages(after, None):
+        ids: list[str] = []
+        for _, _, items in self._pages(after, upto):
             for item in items:
-                v = get_path(item, self.incremental.field) if isinstance(item, dict) else None
-                if v is None or (after is not None and not _after(v, after, self.incremental.kind)):
+                v = get_path(item, inc.field) if isinstance(item, dict) else None
+                if v is None or (after is not None and not _after(v, after, inc.kind)):
                     continue
-                if top is None or _order_key(v, "id") > _order_key(top, "id"):
+                if upto is not None and _after(v, upto, inc.kind):
+                    continue
+                if top is None or _order_key(v, inc.kind) > _order_key(top, inc.kind):
                     top = v
-        return top
+                native = get_path(item, self.id_field) if self.id_field else None
+                if native is not None:
+                    ids.append(_as_text(native))
+        return top, ids
 
     # -- reading
 
