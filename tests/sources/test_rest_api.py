@@ -402,6 +402,28 @@ def test_incremental_by_id_reads_only_new_records_between_runs(api: tuple[str, A
     assert _native_ids(_read(src, parts[-1])[0]) == list(range(96, 121))
 
 
+def test_incremental_by_sequence_moves_an_updated_record_out_of_its_old_segment(
+    api: tuple[str, ApiState],
+) -> None:
+    base, state = api
+    for i, item in enumerate(state.items):
+        item["seq"] = i + 1  # a change sequence number: each update takes the next one
+    kw = {"incremental": {"field": "seq", "kind": "id"}}  # id_field: id, another field
+    src = _source(base, "bearer", "offset", **kw)
+    src.restore_state(None)
+    (first,) = src.partitions()
+    fp = src.partition_fingerprint(first)
+    saved = src.state()
+    state.items[9] = {**state.items[9], "body": "new body", "seq": 96}
+    src = _source(base, "bearer", "offset", **kw)
+    src.restore_state(saved)
+    old, new = src.partitions()
+    assert old == first and src.partition_fingerprint(old) != fp  # it lost item 10: read again
+    assert 10 not in _native_ids(_read(src, old)[0])
+    table = _read(src, new)[0]
+    assert _native_ids(table) == [10] and table.column("text").to_pylist() == ["title 10: new body"]
+
+
 def _pipeline(folder: Path, source: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "pipeline.yaml"

@@ -339,9 +339,10 @@ class RestApiSource(Source):
         return out
 
     def _tracks_updates(self) -> bool:
-        """Timestamp segments with an id field: an updated record moves to the newest segment,
-        and the segment that held it before is read again (its ids are kept in the state)."""
-        return self.incremental is not None and self.incremental.kind == "timestamp" and bool(self.id_field)
+        """With an id field other than the watermark, an updated record moves to the newest
+        segment, and the segment that held it is read again (each segment's ids are kept)."""
+        inc = self.incremental
+        return inc is not None and bool(self.id_field) and self.id_field != inc.field
 
     def partitions(self) -> list[Any]:
         """Incremental: one segment per run that found something new; else one partition."""
@@ -350,28 +351,30 @@ class RestApiSource(Source):
             return [None]
         bounds = list(self._restored)
         last = bounds[-1] if bounds else None
-        segment_ids: list[list[str]] | None = None
+        top: Any = None
+        new_ids: list[str] = []
         if inc.kind == "timestamp":
-            top: Any = _format_time(time.time() - inc.lag_s, inc.format)
+            top = _format_time(time.time() - inc.lag_s, inc.format)
             if self._tracks_updates():
                 self.ensure_setup()
                 newest, new_ids = self._probe(last, top)
-                segment_ids = self._restored_ids or [[] for _ in bounds]
-                if newest is not None or not bounds:
-                    moved = set(new_ids)
-                    segment_ids = [[i for i in ids if i not in moved] for ids in segment_ids]
-                    segment_ids.append(sorted(moved))
-                else:
+                if newest is None and bounds:
                     top = None  # nothing new: no segment, the whole stage stays a cache hit
         else:
             self.ensure_setup()
-            top, _ = self._probe(last, None)
-        if top is not None and (last is None or _order_key(top, inc.kind) > _order_key(last, inc.kind)):
+            top, new_ids = self._probe(last, None)
+        grows = top is not None and (last is None or _order_key(top, inc.kind) > _order_key(last, inc.kind))
+        if grows:
             bounds.append(top)
-        elif segment_ids is not None and len(segment_ids) > len(bounds):
-            segment_ids.pop()
+        self._segment_ids = None
+        if self._tracks_updates():
+            segment_ids = self._restored_ids or [[] for _ in self._restored]
+            if grows:
+                moved = set(new_ids)
+                segment_ids = [[i for i in ids if i not in moved] for ids in segment_ids]
+                segment_ids.append(sorted(moved))
+            self._segment_ids = segment_ids
         self._bounds = bounds
-        self._segment_ids = segment_ids
         if not bounds:
             return [{"after": None, "upto": None}]
         return [{"after": bounds[i - 1] if i else None, "upto": b} for i, b in enumerate(bounds)]
