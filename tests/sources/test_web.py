@@ -232,6 +232,8 @@ class Pages(BaseHTTPRequestHandler):
             self.end_headers()
             for _ in range(40):
                 self.wfile.write(b"<p>" + b"y" * 50_000 + b"</p>")
+        elif path == "/badgzip":
+            self._send(200, b"\x1f\x8b not really gzip", Content_Encoding="gzip")
         elif path == "/doc.pdf":
             self._send(200, b"%PDF-1.4\n%binary\x00\xff", "application/pdf")
         else:
@@ -240,7 +242,7 @@ class Pages(BaseHTTPRequestHandler):
 
 LINKS = [
     "/private/secret", "/a", "/r1", "/loop1", "/missing", "/boom", "/slow", "/huge", "/huge-nolength",
-    "/doc.pdf", "/evil", "/ten", "/offsite", "/noindex", "/etag", "http://example.com/outside",
+    "/doc.pdf", "/evil", "/ten", "/offsite", "/noindex", "/etag", "/badgzip", "http://example.com/outside",
 ]  # fmt: skip
 
 
@@ -286,6 +288,7 @@ def test_robots_redirects_errors_and_private_targets(pages: tuple[str, dict[str,
         "/ten": "redirect_out_of_scope",
         "/offsite": "redirect_out_of_scope",
         "/noindex": "robots_noindex",
+        "/badgzip": "http_error",
     }
     requested = [p for p, _ in state["log"]]
     assert "/private/secret" not in requested and "/deep2" not in requested  # robots; max_depth 2

@@ -580,6 +580,8 @@ class RestApiSource(Source):
                 )
             except httpx.TransportError as e:  # connect errors, timeouts, a dropped connection
                 problem = f"{type(e).__name__}: {e}"
+            except httpx.HTTPError as e:  # too many redirects, a body that does not decode
+                raise SourceError(f"{where}: {type(e).__name__}: {self.redact(str(e))}") from None
             else:
                 status = response.status_code
                 if status == 401 and isinstance(self.auth, OAuth2Auth) and not refreshed:

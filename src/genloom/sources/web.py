@@ -439,7 +439,7 @@ class _Crawl:
                 raise _Refused("robots_disallowed", f"{current}: {why}")
             page.robots = why
             headers: dict[str, str] = {}
-            if previous and current == page.url:
+            if previous and current in (page.url, previous.get("final_url")):  # after its redirects too
                 if previous.get("etag"):
                     headers["If-None-Match"] = previous["etag"]
                 if previous.get("last_modified"):
@@ -522,6 +522,8 @@ class _Crawl:
                 problem = f"{type(e).__name__}: {e}"
                 if attempt >= src.retries:
                     raise _Unreachable(f"{url}: {problem}") from None
+            except httpx.HTTPError as e:  # a body that does not decode, a protocol the client refuses
+                raise _Refused("http_error", f"{url}: {type(e).__name__}: {e}") from None
             if attempt >= src.retries:
                 raise _Refused(f"http_{status}", f"{url}: HTTP {status} after {attempt} retries")
             if retry_after is not None and retry_after > src.max_retry_after_s:
