@@ -4,6 +4,7 @@ rules, redirect chains and loops, 404/500, a slow page, huge pages, a PDF, priva
 
 from __future__ import annotations
 
+import gzip
 import ipaddress
 import socket
 import threading
@@ -178,8 +179,12 @@ class Pages(BaseHTTPRequestHandler):
         elif path == "/map.xml":
             xml = f'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{s["base"]}/from-sitemap</loc></url></urlset>'
             self._send(200, xml.encode(), "application/xml")
-        elif path == "/sitemap.xml":
-            self._send(404, b"no")
+        elif path == "/sitemap.xml":  # a gzip sitemap index, pointing at another sitemap
+            index = f'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><sitemap><loc>{s["base"]}/map2.xml</loc></sitemap></sitemapindex>'
+            self._send(200, gzip.compress(index.encode()), "application/octet-stream")
+        elif path == "/map2.xml":
+            xml = f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{s["base"]}/from-index</loc></url></urlset>'
+            self._send(200, xml.encode(), "application/xml")
         elif path == "/start":
             links = "".join(f'<a href="{h}">{h}</a> ' for h in s["links"])
             body = (
@@ -190,7 +195,7 @@ class Pages(BaseHTTPRequestHandler):
                 "</article></body></html>"
             )
             self._send(200, body.encode())
-        elif path in ("/a", "/a2", "/from-sitemap", "/deep1", "/deep2"):
+        elif path in ("/a", "/a2", "/from-sitemap", "/from-index", "/deep1", "/deep2"):
             nxt = {
                 "/a": '<a href="/deep1">deeper</a> <a href="/start">home</a>',
                 "/deep1": '<a href="/deep2">x</a>',
@@ -273,7 +278,8 @@ def test_robots_redirects_errors_and_private_targets(pages: tuple[str, dict[str,
     base, state = pages
     table, ctx, _ = _crawl(_pages_source(base))
     ids = table.column("id").to_pylist()
-    assert ids == [f"web:{base}{p}" for p in ("/start", "/from-sitemap", "/a", "/a2", "/etag", "/deep1")]
+    pages_read = ("/start", "/from-sitemap", "/from-index", "/a", "/a2", "/etag", "/deep1")
+    assert ids == [f"web:{base}{p}" for p in pages_read]  # robots.txt's sitemap, /sitemap.xml's index
     reasons = {r["location"].removeprefix(base): r["reason"] for r in ctx.rejected}
     assert reasons == {
         "/private/secret": "robots_disallowed",
@@ -296,13 +302,24 @@ def test_robots_redirects_errors_and_private_targets(pages: tuple[str, dict[str,
     start = load_meta(table.column("meta")[0].as_py())
     assert start["license"] == f"{base}/licence.html" and start["terms"] == f"{base}/terms"
     assert start["title"] == "Start page" and start["depth"] == 0
-    a2 = load_meta(table.column("meta")[3].as_py())
+    a2 = load_meta(table.column("meta")[4].as_py())
     assert a2["redirects"] == [f"{base}/r1", f"{base}/r2"] and a2["requested_url"] == f"{base}/r1"
     # Crawl-delay: 0.1 spaces the requests to the host, although delay_s is 0
     # (measured where the server sees them, so allow for scheduling jitter on a busy machine)
     times = [t for _, t in state["log"]]
     assert times[-1] - times[0] >= 0.1 * (len(times) - 1) * 0.95
     assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.05
+
+
+def test_include_and_exclude_patterns_pick_the_links_followed(pages: tuple[str, dict[str, Any]]) -> None:
+    base, state = pages
+    state["links"], state["crawl_delay"] = ["/a", "/missing", "/etag"], "0"
+    src = _pages_source(base, sitemaps=False, include=[r"/(a|deep\d)$"], exclude=[r"/deep2$"], max_depth=3)
+    table, ctx, _ = _crawl(src)
+    assert table.column("id").to_pylist() == [f"web:{base}{p}" for p in ("/start", "/a", "/deep1")]
+    requested = {p for p, _ in state["log"]}
+    assert not requested & {"/missing", "/etag", "/deep2"}  # not included, excluded
+    assert not ctx.rejected
 
 
 def test_etag_304_keeps_the_page_and_a_change_is_fetched(pages: tuple[str, dict[str, Any]]) -> None:
