@@ -380,6 +380,11 @@ def test_config_errors_point_at_the_field() -> None:
         RestApiSource.model_validate({"url": "http://x", "auth": {"type": "api_key", "key": "k"}}).check(
             "sources.0"
         )
+    with pytest.raises(ConfigError, match="'api_key' looks like a credential") as err:
+        RestApiSource(url="http://x/items?api_key=abc123").check("sources.0")
+    assert "abc123" not in str(err.value) and err.value.path == "sources.0.url"
+    with pytest.raises(ConfigError, match="'access_token' looks like a credential"):
+        RestApiSource(url="http://x/items", params={"access_token": "abc123"}).check("sources.0")
     with pytest.raises(ConfigError, match="not a JSONPath") as err:
         RestApiSource(url="http://x", records_path="$.[").check("sources.0")
     assert err.value.path == "sources.0.records_path"

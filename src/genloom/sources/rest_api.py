@@ -9,13 +9,14 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from genloom.core.errors import ConfigError, SourceError
 from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
+from genloom.core.secrets import is_secret_name
 from genloom.core.steps import Source
 from genloom.sources._http import RETRY_STATUSES, backoff_seconds, redact, retry_after_seconds, user_agent
 from genloom.sources.csv import template_fields
@@ -257,6 +258,16 @@ class RestApiSource(Source):
             raise ConfigError("url must be http:// or https://", path=f"{path}.url")
         if self.text_template is not None and self.text_field is not None:
             raise ConfigError("give 'text_template' or 'text_field', not both", path=path)
+        # a credential in plain config would reach manifests, logs and errors: auth holds them
+        query_names = [k for k, _ in parse_qsl(urlsplit(self.url).query, keep_blank_values=True)]
+        for where, names in (("url", query_names), ("params", list(self.params))):
+            bad = [n for n in names if is_secret_name(n)]
+            if bad:
+                raise ConfigError(
+                    f"{bad[0]!r} looks like a credential, and {where} is not secret",
+                    path=f"{path}.{where}",
+                    hint=f"use auth: {{type: api_key, query: {bad[0]}, key: ${{env:NAME}}}}",
+                )
         if isinstance(self.auth, ApiKeyAuth) and (self.auth.header is None) == (self.auth.query is None):
             raise ConfigError("give exactly one of 'header' or 'query'", path=f"{path}.auth")
         if self.incremental is not None and self.on_budget == "stop":
