@@ -14,15 +14,18 @@ token per value seen in the training split, so generation can ask for them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genloom.core.errors import ConfigError, StageError
 from genloom.core.records import REJECTED_SCHEMA, load_meta
-from genloom.models.base import Metric, ModelFamily, Prepared, PrepareInput
+from genloom.models.base import Direction, Metric, ModelFamily, Prepared, PrepareInput
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -199,6 +202,7 @@ class TextFamily(ModelFamily):
 
     def evaluate(self, model_dir: Path, prepared_dir: Path, eval_cfg: Any) -> dict[str, Metric]:
         figures = evaluate_text_model(model_dir, prepared_dir / "val.bin", eval_cfg.max_tokens)
+        figures.update(_generation_figures(model_dir, prepared_dir, eval_cfg))
         return _metrics(figures)
 
     def evaluate_champion(self, model_dir: Path, prepared_dir: Path, eval_cfg: Any) -> dict[str, Metric]:
@@ -206,7 +210,9 @@ class TextFamily(ModelFamily):
         import pyarrow.parquet as pq
 
         texts = pq.read_table(prepared_dir / "val_texts.parquet").column("text").to_pylist()
-        return _metrics(evaluate_on_texts(model_dir, texts, eval_cfg.max_tokens))
+        figures = evaluate_on_texts(model_dir, texts, eval_cfg.max_tokens)
+        figures.update(_generation_figures(model_dir, prepared_dir, eval_cfg))
+        return _metrics(figures)
 
     def sample(
         self,
@@ -228,6 +234,20 @@ class TextFamily(ModelFamily):
 
 def _metrics(figures: dict[str, Any]) -> dict[str, Metric]:
     return {k: Metric(v, TEXT_DIRECTIONS.get(k)) for k, v in figures.items()}  # type: ignore[arg-type]
+
+
+def _generation_figures(model_dir: Path, prepared_dir: Path, eval_cfg: Any) -> dict[str, Any]:
+    """The figures of ``evaluate_generations`` (``evaluate.samples: 0`` turns them off); a skipped
+    metric is None and its reason is logged."""
+    import logging
+
+    settings = GenerationSettings.from_config(eval_cfg)
+    if settings.samples <= 0:
+        return {}
+    result = evaluate_generations(model_dir, prepared_dir, settings)
+    for name, why in result.skipped.items():
+        logging.getLogger("genloom.evaluate").warning("%s skipped: %s", name, why)
+    return result.figures
 
 
 def evaluate_text_model(model_dir: Path, val_bin: Path, max_tokens: int | None = None) -> dict[str, Any]:
@@ -320,3 +340,279 @@ def chat_documents(
         bad[rid] = "not_a_conversation"
         out.append(None)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# generated text: diversity, memorisation, distance to real text, control accuracy
+
+#: which way is better for the figures of ``evaluate_generations`` (None: shown, never decides)
+GENERATION_DIRECTIONS: dict[str, Direction | None] = {
+    "distinct_1": "max",
+    "distinct_2": "max",
+    "distinct_3": "max",
+    "self_bleu": "min",
+    "repetition_4": "min",
+    "len_ks": "min",
+    "len_wasserstein": "min",
+    "ngram_overlap": "min",
+    "longest_copy_words": "min",
+    "copy_rate": "min",
+    "embed_frechet": "min",
+    "mauve": "max",
+    "ref_bleu": "max",
+    "ref_chrf": "max",
+    "ref_rouge_l": "max",
+    "control_accuracy": "max",
+}
+TEXT_DIRECTIONS.update({k: v for k, v in GENERATION_DIRECTIONS.items() if v is not None})
+
+_CONTROL_PREFIX = re.compile(r"^(?:<\|([^|=<>]+)=([^|<>]*)\|>)+")
+_CONTROL = re.compile(r"<\|([^|=<>]+)=([^|<>]*)\|>")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How ``evaluate_generations`` samples: read from ``evaluate`` where the config has the field
+    (``evaluate.samples``...), else these defaults."""
+
+    samples: int = 64  # generations scored (each continues the first tokens of a validation record)
+    prompt_tokens: int = 8  # tokens of the validation record given as the prompt
+    max_new_tokens: int = 64
+    temperature: float = 0.8
+    top_k: int | None = 50
+    seed: int = 0
+    ngram: int = 8  # word n-grams of the memorisation index
+    min_copy_chars: int = 50  # a generated span found in training this long is a verbatim copy
+    index_max_bytes: int = 256 << 20  # bound of the training n-gram index (hash-sampled beyond)
+    max_train_tokens: int | None = None  # index at most this many training tokens (None: all)
+    embeddings: bool = True  # MiniLM Fréchet distance and MAUVE (skipped, with a reason, if absent)
+    control_samples: int = 32  # generations per control value
+    references: str | None = None  # a JSONL file of {prompt, reference} records
+
+    @classmethod
+    def from_config(cls, eval_cfg: Any) -> GenerationSettings:
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{n: getattr(eval_cfg, n) for n in names if getattr(eval_cfg, n, None) is not None})
+
+
+@dataclass
+class GenerationEvaluation:
+    """What ``evaluate_generations`` found: the figures (JSON numbers), the verbatim copies and a
+    few samples for the report, and why a metric was skipped."""
+
+    figures: dict[str, float | None]
+    copies: list[dict[str, Any]]
+    samples: list[dict[str, str]]
+    skipped: dict[str, str]
+    seconds: dict[str, float]
+
+
+def strip_controls(text: str) -> tuple[str, dict[str, str]]:
+    """(the text without its leading control tokens, their values)."""
+    m = _CONTROL_PREFIX.match(text)
+    if not m:
+        return text, {}
+    return text[m.end() :], dict(_CONTROL.findall(m.group(0)))
+
+
+def iter_texts(path: Path, batch_size: int = 1024) -> Iterator[str]:
+    """The ``text`` column of a Parquet file, streamed a row group batch at a time."""
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=["text"]):
+        yield from (t for t in batch.column(0).to_pylist() if t)
+
+
+def iter_documents(
+    bin_path: Path, tokenizer: tokenizers.Tokenizer, max_tokens: int | None = None
+) -> Iterator[str]:
+    """The documents of a packed token file decoded back to text (special tokens, controls
+    included, left out), streamed a few hundred documents at a time."""
+    import numpy as np
+
+    from genloom.models.tokens import load_tokens, read_sidecar
+
+    meta = read_sidecar(bin_path)
+    data = load_tokens(bin_path)
+    limit = len(data) if max_tokens is None else min(len(data), max_tokens)
+    docs_file = bin_path.with_name(str(meta.get("doc_index") or ""))
+    starts = np.load(docs_file).astype(np.int64) if meta.get("doc_index") and docs_file.exists() else None
+    if starts is None:
+        starts = np.zeros(1, dtype=np.int64)
+    starts = starts[starts < limit]
+    ends = np.append(starts[1:], limit)
+    for i in range(0, len(starts), 256):
+        ids = [data[a:b].tolist() for a, b in zip(starts[i : i + 256], ends[i : i + 256], strict=True)]
+        yield from tokenizer.decode_batch(ids, skip_special_tokens=True)
+
+
+def evaluate_generations(
+    model_dir: Path, prepared_dir: Path, settings: GenerationSettings | None = None
+) -> GenerationEvaluation:
+    """Score a seeded sample of the model's generations against the prepared data.
+
+    ``settings.samples`` validation records are drawn (a seeded reservoir over
+    ``val_texts.parquet``, streamed); each one's first ``prompt_tokens`` tokens are the prompt and
+    the model continues it (``max_new_tokens``, fixed seed). The continuations give distinct-1/2/3,
+    self-BLEU and the 4-gram repetition rate; prompt + continuation against the real records give
+    the word-count distributions (KS statistic, Wasserstein distance) and, in MiniLM's embedding
+    space, the Fréchet distance and MAUVE; the continuations against a word n-gram index of the
+    training text (streamed from ``train.bin``, bounded by ``index_max_bytes``) give the n-gram
+    overlap, the longest shared span and verbatim copies. A model trained with controls is also
+    asked for ``control_samples`` texts under each value of each control, which a classifier
+    trained on the labelled validation records classifies (``control_accuracy``). With
+    ``references``, each prompt's continuation is scored against its reference (BLEU, chrF, ROUGE-L).
+    """
+    import random
+    import time
+
+    from tokenizers import Tokenizer
+
+    from genloom.core.errors import MissingDependencyError
+    from genloom.models import text_metrics as tm
+    from genloom.models.text import generate
+
+    s = settings or GenerationSettings()
+    clock: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    figures: dict[str, float | None] = {}
+    model_dir, prepared_dir = Path(model_dir), Path(prepared_dir)
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+
+    # one pass over the validation texts: a seeded reservoir of records, every word count, the
+    # labelled (text, control value) pairs of the control classifier
+    t0 = time.perf_counter()
+    rng = random.Random(s.seed)
+    reservoir: list[str] = []
+    real_lengths: list[int] = []
+    labelled: dict[str, list[tuple[str, str]]] = {}
+    for i, raw in enumerate(iter_texts(prepared_dir / "val_texts.parquet")):
+        text, ctl = strip_controls(raw)
+        real_lengths.append(len(tm.words(text)))
+        for k, v in ctl.items():
+            pairs = labelled.setdefault(k, [])
+            if len(pairs) < 50_000:
+                pairs.append((text, v))
+        if len(reservoir) < s.samples:
+            reservoir.append(raw)
+        else:
+            j = rng.randrange(i + 1)
+            if j < s.samples:
+                reservoir[j] = raw
+    prompts, controls_of = [], []
+    for raw in reservoir:
+        text, ctl = strip_controls(raw)
+        ids = tok.encode(text, add_special_tokens=False).ids[: s.prompt_tokens]
+        prompts.append(tok.decode(ids, skip_special_tokens=False))
+        controls_of.append(ctl)
+    sampling = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_k": s.top_k}
+    continuations = [""] * len(prompts)
+    groups: dict[tuple[tuple[str, str], ...], list[int]] = {}  # a record's own controls, as in training
+    for i, ctl in enumerate(controls_of):
+        groups.setdefault(tuple(sorted(ctl.items())), []).append(i)
+    for ctl_items, rows in sorted(groups.items()):
+        outs = generate(
+            model_dir, [prompts[i] for i in rows], seed=s.seed, controls=dict(ctl_items) or None, **sampling
+        )
+        for i, out in zip(rows, outs, strict=True):
+            continuations[i] = out
+    generated = [p + c for p, c in zip(prompts, continuations, strict=True)]
+    clock["generate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    for n in (1, 2, 3):
+        figures[f"distinct_{n}"] = tm.distinct_n(continuations, n)
+    figures["repetition_4"] = tm.repetition_rate(continuations, 4)
+    try:
+        figures["self_bleu"] = tm.self_bleu(continuations)
+    except MissingDependencyError as e:
+        figures["self_bleu"], skipped["self_bleu"] = None, str(e)
+    reals = [strip_controls(r)[0] for r in reservoir]
+    lengths = tm.length_stats([len(tm.words(g)) for g in generated], real_lengths)
+    figures.update({k: v for k, v in lengths.items() if k in ("len_ks", "len_wasserstein")})
+    figures["gen_len_mean"], figures["real_len_mean"] = lengths["gen_len_mean"], lengths["real_len_mean"]
+    clock["diversity"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    index = tm.NgramIndex(n=s.ngram, max_bytes=s.index_max_bytes)
+    train_tok = Tokenizer.from_file(str(prepared_dir / "tokenizer.json"))
+    index.add_all(iter_documents(prepared_dir / "train.bin", train_tok, s.max_train_tokens))
+    copies = tm.memorisation(continuations, index, min_copy_chars=s.min_copy_chars)
+    figures.update(
+        {
+            "ngram_overlap": copies.ngram_overlap,
+            "longest_copy_words": float(copies.longest_copy_words),
+            "copy_rate": copies.copy_rate,
+            "index_sample_rate": index.rate,
+            "index_mib": index.nbytes / 2**20,
+        }
+    )
+    clock["memorisation"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    figures["embed_frechet"] = figures["mauve"] = None
+    if not s.embeddings:
+        skipped["embed_frechet"] = skipped["mauve"] = "turned off (evaluate.embeddings: false)"
+    elif len(generated) < 2:
+        skipped["embed_frechet"] = skipped["mauve"] = "fewer than two generations"
+    else:
+        try:
+            encoder = tm.TextEncoder.load()
+        except MissingDependencyError as e:
+            skipped["embed_frechet"] = skipped["mauve"] = str(e)
+        else:
+            real_e, gen_e = encoder.encode(reals), encoder.encode(generated)
+            figures["embed_frechet"] = tm.frechet_distance(real_e, gen_e)
+            figures["mauve"] = tm.mauve_score(real_e, gen_e, seed=s.seed)
+    clock["embeddings"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    accuracies = []
+    for key, pairs in sorted(labelled.items()):
+        values = sorted({v for _, v in pairs})
+        if len(values) < 2 or tok.token_to_id(f"<|{key}={values[0]}|>") is None:
+            continue
+        by_value = {
+            v: generate(model_dir, [""] * s.control_samples, seed=s.seed, controls={key: v}, **sampling)
+            for v in values
+            if tok.token_to_id(f"<|{key}={v}|>") is not None
+        }
+        acc = tm.control_accuracy(pairs, by_value, seed=s.seed)
+        accuracies.append(acc.get("control_accuracy"))
+        figures.update({k.replace("control_", f"control_{key}_", 1): v for k, v in acc.items()})
+    if accuracies:
+        known = [a for a in accuracies if a is not None]
+        figures["control_accuracy"] = sum(known) / len(known) if known else None
+    clock["controls"] = time.perf_counter() - t0
+
+    if s.references:
+        t0 = time.perf_counter()
+        figures.update(evaluate_references(model_dir, s.references, s))
+        clock["references"] = time.perf_counter() - t0
+    samples = [{"prompt": p, "continuation": c} for p, c in zip(prompts[:8], continuations[:8], strict=True)]
+    return GenerationEvaluation(figures, copies.copies, samples, skipped, clock)
+
+
+def evaluate_references(
+    model_dir: Path, references: str | Path, settings: GenerationSettings | None = None
+) -> dict[str, float]:
+    """BLEU, chrF (sacrebleu) and ROUGE-L (rouge-score) of the model's continuation of each prompt
+    of a JSONL file of ``{prompt, reference}`` records, against its reference (seeded sampling)."""
+    from genloom.models import text_metrics as tm
+    from genloom.models.text import generate
+
+    s = settings or GenerationSettings()
+    hyps, refs = [], []
+    for i, (prompt, ref) in enumerate(tm.read_references(references)):
+        hyps.extend(
+            generate(
+                model_dir,
+                [prompt],
+                max_new_tokens=s.max_new_tokens,
+                temperature=s.temperature,
+                top_k=s.top_k,
+                seed=s.seed + i,
+            )
+        )
+        refs.append(ref)
+    return tm.reference_scores(hyps, refs)

@@ -298,9 +298,17 @@ class TextEncoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from transformers.utils import logging as hf_logging
+
         self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval()
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on the evaluate stage's stderr
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+            self.model = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval()
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         self.max_length = max_length
 
     @classmethod
