@@ -25,10 +25,32 @@ from genloom.models.text_metrics import (
     self_bleu,
 )
 
-VOCAB = (
-    "river stone cloud paper lamp window garden engine violet copper lantern harbor meadow "
-    "quartz signal timber orbit velvet marble canyon ember glacier falcon thistle"
-).split()
+VOCAB = [
+    "river",
+    "stone",
+    "cloud",
+    "paper",
+    "lamp",
+    "window",
+    "garden",
+    "engine",
+    "violet",
+    "copper",
+    "lantern",
+    "harbor",
+    "meadow",
+    "quartz",
+    "signal",
+    "timber",
+    "orbit",
+    "velvet",
+    "marble",
+    "canyon",
+    "ember",
+    "glacier",
+    "falcon",
+    "thistle",
+]
 
 
 def _paragraph(rng: random.Random, n_words: int) -> str:
@@ -102,8 +124,8 @@ def test_ngram_index_memory_is_bounded_and_sampled_lookups_still_flag_a_copy() -
 
 
 def test_ngram_hashes_depend_on_order_and_are_shared_across_texts() -> None:
-    a = ngram_hashes("a b c d".split(), 2)
-    b = ngram_hashes("x a b y".split(), 2)
+    a = ngram_hashes(["a", "b", "c", "d"], 2)
+    b = ngram_hashes(["x", "a", "b", "y"], 2)
     assert len(a) == 3 and a[0] == b[1]
     assert ngram_hashes(["b", "a"], 2)[0] != ngram_hashes(["a", "b"], 2)[0]
     assert len(ngram_hashes(["a"], 2)) == 0
@@ -146,8 +168,8 @@ def test_reference_scores(tmp_path: Path) -> None:
 
 def test_control_accuracy_of_generations_that_follow_and_ignore_the_control() -> None:
     rng = random.Random(3)
-    good = "great lovely excellent tasty wonderful friendly".split()
-    bad = "awful rude cold terrible bland dirty".split()
+    good = ["great", "lovely", "excellent", "tasty", "wonderful", "friendly"]
+    bad = ["awful", "rude", "cold", "terrible", "bland", "dirty"]
 
     def text(pool: list[str]) -> str:
         return " ".join(rng.choice(pool) for _ in range(6))

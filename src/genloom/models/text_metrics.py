@@ -297,7 +297,6 @@ class TextEncoder:
     def __init__(self, model_path: str | Path, max_length: int = 128) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
-
         from transformers.utils import logging as hf_logging
 
         self.torch = torch
