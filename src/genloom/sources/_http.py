@@ -3,6 +3,7 @@ checks and redaction. httpx is imported by the callers, inside their methods."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import time
@@ -115,6 +116,15 @@ def resolve_checked(
     return addresses
 
 
+@functools.cache
+def ssl_context() -> Any:
+    """One TLS context (certifi's roots) per process, shared by every client: building one
+    costs about 0.1 s, which a source that opens a client per partition would pay each time."""
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
 def checked_transport(
     allow_private: bool, allowed_networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()
 ) -> Any:
@@ -151,7 +161,7 @@ def checked_transport(
                     error = e
             raise error or httpcore.ConnectError(f"{host} has no address")
 
-    transport = httpx.HTTPTransport(trust_env=False)
+    transport = httpx.HTTPTransport(verify=ssl_context(), trust_env=False)
     pool = getattr(transport, "_pool", None)
     if not (isinstance(pool, httpcore.ConnectionPool) and hasattr(pool, "_network_backend")):
         raise RuntimeError(f"httpx {httpx.__version__}: no connection pool to pin addresses in")

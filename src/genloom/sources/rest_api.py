@@ -18,7 +18,14 @@ from genloom.core.records import Rejected
 from genloom.core.registry import SOURCES
 from genloom.core.secrets import is_secret_name
 from genloom.core.steps import Source
-from genloom.sources._http import RETRY_STATUSES, backoff_seconds, redact, retry_after_seconds, user_agent
+from genloom.sources._http import (
+    RETRY_STATUSES,
+    backoff_seconds,
+    redact,
+    retry_after_seconds,
+    ssl_context,
+    user_agent,
+)
 from genloom.sources.csv import template_fields
 from genloom.sources.json import DEFAULT_TEXT_FIELDS, get_path
 
@@ -506,7 +513,12 @@ class RestApiSource(Source):
         headers = {"User-Agent": user_agent(self.contact), "Accept": "application/json"}
         headers.update({k: v.get_secret_value() for k, v in self.headers.items()})
         with httpx.Client(
-            headers=headers, timeout=self.timeout_s, follow_redirects=True, max_redirects=5
+            headers=headers,
+            timeout=self.timeout_s,
+            follow_redirects=True,
+            max_redirects=5,
+            verify=ssl_context(),
+            trust_env=False,  # settings come from the config, never from the environment
         ) as client:
             page = 0
             while True:
