@@ -223,7 +223,8 @@ class RestApiSource(Source):
     cache_ttl_s: float | None = Field(
         default=None,
         gt=0,
-        description="without incremental: fetch again when the last fetch is older than this; "
+        description="without incremental: fetch again in each new period of this many seconds (clock time "
+        "divided by it), so a result is at most this old; "
         "None: the result is cached until the config changes",
     )
     max_requests: int = Field(
