@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages that some components use (legacy .doc, OCR, WordNet, back translation).
+# Debian packages that some components use (legacy .doc, OCR, WordNet, back translation) and the
+# headless browser the report and UI tests render in (chromium).
 # Installed when missing and we are root; otherwise the tests that need them skip with the reason.
 set -u
-PKGS="catdoc antiword tesseract-ocr tesseract-ocr-eng wordnet-base wordnet-sense-index apertium apertium-eng-spa"
+PKGS="catdoc antiword tesseract-ocr tesseract-ocr-eng wordnet-base wordnet-sense-index apertium apertium-eng-spa chromium"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -204,6 +204,32 @@ def _example_prompt(pipeline: Any, summary: Any, words: int = 3) -> str:
 
 
 @app.command()
+def report(
+    file: FileArg = Path("pipeline.yaml"),
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="A run id (or its start; default: the latest run with one)")
+    ] = None,
+    open_: Annotated[bool, typer.Option("--open", help="Open the report in the web browser")] = False,
+) -> None:
+    """The path of a run's evaluation report (self-contained HTML); --open shows it."""
+    from genloom.evaluate.report import find_report
+
+    try:
+        pipeline = _pipeline(file)
+        try:
+            path = find_report(pipeline.catalog, pipeline.store, pipeline.cfg.name, run_id)
+        finally:
+            pipeline.close()
+    except GenloomError as e:
+        _fail(e)
+    out.print(str(path), soft_wrap=True, highlight=False)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
+@app.command()
 def status(file: Annotated[Path, typer.Argument(help="The pipeline file")] = Path("pipeline.yaml")) -> None:
     """Recent runs (what ran, what was cached) and the model versions."""
     try:

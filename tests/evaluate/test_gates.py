@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from tests.conftest import TINY_TRAIN, write_pipeline
 
 from genloom.core.config import Gate
-from genloom.evaluate.gates import check_gates, is_better
+from genloom.evaluate.gates import check_gates, describe_failures, failed_gates, gate_rows, is_better
 from genloom.models.text_family import TEXT_DIRECTIONS
 from genloom.pipeline import Pipeline
 
@@ -24,6 +25,60 @@ def test_gates_check_both_bounds_and_a_missing_metric() -> None:
         {"a": 1.0, "b": 5.0}, {"a": Gate(min=0.5, max=2.0), "b": Gate(max=4.0), "c": Gate(min=0)}
     )
     assert [out[k]["passed"] for k in "abc"] == [True, False, False]
+
+
+def test_relative_gates_offset_the_champions_value_and_say_by_how_much_they_missed() -> None:
+    gates = {
+        "val_bpb": Gate(max=1.9, max_vs_champion=0.0),
+        "distinct_2": Gate(min_vs_champion=-0.02),
+    }
+    champion = {"val_bpb": 1.5, "distinct_2": 0.60}
+    out = check_gates({"val_bpb": 1.6, "distinct_2": 0.59}, gates, champion)
+    bpb = {c["gate"]: c for c in out["val_bpb"]["checks"]}
+    assert bpb["max"]["passed"] and bpb["max"]["missed_by"] == 0.0
+    assert not bpb["max_vs_champion"]["passed"]
+    assert bpb["max_vs_champion"]["bound"] == 1.5
+    assert abs(bpb["max_vs_champion"]["missed_by"] - 0.1) < 1e-12
+    assert not out["val_bpb"]["passed"] and out["val_bpb"]["champion"] == 1.5
+    # 0.59 >= 0.60 - 0.02: within the allowed drop
+    assert out["distinct_2"]["passed"] and abs(out["distinct_2"]["checks"][0]["bound"] - 0.58) < 1e-12
+    assert failed_gates(out) == ["val_bpb"]
+    assert describe_failures(out) == "val_bpb 1.6 > max vs champion 1.5 (by 0.1)"
+
+    worse = check_gates({"val_bpb": 1.0, "distinct_2": 0.50}, gates, champion)
+    assert worse["val_bpb"]["passed"] and not worse["distinct_2"]["passed"]
+    assert abs(worse["distinct_2"]["checks"][0]["missed_by"] - 0.08) < 1e-12
+
+
+def test_relative_gates_pass_without_a_champion_and_fail_when_it_lacks_the_metric() -> None:
+    gates = {"distinct_2": Gate(min_vs_champion=-0.02)}
+    first = check_gates({"distinct_2": 0.1}, gates, None)
+    assert first["distinct_2"]["passed"] and first["distinct_2"]["checks"][0]["note"]
+    lacking = check_gates({"distinct_2": 0.1}, gates, {"val_bpc": 2.0})
+    assert not lacking["distinct_2"]["passed"]
+    assert "champion does not report" in lacking["distinct_2"]["checks"][0]["note"]
+
+
+def test_gate_rows_flatten_one_row_per_bound() -> None:
+    out = check_gates({"a": 3.0}, {"a": Gate(min=1.0, max=2.0)}, None)
+    rows = gate_rows(out)
+    assert [(r["gate"], r["bound"], r["passed"], r["missed_by"]) for r in rows] == [
+        ("min", 1.0, True, 0.0),
+        ("max", 2.0, False, 1.0),
+    ]
+    assert set(rows[0]) == {"gate", "metric", "value", "champion", "bound", "passed", "missed_by", "note"}
+
+
+def test_a_gate_config_keeps_its_cache_key_without_relative_bounds() -> None:
+    from genloom.core.config import EvaluateConfig, SplitConfig
+
+    cfg = EvaluateConfig(gates={"val_bpc": Gate(max=4.0)})
+    assert cfg.key_dict() == {"gates": {"val_bpc": {"min": None, "max": 4.0}}, "max_tokens": None}
+    assert not cfg.relative() and EvaluateConfig(gates={"x": Gate(max_vs_champion=0)}).relative()
+    assert SplitConfig().key_dict() == {"val_fraction": 0.05, "seed": 0}
+    assert SplitConfig(test_fraction=0.1).key_dict()["test_fraction"] == 0.1
+    with pytest.raises(ValueError, match="below 1"):
+        SplitConfig(val_fraction=0.5, test_fraction=0.5)
 
 
 def test_a_metric_without_a_direction_never_promotes(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from genloom.core.errors import ConfigError, ConfigErrors
 from genloom.core.registry import REGISTRIES, SECTIONS, suggest
@@ -79,26 +79,83 @@ class DataConfig(Frozen):
 
 
 class SplitConfig(Frozen):
-    """Train/validation split, by a hash of the record id (stable across runs)."""
+    """Train/validation/test split, by a hash of the record id (stable across runs).
+
+    A record's hash, read as a number u in [0, 1), puts it in validation when
+    u < ``val_fraction``, in test when ``val_fraction`` <= u < ``val_fraction + test_fraction``,
+    and in train otherwise: the three splits are disjoint, and a record keeps its split when the
+    data grows. Training, early stopping and tuning see validation only; with a test split, the
+    final metrics and the gates are computed on test.
+    """
 
     val_fraction: float = Field(0.05, gt=0, lt=1, description="Fraction of records held out for validation")
+    test_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Fraction of records held out for the final metrics and the gates (0: they use validation)",
+    )
     seed: int = Field(0, description="Changes which records are held out")
+
+    @model_validator(mode="after")
+    def _leave_training_rows(self) -> SplitConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction must be below 1 (got {self.val_fraction + self.test_fraction:g})"
+            )
+        return self
+
+    def key_dict(self) -> dict[str, Any]:
+        """What a prepared artifact's key hashes: without ``test_fraction`` when it is 0, so the
+        keys of pipelines without a test split are those of earlier versions."""
+        out = self.model_dump(mode="json")
+        if not self.test_fraction:
+            out.pop("test_fraction")
+        return out
 
 
 class Gate(Frozen):
-    """Bounds a metric must meet for the model to be promoted."""
+    """Bounds a metric must meet for the model to be promoted: absolute (``min``, ``max``) and
+    relative to the champion scored on the same evaluation data (``min_vs_champion``,
+    ``max_vs_champion``: offsets added to the champion's value). ``{min_vs_champion: -0.02}``
+    passes when the value >= champion - 0.02; ``{max_vs_champion: 0}`` when it is no worse than
+    the champion's for a lower-is-better metric. A relative bound passes when there is no
+    champion yet (nothing to compare with)."""
 
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(None, description="The value must be at least this")
+    max: float | None = Field(None, description="The value must be at most this")
+    min_vs_champion: float | None = Field(
+        None, description="The value must be at least the champion's plus this (e.g. -0.02)"
+    )
+    max_vs_champion: float | None = Field(
+        None, description="The value must be at most the champion's plus this (e.g. 0.0)"
+    )
 
 
 class EvaluateConfig(Frozen):
     """Held-out evaluation and the quality gates a model must pass."""
 
     gates: dict[str, Gate] = Field(
-        default_factory=dict, description="metric -> {min, max}, e.g. {val_bpc: {max: 4.0}}"
+        default_factory=dict,
+        description="metric -> {min, max, min_vs_champion, max_vs_champion}, e.g. {val_bpc: {max: 4.0}}",
     )
     max_tokens: int | None = Field(None, description="Evaluate on at most this many validation tokens")
+
+    def key_dict(self) -> dict[str, Any]:
+        """What an evaluation's key hashes: the relative bounds only where set, so the keys of
+        pipelines with absolute gates only are those of earlier versions."""
+        out = self.model_dump(mode="json")
+        out["gates"] = {
+            name: {k: v for k, v in bounds.items() if k in ("min", "max") or v is not None}
+            for name, bounds in out["gates"].items()
+        }
+        return out
+
+    def relative(self) -> bool:
+        """True when a gate compares with the champion."""
+        return any(
+            g.min_vs_champion is not None or g.max_vs_champion is not None for g in self.gates.values()
+        )
 
 
 class RegisterConfig(Frozen):

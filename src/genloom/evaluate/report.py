@@ -1,93 +1,332 @@
-"""A self-contained HTML report of an evaluation: metrics, gates, the loss curves, the data stages."""
+"""A self-contained HTML report of an evaluation: one file, no server, nothing fetched.
+
+Sections (each an ``<section id=...>``): the summary and the gate table (``gates``: which gate
+failed and by how much), the metrics beside the champion's on the same data (``metrics``), the
+training curves (``training``), the data funnel (``funnel``: rows per stage and step, dropped
+and quarantined by reason), samples (``samples``: generated texts, or real and synthetic rows),
+plots (``plots``: length histograms real vs generated for text, per-column distributions real vs
+synthetic for tables) and the resolved config with its secrets masked (``config``). Plots are
+inline SVG written here (``evaluate/plots.py``), so the report needs no plotting library; a
+generous report stays well under 2 MB (samples and rows are capped).
+"""
 
 from __future__ import annotations
 
 import html
 import json
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from genloom.core.secrets import is_secret_name
+from genloom.evaluate.gates import gate_rows
+from genloom.evaluate.plots import bar_compare_svg, histogram_compare_svg, line_chart_svg
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: samples shown: generated texts, real texts beside them, table rows
+MAX_TEXTS = 12
+MAX_TEXT_CHARS = 600
+MAX_ROWS = 15
+MAX_COLUMNS = 12
+MASK = "**********"
 
 
-def loss_curve_svg(history: list[dict[str, Any]], width: int = 640, height: int = 260) -> str:
-    """Train and validation loss against step as an inline SVG (no JavaScript, no external files)."""
-    series = {
-        "train": [(h["step"], h["loss"]) for h in history if "loss" in h],
-        "val": [(h["step"], h["val_loss"]) for h in history if "val_loss" in h],
-    }
-    points = [p for s in series.values() for p in s]
-    if not points:
-        return "<p>No loss history recorded.</p>"
-    x0, x1 = 0, max(p[0] for p in points) or 1
-    y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
-    y0, y1 = (y0 - 0.05 * (y1 - y0 or 1), y1 + 0.05 * (y1 - y0 or 1))
-    pad = 40
+@dataclass
+class ReportData:
+    """What the report shows; the evaluate stage fills it from the run's artifacts."""
 
-    def xy(step: float, loss: float) -> str:
-        x = pad + (step - x0) / (x1 - x0) * (width - 2 * pad)
-        y = height - pad - (loss - y0) / (y1 - y0) * (height - 2 * pad)
-        return f"{x:.1f},{y:.1f}"
-
-    colors = {"train": "#1f77b4", "val": "#d62728"}
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-        f'<rect width="{width}" height="{height}" fill="white" stroke="#ccc"/>',
-    ]
-    for name, pts in series.items():
-        if pts:
-            parts.append(
-                f'<polyline fill="none" stroke="{colors[name]}" stroke-width="1.5" '
-                f'points="{" ".join(xy(s, v) for s, v in pts)}"/>'
-            )
-    parts.append(
-        f'<text x="{pad}" y="{pad - 10}" font-size="12">loss (nats/token); '
-        f'<tspan fill="{colors["train"]}">train</tspan> <tspan fill="{colors["val"]}">val</tspan></text>'
-    )
-    parts.append(f'<text x="{pad}" y="{height - 10}" font-size="11">step 0</text>')
-    parts.append(f'<text x="{width - pad - 60}" y="{height - 10}" font-size="11">step {x1}</text>')
-    parts.append(f'<text x="4" y="{pad + 4}" font-size="11">{y1:.2f}</text>')
-    parts.append(f'<text x="4" y="{height - pad}" font-size="11">{y0:.2f}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    title: str
+    config: dict[str, Any] = field(default_factory=dict)
+    split: str = "val"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    directions: dict[str, str] = field(default_factory=dict)
+    gates: dict[str, Any] = field(default_factory=dict)
+    #: the champion scored on the same data: {version, key, metrics}, or None
+    champion: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    funnel: list[dict[str, Any]] = field(default_factory=list)
+    prepared: dict[str, Any] = field(default_factory=dict)
+    model_type: str = ""
+    real_texts: list[str] | None = None
+    generated_texts: list[str] | None = None
+    real_rows: pa.Table | None = None
+    generated_rows: pa.Table | None = None
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "<p>None.</p>"
-    cols = list(rows[0])
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+def redact(node: Any) -> Any:
+    """The config with every value under a credential-like key masked (a ``SecretStr`` is already
+    masked by the JSON dump)."""
+    if isinstance(node, dict):
+        return {k: MASK if is_secret_name(k) and v not in (None, "") else redact(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [redact(v) for v in node]
+    return node
 
 
-def _fmt(v: Any) -> str:
+def esc(v: Any) -> str:
+    """A value as escaped text: floats to 4 significant digits, JSON for containers."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return html.escape(f"{v:.4g}")
     if isinstance(v, dict | list):
-        return json.dumps(v)
-    return "" if v is None else str(v)
+        return html.escape(json.dumps(v, default=str))
+    return "" if v is None else html.escape(str(v))
 
 
-def write_report(
-    path: Path,
-    title: str,
-    metrics: dict[str, Any],
-    gates: dict[str, Any],
-    history: list[dict[str, Any]],
-    stages: list[dict[str, Any]],
-) -> Path:
-    """Write ``report.html``: metrics, gates, loss curves and per-stage data statistics."""
-    gate_rows = [{"metric": k, **v, "passed": "yes" if v["passed"] else "NO"} for k, v in gates.items()]
-    metric_rows = [{"metric": k, "value": v} for k, v in metrics.items()]
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}th{{background:#f3f3f3}}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<h2>Metrics</h2>{_table(metric_rows)}
-<h2>Quality gates</h2>{_table(gate_rows)}
-<h2>Training</h2>{loss_curve_svg(history)}
-<h2>Data stages</h2>{_table(stages)}
-</body></html>"""
-    path.write_text(doc, encoding="utf-8")
+def table(rows: list[dict[str, Any]], cls: str = "", row_class: Any = None) -> str:
+    """Rows (dicts with the same keys) as an HTML table."""
+    if not rows:
+        return '<p class="none">None.</p>'
+    cols = list(rows[0])
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = []
+    for r in rows:
+        rc = row_class(r) if row_class else ""
+        cells = "".join(f"<td>{esc(r.get(c))}</td>" for c in cols)
+        body.append(f'<tr class="{rc}">{cells}</tr>' if rc else f"<tr>{cells}</tr>")
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def section(sid: str, title: str, body: str) -> str:
+    """One report section with its anchor."""
+    return f'<section id="{sid}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+# ----------------------------------------------------------------------------------------------
+# the sections
+
+
+def summary_section(d: ReportData) -> str:
+    """The verdict: which split, which champion, whether every gate passed."""
+    rows = gate_rows(d.gates)
+    failed = [r for r in rows if not r["passed"]]
+    champ = f"v{d.champion['version']}" if d.champion else "none (this is the first model)"
+    verdict = (
+        '<p class="verdict fail">Gates failed: the model is registered as a candidate and never promoted.</p>'
+        if failed
+        else '<p class="verdict pass">Every gate passed.</p>'
+        if rows
+        else '<p class="verdict">No gates configured.</p>'
+    )
+    facts = [
+        {"model": d.model_type, "evaluated on": f"{d.split} split", "champion compared": champ},
+    ]
+    return verdict + table(facts)
+
+
+def gates_section(d: ReportData) -> str:
+    """The gate table: gate, metric, value, champion value, bound, passed, missed by."""
+    rows = gate_rows(d.gates)
+    if not rows:
+        return "<p>No gates configured (<code>evaluate.gates</code>).</p>"
+    return table(rows, "gates", lambda r: "pass" if r["passed"] else "fail")
+
+
+def metrics_section(d: ReportData) -> str:
+    """Every metric beside the champion's on the same data, with the direction that is better."""
+    theirs = (d.champion or {}).get("metrics") or {}
+    rows = []
+    for name, value in d.metrics.items():
+        row: dict[str, Any] = {"metric": name, "value": value}
+        if d.champion:
+            other = theirs.get(name)
+            row["champion"] = other
+            delta = value - other if _num(value) and _num(other) else None
+            row["difference"] = delta
+        row["better"] = {"min": "lower", "max": "higher"}.get(d.directions.get(name, ""), "")
+        rows.append(row)
+
+    def better(r: dict[str, Any]) -> str:
+        direction, delta = d.directions.get(r["metric"]), r.get("difference")
+        if not direction or delta is None or delta == 0:
+            return ""
+        return "pass" if (delta < 0) == (direction == "min") else "fail"
+
+    note = f"<p>Computed on the <b>{html.escape(d.split)}</b> split.</p>"
+    return note + table(rows, "metrics", better if d.champion else None)
+
+
+def training_section(d: ReportData) -> str:
+    """Training and validation loss (and any other recorded curve) against step."""
+    curves = {}
+    for key in ("loss", "val_loss"):
+        pts = [(h["step"], h[key]) for h in d.history if _num(h.get(key)) and _num(h.get("step"))]
+        if pts:
+            curves["train" if key == "loss" else "val"] = pts
+    if not curves:
+        return "<p>No training history recorded.</p>"
+    return line_chart_svg(curves, "loss against step", "step", "loss")
+
+
+def funnel_section(d: ReportData) -> str:
+    """Rows per data stage and step; what was dropped and quarantined, by reason."""
+    if not d.funnel:
+        return "<p>No data stage statistics.</p>"
+    rows = [
+        {
+            "stage": r["stage"],
+            "step": r["step"] or "(stage total)",
+            "rows in": r["rows_in"],
+            "rows out": r["rows_out"],
+            "dropped": r["dropped"],
+            "quarantined": r["quarantined"],
+            "drop reasons": ", ".join(f"{k}: {v}" for k, v in sorted(r["reasons"].items())),
+        }
+        for r in d.funnel
+    ]
+    split = {k: v for k, v in d.prepared.items() if k in ("train", "val", "test") and isinstance(v, dict)}
+    extra = ""
+    if split:  # text: documents and tokens per split
+        extra = table(
+            [
+                {"split": k, **{f: v.get(f) for f in ("n_docs", "n_tokens", "n_chars")}}
+                for k, v in split.items()
+            ]
+        )
+    return table(rows, "funnel", lambda r: "total" if r["step"] == "(stage total)" else "") + extra
+
+
+def samples_section(d: ReportData) -> str:
+    """Generated texts (and real held-out ones beside them), or real and synthetic rows."""
+    parts = []
+    if d.generated_texts is not None:
+        parts.append("<h3>Generated (seeded, from an empty prompt)</h3>")
+        parts.append(_texts(d.generated_texts))
+        if d.real_texts:
+            shown = random.Random(0).sample(d.real_texts, min(len(d.real_texts), MAX_TEXTS // 2))
+            parts.append("<h3>Real (held-out, random)</h3>")
+            parts.append(_texts(shown))
+    if d.generated_rows is not None:
+        parts.append("<h3>Synthetic rows</h3>")
+        parts.append(_rows(d.generated_rows))
+        if d.real_rows is not None:
+            parts.append("<h3>Real held-out rows</h3>")
+            parts.append(_rows(d.real_rows))
+    return "".join(parts) or "<p>No samples.</p>"
+
+
+def plots_section(d: ReportData) -> str:
+    """Length histograms real vs generated (text); per-column distributions real vs synthetic (tables)."""
+    parts = []
+    if d.generated_texts is not None and d.real_texts:
+        parts.append(
+            histogram_compare_svg(
+                {"real": [len(t) for t in d.real_texts], "generated": [len(t) for t in d.generated_texts]},
+                "length in characters, real vs generated",
+            )
+        )
+    if d.generated_rows is not None and d.real_rows is not None:
+        for name in d.real_rows.column_names[:MAX_COLUMNS]:
+            if name not in d.generated_rows.column_names:
+                continue
+            real = d.real_rows.column(name).to_pylist()
+            fake = d.generated_rows.column(name).to_pylist()
+            numeric = [v for v in real if v is not None]
+            if numeric and all(_num(v) for v in numeric) and len(set(numeric)) > 12:
+                parts.append(
+                    histogram_compare_svg(
+                        {"real": [v for v in real if _num(v)], "synthetic": [v for v in fake if _num(v)]},
+                        f"{name}: real vs synthetic",
+                    )
+                )
+            else:
+                parts.append(bar_compare_svg({"real": real, "synthetic": fake}, f"{name}: real vs synthetic"))
+    return "".join(f'<figure class="plot">{p}</figure>' for p in parts) or "<p>No plots for this model.</p>"
+
+
+def config_section(d: ReportData) -> str:
+    """The resolved pipeline config (secrets masked)."""
+    import yaml
+
+    text = yaml.safe_dump(redact(d.config), sort_keys=False, allow_unicode=True)
+    return f"<pre>{html.escape(text)}</pre>"
+
+
+def _texts(texts: list[str]) -> str:
+    items = []
+    for t in texts[:MAX_TEXTS]:
+        short = t if len(t) <= MAX_TEXT_CHARS else t[:MAX_TEXT_CHARS] + " [...]"
+        items.append(f"<li><pre>{html.escape(short)}</pre></li>")
+    return f'<ol class="texts">{"".join(items)}</ol>'
+
+
+def _rows(rows: pa.Table) -> str:
+    shown = rows.slice(0, MAX_ROWS).select(rows.column_names[:MAX_COLUMNS])
+    return table(shown.to_pylist())
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:0 auto;padding:1.5em;max-width:72em;color:#222}
+nav a{margin-right:1em}table{border-collapse:collapse;margin:.8em 0;font-size:.92em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3}tr.fail td{background:#fde8e8}tr.pass td{background:#e8f6ea}
+tr.total td{font-weight:600;background:#f7f7f7}.verdict{font-size:1.15em;font-weight:600}
+.verdict.fail{color:#b00020}.verdict.pass{color:#1b7f3b}pre{white-space:pre-wrap;margin:0}
+ol.texts li{margin:.4em 0;padding:.3em;background:#fafafa;border-left:3px solid #ddd}
+figure.plot{display:inline-block;margin:.5em}section{margin-top:2em}
+"""
+
+SECTIONS = (
+    ("summary", "Summary"),
+    ("gates", "Quality gates"),
+    ("metrics", "Metrics"),
+    ("training", "Training"),
+    ("funnel", "Data stages (funnel)"),
+    ("samples", "Samples"),
+    ("plots", "Plots"),
+    ("config", "Config"),
+)
+
+
+def render(d: ReportData) -> str:
+    """The report's HTML."""
+    builders = {
+        "summary": summary_section,
+        "gates": gates_section,
+        "metrics": metrics_section,
+        "training": training_section,
+        "funnel": funnel_section,
+        "samples": samples_section,
+        "plots": plots_section,
+        "config": config_section,
+    }
+    nav = "".join(f'<a href="#{sid}">{html.escape(t)}</a>' for sid, t in SECTIONS)
+    body = "".join(section(sid, t, builders[sid](d)) for sid, t in SECTIONS)
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(d.title)}</title>'
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(d.title)}</h1><nav>{nav}</nav>{body}</body></html>"
+    )
+
+
+def write_report(path: Path, data: ReportData) -> Path:
+    """Write the report to ``path`` (``report.html``)."""
+    path.write_text(render(data), encoding="utf-8")
     return path
+
+
+def find_report(catalog: Any, store: Any, pipeline: str, run_id: str | None = None) -> Path:
+    """The report of a run (default: the latest run of ``pipeline`` that evaluated a model); a
+    run id may be given by its first characters."""
+    from genloom.core.errors import NotFoundError
+
+    runs = catalog.runs(pipeline, limit=1000)
+    if run_id:
+        runs = [r for r in runs if str(r["id"]).startswith(run_id)]
+        if not runs:
+            raise NotFoundError(f"pipeline {pipeline!r} has no run {run_id!r}: genloom status lists them")
+    for run in runs:
+        for s in catalog.stage_runs(run["id"]):
+            if s["stage"] == "evaluate" and s["key"]:
+                path = store.local_path(f"{store.artifact_dir('evaluate', s['key'])}/report.html")
+                if path.exists():
+                    return Path(path)
+    which = f"run {run_id!r}" if run_id else f"pipeline {pipeline!r}"
+    raise NotFoundError(f"{which} has no evaluation report: genloom run evaluates a trained model")

@@ -55,10 +55,13 @@ class PrepareInput:
     """What a family's ``prepare`` reads: the last data stage's records, their split, the pipeline folder.
 
     ``batches(columns)`` streams the records as Arrow tables (only ``columns`` that exist; None:
-    all); ``split(batch)`` gives each row's split, ``"train"``, ``"val"`` or ``"none"`` (a stable
-    hash of the record id; augmented copies never enter validation); ``resolve(path)`` makes a
-    config path absolute against the pipeline file's folder; ``advance()`` reports one of the
-    family's ``prepare_steps`` done.
+    all); ``split(batch)`` gives each row's split, ``"train"``, ``"val"``, ``"test"`` or
+    ``"none"`` (a stable hash of the record id; augmented copies never enter a held-out split);
+    ``resolve(path)`` makes a config path absolute against the pipeline file's folder;
+    ``advance()`` reports one of the family's ``prepare_steps`` done. ``test``: the split has a
+    test part (``split.test_fraction`` > 0); the family writes it apart, under the names of its
+    validation files with ``test`` for ``val`` (``test.bin``, ``test.parquet``...), and never
+    trains or tunes on it: the evaluate stage scores the model on it.
     """
 
     batches: Callable[[Sequence[str] | None], Iterator[pa.Table]]
@@ -66,6 +69,7 @@ class PrepareInput:
     split: Callable[[pa.Table], list[str]]
     resolve: Callable[[str], str]
     advance: Callable[[], None] = lambda: None
+    test: bool = False
 
 
 @dataclass

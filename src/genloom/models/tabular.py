@@ -604,7 +604,7 @@ class TabularFamily(ModelFamily):
 
         cfg, seed, out_dir = train_cfg.model, int(train_cfg.seed), Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        parts: dict[str, list[pa.Table]] = {"train": [], "val": []}
+        parts: dict[str, list[pa.Table]] = {"train": [], "val": [], **({"test": []} if inp.test else {})}
         for batch in inp.batches(None):
             split = np.asarray(inp.split(batch))
             data = batch.drop_columns([c for c in GENLOOM_COLUMNS if c in batch.column_names])
@@ -617,6 +617,12 @@ class TabularFamily(ModelFamily):
         val = pa.concat_tables(parts["val"], promote_options="default").select(train.column_names)
         pq.write_table(train, out_dir / "train.parquet")
         pq.write_table(val, out_dir / "val.parquet")
+        test = None
+        if inp.test:  # the test split, apart: only the evaluate stage reads it
+            if not parts["test"]:
+                raise StageError("the test split is empty: add rows or raise split.test_fraction")
+            test = pa.concat_tables(parts["test"], promote_options="default").select(train.column_names)
+            pq.write_table(test, out_dir / "test.parquet")
         inp.advance()
 
         transformer = TableTransformer.fit(train, cfg, seed=seed)
@@ -625,6 +631,8 @@ class TabularFamily(ModelFamily):
 
         np.save(out_dir / "train.npy", transformer.transform(train, seed=seed).astype(np.float32))
         np.save(out_dir / "val.npy", transformer.transform(val, seed=seed + 1).astype(np.float32))
+        if test is not None:
+            np.save(out_dir / "test.npy", transformer.transform(test, seed=seed + 2).astype(np.float32))
         profile = profile_table(train, transformer.kinds)
         (out_dir / "profile.json").write_text(json.dumps(profile, indent=2, default=str))
         space = DistanceSpace.fit(train, transformer.kinds, cfg.max_categories)
@@ -648,6 +656,7 @@ class TabularFamily(ModelFamily):
             stats={
                 "rows": train.num_rows,
                 "val_rows": val.num_rows,
+                **({"test_rows": test.num_rows} if test is not None else {}),
                 "columns": len(modelled),
                 "encoded_dim": transformer.dim,
             },

@@ -120,14 +120,23 @@ class TextFamily(ModelFamily):
         val_info = pack_tokens(tokenizer, texts("val"), out_dir / "val.bin")
         table = pa.table({"text": pa.array(list(texts("val")), pa.string())})
         pq.write_table(table, out_dir / "val_texts.parquet", compression="zstd")
+        # the test split (split.test_fraction > 0), apart: only the evaluate stage reads it
+        test_info = pack_tokens(tokenizer, texts("test"), out_dir / "test.bin") if inp.test else {}
+        if inp.test:
+            table = pa.table({"text": pa.array(list(texts("test")), pa.string())})
+            pq.write_table(table, out_dir / "test_texts.parquet", compression="zstd")
         inp.advance()
         if not train_info.get("n_tokens") or not val_info.get("n_tokens"):
             raise StageError("the train or validation split is empty: add data or change split.val_fraction")
+        if inp.test and not test_info.get("n_tokens"):
+            raise StageError("the test split is empty: add data or raise split.test_fraction")
         stats: dict[str, Any] = {
             "vocab_size": tokenizer.get_vocab_size(),
             "train_tokens": train_info.get("n_tokens"),
             "val_tokens": val_info.get("n_tokens"),
         }
+        if inp.test:
+            stats["test_tokens"] = test_info.get("n_tokens")
         if controls:
             stats["controls"] = seen
         if chat is not None:
@@ -142,6 +151,7 @@ class TextFamily(ModelFamily):
         manifest = {
             "train": train_info,
             "val": val_info,
+            **({"test": test_info} if inp.test else {}),
             "vocab_size": tokenizer.get_vocab_size(),
             "controls": seen,
             "rejected": len(bad),

@@ -235,11 +235,13 @@ def shards_of(store: ArtifactStore, plan: StagePlan) -> tuple[str, list[str]]:
 # splits, rounding, the "why" texts
 
 
-def split_of(batch: pa.Table, fraction: float, seed: int) -> list[str]:
-    """Each row's split, ``train``, ``val`` or ``none``, from a stable hash of its (original) id.
+def split_of(batch: pa.Table, fraction: float, seed: int, test_fraction: float = 0.0) -> list[str]:
+    """Each row's split, ``train``, ``val``, ``test`` or ``none``, from a stable hash of its (original) id.
 
-    Augmented rows never enter validation: a copy of a training record goes to train, and a copy
-    of a validation record is left out of both (in train it would leak the held-out text).
+    The hash, as u in [0, 1): validation below ``fraction``, test in [fraction, fraction +
+    test_fraction), train above (so a test split leaves validation as it was). Augmented rows never
+    enter a held-out split: a copy of a training record goes to train, and a copy of a validation
+    or test record is left out (in train it would leak the held-out text).
     """
     out = []
     metas = batch.column("meta").to_pylist() if "meta" in batch.column_names else [None] * batch.num_rows
@@ -248,8 +250,9 @@ def split_of(batch: pa.Table, fraction: float, seed: int) -> list[str]:
         if meta and '"augmented_from"' in meta:
             origin = json.loads(meta).get("augmented_from")
         h = hashlib.blake2b(f"{seed}:{origin or rid}".encode(), digest_size=8).digest()
-        is_val = int.from_bytes(h, "big") / 2**64 < fraction
-        out.append(("none" if is_val else "train") if origin else ("val" if is_val else "train"))
+        u = int.from_bytes(h, "big") / 2**64
+        part = "val" if u < fraction else "test" if u < fraction + test_fraction else "train"
+        out.append("none" if origin and part != "train" else part)
     return out
 
 

@@ -38,7 +38,7 @@ class PrepareStage(Stage):
         ingredients = {
             "stage": "prepare",
             **fam.prepare_key(ctx.cfg.train, ctx.file_digests),
-            "split": ctx.cfg.split.model_dump(mode="json"),
+            "split": ctx.cfg.split.key_dict(),
             "input": data_key,
             "version": 1,
         }
@@ -65,9 +65,10 @@ class PrepareStage(Stage):
         inp = PrepareInput(
             batches=batches,
             columns=list(columns),
-            split=lambda batch: split_of(batch, split.val_fraction, split.seed),
+            split=lambda batch: split_of(batch, split.val_fraction, split.seed, split.test_fraction),
             resolve=ctx.resolve,
             advance=lambda: ctx.reporter.stage_advance("prepare"),
+            test=split.test_fraction > 0,
         )
         prepared = fam.prepare(inp, ctx.cfg.train, out)
         ctx.store.write_manifest(

@@ -1,7 +1,11 @@
 """register: the model version in the catalog, promoted to champion only if it is better.
 
-Better means: it passes every gate and beats the champion on ``register.metric`` in that
-metric's declared direction, the champion being scored on this run's evaluation data.
+Better means: it passes every gate (absolute, and relative to the champion) and beats the
+champion on ``register.metric`` in that metric's declared direction, the champion being scored on
+this run's evaluation data (by the evaluate stage; again here if the champion changed since). A
+model that fails a gate is registered as a candidate and never promoted; a promoted model's
+predecessor is archived (kept, with its files and metrics). The gate table goes into the run
+summary and the catalog (the version's ``gates``).
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from genloom.core.store import content_key
-from genloom.evaluate.gates import is_better
+from genloom.evaluate.gates import describe_failures, failed_gates, gate_rows, is_better
+from genloom.evaluate.heldout import evaluation_view
 from genloom.models.base import family_of
 from genloom.stages.base import RunContext, Stage, StagePlan, StageResult, plan_for, round_metrics
 
@@ -62,6 +67,8 @@ class RegisterStage(Stage):
             "uri": version["uri"],
             "metrics": round_metrics(metrics),
             "decision": decision,
+            "gates": gate_rows(evaluation.get("gates") or {}),
+            "evaluated_on": evaluation.get("split", "val"),
         }
         stats = {"model": name, "version": version["version"], "stage": version["stage"]}
         return StageResult("register", status, plan.key, decision, 0.0, None, stats, model=model)
@@ -79,9 +86,11 @@ def promotion(
     champion = ctx.catalog.champion(ctx.model_name)
     if champion is not None and champion["version"] == version["version"]:
         return "already champion"
-    failed = [m for m, g in evaluation["gates"].items() if not g["passed"]]
+    failed = failed_gates(evaluation["gates"])
     if failed:
-        return f"kept as candidate: failed gates {', '.join(failed)}"
+        return (
+            f"kept as candidate: failed gates {', '.join(failed)} ({describe_failures(evaluation['gates'])})"
+        )
     if rule.promote == "never":
         return "kept as candidate (register.promote=never)"
     if champion is None or rule.promote == "always":
@@ -89,11 +98,8 @@ def promotion(
     direction = evaluation.get("directions", {}).get(rule.metric)
     if direction is None:
         return f"kept as candidate: metric {rule.metric!r} has no direction (not a metric this model reports)"
-    prepared = ctx.local_artifact("prepare", plan_for(plans, "prepare").key)
     ours = metrics.get(rule.metric)
-    # the champion scored on this run's evaluation data, by its own family (it may differ from ours)
-    scored = family_of(champion["uri"]).evaluate_champion(Path(champion["uri"]), prepared, ctx.cfg.evaluate)
-    theirs = scored[rule.metric].value if rule.metric in scored else None
+    theirs = champion_metrics(ctx, champion, evaluation, plans).get(rule.metric)
     if ours is None or theirs is None:
         return f"kept as candidate: metric {rule.metric!r} unavailable"
     sign = "<" if direction == "min" else ">"
@@ -101,3 +107,18 @@ def promotion(
         return f"promoted: {rule.metric} {ours:.4f} {sign} champion v{champion['version']} {theirs:.4f}"
     worse = ">=" if direction == "min" else "<="
     return f"kept as candidate: {rule.metric} {ours:.4f} {worse} champion v{champion['version']} {theirs:.4f}"
+
+
+def champion_metrics(
+    ctx: RunContext, champion: dict[str, Any], evaluation: dict[str, Any], plans: list[StagePlan]
+) -> dict[str, Any]:
+    """The champion's metrics on this run's evaluation data: the evaluate stage's, or (when the
+    champion changed since that evaluation) scored now, by its own family, on the same split."""
+    recorded = evaluation.get("champion") or {}
+    if recorded.get("key") == champion["artifact_key"] and recorded.get("metrics") is not None:
+        return dict(recorded["metrics"])
+    prepared = ctx.local_artifact("prepare", plan_for(plans, "prepare").key)
+    uri = Path(champion["uri"])
+    with evaluation_view(prepared) as view:
+        scored = family_of(uri).evaluate_champion(uri, view, ctx.cfg.evaluate)
+    return {k: m.value for k, m in scored.items()}
