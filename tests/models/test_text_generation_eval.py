@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 from tests.conftest import TINY_TRAIN, write_pipeline
 
-from genloom.models.text_family import GenerationSettings, evaluate_generations, strip_controls
+from genloom.models.text_family import (
+    GenerationSettings,
+    evaluate_generations,
+    evaluate_references,
+    strip_controls,
+)
 from genloom.pipeline import Pipeline
 
 GOOD = ["great", "lovely", "excellent", "tasty", "wonderful", "friendly", "fresh", "warm"]
@@ -104,6 +109,16 @@ def test_generation_metrics_in_the_evaluate_stage(tmp_path: Path) -> None:
         [train_doc, "Novel words nobody wrote in this corpus before, surely not here."], index
     )
     assert [c["sample"] for c in rep.copies] == [0]
+
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text(
+        "".join(json.dumps({"prompt": t[:12], "reference": t}) + "\n" for t in [train_doc, train_doc[::-1]])
+    )
+    scores = evaluate_references(model_dir, refs, GenerationSettings(max_new_tokens=16))
+    assert set(scores) == {"ref_bleu", "ref_chrf", "ref_rouge_l"}
+    assert (
+        0 <= scores["ref_bleu"] <= 100 and 0 <= scores["ref_chrf"] <= 100 and 0 <= scores["ref_rouge_l"] <= 1
+    )
 
     res = evaluate_generations(
         model_dir, prepared, GenerationSettings(samples=4, embeddings=False, control_samples=4)
