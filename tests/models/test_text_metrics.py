@@ -222,3 +222,12 @@ def test_minilm_embeddings_place_paraphrases_closer_than_unrelated_text() -> Non
     assert np.allclose(e[:3], e[3:], atol=1e-5)  # batching does not change a text's vector
     assert e[0] @ e[1] > e[0] @ e[2] + 0.2
     assert frechet_distance(e, e) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ngram_hashes_of_several_texts_are_those_of_each_text() -> None:
+    from genloom.models.text_metrics import ngram_hashes_of_texts, words
+
+    texts = ["a b c d e", "f g", "", "h i j k"]
+    each = np.concatenate([ngram_hashes(words(t), 3) for t in texts])
+    assert np.array_equal(ngram_hashes_of_texts(texts, 3), each)  # no n-gram straddles two texts
+    assert len(each) == 3 + 0 + 0 + 2

@@ -119,9 +119,25 @@ def length_stats(generated: Sequence[int], real: Sequence[int]) -> dict[str, flo
 # memorisation
 
 
-@lru_cache(maxsize=1 << 18)
-def _word_hash(word: str) -> int:
-    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+_WORD_HASHES: dict[str, int] = {}  # word -> its 64-bit hash; cleared past _WORD_CACHE words
+_WORD_CACHE = 1 << 20
+
+
+def _word_hashes(tokens: Sequence[str]) -> np.ndarray:
+    """blake2b-64 of each word (deterministic across processes, unlike ``hash``), cached."""
+    cache = _WORD_HASHES
+    if len(cache) > _WORD_CACHE:
+        cache.clear()
+    get = cache.get
+    vals = [get(t) for t in tokens]
+    for i, v in enumerate(vals):
+        if v is None:
+            t = tokens[i]
+            v = cache[t] = int.from_bytes(
+                hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little"
+            )
+            vals[i] = v
+    return np.array(vals, dtype=np.uint64)
 
 
 def _mix64(h: np.ndarray) -> np.ndarray:
@@ -134,18 +150,37 @@ def _mix64(h: np.ndarray) -> np.ndarray:
         return h ^ (h >> np.uint64(31))
 
 
-def ngram_hashes(tokens: Sequence[str], n: int) -> np.ndarray:
-    """The 64-bit hash of every word n-gram of ``tokens``, in order (``len(tokens) - n + 1`` of them)."""
-    if len(tokens) < n:
-        return np.zeros(0, dtype=np.uint64)
-    w = np.fromiter((_word_hash(t) for t in tokens), dtype=np.uint64, count=len(tokens))
-    m = len(tokens) - n + 1
+def _rolling(w: np.ndarray, n: int) -> np.ndarray:
+    m = len(w) - n + 1
     h = np.zeros(m, dtype=np.uint64)
     base = np.uint64(0x100000001B3)  # FNV prime: a polynomial rolling hash mod 2**64
     with np.errstate(over="ignore"):
         for j in range(n):
             h = h * base + w[j : j + m]
     return _mix64(h)
+
+
+def ngram_hashes(tokens: Sequence[str], n: int) -> np.ndarray:
+    """The 64-bit hash of every word n-gram of ``tokens``, in order (``len(tokens) - n + 1`` of them)."""
+    if len(tokens) < n:
+        return np.zeros(0, dtype=np.uint64)
+    return _rolling(_word_hashes(tokens), n)
+
+
+def ngram_hashes_of_texts(texts: Sequence[str], n: int) -> np.ndarray:
+    """The n-gram hashes of several texts at once (one numpy pass over their words joined; the
+    n-grams that would straddle two texts are left out): ``ngram_hashes`` of each, concatenated."""
+    toks: list[str] = []
+    doc: list[int] = []
+    for i, text in enumerate(texts):
+        ws = WORD.findall(text)
+        toks.extend(ws)
+        doc.extend([i] * len(ws))
+    if len(toks) < n:
+        return np.zeros(0, dtype=np.uint64)
+    h = _rolling(_word_hashes(toks), n)
+    d = np.asarray(doc, dtype=np.int64)
+    return h[d[: len(h)] == d[n - 1 :]]
 
 
 class NgramIndex:
@@ -183,8 +218,12 @@ class NgramIndex:
 
     def add(self, text: str) -> None:
         """Add the n-grams of one text."""
-        h = ngram_hashes(words(text), self.n)
-        self.texts += 1
+        self.add_batch([text])
+
+    def add_batch(self, texts: Sequence[str]) -> None:
+        """Add the n-grams of several texts (faster than one at a time: one numpy pass)."""
+        h = ngram_hashes_of_texts(texts, self.n)
+        self.texts += len(texts)
         self.ngrams_seen += len(h)
         h = h[h <= self.threshold]
         if not len(h):
@@ -194,9 +233,16 @@ class NgramIndex:
         if self._buffered >= min(self.chunk, max(1, self.max_bytes // 16)):
             self._merge()
 
-    def add_all(self, texts: Iterable[str]) -> NgramIndex:
+    def add_all(self, texts: Iterable[str], batch: int = 256) -> NgramIndex:
+        """Add every text of a stream, ``batch`` texts at a time; returns the index."""
+        pending: list[str] = []
         for t in texts:
-            self.add(t)
+            pending.append(t)
+            if len(pending) == batch:
+                self.add_batch(pending)
+                pending = []
+        if pending:
+            self.add_batch(pending)
         self._merge()
         return self
 
@@ -534,6 +580,7 @@ __all__ = [
     "mauve_score",
     "memorisation",
     "ngram_hashes",
+    "ngram_hashes_of_texts",
     "read_references",
     "reference_scores",
     "repetition_rate",
