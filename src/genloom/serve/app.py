@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -60,6 +61,7 @@ from genloom.serve.schemas import (
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
+    ErrorBody,
     FeedbackRequest,
     FeedbackResponse,
     ModelCard,
@@ -85,6 +87,42 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 #: OpenAI's default max_tokens for /v1/completions
 COMPLETION_DEFAULT_MAX_TOKENS = 16
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+_ERROR_MEANINGS = {
+    400: "Invalid request (invalid_request_error): a field, a limit, or what this model can do",
+    401: "Missing, unknown or revoked API key (authentication_error)",
+    404: "Unknown model name, or unknown request id (not_found_error)",
+    413: "Request body over max_body_bytes (body_too_large)",
+    429: "Rate limit or token budget of the API key exceeded (rate_limit_exceeded); see Retry-After",
+    500: "Unexpected failure (internal_error); the message carries the request id",
+    503: "The model is loading or failed to load, or the queue is full (server_busy); see Retry-After",
+    504: "The request took longer than request_timeout_s (request_timeout)",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of these error statuses, each with the OpenAI error body."""
+    return {code: {"model": ErrorBody, "description": _ERROR_MEANINGS[code]} for code in codes}
+
+
+#: the errors every /v1 route can answer (the middleware's limits and auth, loading, failures)
+_V1_ERRORS = (400, 401, 413, 429, 500, 503)
+_TEXT_ERRORS = _errors(*_V1_ERRORS, 404, 504)
+
+
+def _stream_or(model: type) -> dict[int | str, dict[str, Any]]:
+    """A 200 that is ``model`` as JSON, or server-sent events when the request streams."""
+    event = {  # one server-sent event, as clients (and schemathesis) parse it
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {"type": "string", "description": "a chunk as JSON, an error body, or [DONE] last"},
+            "event": {"type": "string"},
+        },
+    }
+    events = {"text/event-stream": {"schema": event}}
+    return {200: {"model": model, "content": events, "description": "The reply, or its stream of chunks"}}
 
 
 def is_loopback(host: str) -> bool:
@@ -274,8 +312,27 @@ def create_app(
         if state.engine is not None:
             await run_in_threadpool(state.engine.stop, settings.request_timeout_s)
 
-    app = FastAPI(title="genloom", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # the document is served (clients and fuzzers read it); the interactive /docs page is not, so
+    # the server loads no third-party JavaScript and has no page to keep safe
+    app = FastAPI(
+        title="genloom", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/openapi.json"
+    )
     app.state.genloom = state
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document without its 422 answers: a validation error here is a 400."""
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            for path in doc.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = doc.get("components", {}).get("schemas", {})
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.metrics = metrics
 
     # -- errors: OpenAI-style bodies, never a stack trace ----------------------------------------
@@ -398,7 +455,7 @@ def create_app(
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "Loading, or loading failed (with the error)"}})
     def readyz() -> JSONResponse:
         """The model is loaded (503 while loading, or when loading failed)."""
         if state.model is not None:
@@ -408,7 +465,16 @@ def create_app(
         status = "failed" if state.load_error else "loading"
         return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "Prometheus text format",
+            }
+        },
+    )
     def prometheus() -> Response:
         """Prometheus metrics."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -673,7 +739,7 @@ def create_app(
         request.state.stream_log = True
         return _JobStream(events(), job)
 
-    @app.get("/v1/models", response_model=ModelList)
+    @app.get("/v1/models", response_model=ModelList, responses=_errors(*_V1_ERRORS))
     def models() -> ModelList:
         """The served model."""
         m = served()
@@ -682,7 +748,9 @@ def create_app(
         )
         return ModelList(data=[card])
 
-    @app.post("/v1/completions", response_model=None)
+    @app.post(
+        "/v1/completions", response_model=None, responses={**_stream_or(CompletionResponse), **_TEXT_ERRORS}
+    )
     async def completions(
         body: CompletionRequest, request: Request
     ) -> CompletionResponse | StreamingResponse:
@@ -774,7 +842,11 @@ def create_app(
             return _stream_completion(reply)
         return reply
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post(
+        "/v1/chat/completions",
+        response_model=None,
+        responses={**_stream_or(ChatCompletionResponse), **_TEXT_ERRORS},
+    )
     async def chat_completions(
         body: ChatCompletionRequest, request: Request
     ) -> ChatCompletionResponse | StreamingResponse:
@@ -877,7 +949,21 @@ def create_app(
             return _stream_chat(reply)
         return reply
 
-    @app.post("/v1/samples", response_model=None)
+    @app.post(
+        "/v1/samples",
+        response_model=None,
+        responses={
+            200: {
+                "model": SampleResponse,
+                "description": "Rows as JSON records, or a CSV or Parquet download (format)",
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+                },
+            },
+            **_errors(*_V1_ERRORS),
+        },
+    )
     def samples(body: SampleRequest, request: Request) -> SampleResponse | Response:
         """Rows generated by the model (``family.sample``): JSON records, or a CSV or Parquet file."""
         model = served()
@@ -910,7 +996,7 @@ def create_app(
             return Response(buf.getvalue(), media_type="application/vnd.apache.parquet", headers=headers)
         return SampleResponse(model=model.name, version=model.version, rows=table.to_pylist())
 
-    @app.post("/v1/feedback", response_model=FeedbackResponse)
+    @app.post("/v1/feedback", response_model=FeedbackResponse, responses=_errors(*_V1_ERRORS, 404))
     def post_feedback(body: FeedbackRequest) -> FeedbackResponse:
         """Store a rating (and a correction) for an earlier request."""
         try:

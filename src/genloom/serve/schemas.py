@@ -8,7 +8,7 @@ the options genloom does implement are typed and validated here, once.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -160,7 +160,10 @@ class SamplingOptions(BaseModel):
 class CompletionRequest(SamplingOptions):
     """``POST /v1/completions``."""
 
-    prompt: str | list[str]
+    # an empty list is a 400, as vLLM answers it (OpenAI too): there is nothing to complete
+    prompt: str | Annotated[list[str], Field(min_length=1)] = Field(
+        description="One prompt, or a non-empty list of prompts (their choices come prompt by prompt)."
+    )
     logprobs: int | None = Field(
         None,
         ge=0,
