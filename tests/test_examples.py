@@ -41,6 +41,19 @@ def _shared_paths(path: Path) -> list[str]:
     return out
 
 
+def _support_tickets(folder: Path) -> None:
+    """Create and fill the support-bot example's table in the machine's PostgreSQL with the
+    example's own script; skips when PostgreSQL is not reachable."""
+    psycopg = pytest.importorskip("psycopg", reason="pip install 'genloom[sql]'")
+    try:
+        conn = psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", connect_timeout=3)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"support-bot reads PostgreSQL, not reachable on 127.0.0.1:5432 ({e})")
+    with conn:
+        conn.execute((folder / "support_tickets.sql").read_text())
+    conn.close()
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.parent.name for p in EXAMPLES])
 def test_example_validates(path: Path) -> None:
     _shared_paths(path)  # skips when the example's shared data is absent
@@ -56,6 +69,8 @@ def test_example_runs_in_smoke_mode(path: Path, tmp_path: Path) -> None:
     overrides = list(SMOKE if text_model else TABLE_SMOKE) + _shared_paths(path)
     if path.parent.name == "quickstart":
         overrides.append("sources.0.packages=[json, textwrap]")
+    if path.parent.name == "support-bot":
+        _support_tickets(folder)
     summary = Pipeline.from_file(folder / "pipeline.yaml", overrides=overrides).run()
     assert summary.status == "succeeded"
     assert summary.model is not None and summary.model["version"] == 1
