@@ -230,7 +230,9 @@ class NgramIndex:
             return
         self._buffer.append(h)
         self._buffered += len(h)
-        if self._buffered >= min(self.chunk, max(1, self.max_bytes // 16)):
+        # merge when the buffer reaches a quarter of the index (at least ``chunk``): the copies of
+        # the merges add up to a few times the index, not one per chunk
+        if self._buffered >= max(min(self.chunk, self.max_bytes // 16), len(self.hashes) // 4):
             self._merge()
 
     def add_all(self, texts: Iterable[str], batch: int = 256) -> NgramIndex:
@@ -247,10 +249,22 @@ class NgramIndex:
         return self
 
     def _merge(self) -> None:
+        """Fold the buffered hashes into the sorted array: the new ones are sorted on their own and
+        inserted in one pass (the peak is the old array, the new one and the buffer; no full
+        re-sort of the index)."""
         if not self._buffer:
             return
-        merged = np.union1d(self.hashes, np.concatenate(self._buffer))
+        new = np.unique(np.concatenate(self._buffer))
         self._buffer, self._buffered = [], 0
+        old = self.hashes
+        if len(old):
+            pos = np.searchsorted(old, new)
+            present = old[np.minimum(pos, len(old) - 1)] == new
+            new, pos = new[~present], pos[~present]
+            merged = np.insert(old, pos, new) if len(new) else old
+        else:
+            merged = new
+        del old, new
         limit = self.max_bytes // 8
         while len(merged) > limit:
             self.threshold = np.uint64(int(self.threshold) >> 1)
