@@ -511,6 +511,16 @@ def serve(
     threads: Annotated[
         int | None, typer.Option(help="torch threads of the engine (default: cores - 1, at least 1)")
     ] = None,
+    follow_champion: Annotated[
+        bool,
+        typer.Option(
+            "--follow-champion",
+            help="Hot-swap to each newly promoted champion (the previous version stays on a failed load)",
+        ),
+    ] = False,
+    follow_interval: Annotated[
+        float, typer.Option(help="Seconds between two looks at the champion (--follow-champion)")
+    ] = 10.0,
 ) -> None:
     """Serve the pipeline's champion over HTTP: the OpenAI API for text, /v1/samples for tables."""
     import logging
@@ -535,12 +545,16 @@ def serve(
             max_queue=max_queue,
             request_timeout_s=request_timeout,
             threads=threads,
+            follow_interval_s=follow_interval,
         )
     except ValidationError as e:
         _fail(ConfigError(str(e).splitlines()[-1].strip(), path="serve"))
+    if follow_champion and version is not None:
+        _fail(ConfigError("--follow-champion serves the champion: drop --version", path="serve"))
     try:
         p = _pipeline(file)
-        api = create_app(registered_model(p, version), p.catalog, settings=settings)
+        loader = registered_model(p, version)
+        api = create_app(loader, p.catalog, settings=settings, follow=loader if follow_champion else None)
     except GenloomError as e:
         _fail(e)
     handler = logging.StreamHandler()

@@ -221,7 +221,7 @@ def test_access_log_is_one_json_line_per_request(
     app = create_app(lambda: served(tiny_gpt), catalog)
     with ready_client(app) as client, caplog.at_level(logging.INFO, logger="genloom.serve.access"):
         r = client.get("/v1/models", headers={"X-Request-ID": "abc-123"})
-    assert r.headers["X-Request-ID"] == "abc-123"
+    assert r.headers["X-Request-ID"] == "abc-123" and r.headers["X-Model-Version"] == "1"
     lines = [json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "genloom.serve.access"]
     assert lines == [
         {
@@ -231,6 +231,7 @@ def test_access_log_is_one_json_line_per_request(
             "latency_s": lines[0]["latency_s"],
             "request_id": "abc-123",
             "key_id": None,
+            "version": 1,
         }
     ]
 

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +45,7 @@ from genloom.serve.engine import (
     Delta,
     EngineBusy,
     EngineError,
+    EngineMetrics,
     Finish,
     GPTEngine,
     Job,
@@ -87,6 +88,9 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 #: OpenAI's default max_tokens for /v1/completions
 COMPLETION_DEFAULT_MAX_TOKENS = 16
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: seconds a replaced version's engine keeps taking new rows after a hot swap: a request that
+#: picked the old version just before the swap may still be on its way to the engine's queue
+SWAP_GRACE_S = 2.0
 
 
 _ERROR_MEANINGS = {
@@ -153,14 +157,40 @@ ModelLoader = Callable[[], ServedModel]
 Clock = Callable[[], float]
 
 
-def registered_model(pipeline: Pipeline, version: int | None = None) -> ModelLoader:
-    """A loader of a pipeline's champion (or ``version``) from its catalog."""
+class ChampionSource(Protocol):
+    """Where a server following the champion looks: the champion's version now, and a loader."""
 
-    def load() -> ServedModel:
+    def champion_version(self) -> int | None:
+        """The version the registry calls champion now (None: there is none)."""
+        ...
+
+    def load(self, version: int | None) -> ServedModel:
+        """Version ``version`` (None: the champion)."""
+        ...
+
+
+class RegisteredModel:
+    """A pipeline's model versions from its catalog: called, the champion (or the fixed
+    ``version``); ``champion_version`` and ``load`` serve ``--follow-champion``."""
+
+    def __init__(self, pipeline: Pipeline, version: int | None = None) -> None:
+        self.pipeline, self.version = pipeline, version
+
+    def __call__(self) -> ServedModel:
+        return self.load(self.version)
+
+    def champion_version(self) -> int | None:
+        """The champion's version in the catalog now."""
+        row = self.pipeline.catalog.champion(self.pipeline.model_name)
+        return int(row["version"]) if row is not None else None
+
+    def load(self, version: int | None) -> ServedModel:
+        """Version ``version`` of the pipeline's model (None: the champion)."""
         from genloom.models.base import family_of
 
-        name = pipeline.model_name
-        row = pipeline.catalog.model_version(name, version) if version else pipeline.catalog.champion(name)
+        name = self.pipeline.model_name
+        catalog = self.pipeline.catalog
+        row = catalog.model_version(name, version) if version else catalog.champion(name)
         if row is None:
             raise NotFoundError(f"model {name!r} has no champion yet: run `genloom run` first")
         model_dir = Path(row["uri"])
@@ -172,7 +202,10 @@ def registered_model(pipeline: Pipeline, version: int | None = None) -> ModelLoa
         created = int(row["created_at"].timestamp()) if row.get("created_at") else 0
         return ServedModel(name, int(row["version"]), model_dir, family_of(model_dir), config, created)
 
-    return load
+
+def registered_model(pipeline: Pipeline, version: int | None = None) -> RegisteredModel:
+    """A loader of a pipeline's champion (or ``version``) from its catalog."""
+    return RegisteredModel(pipeline, version)
 
 
 class TextGenerator:
@@ -260,15 +293,52 @@ class _Metrics:
         self.tokens = Counter("genloom_tokens_generated", "Tokens generated (completions)", registry=r)
         self.errors = Counter("genloom_errors", "Error responses by error type", ["type"], registry=r)
         self.model = Gauge("genloom_model_info", "The served model (1)", ["model", "version"], registry=r)
+        self.swaps = Counter(
+            "genloom_model_swaps",
+            "Hot swaps to a new champion by result (ok, failed)",
+            ["result"],
+            registry=r,
+        )
+        self._engine: EngineMetrics | None = None
+
+    def engine(self) -> EngineMetrics:
+        """The engine metrics, one set per app (a hot swap's second engine reports into them too)."""
+        if self._engine is None:
+            self._engine = EngineMetrics(self.registry)
+        return self._engine
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """One loaded version: a request takes it once and answers with it to the end, so a hot swap
+    (which replaces the whole object) never mixes two versions in one request."""
+
+    model: ServedModel
+    text: TextGenerator | None = None
+    engine: GPTEngine | None = None
 
 
 @dataclass
 class _State:
-    model: ServedModel | None = None
-    text: TextGenerator | None = None
-    engine: GPTEngine | None = None
+    current: _Loaded | None = None
     load_error: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
+    #: versions whose load failed while following the champion (not retried until promoted again)
+    failed_versions: set[int] = field(default_factory=set)
+    #: engines of replaced versions, still finishing their rows
+    retiring: list[GPTEngine] = field(default_factory=list)
+
+    @property
+    def model(self) -> ServedModel | None:
+        return self.current.model if self.current else None
+
+    @property
+    def text(self) -> TextGenerator | None:
+        return self.current.text if self.current else None
+
+    @property
+    def engine(self) -> GPTEngine | None:
+        return self.current.engine if self.current else None
 
 
 def create_app(
@@ -278,10 +348,12 @@ def create_app(
     settings: ServeSettings | None = None,
     clock: Clock = time.time,
     traffic: RequestLog | None = None,
+    follow: ChampionSource | None = None,
 ) -> FastAPI:
     """The server app. ``loader`` is called once, in a background thread at startup (``/readyz``
     answers 503 until it returns); keys and the request log default to tables in ``catalog``'s
-    database."""
+    database. With ``follow``, a thread asks it for the champion every
+    ``settings.follow_interval_s`` and hot-swaps to a newly promoted version (see ``swap_to``)."""
     from contextlib import asynccontextmanager
 
     settings = settings or ServeSettings()
@@ -289,28 +361,101 @@ def create_app(
     traffic = traffic or RequestLog(catalog.engine)
     metrics = _Metrics()
     state = _State()
+    stopping = threading.Event()
+
+    def build(model: ServedModel) -> _Loaded:
+        """The model loaded: its generator and (a genloom GPT) its running engine."""
+        if not model.family.generates_text:
+            return _Loaded(model)
+        text = TextGenerator(model)
+        return _Loaded(model, text, _engine_for(model, settings, metrics.engine()))
+
+    def publish(loaded: _Loaded) -> None:
+        old = state.current
+        state.current = loaded  # one reference: a request sees the old version or the new, whole
+        if old is not None:
+            metrics.model.remove(old.model.name, str(old.model.version))
+        metrics.model.labels(model=loaded.model.name, version=str(loaded.model.version)).set(1)
+        state.load_error = None
 
     def load() -> None:
         try:
-            model = loader()
-            if model.family.generates_text:
-                state.text = TextGenerator(model)
-                state.engine = _engine_for(model, settings, metrics.registry)
-            state.model = model
-            metrics.model.labels(model=model.name, version=str(model.version)).set(1)
+            publish(build(loader()))
         except Exception as e:  # reported by /readyz and every /v1 call; the process stays up
             error_log.exception("loading the model failed")
             state.load_error = f"{type(e).__name__}: {e}"
         finally:
             state.ready.set()
 
+    def retire(engine: GPTEngine) -> None:
+        """Stop a replaced version's engine once the rows it took have finished."""
+        state.retiring.append(engine)
+        if not stopping.wait(SWAP_GRACE_S):
+            engine.stop(settings.request_timeout_s)
+            state.retiring.remove(engine)
+
+    def swap_to(version: int) -> bool:
+        """Load ``version`` beside the served one and switch new requests to it; requests in flight
+        finish on the old version, whose engine then stops. A failed load keeps the old version."""
+        source = follow
+        if source is None:
+            raise GenloomError("a hot swap needs create_app(..., follow=<a ChampionSource>)")
+        old = state.current
+        try:
+            loaded = build(source.load(version))
+        except Exception as e:
+            state.failed_versions.add(version)
+            metrics.swaps.labels(result="failed").inc()
+            kept = f"v{old.model.version}" if old else "nothing"
+            error_log.exception(
+                "hot swap to v%s failed (%s: %s); still serving %s", version, type(e).__name__, e, kept
+            )
+            return False
+        publish(loaded)
+        metrics.swaps.labels(result="ok").inc()
+        error_log.info(
+            json.dumps(
+                {
+                    "event": "model_swap",
+                    "model": loaded.model.name,
+                    "version": loaded.model.version,
+                    "previous": old.model.version if old else None,
+                }
+            )
+        )
+        if old is not None and old.engine is not None:
+            threading.Thread(
+                target=retire, args=(old.engine,), name="genloom-engine-retire", daemon=True
+            ).start()
+        return True
+
+    def watch() -> None:
+        """Poll the registry; hot-swap when its champion is a version not served (nor failed)."""
+        source = follow
+        if source is None:
+            return
+        state.ready.wait()
+        while not stopping.wait(settings.follow_interval_s):
+            try:
+                version = source.champion_version()
+            except Exception:  # the catalog is unreachable for now: keep serving, ask again later
+                error_log.exception("reading the champion from the catalog failed")
+                continue
+            served_now = state.current.model.version if state.current else None
+            if version is not None and version != served_now and version not in state.failed_versions:
+                swap_to(version)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         threading.Thread(target=load, name="genloom-model-load", daemon=True).start()
+        if follow is not None:
+            threading.Thread(target=watch, name="genloom-follow-champion", daemon=True).start()
         yield
-        # uvicorn has let the in-flight responses finish; the engine drains what is left
-        if state.engine is not None:
-            await run_in_threadpool(state.engine.stop, settings.request_timeout_s)
+        stopping.set()
+        # uvicorn has let the in-flight responses finish; the engines drain what is left
+        engines = [e for e in (state.engine, *state.retiring) if e is not None]
+        for engine in engines:
+            await run_in_threadpool(engine.stop, settings.request_timeout_s)
 
     # the document is served (clients and fuzzers read it); the interactive /docs page is not, so
     # the server loads no third-party JavaScript and has no page to keep safe
@@ -318,6 +463,7 @@ def create_app(
         title="genloom", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/openapi.json"
     )
     app.state.genloom = state
+    app.state.swap_to = swap_to
 
     def openapi() -> dict[str, Any]:
         """FastAPI's document without its 422 answers: a validation error here is a 400."""
@@ -410,6 +556,9 @@ def create_app(
         elif request.url.path.startswith("/v1/"):
             await run_in_threadpool(_store, request, endpoint, status, latency, key_id, start)
         response.headers["X-Request-ID"] = request_id
+        answered = getattr(request.state, "served", None) or state.model
+        if answered is not None:
+            response.headers["X-Model-Version"] = str(answered.version)
         access_log.info(
             json.dumps(
                 {
@@ -419,6 +568,7 @@ def create_app(
                     "latency_s": round(latency, 6),
                     "request_id": request_id,
                     "key_id": key_id,
+                    "version": answered.version if answered is not None else None,
                 }
             )
         )
@@ -428,7 +578,7 @@ def create_app(
         request: Request, endpoint: str, status: int, latency: float, key_id: str | None, start: float
     ) -> None:
         log: dict[str, Any] = getattr(request.state, "log", {})
-        model = state.model
+        model = getattr(request.state, "served", None) or state.model
         if settings.redact:
             log = {**log, "prompt": None, "output": None}
         traffic.add(
@@ -481,22 +631,28 @@ def create_app(
 
     # -- the API -------------------------------------------------------------------------------------
 
-    def served(model_name: str | None = None) -> ServedModel:
-        if state.model is None:
+    def served(request: Request, model_name: str | None = None) -> _Loaded:
+        """The loaded version this request answers with (taken once: a hot swap may follow)."""
+        loaded = state.current
+        if loaded is None:
             if state.load_error:
                 raise APIError(503, f"the model failed to load: {state.load_error}", "server_error")
             raise APIError(503, "the model is still loading; retry when /readyz answers 200", "server_error")
-        if model_name and model_name != state.model.name:
-            msg = f"this server serves {state.model.name!r}, not {model_name!r}"
+        request.state.served = loaded.model
+        if model_name and model_name != loaded.model.name:
+            msg = f"this server serves {loaded.model.name!r}, not {model_name!r}"
             raise APIError(404, msg, "invalid_request_error", "model_not_found")
-        return state.model
+        return loaded
 
-    def text_model(model_name: str | None) -> tuple[ServedModel, TextGenerator]:
-        model = served(model_name)
-        if state.text is None:
+    def text_model(
+        request: Request, model_name: str | None
+    ) -> tuple[ServedModel, TextGenerator, GPTEngine | None]:
+        loaded = served(request, model_name)
+        model = loaded.model
+        if loaded.text is None:
             msg = f"{model.name} is a {model.family.name} model, which does not generate text: use POST /v1/samples"
             raise APIError(400, msg, "invalid_request_error", "model_not_text")
-        return model, state.text
+        return model, loaded.text, loaded.engine
 
     def sampling(body: SamplingOptions, default_max: int) -> dict[str, Any]:
         if body.n > settings.max_n:
@@ -740,9 +896,9 @@ def create_app(
         return _JobStream(events(), job)
 
     @app.get("/v1/models", response_model=ModelList, responses=_errors(*_V1_ERRORS))
-    def models() -> ModelList:
+    def models(request: Request) -> ModelList:
         """The served model."""
-        m = served()
+        m = served(request).model
         card = ModelCard(
             id=m.name, created=m.created, version=m.version, generates_text=m.family.generates_text
         )
@@ -755,10 +911,9 @@ def create_app(
         body: CompletionRequest, request: Request
     ) -> CompletionResponse | StreamingResponse:
         """Continue prompts (OpenAI's completions API)."""
-        model, text = text_model(body.model)
+        model, text, engine = text_model(request, body.model)
         options = sampling(body, COMPLETION_DEFAULT_MAX_TOKENS)
         prompts = body.prompts()
-        engine = state.engine
         if engine is None:
             no_structured_without_engine(body)
             return await run_in_threadpool(complete_locked, body, request, model, text, options, prompts)
@@ -851,7 +1006,7 @@ def create_app(
         body: ChatCompletionRequest, request: Request
     ) -> ChatCompletionResponse | StreamingResponse:
         """Answer a conversation (OpenAI's chat completions API), through the model's chat template."""
-        model, text = text_model(body.model)
+        model, text, engine = text_model(request, body.model)
         if not model.chat:
             msg = f"{model.name} v{model.version} was not trained for chat (train.chat is not set): use /v1/completions"
             raise APIError(400, msg, "invalid_request_error", "model_not_chat")
@@ -862,7 +1017,6 @@ def create_app(
         options = sampling(body, settings.max_tokens_cap)
         messages = [m.model_dump() for m in body.messages]
         prompt = text.chat_prompt(messages)
-        engine = state.engine
         if engine is None:
             no_structured_without_engine(body)
             return await run_in_threadpool(chat_locked, body, request, model, text, options, prompt, messages)
@@ -966,13 +1120,14 @@ def create_app(
     )
     def samples(body: SampleRequest, request: Request) -> SampleResponse | Response:
         """Rows generated by the model (``family.sample``): JSON records, or a CSV or Parquet file."""
-        model = served()
+        loaded = served(request)
+        model = loaded.model
         if body.n > settings.max_sample_rows:
             msg = f"n is at most {settings.max_sample_rows}"
             raise APIError(400, msg, "invalid_request_error", "n_too_large")
         try:
-            if state.text is not None:
-                with state.text.lock:
+            if loaded.text is not None:
+                with loaded.text.lock:
                     table = model.family.sample(model.model_dir, body.n, body.conditions, body.seed)
             else:
                 table = model.family.sample(model.model_dir, body.n, body.conditions, body.seed)
@@ -1019,7 +1174,7 @@ def _endpoint(app: FastAPI, request: Request) -> str:
     return path if path in known else "unmatched"
 
 
-def _engine_for(model: ServedModel, settings: ServeSettings, registry: CollectorRegistry) -> GPTEngine | None:
+def _engine_for(model: ServedModel, settings: ServeSettings, metrics: EngineMetrics) -> GPTEngine | None:
     """The continuous-batching engine for a genloom GPT (started), or None for other text models."""
     from genloom.models.gpt import GPT
     from genloom.models.text import _load_cached
@@ -1034,7 +1189,7 @@ def _engine_for(model: ServedModel, settings: ServeSettings, registry: Collector
         max_queue=settings.max_queue,
         threads=settings.threads,
         prefix_cache_min_tokens=settings.prefix_cache_min_tokens,
-        registry=registry,
+        metrics=metrics,
     )
     engine.start()
     return engine

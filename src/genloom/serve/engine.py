@@ -268,8 +268,8 @@ def held_back(text: str, stops: Sequence[str]) -> int:
     return max(n, tail)
 
 
-class _EngineMetrics:
-    """The engine's Prometheus metrics (in the app's registry)."""
+class EngineMetrics:
+    """The engine's Prometheus metrics (in the app's registry; a hot swap's engines share one set)."""
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
         from prometheus_client import Counter, Gauge, Histogram
@@ -318,6 +318,7 @@ class GPTEngine:
         prefix_cache_min_tokens: int = 16,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: EngineMetrics | None = None,
     ) -> None:
         self.model = model.eval()
         self.tok = tokenizer
@@ -326,7 +327,7 @@ class GPTEngine:
         self.threads = threads
         self.prefix_min = prefix_cache_min_tokens
         self.clock = clock
-        self.metrics = _EngineMetrics(registry)
+        self.metrics = metrics or EngineMetrics(registry)
         self.device = model.wte.weight.device
         dtype = model.wte.weight.dtype
         shape = (

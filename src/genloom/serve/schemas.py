@@ -52,6 +52,11 @@ class ServeSettings(BaseModel):
         ge=0,
         description="Reuse a slot's keys and values for a prompt sharing this many leading tokens (0: off).",
     )
+    follow_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="With --follow-champion: seconds between two looks at the registry's champion.",
+    )
 
 
 class ErrorDetail(BaseModel):
