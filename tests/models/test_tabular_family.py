@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -161,6 +162,52 @@ def test_dp_step_clips_each_sample_and_adds_noise() -> None:
     dp_step(net, _row_loss(net), (x, y), c, noise_multiplier=1.0, generator=torch.Generator().manual_seed(0))
     noisy = torch.cat([p.grad.flatten() for p in net.parameters()]) * len(x)
     assert float((noisy - summed_grad(x, y)).std()) == pytest.approx(c, rel=0.35)  # N(0, (sigma C)^2)
+
+
+def test_ghost_clipping_equals_per_sample_clipping_on_a_vae() -> None:
+    """ghost_dp_step's clipped sum (norms from output gradients and inputs, no per-sample
+    gradients) equals dp_step's (per-sample gradients by vmap) on a TVAE with its shared sigma,
+    with a clip bound that clips some rows and not others."""
+    from torch.func import functional_call
+
+    from genloom.models.tabular import ghost_dp_step
+    from genloom.models.tabular_vae import TabularVAE
+
+    spans = [
+        {"column": "a", "start": 0, "dim": 1, "activation": "tanh", "role": "value"},
+        {"column": "a", "start": 1, "dim": 3, "activation": "softmax", "role": "mode"},
+        {"column": "b", "start": 4, "dim": 1, "activation": "tanh", "role": "value"},
+        {"column": "c", "start": 5, "dim": 4, "activation": "softmax", "role": "category"},
+    ]
+    torch.manual_seed(3)
+    vae = TabularVAE(spans, 9, 4, [16, 16], [16, 16], 2.0, 1e-5)
+    x = torch.rand(12, 9)
+    x[:, 1:4] = torch.nn.functional.one_hot(torch.randint(0, 3, (12,)), 3).float()
+    x[:, 5:9] = torch.nn.functional.one_hot(torch.randint(0, 4, (12,)), 4).float()
+    eps = torch.randn(12, 4)
+
+    def per_sample(state: dict[str, torch.Tensor], x1: torch.Tensor, eps1: torch.Tensor) -> Any:
+        rec, kl = functional_call(vae, state, (x1, eps1))
+        return (2.0 * rec + kl).sum(), torch.cat([rec, kl])
+
+    def rows(per_row: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        rec, kl = vae(x, eps, per_row["sigma"])
+        return 2.0 * rec + kl, torch.stack([rec, kl], dim=1)
+
+    norms = []
+    for clip in (1e9, 2.0):  # no clipping, then clipping
+        vae.zero_grad(set_to_none=True)
+        want_losses, _ = dp_step(vae, per_sample, (x, eps), clip, 0.0, None)
+        want = {n: p.grad.clone() for n, p in vae.named_parameters()}
+        vae.zero_grad(set_to_none=True)
+        losses, aux = ghost_dp_step(vae, rows, {"sigma": vae.sigma}, 12, clip, 0.0, None)
+        assert torch.allclose(losses, want_losses, atol=1e-5) and aux.shape == (12, 2)
+        for n, p in vae.named_parameters():
+            assert torch.allclose(p.grad, want[n], rtol=1e-4, atol=1e-6), n
+        norms.append(float(torch.cat([g.flatten() for g in want.values()]).norm()))
+    assert norms[1] < norms[0]  # the bound of 2.0 did clip
+    with pytest.raises(RuntimeError, match="ghost clipping covers"):  # a parameter it cannot see
+        ghost_dp_step(vae, rows, {}, 12, 1.0, 0.0, None)
 
 
 def test_noise_multiplier_spends_the_budget() -> None:

@@ -32,7 +32,7 @@ from genloom.models.tabular import (
     TabularData,
     TabularFamily,
     average_gradients,
-    dp_step,
+    ghost_dp_step,
     privacy_plan,
     step_generator,
     step_seed,
@@ -109,21 +109,24 @@ class TabularVAE(nn.Module):
         )
         self.sigma = nn.Parameter(torch.full((self.spans.n_values,), 0.1))  # one per value column
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row (reconstruction loss, KL) of rows ``x`` (B, dim) with posterior noise ``eps``
-        (B, embedding_dim): both (B,)."""
+        (B, embedding_dim): both (B,). ``sigma``: the learned sigma expanded to (B, n_values), for
+        per-row gradients of it (``ghost_dp_step``); default the parameter itself."""
         xp = self.spans.permute(x)  # (B, dim): [values | softmax spans]
         mu, logvar = self.posterior(self.encoder(xp)).chunk(2, dim=-1)  # (B, E) each
         z, kl = Reparameterise.apply(mu, logvar, eps)  # z = mu + eps * std; KL to N(0, I) per row
         out = self.decoder(z)  # (B, dim): value means (before tanh), then softmax logits
-        return self.reconstruction(out, xp), kl
+        return self.reconstruction(out, xp, self.sigma if sigma is None else sigma), kl
 
-    def reconstruction(self, out: torch.Tensor, xp: torch.Tensor) -> torch.Tensor:
+    def reconstruction(self, out: torch.Tensor, xp: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """-log p(x | z) per row, up to a constant (model order): Gaussian NLL of the value
         columns around tanh(out) with the learned sigma, cross-entropy of the softmax spans: (B,)."""
         nv = self.spans.n_values
-        gauss = ((xp[:, :nv] - torch.tanh(out[:, :nv])).pow(2) / (2 * self.sigma.pow(2))).sum(-1)
-        return gauss + torch.log(self.sigma).sum() + self.spans.cross_entropy(out[:, nv:], xp[:, nv:])
+        gauss = ((xp[:, :nv] - torch.tanh(out[:, :nv])).pow(2) / (2 * sigma.pow(2))).sum(-1)
+        return gauss + torch.log(sigma).sum(-1) + self.spans.cross_entropy(out[:, nv:], xp[:, nv:])
 
     def validation_loss(self, x: torch.Tensor, seed: int) -> float:
         """The negative ELBO per row of ``x`` (reconstruction unweighted), posterior noise from ``seed``."""
@@ -218,11 +221,10 @@ class TabularVAEFamily(TabularFamily):
             loss.backward()
             parts = torch.stack([loss.detach(), rec.detach().mean(), kl.detach().mean()])
         else:
-            from torch.func import functional_call
 
-            def row_loss(state: dict[str, torch.Tensor], x1: torch.Tensor, eps1: torch.Tensor) -> Any:
-                rec1, kl1 = functional_call(vae, state, (x1, eps1))
-                return (vae.loss_factor * rec1 + kl1).sum(), torch.cat([rec1, kl1])
+            def row_losses(rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+                rec, kl = vae(x, eps, rows["sigma"])
+                return vae.loss_factor * rec + kl, torch.stack([rec, kl], dim=1)
 
             # with several processes each adds its own share of the noise (sigma / sqrt(world), from
             # a generator of its rank) to its clipped sum; averaged, the step carries sigma in all
@@ -231,7 +233,9 @@ class TabularVAEFamily(TabularFamily):
                 g if world == 1 else step_generator(step_seed(batches.seed, 1 + batches.rank), step, device)
             )
             sigma = privacy.noise_multiplier / math.sqrt(world)
-            losses, aux = dp_step(vae, row_loss, (x, eps), privacy.max_grad_norm, sigma, noise_g)
+            losses, aux = ghost_dp_step(
+                vae, row_losses, {"sigma": vae.sigma}, x.shape[0], privacy.max_grad_norm, sigma, noise_g
+            )
             average_gradients(vae)
             parts = torch.cat([losses.mean()[None], aux.mean(0)])
         opt.step()
