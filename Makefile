@@ -38,7 +38,7 @@ system-deps:
 
 test: setup-all
 	-./scripts/system-deps.sh
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
 
 check: setup-all
 	$(BIN)/ruff check src tests benchmarks
