@@ -5,6 +5,7 @@ dropped, the token budget, refused keys and unreachable endpoints, the cache."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,13 +169,17 @@ def test_the_token_budget_stops_the_read_and_says_so(servers: dict[str, Any]) ->
         read(LlmSource(**common, on_budget="fail"))
 
 
-def test_a_refused_key_fails_with_a_source_error_that_does_not_show_it(servers: dict[str, Any]) -> None:
+def test_a_refused_key_fails_with_a_source_error_that_does_not_show_it(
+    servers: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # the openai client and httpx log requests at DEBUG
     secret = "gl-0123456789abcdef-not-a-real-key"
     src = LlmSource(base_url=servers["plain"], api_key=secret, api="completions", model="tiny", prompt="a")
     with pytest.raises(SourceError, match="401: the endpoint refused the api_key") as info:
         read(src)
     assert secret not in str(info.value) and secret[:8] not in str(info.value)
     assert secret not in repr(src) and secret not in json.dumps(src.config_dict())
+    assert caplog.records and secret[:8] not in caplog.text
     # the redaction also covers an endpoint that echoes the start of the key
     assert (
         src._redact(f"Incorrect API key provided: {secret[:12]}****") == "Incorrect API key provided: *******"

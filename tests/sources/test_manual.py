@@ -108,6 +108,21 @@ def test_jsonl_keeps_json_types_and_a_template_and_required_fields(tmp_path: Pat
     assert len(read(relaxed)[0]) == 2
 
 
+def test_a_jsonl_column_whose_type_changes_is_kept_as_text(tmp_path: Path) -> None:
+    lines = [{"text": "a", "author": "ana", "score": 3}, {"text": "b", "author": "bo", "score": "n/a"}]
+    lines += [
+        {"text": "c", "author": "cy", "score": 2.5, "votes": 1},
+        {"text": "d", "author": "cy", "votes": 2.0},
+    ]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    src = ManualSource(path="m.jsonl")
+    src.bind(tmp_path)
+    rows, ctx = read(src)
+    assert not ctx.rejected
+    assert [r["score"] for r in rows] == ["3", "n/a", "2.5", None]
+    assert [r["votes"] for r in rows] == [None, None, 1.0, 2.0]  # integers and floats: numbers
+
+
 def test_unknown_extension_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="format"):
         ManualSource(path="notes.txt").check("sources.0")

@@ -28,7 +28,8 @@ class ManualSource(Source):
     write): ``text_field`` (or ``text_template``) gives the text, ``author_field`` and
     ``time_field`` who wrote it and when; both go to ``meta.author`` and ``meta.written_at``
     (ISO 8601, converted to UTC; a time without a zone is taken as UTC). The other fields stay as
-    table columns (a label, a rating...), CSV values as strings, JSON values as they are. A row
+    table columns (a label, a rating...), CSV values as strings, JSON values as they are (a
+    column whose values change type between rows as text). A row
     that lacks one of ``required`` (empty counts as missing), whose time does not parse, whose
     JSON does not parse or whose ``id_field`` repeats an earlier row is quarantined with the
     reason and its line number; the rest are read. Ids are ``manual:<file>#<id_field>=<value>``,
@@ -104,8 +105,14 @@ class ManualSource(Source):
         except UnicodeDecodeError as e:
             raise RecordError("bad_encoding", f"{self.path} is not {self.encoding}: {e}") from None
         seen: set[str] = set()
+        records: list[dict[str, Any]] = []
         for line, row in self._rows(content):
-            yield self._record(line, row, seen)
+            item = self._record(line, row, seen)
+            if isinstance(item, Rejected):
+                yield item
+            else:
+                records.append(item)
+        yield from _uniform_columns(records)
 
     def _rows(self, content: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
         """(line number, the row as a dict, or why it does not parse)."""
@@ -183,6 +190,25 @@ class ManualSource(Source):
                 else value
             )
         return record
+
+
+def _uniform_columns(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with each extra column of one type: a column whose JSON values change type
+    between rows (a number here, text there; integers and floats mix) is kept as text."""
+    kinds: dict[str, set[type]] = {}
+    for record in records:
+        for key, value in record.items():
+            if key not in RECORD_COLUMNS and value is not None:
+                kinds.setdefault(key, set()).add(float if type(value) is int else type(value))
+    mixed = {key for key, types in kinds.items() if len(types) > 1}
+    if not mixed:
+        return records
+    for record in records:
+        for key in mixed:
+            value = record.get(key)
+            if value is not None and not isinstance(value, str):
+                record[key] = json.dumps(value)
+    return records
 
 
 def _blank(value: Any) -> bool:
