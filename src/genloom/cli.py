@@ -521,14 +521,28 @@ def serve(
     follow_interval: Annotated[
         float, typer.Option(help="Seconds between two looks at the champion (--follow-champion)")
     ] = 10.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes behind the port, each with its own copy of the model (threads: cores // N)",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the pipeline's champion over HTTP: the OpenAI API for text, /v1/samples for tables."""
-    import logging
+    import tempfile
 
     try:
         import uvicorn
 
-        from genloom.serve.app import create_app, is_loopback, registered_model
+        from genloom.serve.app import (
+            SERVE_SPEC_ENV,
+            configure_logging,
+            create_app,
+            is_loopback,
+            registered_model,
+            write_serve_spec,
+        )
         from genloom.serve.schemas import ServeSettings
     except ImportError as e:
         _fail(MissingDependencyError(e.name or "fastapi", "pip install 'genloom[serve]'"))
@@ -544,7 +558,8 @@ def serve(
             max_batch=max_batch,
             max_queue=max_queue,
             request_timeout_s=request_timeout,
-            threads=threads,
+            # several workers share the cores: each gets its part, unless told
+            threads=threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None),
             follow_interval_s=follow_interval,
         )
     except ValidationError as e:
@@ -557,13 +572,29 @@ def serve(
         api = create_app(loader, p.catalog, settings=settings, follow=loader if follow_champion else None)
     except GenloomError as e:
         _fail(e)
-    handler = logging.StreamHandler()
-    for name in ("genloom.serve", "genloom.serve.access"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    logging.getLogger("genloom.serve").addHandler(handler)  # the access logger propagates to it
+    configure_logging()
     auth = "API key required" if settings.require_key else "no API key needed (loopback)"
-    err.print(f"serving {p.model_name} on http://{host}:{port} ({auth}); /readyz says when it is loaded")
-    uvicorn.run(api, host=host, port=port, access_log=False, log_level="warning")
+    procs = f", {workers} workers" if workers > 1 else ""
+    err.print(
+        f"serving {p.model_name} on http://{host}:{port} ({auth}{procs}); /readyz says when it is loaded"
+    )
+    if workers == 1:
+        uvicorn.run(api, host=host, port=port, access_log=False, log_level="warning")
+        return
+    p.close()  # each worker opens the pipeline and loads the model itself
+    with tempfile.TemporaryDirectory(prefix="genloom-serve-") as tmp:
+        spec = Path(tmp) / "serve.json"
+        write_serve_spec(spec, file, version, follow_champion, settings)
+        os.environ[SERVE_SPEC_ENV] = str(spec)
+        uvicorn.run(
+            "genloom.serve.app:app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="warning",
+        )
 
 
 keys_app = typer.Typer(

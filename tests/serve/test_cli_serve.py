@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -66,14 +70,22 @@ def test_keys_create_list_revoke(project: Path) -> None:
     assert again.exit_code == 1 and "no active API key" in again.output
 
 
-@pytest.mark.slow  # a fresh interpreter imports torch and loads the model (~25 s on 2 cores)
-def test_genloom_serve_answers_over_http(project: Path) -> None:
+def _slow_body(body: bytes, sent: threading.Event, go_on: threading.Event) -> Iterator[bytes]:
+    """``body`` in two parts; the second waits for ``go_on`` (the request is in flight meanwhile)."""
+    yield body[:10]
+    sent.set()
+    go_on.wait(30)
+    yield body[10:]
+
+
+@pytest.mark.slow  # fresh interpreters import torch and load the model (~25-40 s on 2 cores)
+def test_genloom_serve_with_two_workers_answers_and_shuts_down_gracefully(project: Path) -> None:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "genloom.cli", "serve", str(project), "--port", str(port)),
-            *("--require-key", "--max-batch", "4", "--max-queue", "8", "--threads", "1"),
+            *("--require-key", "--max-batch", "4", "--max-queue", "8", "--workers", "2"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -81,22 +93,64 @@ def test_genloom_serve_answers_over_http(project: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
+        pids: set[int] = set()
+        deadline = time.monotonic() + 120
+        while len(pids) < 2:  # both workers ready (the OS hands each new connection to one of them)
             try:
                 if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
+                    pids.add(httpx.get(f"{base}/healthz").json()["pid"])
             except httpx.TransportError:
                 pass
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            assert time.monotonic() < deadline, "genloom serve did not become ready"
-            time.sleep(0.2)
+            assert time.monotonic() < deadline, f"genloom serve --workers 2: ready workers {pids}"
+            time.sleep(0.1)
+        assert proc.pid not in pids  # the workers are processes of their own
         assert httpx.get(f"{base}/v1/models").status_code == 401  # --require-key on loopback
         metrics = httpx.get(f"{base}/metrics").text
         assert 'genloom_model_info{model="t",version="1"} 1.0' in metrics
         assert "genloom_active_slots 0.0" in metrics  # the GPT engine runs
+        # a request in flight when SIGTERM comes (its body still arriving) is finished, not dropped
+        key = _create_key(project)
+        body = json.dumps({"prompt": "alpha", "max_tokens": 4}).encode()
+        sent, go_on = threading.Event(), threading.Event()
+        result: dict[str, httpx.Response] = {}
+
+        def call() -> None:
+            result["r"] = httpx.post(
+                f"{base}/v1/completions",
+                content=_slow_body(body, sent, go_on),
+                headers={
+                    "Authorization": f"Bearer {key}",
+                    "Content-Type": "application/json",
+                    "Content-Length": str(len(body)),
+                },
+                timeout=60,
+            )
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert sent.wait(30)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        go_on.set()
+        caller.join(timeout=60)
+        assert result["r"].status_code == 200, result["r"].text
+        assert result["r"].json()["choices"][0]["text"] is not None
+        assert proc.wait(timeout=60) == 0
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.kill()
         output = proc.communicate(timeout=20)[0].decode()
-    assert "serving t on http://127.0.0.1" in output
-    assert '"path": "/v1/models", "status": 401' in output  # the JSON access log line
+    assert "serving t on http://127.0.0.1" in output and "2 workers" in output
+    assert '"path": "/v1/models", "status": 401' in output  # the JSON access log line, from a worker
+
+
+def _create_key(project: Path) -> str:
+    from genloom.serve.keys import KeyStore
+
+    p = Pipeline.from_file(project)
+    try:
+        return KeyStore(p.catalog.engine).create("workers")[1]
+    finally:
+        p.close()

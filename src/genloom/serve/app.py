@@ -16,6 +16,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -206,6 +207,53 @@ class RegisteredModel:
 def registered_model(pipeline: Pipeline, version: int | None = None) -> RegisteredModel:
     """A loader of a pipeline's champion (or ``version``) from its catalog."""
     return RegisteredModel(pipeline, version)
+
+
+#: the environment variable naming the JSON file from which each worker process rebuilds the app
+SERVE_SPEC_ENV = "GENLOOM_SERVE_SPEC"
+
+
+def write_serve_spec(
+    path: Path, pipeline_file: Path, version: int | None, follow: bool, settings: ServeSettings
+) -> None:
+    """The settings of ``genloom serve --workers N``, for ``app_from_env`` in each worker."""
+    spec = {
+        "pipeline": str(pipeline_file.resolve()),
+        "version": version,
+        "follow": follow,
+        "settings": settings.model_dump(),
+    }
+    path.write_text(json.dumps(spec))
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's app factory for several workers (``genloom serve --workers N``): every worker
+    process imports this and rebuilds the app, loading its own copy of the model, from the JSON
+    file written by the CLI and named by ``GENLOOM_SERVE_SPEC``. uvicorn's workers take an import
+    string, not an app object, so the settings cross the process boundary here; this is the one
+    place below the CLI that reads the environment, and it validates what it reads at once."""
+    from genloom.pipeline import Pipeline
+
+    name = os.environ.get(SERVE_SPEC_ENV)
+    if not name:
+        raise GenloomError(
+            f"{SERVE_SPEC_ENV} is not set: start several workers with `genloom serve --workers N`"
+        )
+    spec = json.loads(Path(name).read_text())
+    settings = ServeSettings(**spec["settings"])
+    pipeline = Pipeline.from_file(Path(spec["pipeline"]))
+    loader = registered_model(pipeline, spec["version"])
+    configure_logging()
+    return create_app(loader, pipeline.catalog, settings=settings, follow=loader if spec["follow"] else None)
+
+
+def configure_logging() -> None:
+    """The server's log (and its JSON access lines) to stderr, at INFO."""
+    for name in ("genloom.serve", "genloom.serve.access"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    log = logging.getLogger("genloom.serve")  # the access logger propagates to it
+    if not log.handlers:
+        log.addHandler(logging.StreamHandler())
 
 
 class TextGenerator:
@@ -601,9 +649,9 @@ def create_app(
     # -- operations --------------------------------------------------------------------------------
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        """The process is up."""
-        return {"status": "ok"}
+    def healthz() -> dict[str, str | int]:
+        """The process is up (``pid``: which worker answered, with ``--workers``)."""
+        return {"status": "ok", "pid": os.getpid()}
 
     @app.get("/readyz", responses={503: {"description": "Loading, or loading failed (with the error)"}})
     def readyz() -> JSONResponse:
