@@ -376,6 +376,8 @@ GENERATION_DIRECTIONS: dict[str, Direction | None] = {
 }
 TEXT_DIRECTIONS.update({k: v for k, v in GENERATION_DIRECTIONS.items() if v is not None})
 
+#: labelled validation records (per control) the control classifier trains on, at most
+LABELLED_RESERVOIR = 20_000
 _CONTROL_PREFIX = re.compile(r"^(?:<\|([^|=<>]+)=([^|<>]*)\|>)+")
 _CONTROL = re.compile(r"<\|([^|=<>]+)=([^|<>]*)\|>")
 
@@ -495,14 +497,18 @@ def evaluate_generations(
     rng = random.Random(s.seed)
     reservoir: list[str] = []
     real_lengths: list[int] = []
-    labelled: dict[str, list[tuple[str, str]]] = {}
+    labelled: dict[str, list[tuple[str, str]]] = {}  # per control: a seeded reservoir of 20k
+    seen: dict[str, int] = {}
     for i, raw in enumerate(iter_texts(prepared_dir / "val_texts.parquet")):
         text, ctl = strip_controls(raw)
         real_lengths.append(len(tm.words(text)))
         for k, v in ctl.items():
             pairs = labelled.setdefault(k, [])
-            if len(pairs) < 50_000:
+            seen[k] = seen.get(k, 0) + 1
+            if len(pairs) < LABELLED_RESERVOIR:
                 pairs.append((text, v))
+            elif (j := rng.randrange(seen[k])) < LABELLED_RESERVOIR:
+                pairs[j] = (text, v)
         if len(reservoir) < s.samples:
             reservoir.append(raw)
         else:
