@@ -521,6 +521,12 @@ def serve(
     follow_interval: Annotated[
         float, typer.Option(help="Seconds between two looks at the champion (--follow-champion)")
     ] = 10.0,
+    requests_per_minute: Annotated[
+        int | None, typer.Option(help="Requests per minute per API key, per worker (else 429)")
+    ] = None,
+    tokens_per_minute: Annotated[
+        int | None, typer.Option(help="Prompt + completion tokens per minute per API key, per worker")
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -561,6 +567,8 @@ def serve(
             # several workers share the cores: each gets its part, unless told
             threads=threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None),
             follow_interval_s=follow_interval,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
         )
     except ValidationError as e:
         _fail(ConfigError(str(e).splitlines()[-1].strip(), path="serve"))

@@ -55,6 +55,7 @@ from genloom.serve.engine import (
     encode_prompt,
 )
 from genloom.serve.keys import KeyStore
+from genloom.serve.limits import RateLimiter
 from genloom.serve.schemas import (
     AssistantMessage,
     ChatChoice,
@@ -410,6 +411,7 @@ def create_app(
     metrics = _Metrics()
     state = _State()
     stopping = threading.Event()
+    limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute, clock)
 
     def build(model: ServedModel) -> _Loaded:
         """The model loaded: its generator and (a genloom GPT) its running engine."""
@@ -563,14 +565,26 @@ def create_app(
             if settings.require_key:
                 msg = "this server needs an API key: send `Authorization: Bearer <key>` (genloom keys create)"
                 return _error(request, 401, msg, "authentication_error", "missing_api_key"), None
-            return None, None
+            return limited(request, None), None
         scheme, _, token = auth.partition(" ")
         key_id = await run_in_threadpool(keys.verify, token.strip()) if scheme.lower() == "bearer" else None
         # without require_key an unknown key is anonymous: OpenAI clients always send one
         if key_id is None and settings.require_key:
             msg = "invalid or revoked API key"
             return _error(request, 401, msg, "authentication_error", "invalid_api_key"), None
-        return None, key_id
+        return limited(request, key_id), key_id
+
+    def limited(request: Request, key_id: str | None) -> Response | None:
+        """A 429 when the caller's key is over its requests or tokens per minute, else None."""
+        if not limiter.enabled or not request.url.path.startswith("/v1/"):
+            return None
+        over = limiter.admit(key_id)
+        if over is None:
+            return None
+        headers = {"Retry-After": str(over.retry_after), f"x-ratelimit-limit-{over.kind}": str(over.limit)}
+        return _error(
+            request, 429, over.message(key_id or "anonymous"), over.kind, "rate_limit_exceeded", headers
+        )
 
     @app.middleware("http")
     async def operate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -627,6 +641,7 @@ def create_app(
     ) -> None:
         log: dict[str, Any] = getattr(request.state, "log", {})
         model = getattr(request.state, "served", None) or state.model
+        limiter.charge(key_id, (log.get("prompt_tokens") or 0) + (log.get("completion_tokens") or 0))
         if settings.redact:
             log = {**log, "prompt": None, "output": None}
         traffic.add(

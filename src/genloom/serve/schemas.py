@@ -52,6 +52,16 @@ class ServeSettings(BaseModel):
         ge=0,
         description="Reuse a slot's keys and values for a prompt sharing this many leading tokens (0: off).",
     )
+    requests_per_minute: int | None = Field(
+        None,
+        gt=0,
+        description="Requests per minute per API key (in each worker process; None: no limit). Over it: 429.",
+    )
+    tokens_per_minute: int | None = Field(
+        None,
+        gt=0,
+        description="Prompt + completion tokens per minute per API key (per process; None: no limit). Over it: 429.",
+    )
     follow_interval_s: float = Field(
         10.0,
         gt=0,
