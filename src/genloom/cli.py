@@ -527,6 +527,9 @@ def serve(
     tokens_per_minute: Annotated[
         int | None, typer.Option(help="Prompt + completion tokens per minute per API key, per worker")
     ] = None,
+    quantize: Annotated[
+        str | None, typer.Option(help="int8: the GPT engine's Linear layers in int8 (dynamic quantisation)")
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -567,6 +570,7 @@ def serve(
             # several workers share the cores: each gets its part, unless told
             threads=threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None),
             follow_interval_s=follow_interval,
+            quantize=quantize,
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
         )

@@ -53,6 +53,7 @@ from genloom.serve.engine import (
     SamplingParams,
     TokenLogprob,
     encode_prompt,
+    quantize_int8,
 )
 from genloom.serve.keys import KeyStore
 from genloom.serve.limits import RateLimiter
@@ -1245,6 +1246,8 @@ def _engine_for(model: ServedModel, settings: ServeSettings, metrics: EngineMetr
     net, tokenizer = _load_cached(model.model_dir)
     if not isinstance(net, GPT):
         return None
+    if settings.quantize == "int8":
+        net = quantize_int8(net)
     engine = GPTEngine(
         net,
         tokenizer,

@@ -736,6 +736,23 @@ class GPTEngine:
         )
 
 
+def quantize_int8(model: GPT) -> GPT:
+    """A copy of ``model`` whose Linear layers (attention, MLP, the output head) are int8 with
+    dynamic activation quantisation (``torch.ao.quantization.quantize_dynamic``: weights stored in
+    int8, activations quantised per batch at run time); embeddings and norms stay in their dtype.
+    CPU only; the original model is left as it is."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks torch.ao.quantization as moving to torchao
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        quantized = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return quantized
+
+
 def default_threads() -> int:
     """torch threads of the engine when not set: one core fewer than the machine has (at least
     one), so the event loop that streams the tokens is not starved by the engine's threads. On

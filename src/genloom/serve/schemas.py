@@ -62,6 +62,10 @@ class ServeSettings(BaseModel):
         gt=0,
         description="Prompt + completion tokens per minute per API key (per process; None: no limit). Over it: 429.",
     )
+    quantize: Literal["int8"] | None = Field(
+        None,
+        description="int8: the GPT engine's Linear layers in int8 with dynamic quantisation (CPU).",
+    )
     follow_interval_s: float = Field(
         10.0,
         gt=0,
