@@ -231,3 +231,15 @@ def test_ngram_hashes_of_several_texts_are_those_of_each_text() -> None:
     each = np.concatenate([ngram_hashes(words(t), 3) for t in texts])
     assert np.array_equal(ngram_hashes_of_texts(texts, 3), each)  # no n-gram straddles two texts
     assert len(each) == 3 + 0 + 0 + 2
+
+
+def test_self_bleu_is_the_mean_of_sacrebleus_sentence_bleu_against_the_others() -> None:
+    import sacrebleu
+
+    rng = random.Random(1)
+    texts = [" ".join(rng.choices(["a", "b", "c", "d", "e", "f"], k=12)) for _ in range(10)]
+    expected = np.mean(
+        [sacrebleu.sentence_bleu(h, texts[:i] + texts[i + 1 :]).score / 100 for i, h in enumerate(texts)]
+    )
+    assert self_bleu(texts) == pytest.approx(expected, abs=1e-12)
+    assert 0.2 < expected < 0.9  # a case between the two ends

@@ -83,14 +83,15 @@ def self_bleu(texts: Sequence[str], max_texts: int = 256) -> float | None:
     """Mean sentence BLEU (sacrebleu, 0-1) of each text against all the others as references
     (Zhu et al. 2018): 1.0 when every text is the same, low for a diverse sample. At most
     ``max_texts`` texts (the cost is quadratic); None with fewer than two non-empty texts."""
-    sacrebleu = _require("sacrebleu", "eval")
+    metrics = _require("sacrebleu.metrics", "eval")
     pool = [t for t in texts if t.strip()][:max_texts]
     if len(pool) < 2:
         return None
+    bleu = metrics.BLEU(effective_order=True)  # what sacrebleu.sentence_bleu uses, built once
     scores = []
     for i, hyp in enumerate(pool):
         refs = pool[:i] + pool[i + 1 :]
-        scores.append(sacrebleu.sentence_bleu(hyp, refs).score / 100.0)
+        scores.append(bleu.sentence_score(hyp, refs).score / 100.0)
     return float(np.mean(scores))
 
 
