@@ -243,3 +243,17 @@ def test_self_bleu_is_the_mean_of_sacrebleus_sentence_bleu_against_the_others() 
     )
     assert self_bleu(texts) == pytest.approx(expected, abs=1e-12)
     assert 0.2 < expected < 0.9  # a case between the two ends
+
+
+def test_a_missing_optional_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from genloom.core.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "sklearn.cluster", None)
+    monkeypatch.setitem(sys.modules, "sacrebleu.metrics", None)
+    x = np.zeros((4, 2))
+    with pytest.raises(MissingDependencyError, match=r"sklearn.*genloom\[eval\]"):
+        mauve_score(x, x + 1)
+    with pytest.raises(MissingDependencyError, match=r"sacrebleu.*genloom\[eval\]"):
+        self_bleu(["a b", "c d"])

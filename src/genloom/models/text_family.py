@@ -544,7 +544,11 @@ def evaluate_generations(
     except MissingDependencyError as e:
         figures["self_bleu"], skipped["self_bleu"] = None, str(e)
     reals = [strip_controls(r)[0] for r in reservoir]
-    lengths = tm.length_stats([len(tm.words(g)) for g in generated], real_lengths)
+    try:
+        lengths = tm.length_stats([len(tm.words(g)) for g in generated], real_lengths)
+    except MissingDependencyError as e:
+        lengths = dict.fromkeys(("len_ks", "len_wasserstein", "gen_len_mean", "real_len_mean"))
+        skipped["len_ks"] = skipped["len_wasserstein"] = str(e)
     figures.update({k: v for k, v in lengths.items() if k in ("len_ks", "len_wasserstein")})
     figures["gen_len_mean"], figures["real_len_mean"] = lengths["gen_len_mean"], lengths["real_len_mean"]
     clock["diversity"] = time.perf_counter() - t0
@@ -579,8 +583,11 @@ def evaluate_generations(
             skipped["embed_frechet"] = skipped["mauve"] = str(e)
         else:
             real_e, gen_e = encoder.encode(reals), encoder.encode(generated)
-            figures["embed_frechet"] = tm.frechet_distance(real_e, gen_e)
-            figures["mauve"] = tm.mauve_score(real_e, gen_e, seed=s.seed)
+            try:
+                figures["embed_frechet"] = tm.frechet_distance(real_e, gen_e)
+                figures["mauve"] = tm.mauve_score(real_e, gen_e, seed=s.seed)
+            except MissingDependencyError as e:
+                skipped["embed_frechet"] = skipped["mauve"] = str(e)
     clock["embeddings"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -594,7 +601,11 @@ def evaluate_generations(
             for v in values
             if tok.token_to_id(f"<|{key}={v}|>") is not None
         }
-        acc = tm.control_accuracy(pairs, by_value, seed=s.seed)
+        try:
+            acc = tm.control_accuracy(pairs, by_value, seed=s.seed)
+        except MissingDependencyError as e:
+            skipped["control_accuracy"] = str(e)
+            continue
         accuracies.append(acc.get("control_accuracy"))
         figures.update({k.replace("control_", f"control_{key}_", 1): v for k, v in acc.items()})
     if accuracies:
@@ -604,7 +615,10 @@ def evaluate_generations(
 
     if s.references:
         t0 = time.perf_counter()
-        figures.update(evaluate_references(model_dir, s.references, s))
+        try:
+            figures.update(evaluate_references(model_dir, s.references, s))
+        except MissingDependencyError as e:
+            skipped["ref_bleu"] = skipped["ref_chrf"] = skipped["ref_rouge_l"] = str(e)
         clock["references"] = time.perf_counter() - t0
     samples = [{"prompt": p, "continuation": c} for p, c in zip(prompts[:8], continuations[:8], strict=True)]
     return GenerationEvaluation(figures, copies.copies, samples, skipped, clock)

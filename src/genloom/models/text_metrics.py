@@ -98,8 +98,7 @@ def self_bleu(texts: Sequence[str], max_texts: int = 256) -> float | None:
 def length_stats(generated: Sequence[int], real: Sequence[int]) -> dict[str, float | None]:
     """Word-count distributions of generated and real texts: their means and standard deviations,
     the two-sample Kolmogorov-Smirnov statistic and the Wasserstein-1 distance (in words)."""
-    from scipy import stats
-
+    stats = _require("scipy.stats", "eval")
     g = np.asarray(generated, dtype=np.float64)
     r = np.asarray(real, dtype=np.float64)
     out: dict[str, float | None] = {
@@ -423,8 +422,7 @@ def _load_encoder(cls: type[TextEncoder]) -> TextEncoder:
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two sets of embeddings (rows):
     ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))``; 0 for identical sets."""
-    from scipy import linalg
-
+    linalg = _require("scipy.linalg", "eval")
     mu_a, mu_b = a.mean(0), b.mean(0)
     s_a = np.atleast_2d(np.cov(a, rowvar=False))
     s_b = np.atleast_2d(np.cov(b, rowvar=False))
@@ -452,8 +450,7 @@ def mauve_score(
     becomes a histogram over the clusters, and the score is the area under the divergence frontier
     ``{(exp(-c KL(Q|R_l)), exp(-c KL(P|R_l))) : R_l = l P + (1 - l) Q}`` with ``c = scaling``.
     1.0 for identical sets; towards 0 as the sets separate."""
-    from sklearn.cluster import KMeans
-
+    KMeans = _require("sklearn.cluster", "eval").KMeans  # noqa: N806
     joint = np.concatenate([p, q])
     k = n_clusters or max(2, len(joint) // 10)
     k = min(k, len(np.unique(joint, axis=0)))  # repeated generations: no more clusters than points
@@ -534,9 +531,9 @@ def control_accuracy(
     and ``control_classifier_accuracy``: the classifier's own accuracy on a fifth of the labelled
     texts kept aside (the ceiling the generations are measured against). None when fewer than two
     values are labelled."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+    ConvergenceWarning = _require("sklearn.exceptions", "eval").ConvergenceWarning  # noqa: N806
+    TfidfVectorizer = _require("sklearn.feature_extraction.text", "eval").TfidfVectorizer  # noqa: N806
+    LogisticRegression = _require("sklearn.linear_model", "eval").LogisticRegression  # noqa: N806
 
     pairs = []
     for i, pair in enumerate(labelled):
