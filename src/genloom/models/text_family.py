@@ -10,6 +10,11 @@ artifact's ``rejected.parquet`` (reason ``not_a_conversation``) and counted in t
 ``train.controls``, each record's values of those fields (a column, else a meta key) become
 control tokens before its text (``<|label=1|>Great food.``): the tokenizer learns one special
 token per value seen in the training split, so generation can ask for them.
+
+``evaluate`` reports the held-out loss (``evaluate_text_model``) and the figures of a seeded
+sample of generations (``evaluate_generations``: diversity, memorisation against the training
+split, MiniLM distance to real text, control accuracy; the metrics are in ``text_metrics.py``),
+each with its direction (``TEXT_DIRECTIONS``). docs/evaluation.md lists them.
 """
 
 from __future__ import annotations
