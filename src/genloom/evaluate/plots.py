@@ -33,15 +33,22 @@ def _legend(names: list[str], width: int = WIDTH) -> str:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.3g}"
+    return f"{v:.4g}"
 
 
-def line_chart_svg(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str) -> str:
-    """Named (x, y) series as lines on shared axes."""
+def line_chart_svg(
+    series: dict[str, list[tuple[float, float]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    x_from_zero: bool = True,
+) -> str:
+    """Named (x, y) series as lines on shared axes (the x axis from 0 unless ``x_from_zero`` is False)."""
     points = [p for pts in series.values() for p in pts]
     if not points:
         return "<p>No data.</p>"
     x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
+    x0 = min(x0, 0) if x_from_zero else x0
     y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
     x1 = x1 if x1 > x0 else x0 + 1
     span = (y1 - y0) or 1.0

@@ -30,6 +30,8 @@ from genloom.stages.base import (
 #: generated records the report shows (texts; rows of a table)
 SAMPLE_TEXTS = 12
 SAMPLE_ROWS = 500
+#: held-out texts the report reads (the length histogram, the random real samples)
+REAL_TEXTS = 2_000
 SAMPLE_SEED = 0
 
 
@@ -195,13 +197,21 @@ def write_report(
     if fam.generates_text:
         import pyarrow.parquet as pq
 
-        data.real_texts = pq.read_table(view / "val_texts.parquet").column("text").to_pylist()
+        data.real_texts = []  # the first REAL_TEXTS held-out texts: a sample, never the whole split
+        for batch in pq.ParquetFile(view / "val_texts.parquet").iter_batches(
+            batch_size=1024, columns=["text"]
+        ):
+            data.real_texts += batch.column(0).to_pylist()[: REAL_TEXTS - len(data.real_texts)]
+            if len(data.real_texts) >= REAL_TEXTS:
+                break
         generated = fam.sample(model_dir, SAMPLE_TEXTS, seed=SAMPLE_SEED, max_new_tokens=120)
         data.generated_texts = generated.column("text").to_pylist()
     elif (view / "val.parquet").exists():
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        real = pq.read_table(view / "val.parquet")
-        data.real_rows = real.slice(0, SAMPLE_ROWS)
-        data.generated_rows = fam.sample(model_dir, min(SAMPLE_ROWS, max(1, real.num_rows)), seed=SAMPLE_SEED)
+        first = next(pq.ParquetFile(view / "val.parquet").iter_batches(batch_size=SAMPLE_ROWS), None)
+        if first is not None and first.num_rows:
+            data.real_rows = pa.Table.from_batches([first])
+            data.generated_rows = fam.sample(model_dir, first.num_rows, seed=SAMPLE_SEED)
     write_html(out / "report.html", data)
