@@ -43,6 +43,10 @@ def write_pipeline(folder: Path, **overrides: object) -> Path:
         "data": {"partitions_per_shard": 4},
     }
     cfg.update(overrides)
+    if "train" in cfg and "evaluate" not in cfg:
+        # a few generations and no MiniLM: the suite's text runs stay fast (the full default
+        # evaluation is tested in tests/models/test_text_generation_eval.py and by the examples)
+        cfg["evaluate"] = {"samples": 8, "embeddings": False}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

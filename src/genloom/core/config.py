@@ -140,11 +140,22 @@ class EvaluateConfig(Frozen):
         description="metric -> {min, max, min_vs_champion, max_vs_champion}, e.g. {val_bpc: {max: 4.0}}",
     )
     max_tokens: int | None = Field(None, description="Evaluate on at most this many validation tokens")
+    samples: int = Field(
+        64,
+        ge=0,
+        description="Text models: generations scored for diversity, memorisation and embedding distance (0: off)",
+    )
+    embeddings: bool = Field(
+        True, description="Text models: Fréchet distance and MAUVE in MiniLM's embedding space of the samples"
+    )
 
     def key_dict(self) -> dict[str, Any]:
         """What an evaluation's key hashes: the relative bounds only where set, so the keys of
         pipelines with absolute gates only are those of earlier versions."""
         out = self.model_dump(mode="json")
+        for name, default in (("samples", 64), ("embeddings", True)):
+            if out[name] == default:  # the defaults leave the keys of earlier versions as they were
+                del out[name]
         out["gates"] = {
             name: {k: v for k, v in bounds.items() if k in ("min", "max") or v is not None}
             for name, bounds in out["gates"].items()
