@@ -73,14 +73,19 @@ def text_report() -> ReportData:
 
 def table_report() -> ReportData:
     """A table model's report data: rows real and synthetic, no champion yet."""
-    real = pa.table({"age": list(range(18, 78)), "color": ["red", "blue", "green"] * 20})
-    fake = pa.table({"age": [20 + (i * 7) % 50 for i in range(60)], "color": ["red", "blue"] * 30})
+    real = pa.table(
+        {"cid": list(range(60)), "age": list(range(18, 78)), "color": ["red", "blue", "green"] * 20}
+    )
+    fake = pa.table(
+        {"cid": list(range(60)), "age": [20 + (i * 7) % 50 for i in range(60)], "color": ["red", "blue"] * 30}
+    )
     return ReportData(
         title="customers: evaluation",
         metrics={"quality": 0.8},
         directions={"quality": "max"},
         gates=check_gates({"quality": 0.8}, {"quality": Gate(min=0.5)}, None),
         model_type="tabular_vae",
+        prepared={"kinds": {"cid": "id", "age": "integer", "color": "categorical"}},
         real_rows=real,
         generated_rows=fake,
     )
@@ -119,6 +124,7 @@ def test_a_table_report_plots_each_column_real_vs_synthetic(tmp_path: Path) -> N
     path = write_report(tmp_path / "report.html", table_report())
     doc = path.read_text()
     assert "age: real vs synthetic" in doc and "color: real vs synthetic" in doc
+    assert "cid: real vs synthetic" not in doc  # an id column is unique by design: no plot
     assert "Synthetic rows" in doc and "Real held-out rows" in doc
     assert "Every gate passed" in doc and "none (this is the first model)" in doc
     assert path.stat().st_size < 2_000_000

@@ -220,7 +220,9 @@ def plots_section(d: ReportData) -> str:
             )
         )
     if d.generated_rows is not None and d.real_rows is not None:
-        for name in d.real_rows.column_names[:MAX_COLUMNS]:
+        kinds = d.prepared.get("kinds") or {}
+        modelled = [c for c in d.real_rows.column_names if kinds.get(c) != "id"]  # ids are unique by design
+        for name in modelled[:MAX_COLUMNS]:
             if name not in d.generated_rows.column_names:
                 continue
             real = d.real_rows.column(name).to_pylist()
