@@ -13,7 +13,7 @@ import pytest
 from genloom.core.config import Gate
 from genloom.evaluate.gates import check_gates
 from genloom.evaluate.plots import bar_compare_svg, histogram_compare_svg, line_chart_svg
-from genloom.evaluate.report import SECTIONS, ReportData, redact, render, write_report
+from genloom.evaluate.report import SECTIONS, ReportData, most_repetitive, redact, render, write_report
 
 CHROMIUM = "/usr/bin/chromium"
 SECTION_IDS = [sid for sid, _ in SECTIONS]
@@ -67,7 +67,11 @@ def text_report() -> ReportData:
         prepared={"train": {"n_docs": 80, "n_tokens": 9000}, "val": {"n_docs": 5, "n_tokens": 500}},
         model_type="gpt",
         real_texts=["a real <b>held-out</b> text " * 3, "another one", "third"],
-        generated_texts=["generated one", "generated two, a little longer"],
+        generated_texts=[
+            "generated one",
+            "generated two, a little longer",
+            "the cat sat on the mat the cat sat on the mat the cat sat on the mat",
+        ],
     )
 
 
@@ -106,6 +110,10 @@ def test_the_report_has_its_sections_and_says_which_gate_failed_and_by_how_much(
     assert "too_long: 3, too_short: 7" in doc
     assert "&lt;b&gt;held-out&lt;/b&gt;" in doc  # samples are escaped, never markup
     assert doc.count("<svg") == 2  # the loss curve, the length histogram
+    # worst by repetition: only the looping text; 18 words, 15 4-grams, 6 distinct -> 9/15 repeat
+    worst = most_repetitive(text_report().generated_texts or [])
+    assert [round(r, 6) for r, _ in worst] == [0.6] and worst[0][1].startswith("the cat")
+    assert "Worst by repetition" in doc
 
 
 def test_secrets_are_masked_and_nothing_is_fetched() -> None:

@@ -196,6 +196,10 @@ def samples_section(d: ReportData) -> str:
     if d.generated_texts is not None:
         parts.append("<h3>Generated (seeded, from an empty prompt)</h3>")
         parts.append(_texts(d.generated_texts))
+        worst = most_repetitive(d.generated_texts)
+        if worst:
+            parts.append("<h3>Worst by repetition (share of 4-grams that repeat an earlier one)</h3>")
+            parts.append(table([{"repetition_4": rate, "text": _short(t)} for rate, t in worst]))
         if d.real_texts:
             shown = random.Random(0).sample(d.real_texts, min(len(d.real_texts), MAX_TEXTS // 2))
             parts.append("<h3>Real (held-out, random)</h3>")
@@ -248,11 +252,22 @@ def config_section(d: ReportData) -> str:
     return f"<pre>{html.escape(text)}</pre>"
 
 
+def most_repetitive(texts: list[str], k: int = 3) -> list[tuple[float, str]]:
+    """The ``k`` texts that repeat themselves most (their 4-gram repetition rate), worst first;
+    only texts that repeat at all."""
+    from genloom.models.text_metrics import repetition_rate
+
+    rated = [(repetition_rate([t], 4), t) for t in texts]
+    worst = sorted(((r, t) for r, t in rated if r), key=lambda rt: -rt[0])
+    return worst[:k]
+
+
+def _short(t: str) -> str:
+    return t if len(t) <= MAX_TEXT_CHARS else t[:MAX_TEXT_CHARS] + " [...]"
+
+
 def _texts(texts: list[str]) -> str:
-    items = []
-    for t in texts[:MAX_TEXTS]:
-        short = t if len(t) <= MAX_TEXT_CHARS else t[:MAX_TEXT_CHARS] + " [...]"
-        items.append(f"<li><pre>{html.escape(short)}</pre></li>")
+    items = [f"<li><pre>{html.escape(_short(t))}</pre></li>" for t in texts[:MAX_TEXTS]]
     return f'<ol class="texts">{"".join(items)}</ol>'
 
 
