@@ -216,10 +216,11 @@ def test_a_table_run_logs_json_progress(tmp_path: Path) -> None:
     assert events[-1]["text"] == "summary" and events[-1]["status"] == "succeeded"
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "xlsx"])
-def test_a_table_from_parquet_or_excel_samples_in_its_own_types(tmp_path: Path, fmt: str) -> None:
-    """The data owner's Parquet file (read by the ``json`` source) or Excel workbook (``excel``
-    source, ``mode: table``): the samples carry that file's column types."""
+@pytest.mark.parametrize("fmt", ["parquet", "xlsx", "sqlite"])
+def test_a_table_from_parquet_excel_or_sql_samples_in_its_own_types(tmp_path: Path, fmt: str) -> None:
+    """The data owner's Parquet file (read by the ``json`` source), Excel workbook (``excel``
+    source, ``mode: table``) or database table (``sql`` source, SQLite here): the samples carry
+    the column types the source read."""
     import pyarrow.csv as pacsv
 
     write_table(tmp_path / "customers.csv", rows=600)
@@ -228,6 +229,22 @@ def test_a_table_from_parquet_or_excel_samples_in_its_own_types(tmp_path: Path, 
     if fmt == "parquet":
         pq.write_table(table, tmp_path / "customers.parquet")
         source: dict[str, Any] = {"type": "json", "paths": ["customers.parquet"]}
+    elif fmt == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "customers.db") as db:
+            db.execute(
+                "CREATE TABLE customers (customer_id INTEGER, age INTEGER, balance REAL, color TEXT, member BOOLEAN)"
+            )
+            db.executemany(
+                "INSERT INTO customers VALUES (?, ?, ?, ?, ?)", [tuple(r.values()) for r in table.to_pylist()]
+            )
+        source = {
+            "type": "sql",
+            "url": "sqlite:///customers.db",
+            "table": "customers",
+            "id_column": "customer_id",
+        }
     else:
         import openpyxl
 
