@@ -53,7 +53,7 @@ def cpu() -> dict[str, Any]:
     }
 
 
-def build_model(out: Path, preset: str) -> Path:
+def build_model(out: Path, preset: str, steps: int = 3) -> Path:
     """A genloom GPT folder (config.json, model.safetensors, tokenizer.json) of ``preset``'s shape."""
     from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
     from genloom.models.tokens import pack_tokens
@@ -70,7 +70,7 @@ def build_model(out: Path, preset: str) -> Path:
     pack_tokens(tok, docs[:-50], out / "train.bin")
     pack_tokens(tok, docs[-50:], out / "val.bin")
     cfg = TrainConfig(
-        model={"type": "gpt", "preset": preset}, max_steps=3, batch_size=2, precision="fp32", threads=2
+        model={"type": "gpt", "preset": preset}, max_steps=steps, batch_size=2, precision="fp32", threads=2
     )
     train(cfg, out / "train.bin", out / "val.bin", model_dir)
     return model_dir
@@ -150,6 +150,93 @@ def single_stream(model_dir: Path, tokens: int, threads: int, repeats: int) -> d
         "gpt_generate_tok_s": round(max(loop), 1),
         "transformers_tok_s": round(max(hfs), 1),
         "engine_over_transformers": round(best_engine / max(hfs), 2),
+    }
+
+
+def quantized(model_dir: Path, tokens: int, threads: int, repeats: int) -> dict[str, Any]:
+    """The engine on fp32 weights and on int8 (``quantize_int8``): single-stream greedy tokens/s,
+    how far greedy outputs agree, and perplexity on the held-out documents (val.bin)."""
+    import numpy as np
+    import torch
+
+    from genloom.models.text import load_model
+    from genloom.serve.engine import Finish, GPTEngine, SamplingParams, encode_prompt, quantize_int8
+
+    torch.set_num_threads(threads)
+    model, tok = load_model(model_dir)
+    q = quantize_int8(model)  # type: ignore[arg-type]
+    block = model.cfg.block_size  # type: ignore[union-attr]
+    prompts = [
+        "ROMEO:\nBut soft, what light",
+        "KING HENRY:\nOnce more",
+        "First Citizen:\nWe are",
+        "JULIET:\nO",
+    ]
+    encoded = [encode_prompt(tok, p, None) for p in prompts]
+    tokens = min(tokens, block - max(len(e) for e in encoded))
+    engines = {
+        "fp32": GPTEngine(model, tok, max_batch=1, threads=threads),  # type: ignore[arg-type]
+        "int8": GPTEngine(q, tok, max_batch=1, threads=threads),
+    }
+    for e in engines.values():
+        e.start()
+
+    def greedy(name: str, prompt: list[int]) -> tuple[list[str], float]:
+        ids: list[str] = []
+        t0 = time.perf_counter()
+        job = engines[name].submit(
+            [prompt], [SamplingParams(max_new_tokens=tokens, temperature=0, ignore_eos=True, logprobs=0)]
+        )
+        for event in job.events(300):
+            if not isinstance(event, Finish):
+                ids.extend(lp.token for lp in event.logprobs)
+        return ids, tokens / (time.perf_counter() - t0)
+
+    for name in engines:  # warm-up
+        greedy(name, encoded[0])
+    speed: dict[str, list[float]] = {"fp32": [], "int8": []}
+    for _ in range(repeats):  # round robin, so a burst of other work hits both
+        for name in engines:
+            speed[name].append(greedy(name, encoded[0])[1])
+    same, first_diff = [], []
+    for prompt in encoded:
+        a, b = greedy("fp32", prompt)[0], greedy("int8", prompt)[0]
+        same.append(sum(x == y for x, y in zip(a, b, strict=True)) / len(a))
+        first_diff.append(next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), len(a)))
+    for e in engines.values():
+        e.stop(10)
+
+    val = np.memmap(
+        model_dir.parent / "val.bin",
+        dtype=json.loads((model_dir.parent / "val.json").read_text())["dtype"],
+        mode="r",
+    )
+    windows = torch.from_numpy(np.array(val[: (len(val) - 1) // block * block + 1], dtype=np.int64))
+    n = min(32, (len(windows) - 1) // block)
+
+    def perplexity(net: Any) -> float:
+        losses = []
+        with torch.inference_mode():
+            for i in range(n):
+                x = windows[i * block : (i + 1) * block][None]
+                y = windows[i * block + 1 : (i + 1) * block + 1][None]
+                losses.append(float(net(x, y)[1]))
+        return float(np.exp(np.mean(losses)))
+
+    ppl32, ppl8 = perplexity(model), perplexity(q)
+    size32 = sum(p.numel() * p.element_size() for p in model.parameters())
+    return {
+        "tokens": tokens,
+        "fp32_tok_s": round(max(speed["fp32"]), 1),
+        "int8_tok_s": round(max(speed["int8"]), 1),
+        "int8_over_fp32": round(max(speed["int8"]) / max(speed["fp32"]), 2),
+        "greedy_same_token_fraction": [round(x, 3) for x in same],
+        "greedy_first_divergence": first_diff,
+        "heldout_tokens": n * block,
+        "perplexity_fp32": round(ppl32, 3),
+        "perplexity_int8": round(ppl8, 3),
+        "perplexity_change_pct": round(100 * (ppl8 / ppl32 - 1), 2),
+        "fp32_weights_mb": round(size32 / 1e6, 1),
     }
 
 
@@ -410,6 +497,12 @@ def main() -> None:
     ap.add_argument(
         "--soak", type=float, help="instead: stream without pause for this many seconds (600: the soak)"
     )
+    ap.add_argument(
+        "--quantize",
+        action="store_true",
+        help="instead: the engine on fp32 against int8 weights (speed, outputs)",
+    )
+    ap.add_argument("--steps", type=int, default=3, help="training steps of the benchmark model")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -421,6 +514,28 @@ def main() -> None:
     machine = cpu()
     load_before = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
     print(f"cpu: {machine}; threads {args.threads}", flush=True)
+    if args.quantize:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = quantized(
+                build_model(Path(tmp), args.preset, args.steps),
+                args.tokens,
+                args.threads,
+                3 if args.quick else 5,
+            )
+        load = [load_before, round(os.getloadavg()[0], 2)]
+        print(
+            json.dumps(
+                {
+                    "cpu": machine,
+                    "threads": args.threads,
+                    "preset": args.preset,
+                    "steps": args.steps,
+                    **result,
+                    "load_average_before_after": load,
+                }
+            )
+        )
+        return
     if args.soak:
         with tempfile.TemporaryDirectory() as tmp:
             result = soak(build_model(Path(tmp), args.preset), args.threads, args.max_batch, args.soak, 8)
