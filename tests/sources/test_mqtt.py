@@ -318,3 +318,116 @@ def test_pipeline_runs_are_new_captures_and_keep_captures_holds_the_last_runs(
     assert shards2[0] == shards1[0]  # the first capture's shard is a cache hit
     _, shards3, got = run_with([9, 10, 11, 12])
     assert got == [5, 6, 7, 8, 9, 10, 11, 12] and shards3[0] == shards2[1]  # the last two captures
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_broker(conf: Path, port: int) -> Any:
+    """A Mosquitto of the test's own (not the machine's shared one), ready on ``port``."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("the test's broker did not start")
+
+
+def test_a_broker_restarted_mid_subscription_loses_no_message(tmp_path: Path) -> None:
+    """The broker itself stops (SIGTERM: Mosquitto saves its sessions) and starts again on the
+    same port mid-subscription: the source reconnects with its persistent session and reads every
+    message, those sent before the restart and after it, each once."""
+    import shutil
+    import signal
+
+    import paho.mqtt.client as mqtt
+
+    if shutil.which("mosquitto") is None:
+        pytest.skip("no mosquitto binary (apt-get install mosquitto)")
+    port = _free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        f"persistence_location {tmp_path}/\n"
+    )
+    broker = _start_broker(conf, port)
+    restarted: list[Any] = []
+
+    def publish(hook: _Subscribed) -> None:
+        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="glpub-restart")
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        for i in range(10):
+            client.publish("plant/t", json.dumps({"i": i}), qos=1).wait_for_publish(5)
+        client.loop_stop()
+        client.disconnect()
+        time.sleep(0.3)
+        broker.send_signal(signal.SIGTERM)  # the broker goes down mid-subscription
+        broker.wait(10)
+        time.sleep(0.5)
+        restarted.append(_start_broker(conf, port))
+        deadline = time.monotonic() + 15
+        while hook.count < 2 and time.monotonic() < deadline:  # the source is back
+            time.sleep(0.05)
+        client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="glpub-restart2"
+        )
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        for i in range(10, 20):
+            client.publish("plant/t", json.dumps({"i": i}), qos=1).wait_for_publish(5)
+        client.loop_stop()
+        client.disconnect()
+
+    src = MqttSource(
+        url=f"mqtt://127.0.0.1:{port}",
+        topics=["plant/t"],
+        qos=1,
+        client_id="gl-src-restart",
+        clean_session=False,
+        max_messages=20,
+        duration_s=30,
+        retry_backoff_s=0.2,
+    )
+    hook = _Subscribed()
+    logger = logging.getLogger("genloom.sources.mqtt")
+    logger.addHandler(hook)
+    logger.setLevel(logging.INFO)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if not hook.subscribed.wait(10):
+                raise TimeoutError("the source never subscribed")
+            publish(hook)
+        except BaseException as e:  # reported by the test thread
+            errors.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        ctx = StepContext()
+        tables = [t for p in src.partitions() for t in src.run_partition(p, ctx)]
+    finally:
+        thread.join()
+        logger.removeHandler(hook)
+        for proc in [broker, *restarted]:
+            if proc.poll() is None:
+                proc.kill()
+    if errors:
+        raise errors[0]
+    rows = pa.concat_tables(tables).to_pylist()
+    assert ctx.rejected == []
+    assert sorted(r["i"] for r in rows) == list(range(20))  # none lost, none twice
+    assert json.loads(rows[-1]["meta"])["reconnects"] >= 1
