@@ -131,6 +131,7 @@ COMMANDS: dict[str, tuple[list[str], str]] = {
     "explain": (["explain", FILE, "--set", "clean.1.min_chars=400"], "clean.1.min_chars"),
     "lineage": (["lineage", "python_docs:module/json/__init__.py", "-f", FILE], "model t v1"),
     "rejected": (["rejected", FILE, "--stage", "clean"], "rejected"),
+    "report": (["report", FILE], "report.html"),
     "generate": (
         ["generate", FILE, "--prompt", "The json", "--max-new-tokens", "4", "--seed", "0"],
         "The json",

@@ -54,6 +54,7 @@ def test_generation_metrics_in_the_evaluate_stage(tmp_path: Path) -> None:
         preprocess=[],
         split={"val_fraction": 0.3},
         train={**TINY_TRAIN, "controls": ["label"], "max_steps": 20, "tokenizer": {"kind": "char"}},
+        evaluate={},  # the full default evaluation (write_pipeline's is the suite's short one)
     )
     run = Pipeline.from_file(path).run()
     p = Pipeline.from_file(path)
