@@ -390,9 +390,6 @@ class _ModeColumn:
                 weight_concentration_prior=0.001,
                 max_iter=100,
                 n_init=1,
-                # k-means++ seeding, not a full k-means run before EM: 67 MB less at the peak
-                # (sklearn's Lloyd buffers) and less time, for the same 100 EM steps after
-                init_params="k-means++",
                 random_state=seed,
             )
             with warnings.catch_warnings():
