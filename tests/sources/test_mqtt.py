@@ -54,21 +54,22 @@ class _Subscribed(logging.Handler):
             self.subscribed.set()
 
 
-def _publisher() -> Any:
+def _publisher(port: int = 1883) -> Any:
     import paho.mqtt.client as mqtt
 
     client = mqtt.Client(
         callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=f"glpub-{uuid.uuid4().hex[:8]}"
     )
-    client.connect("127.0.0.1", 1883)
+    client.connect("127.0.0.1", port)
     client.loop_start()
     return client
 
 
 def _run_with_publisher(
-    src: MqttSource, publish: Callable[[Any, _Subscribed], None]
+    src: MqttSource, publish: Callable[[Any, _Subscribed], None], port: int = 1883
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """Read ``src`` while a thread runs ``publish(client, hook)`` once the source has subscribed."""
+    """Read ``src`` while a thread runs ``publish(client, hook)`` once the source has subscribed
+    (``client``: a publisher connected to the broker on ``port``)."""
     hook = _Subscribed()
     logger = logging.getLogger("genloom.sources.mqtt")
     logger.addHandler(hook)
@@ -79,7 +80,7 @@ def _run_with_publisher(
         try:
             if not hook.subscribed.wait(10):
                 raise TimeoutError("the source never subscribed")
-            client = _publisher()
+            client = _publisher(port)
             try:
                 publish(client, hook)
             finally:
@@ -351,8 +352,6 @@ def test_a_broker_restarted_mid_subscription_loses_no_message(tmp_path: Path) ->
     import shutil
     import signal
 
-    import paho.mqtt.client as mqtt
-
     if shutil.which("mosquitto") is None:
         pytest.skip("no mosquitto binary (apt-get install mosquitto)")
     port = _free_port()
@@ -364,14 +363,9 @@ def test_a_broker_restarted_mid_subscription_loses_no_message(tmp_path: Path) ->
     broker = _start_broker(conf, port)
     restarted: list[Any] = []
 
-    def publish(hook: _Subscribed) -> None:
-        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="glpub-restart")
-        client.connect("127.0.0.1", port)
-        client.loop_start()
+    def publish(client: Any, hook: _Subscribed) -> None:
         for i in range(10):
             client.publish("plant/t", json.dumps({"i": i}), qos=1).wait_for_publish(5)
-        client.loop_stop()
-        client.disconnect()
         time.sleep(0.3)
         broker.send_signal(signal.SIGTERM)  # the broker goes down mid-subscription
         broker.wait(10)
@@ -380,15 +374,13 @@ def test_a_broker_restarted_mid_subscription_loses_no_message(tmp_path: Path) ->
         deadline = time.monotonic() + 15
         while hook.count < 2 and time.monotonic() < deadline:  # the source is back
             time.sleep(0.05)
-        client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="glpub-restart2"
-        )
-        client.connect("127.0.0.1", port)
-        client.loop_start()
-        for i in range(10, 20):
-            client.publish("plant/t", json.dumps({"i": i}), qos=1).wait_for_publish(5)
-        client.loop_stop()
-        client.disconnect()
+        again = _publisher(port)  # the first publisher's connection died with the broker
+        try:
+            for i in range(10, 20):
+                again.publish("plant/t", json.dumps({"i": i}), qos=1).wait_for_publish(5)
+        finally:
+            again.loop_stop()
+            again.disconnect()
 
     src = MqttSource(
         url=f"mqtt://127.0.0.1:{port}",
@@ -400,34 +392,12 @@ def test_a_broker_restarted_mid_subscription_loses_no_message(tmp_path: Path) ->
         duration_s=30,
         retry_backoff_s=0.2,
     )
-    hook = _Subscribed()
-    logger = logging.getLogger("genloom.sources.mqtt")
-    logger.addHandler(hook)
-    logger.setLevel(logging.INFO)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            if not hook.subscribed.wait(10):
-                raise TimeoutError("the source never subscribed")
-            publish(hook)
-        except BaseException as e:  # reported by the test thread
-            errors.append(e)
-
-    thread = threading.Thread(target=run)
-    thread.start()
     try:
-        ctx = StepContext()
-        tables = [t for p in src.partitions() for t in src.run_partition(p, ctx)]
+        rows, rejected = _run_with_publisher(src, publish, port)
     finally:
-        thread.join()
-        logger.removeHandler(hook)
         for proc in [broker, *restarted]:
             if proc.poll() is None:
                 proc.kill()
-    if errors:
-        raise errors[0]
-    rows = pa.concat_tables(tables).to_pylist()
-    assert ctx.rejected == []
+    assert rejected == []
     assert sorted(r["i"] for r in rows) == list(range(20))  # none lost, none twice
     assert json.loads(rows[-1]["meta"])["reconnects"] >= 1
