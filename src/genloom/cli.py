@@ -172,6 +172,8 @@ def run(
         out.print(f"report: {summary.report}", soft_wrap=True)
     if summary.model:
         m = summary.model
+        if m.get("gates"):
+            out.print(gate_table(m["gates"]))
         out.print(f"model [bold]{m['name']}[/] v{m['version']} is [bold]{m['stage']}[/] ({m['decision']})")
         if m["stage"] == "champion" or pipeline.catalog.champion(m["name"]):
             from genloom.models.base import family
@@ -183,6 +185,34 @@ def run(
             else:
                 hint = f"generate records:  genloom sample {quoted} -n 1000 --seed 0 -o synthetic.parquet"
             out.print(hint, markup=False, highlight=False, soft_wrap=True)
+
+
+def gate_table(rows: list[dict[str, Any]]) -> Table:
+    """The quality gates of a run: gate, metric, value, champion's value, bound, passed, missed by."""
+
+    def num(v: Any) -> str:
+        return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    table = Table(title="quality gates", title_justify="left")
+    for col in ("gate", "metric", "value", "champion", "bound", "passed", "missed by"):
+        table.add_column(
+            col, justify="right" if col in ("value", "champion", "bound", "missed by") else "left"
+        )
+    for r in rows:
+        passed = "[green]yes[/]" if r["passed"] else "[red]no[/]"
+        missed = num(r.get("missed_by")) if not r["passed"] else ""
+        if not r["passed"] and r.get("missed_by") is None:
+            missed = r.get("note") or ""
+        table.add_row(
+            r["gate"],
+            r["metric"],
+            num(r.get("value")),
+            num(r.get("champion")),
+            num(r.get("bound")),
+            passed,
+            missed,
+        )
+    return table
 
 
 def _example_prompt(pipeline: Any, summary: Any, words: int = 3) -> str:

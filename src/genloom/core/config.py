@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model, model_validator
 
 from genloom.core.errors import ConfigError, ConfigErrors
 from genloom.core.registry import REGISTRIES, SECTIONS, suggest
@@ -132,6 +132,46 @@ class Gate(Frozen):
     )
 
 
+class JudgeConfig(Frozen):
+    """An LLM that scores generated samples against a rubric, behind any OpenAI-compatible endpoint
+    (``genloom serve``, vLLM, llama.cpp's server, OpenAI...), through the ``openai`` client.
+
+    Each of ``samples`` seeded generations is sent as the user message after a system message
+    holding ``rubric``; the reply is asked for as ``{"score": int, "reason": str}`` with
+    ``response_format`` json_schema (``send_schema: false`` for endpoints without structured
+    output), else the first integer of the reply is the score. Replies are cached per sample in
+    the artifact store (key: endpoint URL, model, rubric, scale, sample text), so a re-run asks
+    nothing. The metric is ``judge_score``, the mean score (higher is better).
+    """
+
+    base_url: str = Field(description="the endpoint's base URL, with /v1 (http://127.0.0.1:8000/v1)")
+    model: str = Field(description="the judge model's name at the endpoint")
+    api_key: SecretStr | None = Field(
+        None, description="the endpoint's key; write it as ${env:NAME} (none: local servers)"
+    )
+    rubric: str = Field(
+        description="what to score and how (the system message), e.g. 'Score the fluency of this text'"
+    )
+    min_score: int = Field(1, description="the lowest score of the scale")
+    max_score: int = Field(10, description="the highest score of the scale")
+    samples: int = Field(16, ge=1, le=1000, description="generations judged (the same seeded ones each run)")
+    sample_tokens: int = Field(120, ge=1, description="new tokens per judged generation (text models)")
+    max_tokens: int = Field(200, ge=1, description="tokens of the judge's reply at most")
+    temperature: float = Field(0.0, ge=0, le=2, description="the judge's sampling temperature")
+    timeout_s: float = Field(60.0, gt=0, description="seconds per request")
+    retries: int = Field(2, ge=0, description="retries of a failed request (the client's backoff)")
+    concurrency: int = Field(4, ge=1, le=64, description="requests in flight at a time")
+    send_schema: bool = Field(
+        True, description="send the reply's JSON schema as response_format (false: parse the first integer)"
+    )
+
+    @model_validator(mode="after")
+    def _scale(self) -> JudgeConfig:
+        if self.min_score >= self.max_score:
+            raise ValueError(f"min_score ({self.min_score}) must be below max_score ({self.max_score})")
+        return self
+
+
 class EvaluateConfig(Frozen):
     """Held-out evaluation and the quality gates a model must pass."""
 
@@ -148,12 +188,19 @@ class EvaluateConfig(Frozen):
     embeddings: bool = Field(
         True, description="Text models: Fréchet distance and MAUVE in MiniLM's embedding space of the samples"
     )
+    references: str | None = Field(
+        None,
+        description="Text models: a JSON Lines file of {prompt, reference} records (relative to the pipeline "
+        "file) scored by BLEU, chrF and ROUGE-L; its content is in the evaluation's key",
+    )
+    judge: JudgeConfig | None = Field(None, description="An LLM that scores generated samples (judge_score)")
 
     def key_dict(self) -> dict[str, Any]:
         """What an evaluation's key hashes: the relative bounds only where set, so the keys of
-        pipelines with absolute gates only are those of earlier versions."""
+        pipelines with absolute gates only are those of earlier versions. The judge's key is
+        masked (its replies do not depend on it)."""
         out = self.model_dump(mode="json")
-        for name, default in (("samples", 64), ("embeddings", True)):
+        for name, default in (("samples", 64), ("embeddings", True), ("references", None), ("judge", None)):
             if out[name] == default:  # the defaults leave the keys of earlier versions as they were
                 del out[name]
         out["gates"] = {

@@ -1,4 +1,5 @@
-"""Small inline SVG plots for the report: curves, overlaid histograms, grouped bars.
+"""Small inline SVG plots for the report: curves, overlaid histograms, grouped bars, scatters
+(and ``pca_2d``, the projection the embedding scatter shows).
 
 Hand-written SVG: no plotting library, no JavaScript, nothing fetched; each plot is a few KB.
 """
@@ -158,3 +159,51 @@ def bar_compare_svg(groups: dict[str, list[Any]], title: str, top_n: int = 10) -
     parts.append(_legend(list(groups)))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def scatter_svg(groups: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str) -> str:
+    """Named point sets on shared axes (hollow circles, so overlapping sets stay visible)."""
+    points = [p for pts in groups.values() for p in pts]
+    if not points:
+        return "<p>No data.</p>"
+    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
+    y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+    parts = _open(title)
+    for i, pts in enumerate(groups.values()):
+        color = COLORS[i % len(COLORS)]
+        for x, y in pts:
+            px = PAD + (x - x0) / (x1 - x0) * (WIDTH - 2 * PAD)
+            py = HEIGHT - PAD - (y - y0) / (y1 - y0) * (HEIGHT - 2 * PAD)
+            parts.append(
+                f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="none" stroke="{color}" stroke-opacity="0.8"/>'
+            )
+    parts.append(_axes(_fmt(x0), _fmt(x1), _fmt(y0), _fmt(y1), xlabel, ylabel))
+    parts.append(_legend(list(groups)))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def pca_2d(groups: dict[str, Any]) -> tuple[dict[str, list[tuple[float, float]]], tuple[float, float]]:
+    """The rows of several matrices (same width) projected on the first two principal components
+    of all of them together: (points per group, share of the variance each component explains)."""
+    import numpy as np
+
+    names = [n for n, m in groups.items() if len(m)]
+    if not names:
+        return {}, (0.0, 0.0)
+    x = np.concatenate([np.asarray(groups[n], dtype=np.float64) for n in names])
+    x = x - x.mean(0)
+    _, sv, vt = np.linalg.svd(x, full_matrices=False)
+    proj = x @ vt[:2].T  # (N, 2) (or (N, 1) with a single column)
+    if proj.shape[1] < 2:
+        proj = np.hstack([proj, np.zeros((len(proj), 2 - proj.shape[1]))])
+    var = sv**2
+    total = float(var.sum()) or 1.0
+    explained = (float(var[0]) / total if len(var) else 0.0, float(var[1]) / total if len(var) > 1 else 0.0)
+    out, start = {}, 0
+    for n in names:
+        k = len(groups[n])
+        out[n] = [(float(a), float(b)) for a, b in proj[start : start + k]]
+        start += k
+    return out, explained

@@ -3,9 +3,12 @@
 Sections (each an ``<section id=...>``): the summary and the gate table (``gates``: which gate
 failed and by how much), the metrics beside the champion's on the same data (``metrics``), the
 training curves (``training``), the data funnel (``funnel``: rows per stage and step, dropped
-and quarantined by reason), samples (``samples``: generated texts, or real and synthetic rows),
-plots (``plots``: length histograms real vs generated for text, per-column distributions real vs
-synthetic for tables) and the resolved config with its secrets masked (``config``). Plots are
+and quarantined by reason, the language mix), samples (``samples``: generated texts with the
+worst by repetition and by memorisation, reference pairs; or real and synthetic rows with the
+synthetic rows closest to a training row), the LLM judge's scores and reasons (``judge``), plots
+(``plots``: length histograms and the embedding projection real vs generated for text,
+per-column distributions real vs synthetic for tables) and the resolved config with its secrets
+masked (``config``). Plots are
 inline SVG written here (``evaluate/plots.py``), so the report needs no plotting library; a
 generous report stays well under 2 MB (samples and rows are capped).
 """
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from genloom.core.secrets import is_secret_name
 from genloom.evaluate.gates import gate_rows
-from genloom.evaluate.plots import bar_compare_svg, histogram_compare_svg, line_chart_svg
+from genloom.evaluate.plots import bar_compare_svg, histogram_compare_svg, line_chart_svg, scatter_svg
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -32,6 +35,9 @@ MAX_TEXT_CHARS = 600
 MAX_ROWS = 15
 MAX_COLUMNS = 12
 MASK = "**********"
+#: rows of the "worst by" tables; languages in the mix
+MAX_WORST = 5
+MAX_LANGUAGES = 12
 
 
 @dataclass
@@ -54,6 +60,19 @@ class ReportData:
     generated_texts: list[str] | None = None
     real_rows: pa.Table | None = None
     generated_rows: pa.Table | None = None
+    #: the embedding projection: points per group ("real", "generated") and the variance shares
+    projection: dict[str, list[tuple[float, float]]] | None = None
+    projection_explained: tuple[float, float] = (0.0, 0.0)
+    #: generations holding the longest verbatim copies of training text: {text, copied, chars, words}
+    memorised: list[dict[str, Any]] | None = None
+    #: reference pairs: {reference, continuation}
+    references: list[dict[str, Any]] | None = None
+    #: the LLM judge's rows: {sample, score, reason, text, cached}
+    judge: list[dict[str, Any]] | None = None
+    #: language mix: {"source": where it was counted, "counts": {group: {language: count}}}
+    languages: dict[str, Any] | None = None
+    #: synthetic rows closest to a training row: {distance, synthetic: row, training: row}
+    closest_rows: list[dict[str, Any]] | None = None
 
 
 def redact(node: Any) -> Any:
@@ -187,7 +206,32 @@ def funnel_section(d: ReportData) -> str:
                 for k, v in split.items()
             ]
         )
-    return table(rows, "funnel", lambda r: "total" if r["step"] == "(stage total)" else "") + extra
+    return (
+        table(rows, "funnel", lambda r: "total" if r["step"] == "(stage total)" else "")
+        + extra
+        + _languages(d)
+    )
+
+
+def _languages(d: ReportData) -> str:
+    """The language mix: share of each language per group (the data, the held-out sample, generations)."""
+    if not d.languages or not d.languages.get("counts"):
+        return ""
+    counts: dict[str, dict[str, int]] = d.languages["counts"]
+    langs = sorted(
+        {lang for c in counts.values() for lang in c},
+        key=lambda lang: -sum(c.get(lang, 0) for c in counts.values()),
+    )
+    rows = []
+    for lang in langs[:MAX_LANGUAGES]:
+        row: dict[str, Any] = {"language": lang}
+        for group, c in counts.items():
+            total = sum(c.values()) or 1
+            row[group] = f"{c.get(lang, 0)} ({c.get(lang, 0) / total:.1%})"
+        rows.append(row)
+    return f"<h3>Language mix</h3><p>{html.escape(str(d.languages.get('source', '')))}</p>" + table(
+        rows, "languages"
+    )
 
 
 def samples_section(d: ReportData) -> str:
@@ -204,13 +248,70 @@ def samples_section(d: ReportData) -> str:
             shown = random.Random(0).sample(d.real_texts, min(len(d.real_texts), MAX_TEXTS // 2))
             parts.append("<h3>Real (held-out, random)</h3>")
             parts.append(_texts(shown))
+    if d.memorised is not None:
+        parts.append("<h3>Worst by memorisation (the longest verbatim copies of training text)</h3>")
+        if d.memorised:
+            rows = [
+                {
+                    "chars": m["chars"],
+                    "words": m["words"],
+                    "copied span": _short(m["copied"]),
+                    "generation": _short(m["text"]),
+                }
+                for m in d.memorised[:MAX_WORST]
+            ]
+            parts.append(table(rows, "memorised"))
+        else:
+            parts.append('<p class="none">No generation holds a verbatim copy of the training text.</p>')
+    if d.references:
+        parts.append("<h3>References (prompt continued by the model, against its reference)</h3>")
+        parts.append(
+            table(
+                [
+                    {"reference": _short(r["reference"]), "continuation": _short(r["continuation"])}
+                    for r in d.references[:MAX_TEXTS]
+                ]
+            )
+        )
     if d.generated_rows is not None:
         parts.append("<h3>Synthetic rows</h3>")
         parts.append(_rows(d.generated_rows))
         if d.real_rows is not None:
             parts.append("<h3>Real held-out rows</h3>")
             parts.append(_rows(d.real_rows))
+    if d.closest_rows:
+        parts.append("<h3>Worst by DCR (the synthetic rows closest to a training row)</h3>")
+        rows = []
+        for c in d.closest_rows[:MAX_WORST]:
+            rows.append({"row": "synthetic", "distance": c["distance"], **_clip_row(c["synthetic"])})
+            rows.append({"row": "closest training", "distance": None, **_clip_row(c["training"])})
+        parts.append(table(rows, "closest"))
     return "".join(parts) or "<p>No samples.</p>"
+
+
+def judge_section(d: ReportData) -> str:
+    """The LLM judge's score and reason for each sample."""
+    if d.judge is None:
+        return "<p>No judge configured (<code>evaluate.judge</code>).</p>"
+    cfg = (d.config.get("evaluate") or {}).get("judge") or {}
+    scored = [r["score"] for r in d.judge if r.get("score") is not None]
+    mean = f"{sum(scored) / len(scored):.4g}" if scored else "none"
+    head = (
+        f"<p>Judge <b>{esc(cfg.get('model'))}</b> at {esc(cfg.get('base_url'))}, scale "
+        f"{esc(cfg.get('min_score'))}-{esc(cfg.get('max_score'))}: mean score <b>{mean}</b> over "
+        f"{len(scored)} of {len(d.judge)} samples.</p>"
+    )
+    rows = [
+        {
+            "sample": r["sample"],
+            "score": r["score"],
+            "reason": r["reason"],
+            "text": _short(r["text"]),
+            "cached": r["cached"],
+        }
+        for r in d.judge
+    ]
+    return head + table(rows, "judge")
 
 
 def plots_section(d: ReportData) -> str:
@@ -221,6 +322,16 @@ def plots_section(d: ReportData) -> str:
             histogram_compare_svg(
                 {"real": [len(t) for t in d.real_texts], "generated": [len(t) for t in d.generated_texts]},
                 "length in characters, real vs generated",
+            )
+        )
+    if d.projection:
+        ex = d.projection_explained
+        parts.append(
+            scatter_svg(
+                d.projection,
+                "MiniLM embeddings, real vs generated (PCA)",
+                f"PC1 ({ex[0]:.0%} of variance)",
+                f"PC2 ({ex[1]:.0%})",
             )
         )
     if d.generated_rows is not None and d.real_rows is not None:
@@ -271,6 +382,10 @@ def _texts(texts: list[str]) -> str:
     return f'<ol class="texts">{"".join(items)}</ol>'
 
 
+def _clip_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in list(row)[:MAX_COLUMNS]}
+
+
 def _rows(rows: pa.Table) -> str:
     shown = rows.slice(0, MAX_ROWS).select(rows.column_names[:MAX_COLUMNS])
     return table(shown.to_pylist())
@@ -298,6 +413,7 @@ SECTIONS = (
     ("training", "Training"),
     ("funnel", "Data stages (funnel)"),
     ("samples", "Samples"),
+    ("judge", "LLM judge"),
     ("plots", "Plots"),
     ("config", "Config"),
 )
@@ -312,6 +428,7 @@ def render(d: ReportData) -> str:
         "training": training_section,
         "funnel": funnel_section,
         "samples": samples_section,
+        "judge": judge_section,
         "plots": plots_section,
         "config": config_section,
     }

@@ -19,6 +19,11 @@ metrics live in ``models/tabular_metrics.py``).
   ``read_references`` (a JSONL file of ``{prompt, reference}`` records, streamed);
 - **control accuracy**: ``control_accuracy`` (a TF-IDF + logistic-regression classifier trained on
   held-out labelled records classifies text generated under each control value).
+
+``recording()`` lets a caller see what the figures were computed from without computing it again:
+inside it, ``frechet_distance`` keeps its two embedding matrices, ``memorisation`` its texts and
+copies, ``reference_scores`` its hypotheses and references (the evaluate stage draws the report's
+embedding projection, worst-by-memorisation samples and reference pairs from them).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import math
 import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +49,33 @@ from genloom.core.errors import ConfigError, MissingDependencyError
 WORD = re.compile(r"\w+|[^\w\s]")
 
 _MASK64 = (1 << 64) - 1
+
+
+@dataclass
+class MetricInputs:
+    """What the figures of one ``recording()`` were computed from, in call order."""
+
+    #: (real, generated) embedding matrices of each ``frechet_distance``
+    embeddings: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    #: (texts, their CopyReport) of each ``memorisation``
+    memorised: list[tuple[list[str], CopyReport]] = field(default_factory=list)
+    #: (hypotheses, references) of each ``reference_scores``
+    references: list[tuple[list[str], list[str]]] = field(default_factory=list)
+
+
+_RECORDING: ContextVar[MetricInputs | None] = ContextVar("genloom_text_metric_inputs", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[MetricInputs]:
+    """Keep the inputs of the embedding, memorisation and reference figures computed inside (in
+    this thread): nothing is copied, the lists hold the arrays and texts the figures used."""
+    inputs = MetricInputs()
+    token = _RECORDING.set(inputs)
+    try:
+        yield inputs
+    finally:
+        _RECORDING.reset(token)
 
 
 def words(text: str) -> list[str]:
@@ -335,13 +369,16 @@ def memorisation(
                 start = last_hit = None
         longest.append(best)
     copies.sort(key=lambda c: -c["chars"])
-    return CopyReport(
+    report = CopyReport(
         ngram_overlap=hits / known if known else None,
         longest_copy_words=max(longest, default=0),
         mean_longest_copy_words=float(np.mean(longest)) if longest else 0.0,
         copy_rate=len(copied_samples) / len(texts) if texts else 0.0,
         copies=copies[:max_copies],
     )
+    if (inputs := _RECORDING.get()) is not None:
+        inputs.memorised.append((list(texts), report))
+    return report
 
 
 # ----------------------------------------------------------------------------------------------
@@ -423,6 +460,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two sets of embeddings (rows):
     ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))``; 0 for identical sets."""
     linalg = _require("scipy.linalg", "eval")
+    if (inputs := _RECORDING.get()) is not None:
+        inputs.embeddings.append((a, b))
     mu_a, mu_b = a.mean(0), b.mean(0)
     s_a = np.atleast_2d(np.cov(a, rowvar=False))
     s_b = np.atleast_2d(np.cov(b, rowvar=False))
@@ -504,6 +543,8 @@ def reference_scores(hypotheses: Sequence[str], references: Sequence[str]) -> di
     rouge = _require("rouge_score.rouge_scorer", "eval")
     if len(hypotheses) != len(references) or not hypotheses:
         raise ConfigError("reference scores need one reference per hypothesis", path="evaluate.references")
+    if (inputs := _RECORDING.get()) is not None:
+        inputs.references.append((list(hypotheses), list(references)))
     scorer = rouge.RougeScorer(["rougeL"], use_stemmer=False)
     rl = [scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hypotheses, references, strict=True)]
     return {

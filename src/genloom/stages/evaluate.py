@@ -4,15 +4,21 @@ and the HTML report.
 The held-out split is test when the prepared data has one (``split.test_fraction`` > 0), else
 validation; ``metrics.json`` says which. The champion is scored by its own family on the same
 split, so relative gates (``max_vs_champion``...) and the report compare like with like; the key
-holds the champion's artifact key, so a new champion means a new evaluation.
+holds the champion's artifact key, so a new champion means a new evaluation. With
+``evaluate.references`` the file's content is in the key; with ``evaluate.judge`` the LLM judge
+scores a seeded sample of generations of both models (``judge_score``), its replies cached per
+sample in the store.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from genloom.core.errors import ConfigError
 from genloom.core.store import content_key
 from genloom.evaluate.gates import check_gates
 from genloom.evaluate.heldout import evaluation_split, evaluation_view
@@ -33,6 +39,12 @@ SAMPLE_ROWS = 500
 #: held-out texts the report reads (the length histogram, the random real samples)
 REAL_TEXTS = 2_000
 SAMPLE_SEED = 0
+#: held-out texts whose language langid counts when no data stage detected it
+LANGUAGE_TEXTS = 500
+#: training rows searched for the synthetic rows closest to one (tables)
+CLOSEST_TRAIN_ROWS = 50_000
+
+log = logging.getLogger("genloom.evaluate")
 
 
 class EvaluateStage(Stage):
@@ -51,6 +63,16 @@ class EvaluateStage(Stage):
             "data": data,
             "version": 2,
         }
+        refs = ctx.cfg.evaluate.references
+        if refs:
+            path = Path(ctx.resolve(refs))
+            if not path.is_file():
+                raise ConfigError(
+                    f"no reference file at {path}",
+                    path="evaluate.references",
+                    hint="a JSON Lines file of {prompt, reference}",
+                )
+            ingredients["references"] = ctx.store.file_digest(str(path))
         champion = champion_key(ctx, ingredients)
         if champion:
             ingredients["champion"] = champion
@@ -64,18 +86,32 @@ class EvaluateStage(Stage):
         champion = champion_version(ctx, plan.ingredients.get("champion"))
         ctx.reporter.stage_start("evaluate", 3 if champion else 2, unit="steps")
         split = evaluation_split(prepared)
+        eval_cfg = ctx.cfg.evaluate
+        if eval_cfg.references:  # the family opens it: relative to the pipeline file, not the cwd
+            eval_cfg = eval_cfg.model_copy(update={"references": ctx.resolve(eval_cfg.references)})
         with evaluation_view(prepared) as view:
-            scored = fam.evaluate(model_dir, view, ctx.cfg.evaluate)
+            from genloom.models.text_metrics import recording
+
+            with recording() as inputs:
+                scored = fam.evaluate(model_dir, view, eval_cfg)
             ctx.reporter.stage_advance("evaluate")
+            metrics = {k: m.value for k, m in scored.items()}
+            directions = {k: m.direction for k, m in scored.items() if m.direction is not None}
+            judged = None
+            if eval_cfg.judge is not None:
+                judged = judge_model(ctx, fam, model_dir)
+                metrics.update(judged.metrics())
+                directions["judge_score"] = "max"
             theirs: dict[str, Any] | None = None
             if champion is not None:
                 uri = Path(champion["uri"])
-                their_scores = family_of(uri).evaluate_champion(uri, view, ctx.cfg.evaluate)
+                their_fam = family_of(uri)
+                their_scores = their_fam.evaluate_champion(uri, view, eval_cfg)
                 theirs = {k: m.value for k, m in their_scores.items()}
+                if eval_cfg.judge is not None:
+                    theirs.update(judge_model(ctx, their_fam, uri).metrics())
                 ctx.reporter.stage_advance("evaluate")
-            metrics = {k: m.value for k, m in scored.items()}
-            directions = {k: m.direction for k, m in scored.items() if m.direction is not None}
-            gates = check_gates(metrics, ctx.cfg.evaluate.gates, theirs)
+            gates = check_gates(metrics, eval_cfg.gates, theirs)
             out = ctx.local_artifact("evaluate", plan.key)
             out.mkdir(parents=True, exist_ok=True)
             champion_entry = (
@@ -90,8 +126,10 @@ class EvaluateStage(Stage):
                 "gates": gates,
                 "champion": champion_entry,
             }
+            if judged is not None:
+                result["judge"] = judged.rows()
             (out / "metrics.json").write_text(json.dumps(result, indent=1, default=str))
-            write_report(ctx, out, plans, result, fam, model_dir, view)
+            write_report(ctx, out, plans, result, fam, model_dir, view, inputs)
             ctx.reporter.stage_advance("evaluate")
         ctx.store.write_manifest(
             "evaluate",
@@ -172,8 +210,10 @@ def write_report(
     fam: ModelFamily,
     model_dir: Path,
     view: Path,
+    inputs: Any = None,
 ) -> None:
-    """The self-contained HTML report of this evaluation (``report.html`` beside ``metrics.json``)."""
+    """The self-contained HTML report of this evaluation (``report.html`` beside ``metrics.json``);
+    ``inputs`` (``text_metrics.MetricInputs``) holds what the text figures were computed from."""
     from genloom.evaluate.report import ReportData
     from genloom.evaluate.report import write_report as write_html
 
@@ -193,8 +233,10 @@ def write_report(
         funnel=data_funnel(ctx, plans),
         prepared=prepared_manifest,
         model_type=ctx.cfg.train.model.type,
+        judge=result.get("judge"),
     )
-    if fam.generates_text:
+    if inputs is not None:
+        add_text_inputs(data, inputs)
         import pyarrow.parquet as pq
 
         data.real_texts = []  # the first REAL_TEXTS held-out texts: a sample, never the whole split
@@ -214,4 +256,136 @@ def write_report(
         if first is not None and first.num_rows:
             data.real_rows = pa.Table.from_batches([first])
             data.generated_rows = fam.sample(model_dir, first.num_rows, seed=SAMPLE_SEED)
+            if (view / "train.parquet").exists():
+                data.closest_rows = closest_rows(
+                    data.generated_rows, view / "train.parquet", prepared_manifest.get("kinds") or {}
+                )
+    data.languages = language_mix(ctx, plans, data.real_texts, data.generated_texts)
     write_html(out / "report.html", data)
+
+
+def judge_model(ctx: RunContext, fam: ModelFamily, model_dir: Path) -> Any:
+    """The LLM judge's verdicts on ``evaluate.judge.samples`` seeded samples of a model: texts
+    (continuations of nothing) for a text model, rows as JSON objects for a table model."""
+    from genloom.evaluate.judge import Judge, JudgeCache
+
+    cfg = ctx.cfg.evaluate.judge
+    if fam.generates_text:
+        texts = fam.sample(model_dir, cfg.samples, seed=SAMPLE_SEED, max_new_tokens=cfg.sample_tokens)
+        samples = [str(t) for t in texts.column("text").to_pylist()]
+    else:
+        rows = fam.sample(model_dir, cfg.samples, seed=SAMPLE_SEED).to_pylist()
+        samples = [json.dumps(r, default=str, ensure_ascii=False) for r in rows]
+    result = Judge(cfg, JudgeCache(ctx.store.fs, ctx.store.base)).score(samples)
+    log.info(
+        "judge %s: mean %s over %d samples (%d requests, the rest cached)",
+        cfg.model,
+        result.score,
+        len(samples),
+        result.requests,
+    )
+    return result
+
+
+def add_text_inputs(data: Any, inputs: Any) -> None:
+    """The report's embedding projection, worst-by-memorisation generations and reference pairs,
+    from what the text figures were computed from (nothing is computed again)."""
+    from genloom.evaluate.plots import pca_2d
+
+    if inputs.embeddings:
+        real, generated = inputs.embeddings[0]
+        data.projection, data.projection_explained = pca_2d({"real": real, "generated": generated})
+    if inputs.memorised:
+        texts, report = inputs.memorised[0]
+        data.memorised = [
+            {"chars": c["chars"], "words": c["words"], "copied": c["text"], "text": texts[c["sample"]]}
+            for c in report.copies
+        ]
+    if inputs.references:
+        hyps, refs = inputs.references[0]
+        data.references = [{"reference": r, "continuation": h} for h, r in zip(hyps, refs, strict=True)]
+
+
+def language_mix(
+    ctx: RunContext, plans: list[StagePlan], real: list[str] | None, generated: list[str] | None
+) -> dict[str, Any] | None:
+    """Records per language: the column a ``language`` preprocessor wrote, counted over the last
+    data stage's records; else langid on the first ``LANGUAGE_TEXTS`` held-out texts (and the
+    report's generations). None for tables, or without langid."""
+    steps = [s for s in (getattr(ctx.cfg, "preprocess", None) or []) if getattr(s, "type", "") == "language"]
+    if steps:
+        column = steps[-1].output_column
+        data_plans = [p for p in plans if p.stage in DATA_STAGES and p.key and not p.passthrough]
+        for p in reversed(data_plans):
+            if not ctx.store.has_artifact(p.stage, p.key or ""):
+                continue
+            counts: Counter[str] = Counter()
+            try:
+                for batch in ctx.store.iter_artifact(p.stage, p.key or "", columns=[column]):
+                    counts.update(str(v) for v in batch.column(0).to_pylist())
+            except (KeyError, ValueError, OSError):  # the column is not in this stage's records
+                continue
+            return {
+                "source": f"the {column!r} column (preprocess: language) of the {p.stage} records",
+                "counts": {"data": dict(counts)},
+            }
+    if not real:
+        return None
+    try:
+        from langid.langid import LanguageIdentifier, model
+    except ImportError:
+        log.info("language mix skipped: langid is not installed (pip install 'genloom[nlp]')")
+        return None
+    ident = LanguageIdentifier.from_modelstring(model, norm_probs=True)
+    groups = {"held-out": real[:LANGUAGE_TEXTS], "generated": generated or []}
+    counts_of = {
+        name: dict(Counter(ident.classify(t[:2000])[0] if t.strip() else "und" for t in texts))
+        for name, texts in groups.items()
+        if texts
+    }
+    n = len(groups["held-out"])
+    return {"source": f"langid on {n} held-out texts and the report's generations", "counts": counts_of}
+
+
+def closest_rows(synthetic: Any, train_path: Path, kinds: dict[str, str], k: int = 5) -> list[dict[str, Any]]:
+    """The ``k`` synthetic rows closest to a training row (DCR: Euclidean distance in
+    ``normalised_matrix`` space, fitted on the training rows), each with that training row; the
+    first ``CLOSEST_TRAIN_ROWS`` training rows are searched."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genloom.models.tabular_metrics import normalised_matrix
+
+    if not kinds or synthetic.num_rows == 0:
+        return []
+    batches = []
+    rows = 0
+    for batch in pq.ParquetFile(train_path).iter_batches(batch_size=8192):
+        batches.append(batch.slice(0, CLOSEST_TRAIN_ROWS - rows))
+        rows += batches[-1].num_rows
+        if rows >= CLOSEST_TRAIN_ROWS:
+            break
+    if not rows:
+        return []
+    train = pa.Table.from_batches(batches)
+    modelled = {
+        c: kind for c, kind in kinds.items() if c in train.column_names and c in synthetic.column_names
+    }
+    if not modelled:
+        return []
+    from sklearn.neighbors import NearestNeighbors
+
+    ref = normalised_matrix(train, modelled, train)
+    query = normalised_matrix(synthetic, modelled, train)
+    dist, idx = NearestNeighbors(n_neighbors=1).fit(ref).kneighbors(query)
+    order = np.argsort(dist[:, 0], kind="stable")[:k]
+    syn_rows, train_rows = synthetic.to_pylist(), train
+    return [
+        {
+            "distance": float(dist[i, 0]),
+            "synthetic": syn_rows[i],
+            "training": train_rows.slice(int(idx[i, 0]), 1).to_pylist()[0],
+        }
+        for i in order
+    ]

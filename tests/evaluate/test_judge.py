@@ -1,0 +1,221 @@
+"""The LLM judge against a live OpenAI-compatible server on loopback (a FastAPI app of the test
+implementing /v1/chat/completions, driven by the official ``openai`` client): the JSON schema is
+sent and the reply read, the first-integer fallback, the per-sample cache in the store (a second
+run sends no request), the key never in the cache nor in the error of an unreachable endpoint;
+and end to end through ``genloom run``: ``judge_score`` in the metrics, per-sample scores and
+reasons in the report, references from a JSONL file beside the pipeline, the gate table."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from genloom.core.config import EvaluateConfig, JudgeConfig
+from genloom.core.errors import StageError
+from genloom.evaluate.judge import Judge, JudgeCache, cache_key, parse_reply, public_url
+
+pytest.importorskip("openai", reason="pip install 'genloom[llm]'")
+fastapi = pytest.importorskip("fastapi", reason="pip install 'genloom[serve]'")
+
+from tests.serve.conftest import free_port, live_server  # noqa: E402
+
+KEY = "sk-judge-secret-0123456789"
+
+
+def expected_score(text: str) -> int:
+    """What the test server answers for a text: 1 + its length in words, at most 10."""
+    return min(10, 1 + len(text.split()))
+
+
+def judge_app(log: list[dict[str, Any]]) -> Any:
+    """A minimal OpenAI-compatible chat endpoint: with a json_schema response_format it answers
+    the JSON object, without one a sentence holding the score; every request body goes to ``log``."""
+    app = fastapi.FastAPI()
+    lock = threading.Lock()
+
+    @app.get("/readyz")
+    def ready() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: fastapi.Request) -> dict[str, Any]:
+        body = await request.json()
+        with lock:
+            log.append({**body, "authorization": request.headers.get("authorization")})
+        text = body["messages"][-1]["content"]
+        score = expected_score(text)
+        if (body.get("response_format") or {}).get("type") == "json_schema":
+            content = json.dumps({"score": score, "reason": f"{len(text.split())} words"})
+        else:
+            content = f"I would give it {score} out of 10."
+        return {
+            "id": "cmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    log: list[dict[str, Any]] = []
+    with live_server(judge_app(log)) as url:
+        yield f"{url}/v1", log
+
+
+def config(url: str, **kw: Any) -> JudgeConfig:
+    fields: dict[str, Any] = {
+        "model": "judge-1",
+        "api_key": SecretStr(KEY),
+        "rubric": "Rate the fluency.",
+        **kw,
+    }
+    return JudgeConfig(base_url=url, **fields)
+
+
+def test_replies_are_read_as_json_or_by_their_first_integer_in_the_scale() -> None:
+    cfg = config("http://x/v1")
+    assert parse_reply('{"score": 7, "reason": "fine"}', cfg) == (7, "fine")
+    assert parse_reply("Score: 0 is too low, I say 8/10", cfg) == (8, "Score: 0 is too low, I say 8/10")
+    assert parse_reply('{"score": 42, "reason": "off the scale"}', cfg)[0] is None  # no integer in 1-10
+    score, reason = parse_reply("no number here", cfg)
+    assert score is None and "no score" in reason
+    # the cache key: endpoint (without user information), model, rubric, scale, text; never the key
+    other_key = cfg.model_copy(update={"api_key": SecretStr("sk-another")})
+    assert cache_key(cfg, "a") == cache_key(other_key, "a") != cache_key(cfg, "b")
+    assert public_url("https://user:pw@host:8000/v1/?q=1") == "https://host:8000/v1"
+    with pytest.raises(ValueError):
+        config("http://x/v1", min_score=5, max_score=5)
+
+
+def test_the_judge_scores_through_the_endpoint_and_a_second_run_asks_nothing(
+    server: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    url, log = server
+    log.clear()
+    texts = ["one", "one two three", "a b c d e f g h i j k l"]
+    cache = JudgeCache(fsspec.filesystem("file"), str(tmp_path / "store"))
+    first = Judge(config(url), cache).score(texts)
+    assert first.requests == 3 and len(log) == 3
+    assert [j.score for j in first.judgements] == [2, 4, 10]
+    assert first.score == pytest.approx(16 / 3) and first.metrics()["judge_scored"] == 3.0
+    assert [j.reason for j in first.judgements] == ["1 words", "3 words", "12 words"]
+    body = log[0]
+    assert body["temperature"] == 0.0 and body["authorization"] == f"Bearer {KEY}"
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["score"] == {"type": "integer", "minimum": 1, "maximum": 10}
+    assert "Rate the fluency." in body["messages"][0]["content"]
+    # the cache: nothing asked again, the same verdicts; the key is nowhere in the store
+    again = Judge(config(url), cache).score(texts)
+    assert again.requests == 0 and len(log) == 3
+    assert [(j.score, j.reason, j.cached) for j in again.judgements] == [
+        (j.score, j.reason, True) for j in first.judgements
+    ]
+    stored = "".join(p.read_text() for p in (tmp_path / "store").rglob("*.json"))
+    assert KEY not in stored and KEY[:8] not in stored and '"score": 10' in stored
+    # without the schema the first integer of the sentence is the score
+    log.clear()
+    plain = Judge(config(url, send_schema=False, rubric="Other rubric."), cache).score(["x y"])
+    assert plain.judgements[0].score == 3 and "response_format" not in log[0]
+
+
+def test_an_unreachable_endpoint_fails_naming_the_url_and_never_the_key(tmp_path: Path) -> None:
+    url = f"http://judge:{KEY}@127.0.0.1:{free_port()}/v1"
+    cache = JudgeCache(fsspec.filesystem("file"), str(tmp_path))
+    with pytest.raises(StageError) as e:
+        Judge(config(url, retries=0, timeout_s=5), cache).score(["a text"])
+    message = str(e.value)
+    assert "127.0.0.1" in message and "cannot be reached" in message
+    assert KEY not in message and KEY[:8] not in message
+
+
+def test_the_judge_in_the_config_masks_its_key_in_the_evaluation_key() -> None:
+    cfg = EvaluateConfig(judge=config("http://127.0.0.1:1/v1"))
+    dumped = json.dumps(cfg.key_dict())
+    assert KEY not in dumped and "judge-1" in dumped
+    assert "judge" not in EvaluateConfig().key_dict() and "references" not in EvaluateConfig().key_dict()
+
+
+def test_genloom_run_judges_scores_references_and_prints_the_gate_table(
+    server: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    from tests.conftest import TINY_TRAIN, write_pipeline
+
+    from genloom.cli import app
+    from genloom.pipeline import Pipeline
+
+    url, log = server
+    log.clear()
+    folder = tmp_path / "p"
+    folder.mkdir()
+    refs = [
+        {"prompt": "It is a truth", "reference": "universally acknowledged"},
+        {"prompt": "The", "reference": "end"},
+    ]
+    (folder / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
+    evaluate = {
+        "samples": 4,
+        "embeddings": False,
+        "references": "refs.jsonl",  # relative to the pipeline file, not the working directory
+        "gates": {"judge_score": {"min": 1}, "val_bpc": {"max": 0.01}},
+        "judge": {
+            "base_url": url,
+            "model": "judge-1",
+            "rubric": "Rate the fluency.",
+            "samples": 3,
+            "sample_tokens": 12,
+        },
+    }
+    path = write_pipeline(folder, train={**TINY_TRAIN, "max_steps": 4}, evaluate=evaluate)
+    res = CliRunner().invoke(app, ["run", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "quality gates" in res.output and "judge_score" in res.output and "max" in res.output
+    assert "kept as candidate: failed gates val_bpc" in res.output
+    assert len(log) == 3
+    p = Pipeline.from_file(path)
+    try:
+        run = p.catalog.runs("t", limit=1)[0]
+        key = next(s["key"] for s in p.catalog.stage_runs(run["id"]) if s["stage"] == "evaluate")
+        out = Path(p.store.local_path(p.store.artifact_dir("evaluate", key)))
+        result = json.loads((out / "metrics.json").read_text())
+        judged = result["judge"]
+        assert [r["score"] for r in judged] == [expected_score(r["text"]) for r in judged]
+        assert result["metrics"]["judge_score"] == pytest.approx(sum(r["score"] for r in judged) / 3)
+        assert result["directions"]["judge_score"] == "max" and result["gates"]["judge_score"]["passed"]
+        for name in ("ref_bleu", "ref_chrf", "ref_rouge_l"):
+            assert isinstance(result["metrics"][name], float)
+        doc = (out / "report.html").read_text()
+        assert (
+            '<section id="judge">' in doc and judged[0]["reason"] in doc and "universally acknowledged" in doc
+        )
+        # a new reference file content is a new evaluation key
+        before = {pl.stage: pl.key for pl in p.plan()}["evaluate"]
+    finally:
+        p.close()
+    # a forced re-evaluation: every verdict from the cache, no request
+    p = Pipeline.from_file(path)
+    try:
+        p.run(force=["evaluate"])
+    finally:
+        p.close()
+    assert len(log) == 3
+    (folder / "refs.jsonl").write_text(json.dumps(refs[0]) + "\n")
+    p = Pipeline.from_file(path)
+    try:
+        assert {pl.stage: pl.key for pl in p.plan()}["evaluate"] != before
+    finally:
+        p.close()
