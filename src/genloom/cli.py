@@ -406,29 +406,59 @@ def sample(
     n: Annotated[int, typer.Option("-n", "--rows", help="How many records to generate")] = 1000,
     where: Annotated[
         list[str] | None,
-        typer.Option(help="Condition (repeatable): region=EU, age>=30, age=30..40; for text, a control k=v"),
+        typer.Option(
+            help="Condition (repeatable): region=EU, age>=30, age=30..40; an image's label=7; for text, a control k=v"
+        ),
     ] = None,
     seed: int | None = None,
     out_file: Annotated[
         Path | None,
-        typer.Option("-o", "--out", help="Write .parquet or .csv (default: print the first rows)"),
+        typer.Option(
+            "-o",
+            "--out",
+            help="Write .parquet or .csv; for an image model a folder: PNG files and grid.png (default: print the first rows)",
+        ),
     ] = None,
     version: Annotated[int | None, typer.Option(help="Model version (default: the champion)")] = None,
 ) -> None:
-    """Generate records with the pipeline's champion: synthetic rows of a table model (or texts)."""
+    """Generate records with the pipeline's champion: synthetic rows of a table model, images, or texts."""
+    import pyarrow as pa
+
     try:
         if n < 1:
             raise ConfigError("-n must be at least 1", path="-n")
         table = _pipeline(file).sample(n, _conditions(where or []), seed=seed, version=version)
-        if out_file is not None:
+        binary = [
+            f.name for f in table.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+        ]
+        as_images = "image" in binary and (
+            out_file is None or out_file.suffix.lower() not in (".parquet", ".csv")
+        )
+        if out_file is not None and as_images:
+            from genloom.models.image_data import write_images
+
+            write_images(table, out_file)
+        elif out_file is not None:
             _write_table(table, out_file)
     except GenloomError as e:
         _fail(e)
     report = (table.schema.metadata or {}).get(b"genloom")
-    if out_file is not None:
+    if out_file is not None and as_images:
+        out.print(f"wrote {table.num_rows} PNG images and grid.png to {out_file}")
+    elif out_file is not None:
         out.print(f"wrote {table.num_rows} rows to {out_file}")
     else:
-        out.print(table.slice(0, 20).to_pandas().to_string(), highlight=False, markup=False)
+        shown = table.slice(0, 20)
+        for name in binary:  # encoded bytes (an image's PNG) are shown by their size
+            sizes = [None if v is None else f"<{len(v)} bytes>" for v in shown.column(name).to_pylist()]
+            shown = shown.set_column(shown.schema.get_field_index(name), name, pa.array(sizes, pa.string()))
+        cells = [[str(c) for c in shown.column_names]]
+        cells += [["" if v is None else str(v) for v in row.values()] for row in shown.to_pylist()]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+        out.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+        if as_images:
+            out.print("[dim]write the images as PNG files and a grid with -o FOLDER[/dim]")
     if report:
         out.print(f"[dim]{report.decode()}[/dim]")
 
