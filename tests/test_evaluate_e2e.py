@@ -1,7 +1,8 @@
 """Evaluation end to end with tiny models: a challenger that fails a relative gate stays a
 candidate and the report says why; one that passes becomes champion and the old champion is
-archived and kept; a test split apart from validation, on which the final metrics are computed;
-``genloom report``."""
+archived and kept; an LLM judge (a live loopback endpoint) and reference scores through the
+pipeline, the judge's replies cached across runs; a test split apart from validation, on which
+the final metrics are computed; ``genloom report``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from typer.testing import CliRunner
 from genloom.cli import app
 from genloom.pipeline import Pipeline, split_of
 from tests.conftest import TINY_TRAIN, write_pipeline
+from tests.evaluate.test_judge import expected_score, judge_app
 from tests.evaluate.test_report import browser_check
+from tests.serve.conftest import live_server
 
 runner = CliRunner()
 RELATIVE = {"gates": {"val_bpc": {"max": 20, "max_vs_champion": 0.0}}}
@@ -47,12 +50,58 @@ def prepared_dir(path: Path, summary: Any) -> Path:
         p.close()
 
 
-def test_a_relative_gate_blocks_a_worse_challenger_and_a_better_one_takes_over(tmp_path: Path) -> None:
-    path = write_pipeline(tmp_path / "p", train=TINY_TRAIN, evaluate=RELATIVE)
+REFERENCES = [
+    {"prompt": "It is a truth", "reference": "universally acknowledged, that a single man"},
+    {"prompt": "The", "reference": "end of the story"},
+]
+
+
+@pytest.fixture
+def judge() -> Any:
+    """A live OpenAI-compatible judge on loopback: (its /v1 URL, the request bodies it received)."""
+    pytest.importorskip("openai", reason="pip install 'genloom[llm]'")
+    pytest.importorskip("fastapi", reason="pip install 'genloom[serve]'")
+    log: list[dict[str, Any]] = []
+    with live_server(judge_app(log)) as url:
+        yield f"{url}/v1", log
+
+
+def test_a_relative_gate_blocks_a_worse_challenger_and_a_better_one_takes_over(
+    tmp_path: Path, judge: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, requests = judge
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in REFERENCES))
+    evaluate = {
+        **RELATIVE,
+        "samples": 8,
+        "embeddings": False,
+        "references": "refs.jsonl",  # relative to the pipeline file, not the working directory
+        "judge": {
+            "base_url": url,
+            "model": "judge-1",
+            "rubric": "Rate the fluency.",
+            "samples": 3,
+            "sample_tokens": 12,
+        },
+    }
+    path = write_pipeline(folder, train=TINY_TRAIN, evaluate=evaluate)
     first = run(path)
     assert first.model["stage"] == "champion" and first.model["decision"] == "promoted: first champion"
     assert evaluation(first)["champion"] is None  # nothing to compare with: the gate passes
     champion_dir = Path(first.model["uri"])
+    # the judge: 3 samples asked for, scored, in the metrics and the report; the references scored
+    result = evaluation(first)
+    assert len(requests) == 3 and requests[0]["response_format"]["type"] == "json_schema"
+    judged = result["judge"]
+    assert [r["score"] for r in judged] == [expected_score(r["text"]) for r in judged]
+    assert result["metrics"]["judge_score"] == pytest.approx(sum(r["score"] for r in judged) / 3)
+    assert result["directions"]["judge_score"] == "max"
+    assert all(isinstance(result["metrics"][m], float) for m in ("ref_bleu", "ref_chrf", "ref_rouge_l"))
+    doc = Path(first.report).read_text()
+    assert '<section id="judge">' in doc and judged[0]["reason"] in doc
+    assert "universally acknowledged, that a single man" in doc  # the reference pairs
 
     # 2 steps: near its random start, worse than the champion on the same data -> the gate fails
     weak = run(path, "train.max_steps=2")
@@ -61,6 +110,11 @@ def test_a_relative_gate_blocks_a_worse_challenger_and_a_better_one_takes_over(t
     assert "max vs champion" in weak.model["decision"]
     result = evaluation(weak)
     assert result["champion"]["version"] == 1 and result["split"] == "val"
+    # the challenger's 3 samples asked for; the champion's, the same as in the first run, cached
+    assert (
+        len(requests) == 6
+        and result["champion"]["metrics"]["judge_score"] == evaluation(first)["metrics"]["judge_score"]
+    )
     gate = result["gates"]["val_bpc"]
     ours, theirs = result["metrics"]["val_bpc"], result["champion"]["metrics"]["val_bpc"]
     assert gate["champion"] == theirs and ours > theirs and not gate["passed"]
@@ -100,6 +154,15 @@ def test_a_relative_gate_blocks_a_worse_challenger_and_a_better_one_takes_over(t
     # a rerun after the promotion: the evaluation (made against v1) is a cache hit
     again = run(path, "train.max_steps=120")
     assert {r.stage: r.status for r in again.stages}["evaluate"] == "cached"
+    assert len(requests) == 9  # v3's samples only: v1's were cached
+    # the reference file's content is in the evaluation's key
+    p = Pipeline.from_file(path, overrides=["train.max_steps=120"])
+    try:
+        before = {pl.stage: pl.key for pl in p.plan()}["evaluate"]
+        (folder / "refs.jsonl").write_text(json.dumps(REFERENCES[0]) + "\n")
+        assert {pl.stage: pl.key for pl in p.plan()}["evaluate"] != before
+    finally:
+        p.close()
 
     # genloom report: the latest run's report, or a given run's
     res = runner.invoke(app, ["report", str(path)])

@@ -92,3 +92,21 @@ def test_a_metric_without_a_direction_never_promotes(tmp_path: Path) -> None:
     decision = p.run().model["decision"]
     p.close()
     assert decision.startswith("kept as candidate: metric 'val_tokens' has no direction"), decision
+
+
+def test_the_run_summary_prints_the_gate_table_with_by_how_much_a_gate_missed() -> None:
+    from rich.console import Console
+
+    from genloom.cli import gate_table
+
+    gates = {"val_bpb": Gate(max=1.9, max_vs_champion=0.0), "judge_score": Gate(min=5)}
+    rows = gate_rows(check_gates({"val_bpb": 1.6}, gates, {"val_bpb": 1.5}))
+    console = Console(record=True, width=140)
+    console.print(gate_table(rows))
+    lines = console.export_text().splitlines()
+    relative = next(line for line in lines if "max_vs_champion" in line)
+    assert "1.6" in relative and "1.5" in relative and "no" in relative and "0.1" in relative
+    absolute = next(line for line in lines if " max " in f" {line} " and "val_bpb" in line)
+    assert "yes" in absolute
+    missing = next(line for line in lines if "judge_score" in line)
+    assert "no" in missing and "the model does not report it" in missing

@@ -1,9 +1,9 @@
 """The LLM judge against a live OpenAI-compatible server on loopback (a FastAPI app of the test
 implementing /v1/chat/completions, driven by the official ``openai`` client): the JSON schema is
 sent and the reply read, the first-integer fallback, the per-sample cache in the store (a second
-run sends no request), the key never in the cache nor in the error of an unreachable endpoint;
-and end to end through ``genloom run``: ``judge_score`` in the metrics, per-sample scores and
-reasons in the report, references from a JSONL file beside the pipeline, the gate table."""
+run sends no request), the key never in the cache nor in the error of an unreachable endpoint.
+The judge through the pipeline (metrics, report, cache across runs) is tested in
+tests/test_evaluate_e2e.py."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from typing import Any
 import fsspec
 import pytest
 from pydantic import SecretStr
-from typer.testing import CliRunner
 
 from genloom.core.config import EvaluateConfig, JudgeConfig
 from genloom.core.errors import StageError
@@ -148,74 +147,3 @@ def test_the_judge_in_the_config_masks_its_key_in_the_evaluation_key() -> None:
     dumped = json.dumps(cfg.key_dict())
     assert KEY not in dumped and "judge-1" in dumped
     assert "judge" not in EvaluateConfig().key_dict() and "references" not in EvaluateConfig().key_dict()
-
-
-def test_genloom_run_judges_scores_references_and_prints_the_gate_table(
-    server: tuple[str, list[dict[str, Any]]], tmp_path: Path
-) -> None:
-    from tests.conftest import TINY_TRAIN, write_pipeline
-
-    from genloom.cli import app
-    from genloom.pipeline import Pipeline
-
-    url, log = server
-    log.clear()
-    folder = tmp_path / "p"
-    folder.mkdir()
-    refs = [
-        {"prompt": "It is a truth", "reference": "universally acknowledged"},
-        {"prompt": "The", "reference": "end"},
-    ]
-    (folder / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
-    evaluate = {
-        "samples": 4,
-        "embeddings": False,
-        "references": "refs.jsonl",  # relative to the pipeline file, not the working directory
-        "gates": {"judge_score": {"min": 1}, "val_bpc": {"max": 0.01}},
-        "judge": {
-            "base_url": url,
-            "model": "judge-1",
-            "rubric": "Rate the fluency.",
-            "samples": 3,
-            "sample_tokens": 12,
-        },
-    }
-    path = write_pipeline(folder, train={**TINY_TRAIN, "max_steps": 4}, evaluate=evaluate)
-    res = CliRunner().invoke(app, ["run", str(path)])
-    assert res.exit_code == 0, res.output
-    assert "quality gates" in res.output and "judge_score" in res.output and "max" in res.output
-    assert "kept as candidate: failed gates val_bpc" in res.output
-    assert len(log) == 3
-    p = Pipeline.from_file(path)
-    try:
-        run = p.catalog.runs("t", limit=1)[0]
-        key = next(s["key"] for s in p.catalog.stage_runs(run["id"]) if s["stage"] == "evaluate")
-        out = Path(p.store.local_path(p.store.artifact_dir("evaluate", key)))
-        result = json.loads((out / "metrics.json").read_text())
-        judged = result["judge"]
-        assert [r["score"] for r in judged] == [expected_score(r["text"]) for r in judged]
-        assert result["metrics"]["judge_score"] == pytest.approx(sum(r["score"] for r in judged) / 3)
-        assert result["directions"]["judge_score"] == "max" and result["gates"]["judge_score"]["passed"]
-        for name in ("ref_bleu", "ref_chrf", "ref_rouge_l"):
-            assert isinstance(result["metrics"][name], float)
-        doc = (out / "report.html").read_text()
-        assert (
-            '<section id="judge">' in doc and judged[0]["reason"] in doc and "universally acknowledged" in doc
-        )
-        # a new reference file content is a new evaluation key
-        before = {pl.stage: pl.key for pl in p.plan()}["evaluate"]
-    finally:
-        p.close()
-    # a forced re-evaluation: every verdict from the cache, no request
-    p = Pipeline.from_file(path)
-    try:
-        p.run(force=["evaluate"])
-    finally:
-        p.close()
-    assert len(log) == 3
-    (folder / "refs.jsonl").write_text(json.dumps(refs[0]) + "\n")
-    p = Pipeline.from_file(path)
-    try:
-        assert {pl.stage: pl.key for pl in p.plan()}["evaluate"] != before
-    finally:
-        p.close()

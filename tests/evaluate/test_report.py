@@ -184,3 +184,86 @@ def test_the_report_renders_in_headless_chromium_without_console_errors(tmp_path
     headings = browser_check(path, tmp_path / "shot.png")
     assert headings["gates"] == "Quality gates" and headings["funnel"].startswith("Data stages")
     assert (tmp_path / "shot.png").stat().st_size > 10_000
+
+
+def test_the_embedding_projection_is_the_pca_of_both_sets_and_is_plotted() -> None:
+    import numpy as np
+
+    from genloom.evaluate.plots import pca_2d, scatter_svg
+
+    # points on the line y = 2x: the first component explains all the variance
+    real = np.array([[0.0, 0.0], [1.0, 2.0]])
+    gen = np.array([[2.0, 4.0], [3.0, 6.0]])
+    points, explained = pca_2d({"real": real, "generated": gen})
+    assert explained[0] == pytest.approx(1.0) and explained[1] == pytest.approx(0.0, abs=1e-12)
+    xs = [x for x, _ in points["real"] + points["generated"]]
+    assert abs(xs[1] - xs[0]) == pytest.approx(5**0.5)  # distances along the line are kept
+    assert [abs(y) < 1e-9 for _, y in points["real"]] == [True, True]
+    svg = scatter_svg(points, "proj", "PC1", "PC2")
+    assert svg.count("<circle") == 4
+
+
+def test_the_report_shows_the_projection_the_copies_the_judge_and_the_language_mix() -> None:
+    d = text_report()
+    d.projection, d.projection_explained = {"real": [(0.0, 1.0)], "generated": [(1.0, 0.0)]}, (0.6, 0.3)
+    d.memorised = [
+        {
+            "chars": 60,
+            "words": 12,
+            "copied": "a copied paragraph of training text",
+            "text": "so a copied paragraph of training text",
+        }
+    ]
+    d.judge = [
+        {"sample": 0, "score": 7, "reason": "fluent &amp; short", "text": "generated one", "cached": False}
+    ]
+    d.config["evaluate"] = {
+        "judge": {"model": "judge-1", "base_url": "http://h/v1", "min_score": 1, "max_score": 10}
+    }
+    d.languages = {"source": "langid", "counts": {"held-out": {"en": 3, "fr": 1}, "generated": {"en": 2}}}
+    doc = render(d)
+    assert "MiniLM embeddings, real vs generated (PCA)" in doc and "PC1 (60% of variance)" in doc
+    assert "Worst by memorisation" in doc and "a copied paragraph of training text" in doc
+    assert "mean score <b>7</b> over 1 of 1 samples" in doc and "fluent &amp;amp; short" in doc
+    assert "<td>en</td><td>3 (75.0%)</td><td>2 (100.0%)</td>" in doc
+    assert "No judge configured" in render(text_report())
+
+
+def test_the_closest_synthetic_row_to_a_training_row_is_a_copied_one_at_distance_0(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from genloom.stages.evaluate import closest_rows
+
+    train = pa.table({"cid": [1, 2, 3, 4], "age": [20, 40, 60, 80], "color": ["red", "blue", "red", "green"]})
+    pq.write_table(train, tmp_path / "train.parquet")
+    synthetic = pa.table({"cid": [9, 8, 7], "age": [30, 60, 75], "color": ["blue", "red", "red"]})
+    kinds = {"cid": "id", "age": "integer", "color": "categorical"}
+    found = closest_rows(synthetic, tmp_path / "train.parquet", kinds, k=2)
+    assert found[0]["distance"] == pytest.approx(0.0, abs=1e-6)  # (60, red) is training row 3
+    assert found[0]["synthetic"]["age"] == 60 and found[0]["training"] == {
+        "cid": 3,
+        "age": 60,
+        "color": "red",
+    }
+    assert found[1]["distance"] > 0.0
+    d = table_report()
+    d.closest_rows = found
+    assert "Worst by DCR" in render(d)
+
+
+def test_recording_keeps_what_the_text_figures_were_computed_from() -> None:
+    import numpy as np
+
+    from genloom.models.text_metrics import NgramIndex, frechet_distance, memorisation, recording
+
+    a, b = np.eye(3), np.eye(3)[::-1]
+    index = NgramIndex(n=3).add_all(["the cat sat on the mat today"])
+    with recording() as inputs:
+        assert frechet_distance(a, b) == pytest.approx(0.0, abs=1e-9)
+        memorisation(["we saw the cat sat on the mat today again"], index, min_copy_chars=10)
+    assert inputs.embeddings[0][0] is a and inputs.embeddings[0][1] is b
+    texts, report = inputs.memorised[0]
+    assert texts == ["we saw the cat sat on the mat today again"]
+    assert report.copies[0]["text"] == "the cat sat on the mat today"
+    frechet_distance(a, b)  # outside: nothing recorded
+    assert len(inputs.embeddings) == 1
