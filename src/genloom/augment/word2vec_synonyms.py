@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
@@ -10,10 +11,15 @@ import pyarrow as pa
 from pydantic import Field
 
 from genloom.augment._common import WORD_RE, match_case, record_rng, selected
-from genloom.core.errors import MissingDependencyError
+from genloom.core.errors import ConfigError, MissingDependencyError
 from genloom.core.records import dump_meta, load_meta, records_to_table
 from genloom.core.registry import AUGMENTERS
 from genloom.core.steps import Fitted
+
+
+def _is_binary(path: str) -> bool:
+    """Whether a word2vec file is in the C binary format (text formats: .txt, .vec)."""
+    return not path.endswith((".txt", ".vec", ".txt.gz", ".vec.gz"))
 
 
 def stable_hash(text: str) -> int:
@@ -55,15 +61,38 @@ class Word2VecSynonymAugmenter(Fitted):
     topn: int = 5
     min_similarity: float = 0.5
     max_docs: int = 500_000
+    model: str | None = Field(
+        None,
+        description="Word vectors to take the neighbours from instead of training: a word2vec file "
+        "(C binary .bin, e.g. the word2vec feature's state artifact word2vec.bin, or text .txt/.vec)",
+    )
 
     requires: ClassVar[tuple[str, ...]] = ("gensim",)
     extra: ClassVar[str] = "nlp"
 
+    def check(self, path: str) -> None:
+        if self.model is not None and not os.path.isfile(self.resolve_path(self.model)):
+            raise ConfigError(
+                f"word vectors file {self.model!r} does not exist",
+                path=f"{path}.model",
+                hint="give a word2vec file (the word2vec feature's word2vec.bin), or leave model out to train",
+            )
+
+    def files_read(self) -> list[str]:
+        return [self.model] if self.model else []
+
     def fit(self, tables: Iterable[pa.Table]) -> Any:
         try:
-            from gensim.models import Word2Vec
+            from gensim.models import KeyedVectors, Word2Vec
         except ImportError as e:
             raise MissingDependencyError("gensim", "pip install 'genloom[nlp]'") from e
+        if self.model is not None:
+            path = self.resolve_path(self.model)
+            return {
+                "neighbours": self.neighbours(
+                    KeyedVectors.load_word2vec_format(path, binary=_is_binary(path))
+                )
+            }
         sentences: list[list[str]] = []
         for t in tables:
             for text in t.column(self.column).to_pylist():
@@ -84,7 +113,11 @@ class Word2VecSynonymAugmenter(Fitted):
             seed=self.seed,
             hashfxn=stable_hash,
         )
-        wv = model.wv
+        return {"neighbours": self.neighbours(model.wv)}
+
+    def neighbours(self, wv: Any) -> dict[str, list[str]]:
+        """The replacement table: for the frequent words of gensim ``KeyedVectors`` ``wv`` (the
+        ``skip_most_frequent`` first left out), their close neighbours."""
         neighbours: dict[str, list[str]] = {}
         frequent = set(wv.index_to_key[: self.skip_most_frequent])
         for word in wv.index_to_key[self.skip_most_frequent : self.vocab_size]:
@@ -97,7 +130,7 @@ class Word2VecSynonymAugmenter(Fitted):
             ][: self.topn]
             if near:
                 neighbours[word] = near
-        return {"neighbours": neighbours}
+        return neighbours
 
     def transform(self, table: pa.Table, state: Any) -> pa.Table:
         near: dict[str, list[str]] = state["neighbours"]
