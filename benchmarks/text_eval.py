@@ -7,7 +7,9 @@ GPT trained for a few steps. Then, in a fresh process (``--eval``), runs the fam
 ``evaluate`` (held-out loss on ``--max-tokens`` tokens + the generation metrics with their
 defaults: 64 samples of 64 new tokens, the training n-gram index, MiniLM Fréchet/MAUVE) and
 prints each part's seconds and the process's peak RSS. A second figure, the evaluation with
-the generation metrics off (``samples: 0``), is printed beside it as the reference.
+the generation metrics off (``samples: 0``), is printed beside it as the reference; a third
+(``--champion``) is the family's ``evaluate_champion`` of the same model on the same folder: the
+path the evaluate stage takes for the current champion (its own tokenizer on the held-out texts).
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/text_eval.py --dir /tmp/text_eval --val 100000 --train 100000
       OMP_NUM_THREADS=1 .venv/bin/python benchmarks/text_eval.py --quick   # 5k records each
@@ -80,6 +82,29 @@ def build(folder: Path, n_val: int, n_train: int) -> None:
     train(cfg, prepared / "train.bin", prepared / "val.bin", model)
 
 
+def evaluate_as_champion(folder: Path, samples: int, max_tokens: int) -> dict[str, object]:
+    """The family's ``evaluate_champion`` of the model on the folder (texts tokenised again)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from types import SimpleNamespace
+
+    from genloom.models.base import family_of
+
+    model, prepared = folder / "model", folder / "prepared"
+    base = peak_rss_mib()
+    t0 = time.perf_counter()
+    cfg = SimpleNamespace(max_tokens=max_tokens, samples=samples, embeddings=True)
+    metrics = family_of(model).evaluate_champion(model, prepared, cfg)
+    return {
+        "samples": samples,
+        "seconds": {"champion": round(time.perf_counter() - t0, 2)},
+        "peak_rss_mib_after_imports": round(base),
+        "peak_rss_mib": round(peak_rss_mib()),
+        "figures": {k: m.value for k, m in metrics.items()},
+    }
+
+
 def evaluate(folder: Path, samples: int, max_tokens: int) -> dict[str, object]:
     import torch
 
@@ -120,10 +145,13 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--eval", action="store_true", help="(internal) evaluate an already built folder")
+    ap.add_argument("--champion", action="store_true", help="also measure evaluate_champion")
+    ap.add_argument("--as-champion", action="store_true", help="(internal) with --eval: evaluate_champion")
     args = ap.parse_args()
     folder = Path(args.dir)
     if args.eval:
-        print(json.dumps(evaluate(folder, args.samples, args.max_tokens), default=str))
+        run = evaluate_as_champion if args.as_champion else evaluate
+        print(json.dumps(run(folder, args.samples, args.max_tokens), default=str))
         return
     if args.quick:
         args.val = args.train = 5000
@@ -131,14 +159,16 @@ def main() -> None:
     if not (folder / "model" / "config.json").exists():
         build(folder, args.val, args.train)
     built = time.perf_counter() - t0
-    runs = {}
-    for samples in (args.samples, 0):  # in fresh processes: each peak RSS is its own
+    runs: dict[str, dict[str, object]] = {}
+    modes = [("generation", args.samples, False), ("loss_only", 0, False)]
+    if args.champion:
+        modes.append(("champion", args.samples, True))
+    for name, samples, champion in modes:  # in fresh processes: each peak RSS is its own
         cmd = [sys.executable, __file__, "--eval", "--dir", str(folder), "--samples", str(samples)]
-        cmd += ["--max-tokens", str(args.max_tokens)]
+        cmd += ["--max-tokens", str(args.max_tokens)] + (["--as-champion"] if champion else [])
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        runs[samples] = json.loads(out)
-        r = runs[samples]
-        print(f"samples={samples}: peak RSS {r['peak_rss_mib']} MiB, seconds {r['seconds']}")
+        runs[name] = r = json.loads(out)
+        print(f"{name} (samples={samples}): peak RSS {r['peak_rss_mib']} MiB, seconds {r['seconds']}")
     val_meta = json.loads((folder / "prepared" / "val.json").read_text())
     train_meta = json.loads((folder / "prepared" / "train.json").read_text())
     print(
@@ -149,8 +179,9 @@ def main() -> None:
                 "val_tokens": val_meta["n_tokens"],
                 "train_tokens": train_meta["n_tokens"],
                 "build_s": round(built, 1),
-                "with_generation_metrics": runs[args.samples],
-                "reference_loss_only": runs[0],
+                "with_generation_metrics": runs["generation"],
+                "reference_loss_only": runs["loss_only"],
+                **({"champion": runs["champion"]} if "champion" in runs else {}),
             },
             default=str,
         )

@@ -176,7 +176,10 @@ def test_a_relative_gate_blocks_a_worse_challenger_and_a_better_one_takes_over(
 
 def test_a_test_split_is_disjoint_from_validation_and_training_and_scores_the_model(tmp_path: Path) -> None:
     split = {"val_fraction": 0.1, "test_fraction": 0.2, "seed": 0}
-    path = write_pipeline(tmp_path / "p", train={**TINY_TRAIN, "max_steps": 6}, split=split)
+    preprocess = [{"type": "normalize"}, {"type": "language"}]  # the report's language mix reads its column
+    path = write_pipeline(
+        tmp_path / "p", train={**TINY_TRAIN, "max_steps": 6}, split=split, preprocess=preprocess
+    )
     summary = run(path)
     p = Pipeline.from_file(path)
     try:
@@ -204,7 +207,10 @@ def test_a_test_split_is_disjoint_from_validation_and_training_and_scores_the_mo
     assert result["split"] == "test" and summary.model["evaluated_on"] == "test"
     assert result["metrics"]["val_loss"] == pytest.approx(on_test["val_loss"], rel=1e-6)
     assert on_val["val_loss"] != pytest.approx(on_test["val_loss"], rel=1e-6)
-    assert "<b>test</b> split" in Path(summary.report).read_text()
+    doc = Path(summary.report).read_text()
+    assert "<b>test</b> split" in doc
+    assert "Language mix" in doc and "the &#x27;lang&#x27; column (preprocess: language)" in doc
+    assert re.search(r"<td>en</td><td>\d+ \(\d+\.\d%\)</td>", doc)
 
 
 def test_without_a_test_split_the_split_and_its_key_are_unchanged() -> None:
@@ -237,4 +243,5 @@ def test_a_table_model_is_scored_on_its_test_rows(tmp_path: Path) -> None:
     assert result["split"] == "test" and "quality" in result["metrics"]
     doc = Path(summary.report).read_text()
     assert "color: real vs synthetic" in doc and "Synthetic rows" in doc
+    assert "Worst by DCR (the synthetic rows closest to a training row)" in doc
     browser_check(Path(summary.report))

@@ -267,3 +267,22 @@ def test_recording_keeps_what_the_text_figures_were_computed_from() -> None:
     assert report.copies[0]["text"] == "the cat sat on the mat today"
     frechet_distance(a, b)  # outside: nothing recorded
     assert len(inputs.embeddings) == 1
+
+
+def test_without_a_language_column_langid_counts_the_held_out_sample() -> None:
+    from types import SimpleNamespace
+
+    pytest.importorskip("langid", reason="pip install 'genloom[nlp]'")
+    from genloom.stages.evaluate import language_mix
+
+    ctx = SimpleNamespace(cfg=SimpleNamespace(preprocess=[], evaluate=SimpleNamespace(language_sample=3)))
+    real = [
+        "The cat is sitting on the table and the dog is sleeping in the garden.",
+        "Le chat est assis sur la table et le chien dort dans le jardin.",
+        "It is a truth universally acknowledged that a single man must be in want of a wife.",
+        "never counted: past language_sample",
+    ]
+    mix = language_mix(ctx, [], real, ["Der Hund schläft im Garten und die Katze sitzt auf dem Tisch."])
+    assert mix is not None and mix["counts"] == {"held-out": {"en": 2, "fr": 1}, "generated": {"de": 1}}
+    off = SimpleNamespace(cfg=SimpleNamespace(preprocess=[], evaluate=SimpleNamespace(language_sample=0)))
+    assert language_mix(off, [], real, None) is None

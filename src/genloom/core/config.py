@@ -194,13 +194,26 @@ class EvaluateConfig(Frozen):
         "file) scored by BLEU, chrF and ROUGE-L; its content is in the evaluation's key",
     )
     judge: JudgeConfig | None = Field(None, description="An LLM that scores generated samples (judge_score)")
+    language_sample: int = Field(
+        0,
+        ge=0,
+        description="Text models without a language column (preprocess: language): held-out texts whose "
+        "language langid counts for the report's language mix (0: none; loading langid takes seconds)",
+    )
 
     def key_dict(self) -> dict[str, Any]:
         """What an evaluation's key hashes: the relative bounds only where set, so the keys of
         pipelines with absolute gates only are those of earlier versions. The judge's key is
         masked (its replies do not depend on it)."""
         out = self.model_dump(mode="json")
-        for name, default in (("samples", 64), ("embeddings", True), ("references", None), ("judge", None)):
+        defaults = (
+            ("samples", 64),
+            ("embeddings", True),
+            ("references", None),
+            ("judge", None),
+            ("language_sample", 0),
+        )
+        for name, default in defaults:
             if out[name] == default:  # the defaults leave the keys of earlier versions as they were
                 del out[name]
         out["gates"] = {

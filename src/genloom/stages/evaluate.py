@@ -12,6 +12,7 @@ sample in the store.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import Counter
@@ -39,8 +40,6 @@ SAMPLE_ROWS = 500
 #: held-out texts the report reads (the length histogram, the random real samples)
 REAL_TEXTS = 2_000
 SAMPLE_SEED = 0
-#: held-out texts whose language langid counts when no data stage detected it
-LANGUAGE_TEXTS = 500
 #: training rows searched for the synthetic rows closest to one (tables)
 CLOSEST_TRAIN_ROWS = 50_000
 
@@ -237,6 +236,7 @@ def write_report(
     )
     if inputs is not None:
         add_text_inputs(data, inputs)
+    if fam.generates_text:
         import pyarrow.parquet as pq
 
         data.real_texts = []  # the first REAL_TEXTS held-out texts: a sample, never the whole split
@@ -260,7 +260,8 @@ def write_report(
                 data.closest_rows = closest_rows(
                     data.generated_rows, view / "train.parquet", prepared_manifest.get("kinds") or {}
                 )
-    data.languages = language_mix(ctx, plans, data.real_texts, data.generated_texts)
+    if fam.generates_text:
+        data.languages = language_mix(ctx, plans, data.real_texts, data.generated_texts)
     write_html(out / "report.html", data)
 
 
@@ -310,8 +311,8 @@ def language_mix(
     ctx: RunContext, plans: list[StagePlan], real: list[str] | None, generated: list[str] | None
 ) -> dict[str, Any] | None:
     """Records per language: the column a ``language`` preprocessor wrote, counted over the last
-    data stage's records; else langid on the first ``LANGUAGE_TEXTS`` held-out texts (and the
-    report's generations). None for tables, or without langid."""
+    data stage's records; else langid on the first ``evaluate.language_sample`` held-out texts
+    and the report's generations (None when that is 0, or without langid)."""
     steps = [s for s in (getattr(ctx.cfg, "preprocess", None) or []) if getattr(s, "type", "") == "language"]
     if steps:
         column = steps[-1].output_column
@@ -329,22 +330,30 @@ def language_mix(
                 "source": f"the {column!r} column (preprocess: language) of the {p.stage} records",
                 "counts": {"data": dict(counts)},
             }
-    if not real:
+    limit = ctx.cfg.evaluate.language_sample
+    if not real or not limit:
         return None
     try:
-        from langid.langid import LanguageIdentifier, model
+        ident = _language_identifier()
     except ImportError:
         log.info("language mix skipped: langid is not installed (pip install 'genloom[nlp]')")
         return None
-    ident = LanguageIdentifier.from_modelstring(model, norm_probs=True)
-    groups = {"held-out": real[:LANGUAGE_TEXTS], "generated": generated or []}
+    groups = {"held-out": real[:limit], "generated": generated or []}
     counts_of = {
-        name: dict(Counter(ident.classify(t[:2000])[0] if t.strip() else "und" for t in texts))
+        name: dict(Counter(ident.classify(t[:1000])[0] if t.strip() else "und" for t in texts))
         for name, texts in groups.items()
         if texts
     }
     n = len(groups["held-out"])
     return {"source": f"langid on {n} held-out texts and the report's generations", "counts": counts_of}
+
+
+@functools.lru_cache(maxsize=1)
+def _language_identifier() -> Any:
+    """langid's identifier, loaded once per process (decoding its model takes seconds)."""
+    from langid.langid import LanguageIdentifier, model
+
+    return LanguageIdentifier.from_modelstring(model, norm_probs=True)
 
 
 def closest_rows(synthetic: Any, train_path: Path, kinds: dict[str, str], k: int = 5) -> list[dict[str, Any]]:
