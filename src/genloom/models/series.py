@@ -208,7 +208,7 @@ def discriminative_score(
         x = np.concatenate([real[rng.permutation(len(real))[:n]], synth[rng.permutation(len(synth))[:n]]])
         y = np.concatenate([np.ones(n), np.zeros(n)]).astype(np.float32)
         order = rng.permutation(2 * n)
-        x, y = torch.from_numpy(np.ascontiguousarray(x[order], np.float32)), torch.from_numpy(y[order])
+        x, y = torch.from_numpy(np.array(x[order], np.float32)), torch.from_numpy(y[order])
         cut = int(0.8 * 2 * n)
         c = x.shape[-1]
         net = _GRUHead(c, hidden or max(4, c // 2), 1, 2)
@@ -230,8 +230,8 @@ def predictive_score(
     better). ``real_mask``: only observed targets count."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        xt = torch.from_numpy(np.ascontiguousarray(train, np.float32))
-        xr = torch.from_numpy(np.ascontiguousarray(real, np.float32))
+        xt = torch.from_numpy(np.array(train, np.float32))  # copies: the inputs may be read-only maps
+        xr = torch.from_numpy(np.array(real, np.float32))
         c = xt.shape[-1]
         net = _GRUHead(c, hidden or max(4, c // 2), c, 1)
         _fit(
@@ -245,7 +245,7 @@ def predictive_score(
         with torch.no_grad():
             err = (torch.sigmoid(net(xr[:, :-1])) - xr[:, 1:]).abs()
         if real_mask is not None:
-            m = torch.from_numpy(np.ascontiguousarray(real_mask[:, 1:], np.float32))
+            m = torch.from_numpy(np.array(real_mask[:, 1:], np.float32))
             return float((err * m).sum() / m.sum().clamp_min(1.0))
     return float(err.mean())
 
@@ -530,6 +530,8 @@ def condition_codes(
     """(n, K) level indices: the given conditions as asked, the others drawn from the training
     windows' combinations that agree with them (by frequency; independently when none agree)."""
     names = list(layout.conditions)
+    if not names and not conditions:
+        return np.zeros((n, 0), np.int64)
     unknown = [c for c in conditions if c not in names]
     if unknown:
         raise ConfigError(
