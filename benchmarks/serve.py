@@ -8,12 +8,17 @@
     OpenAI completions with ``stream: true``): aggregate tokens/s, p50/p99 request latency and
     p99 time to the first token.
 
-The model has the GPT preset's shape (``--preset``; ``mini`` is what the quickstart's
-``preset: auto`` picks for its 4-minute budget on 2 cores) with a BPE tokenizer trained on tiny
-Shakespeare and a few training steps: speed depends on the shape, not on what was learned.
-llama.cpp is not compared here (no llama-cpp-python in this environment).
+    Then the engine alone decoding 8 and 32 rows together, and llama.cpp (llama-cpp-python in
+    ``.venv-bench``, ``make bench-venv``; its own ``llama_decode`` loop, greedy) on the model's
+    f32 GGUF (``genloom export --format gguf``): the same prompt ids, one sequence and 8 and 32
+    sequences together, in the same run.
 
-Run:  .venv/bin/python benchmarks/serve.py [--preset mini] [--threads 2] [--tokens 100]
+Each model has a GPT preset's shape (``--preset``, comma-separated; default ``mini,30m``: ``mini``
+is what the quickstart's ``preset: auto`` picks for its 4-minute budget on 2 cores, ``30m`` a
+30.0M-parameter shape) with a BPE tokenizer of 2,048 tokens trained on tiny Shakespeare and 3
+training steps from random init: speed depends on the shape, not on what was learned.
+
+Run:  .venv/bin/python benchmarks/serve.py [--preset mini,30m] [--threads 1] [--tokens 100]
       .venv/bin/python benchmarks/serve.py --quick          # under 2 minutes
       .venv/bin/python benchmarks/serve.py --soak 600       # 8 clients for 10 minutes: errors, memory
 
@@ -35,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+PROMPT = "ROMEO:\nBut soft, what light"
 
 
 def cpu() -> dict[str, Any]:
@@ -53,8 +59,16 @@ def cpu() -> dict[str, Any]:
     }
 
 
+#: shapes beside the GPT presets: "30m" is the issue's 30M-parameter model (9 layers, 512 wide,
+#: 8 heads, block 256: 30.0M parameters with the 2,048-token vocabulary)
+SHAPES: dict[str, dict[str, Any]] = {
+    "30m": {"preset": "base", "n_layer": 9, "n_embd": 512, "n_head": 8, "block_size": 256},
+}
+
+
 def build_model(out: Path, preset: str, steps: int = 3) -> Path:
-    """A genloom GPT folder (config.json, model.safetensors, tokenizer.json) of ``preset``'s shape."""
+    """A genloom GPT folder (config.json, model.safetensors, tokenizer.json) of ``preset``'s shape
+    (a GPT preset or a name of ``SHAPES``), trained for ``steps`` steps from its random init."""
     from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
     from genloom.models.tokens import pack_tokens
     from genloom.train.config import TrainConfig
@@ -69,15 +83,17 @@ def build_model(out: Path, preset: str, steps: int = 3) -> Path:
     tok.save(str(model_dir / "tokenizer.json"))
     pack_tokens(tok, docs[:-50], out / "train.bin")
     pack_tokens(tok, docs[-50:], out / "val.bin")
-    cfg = TrainConfig(
-        model={"type": "gpt", "preset": preset}, max_steps=steps, batch_size=2, precision="fp32", threads=2
-    )
+    model = {"type": "gpt", **SHAPES.get(preset, {"preset": preset})}
+    cfg = TrainConfig(model=model, max_steps=steps, batch_size=2, precision="fp32", threads=2)
     train(cfg, out / "train.bin", out / "val.bin", model_dir)
     return model_dir
 
 
-def single_stream(model_dir: Path, tokens: int, threads: int, repeats: int) -> dict[str, Any]:
-    """Greedy decoding of one sequence: the engine, GPT.generate and transformers, tokens/s."""
+def single_stream(
+    model_dir: Path, tokens: int, threads: int, repeats: int, batches: tuple[int, ...] = (8, 32)
+) -> dict[str, Any]:
+    """Greedy decoding of one sequence: the engine, GPT.generate and transformers, tokens/s; then
+    the engine alone (no HTTP) decoding ``batches`` rows of the same prompt together."""
     import torch
     from transformers import LlamaForCausalLM
 
@@ -87,15 +103,15 @@ def single_stream(model_dir: Path, tokens: int, threads: int, repeats: int) -> d
 
     torch.set_num_threads(threads)
     model, tok = load_model(model_dir)
-    prompt = encode_prompt(tok, "ROMEO:\nBut soft, what light", None)
+    prompt = encode_prompt(tok, PROMPT, None)
     block = model.cfg.block_size  # type: ignore[union-attr]
     tokens = min(tokens, block - len(prompt))
-    engine = GPTEngine(model, tok, max_batch=1, threads=threads)  # type: ignore[arg-type]
+    engine = GPTEngine(model, tok, max_batch=max((1, *batches)), threads=threads)  # type: ignore[arg-type]
     engine.start()
+    params = SamplingParams(max_new_tokens=tokens, temperature=0, ignore_eos=True)
 
     def engine_run() -> tuple[float, float]:
         t0 = time.perf_counter()
-        params = SamplingParams(max_new_tokens=tokens, temperature=0, ignore_eos=True)
         job = engine.submit([prompt], [params])
         first = None
         for event in job.events(120):
@@ -105,6 +121,12 @@ def single_stream(model_dir: Path, tokens: int, threads: int, repeats: int) -> d
                 assert event.completion_tokens == tokens, event
         end = time.perf_counter()
         return tokens / (end - t0), (tokens - 1) / (end - (first or t0))
+
+    def engine_batch(rows: int) -> float:
+        t0 = time.perf_counter()
+        done = engine.submit([prompt] * rows, [params] * rows).results(300)
+        assert all(f.completion_tokens == tokens for f in done)
+        return rows * tokens / (time.perf_counter() - t0)
 
     def argmax(logits: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
         return logits.argmax(-1)
@@ -141,16 +163,145 @@ def single_stream(model_dir: Path, tokens: int, threads: int, repeats: int) -> d
         eng.append(engine_run())
         loop.append(loop_run())
         hfs.append(hf_run())
+    batched = {}
+    for rows in batches:
+        engine_batch(rows)  # warm-up
+        batched[str(rows)] = round(max(engine_batch(rows) for _ in range(max(1, repeats // 2))), 1)
     engine.stop(10)
     best_engine = max(e[0] for e in eng)
     return {
         "tokens": tokens,
+        "prompt_ids": prompt,
         "engine_tok_s": round(best_engine, 1),
         "engine_decode_tok_s": round(max(e[1] for e in eng), 1),
         "gpt_generate_tok_s": round(max(loop), 1),
         "transformers_tok_s": round(max(hfs), 1),
         "engine_over_transformers": round(best_engine / max(hfs), 2),
+        "engine_batch_tok_s": batched,
     }
+
+
+def bench_python() -> Path:
+    """The Python of the bench venv (``make bench-venv``: llama-cpp-python lives there)."""
+    return Path(os.environ.get("GENLOOM_BENCH_PYTHON") or ROOT / ".venv-bench" / "bin" / "python")
+
+
+def llama_cpp_compare(
+    model_dir: Path, prompt: list[int], tokens: int, threads: int, repeats: int, batches: tuple[int, ...]
+) -> dict[str, Any]:
+    """llama.cpp (llama-cpp-python in the bench venv, in a child process) on the model's f32 GGUF
+    (``genloom export --format gguf``): greedy decoding of the same prompt ids, one sequence and
+    ``batches`` sequences decoded together, tokens/s. A dict with ``error`` when it cannot run."""
+    python = bench_python()
+    if not python.exists():
+        return {"error": f"no bench venv ({python}): make bench-venv"}
+    probe = subprocess.run([str(python), "-c", "import llama_cpp"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return {"error": f"llama-cpp-python is not installed in {python.parent.parent}: make bench-venv"}
+    from genloom.models.export import export_gguf
+
+    t0 = time.perf_counter()
+    gguf = export_gguf(model_dir, model_dir.parent / "model-f32.gguf", "f32")
+    export_s = time.perf_counter() - t0
+    cmd = [
+        str(python),
+        __file__,
+        "--llama-cpp",
+        str(gguf),
+        "--threads",
+        str(threads),
+        "--tokens",
+        str(tokens),
+        "--llama-spec",
+        json.dumps({"prompt": prompt, "repeats": repeats, "batches": list(batches)}),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        return {"error": "llama.cpp run failed: " + " | ".join(done.stderr.strip().splitlines()[-3:])}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["gguf_export_s"] = round(export_s, 1)
+    return result
+
+
+def llama_cpp_run(gguf: Path, threads: int, tokens: int, spec: dict[str, Any]) -> dict[str, Any]:
+    """In the bench venv: llama.cpp's own decode loop through llama-cpp-python's low-level API
+    (``llama_decode`` on a ``llama_batch``, greedy argmax of each sequence's logits in numpy).
+    Batch b: b sequences of the same prompt, prefilled in one batch, then one token per sequence
+    per ``llama_decode`` (what llama.cpp's batched example does). Runs only the stdlib, numpy and
+    llama_cpp, so it needs no genloom in that venv."""
+    import ctypes
+
+    import llama_cpp as lc
+    import numpy as np
+
+    lc.llama_backend_init()
+    mparams = lc.llama_model_default_params()
+    model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)
+    if not model:
+        raise RuntimeError(f"llama.cpp could not load {gguf}")
+    vocab = lc.llama_model_get_vocab(model)
+    n_vocab = lc.llama_vocab_n_tokens(vocab)
+    prompt: list[int] = spec["prompt"]
+    n_ctx_train = lc.llama_model_n_ctx_train(model)
+    tokens = min(tokens, n_ctx_train - len(prompt))
+
+    def run(rows: int) -> float:
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = rows * (len(prompt) + tokens) + 16
+        cparams.n_batch = max(rows * len(prompt), 512)
+        cparams.n_ubatch = cparams.n_batch
+        cparams.n_seq_max = rows
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        ctx = lc.llama_init_from_model(model, cparams)
+        batch = lc.llama_batch_init(max(rows * len(prompt), rows), 0, rows)
+
+        def put(i: int, tok: int, pos: int, seq: int, logits: bool) -> None:
+            batch.token[i] = tok
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = logits
+
+        t0 = time.perf_counter()
+        n = 0
+        for seq in range(rows):
+            for j, tok in enumerate(prompt):
+                put(n, tok, j, seq, j == len(prompt) - 1)
+                n += 1
+        batch.n_tokens = n
+        if lc.llama_decode(ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed on the prompt")
+        outs = [(seq + 1) * len(prompt) - 1 for seq in range(rows)]
+        for step in range(tokens):
+            nxt = []
+            for i in outs:
+                logits = np.ctypeslib.as_array(
+                    ctypes.cast(lc.llama_get_logits_ith(ctx, i), ctypes.POINTER(ctypes.c_float)),
+                    shape=(n_vocab,),
+                )
+                nxt.append(int(logits.argmax()))
+            if step == tokens - 1:
+                break
+            for seq, tok in enumerate(nxt):
+                put(seq, tok, len(prompt) + step, seq, True)
+            batch.n_tokens = rows
+            if lc.llama_decode(ctx, batch) != 0:
+                raise RuntimeError("llama_decode failed")
+            outs = list(range(rows))
+        rate = rows * tokens / (time.perf_counter() - t0)
+        lc.llama_batch_free(batch)
+        lc.llama_free(ctx)
+        return rate
+
+    out: dict[str, Any] = {"llama_cpp_version": getattr(lc, "__version__", "?"), "tokens": tokens}
+    run(1)  # warm-up
+    out["single_tok_s"] = round(max(run(1) for _ in range(spec["repeats"])), 1)
+    out["batch_tok_s"] = {
+        str(b): round(max(run(b) for _ in range(max(1, spec["repeats"] // 2))), 1) for b in spec["batches"]
+    }
+    lc.llama_model_free(model)
+    return out
 
 
 def quantized(model_dir: Path, tokens: int, threads: int, repeats: int) -> dict[str, Any]:
@@ -484,7 +635,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and requests: under 2 minutes")
     ap.add_argument(
-        "--preset", default="mini", help="GPT preset of the benchmark model (mini: the quickstart's)"
+        "--preset",
+        default="mini,30m",
+        help="GPT presets (or 30m) of the benchmark models, comma-separated (mini: the quickstart's)",
     )
     ap.add_argument(
         "--threads",
@@ -503,11 +656,19 @@ def main() -> None:
         help="instead: the engine on fp32 against int8 weights (speed, outputs)",
     )
     ap.add_argument("--steps", type=int, default=3, help="training steps of the benchmark model")
+    ap.add_argument(
+        "--no-llama-cpp", action="store_true", help="skip llama.cpp (it runs in .venv-bench when installed)"
+    )
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--llama-cpp", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--llama-spec", type=json.loads, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         serve_forever(args.serve, args.port, args.threads, args.max_batch)
+        return
+    if args.llama_cpp:
+        print(json.dumps(llama_cpp_run(args.llama_cpp, args.threads, args.tokens, args.llama_spec)))
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.perf_counter()
@@ -517,7 +678,7 @@ def main() -> None:
     if args.quantize:
         with tempfile.TemporaryDirectory() as tmp:
             result = quantized(
-                build_model(Path(tmp), args.preset, args.steps),
+                build_model(Path(tmp), args.preset.split(",")[0], args.steps),
                 args.tokens,
                 args.threads,
                 3 if args.quick else 5,
@@ -528,7 +689,7 @@ def main() -> None:
                 {
                     "cpu": machine,
                     "threads": args.threads,
-                    "preset": args.preset,
+                    "preset": args.preset.split(",")[0],
                     "steps": args.steps,
                     **result,
                     "load_average_before_after": load,
@@ -538,34 +699,88 @@ def main() -> None:
         return
     if args.soak:
         with tempfile.TemporaryDirectory() as tmp:
-            result = soak(build_model(Path(tmp), args.preset), args.threads, args.max_batch, args.soak, 8)
-        print(json.dumps({"cpu": machine, "threads": args.threads, "preset": args.preset, **result}))
+            model_dir = build_model(Path(tmp), args.preset.split(",")[0])
+            result = soak(model_dir, args.threads, args.max_batch, args.soak, 8)
+        print(
+            json.dumps(
+                {"cpu": machine, "threads": args.threads, "preset": args.preset.split(",")[0], **result}
+            )
+        )
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model(Path(tmp), args.preset)
-        from genloom.models.text import read_model_config
-
-        shape = read_model_config(model_dir)["gpt"]
-        single = single_stream(model_dir, args.tokens, args.threads, 2 if args.quick else 5)
-        print(json.dumps(single), flush=True)
-        many = concurrent(model_dir, args.threads, args.max_batch, 64, 1 if args.quick else 3)
-    one = next(r for r in many if r["clients"] == 1)["aggregate_tok_s"]
-    top = next(r for r in many if r["clients"] == 32)
+    presets = [p for p in args.preset.split(",") if p]
+    results = {}
+    for i, preset in enumerate(presets):
+        with tempfile.TemporaryDirectory() as tmp:
+            results[preset] = measure(
+                Path(tmp),
+                preset,
+                args,
+                # --quick: the concurrent clients for the first model (the quickstart's) only
+                concurrency=not args.quick or i == 0,
+            )
     summary = {
         "cpu": machine,
         "threads": args.threads,
-        "preset": args.preset,
-        "model": {
-            k: shape[k] for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "vocab_size")
+        "models": results,
+        "ratios": {
+            p: {
+                k: r.get(k)
+                for k in ("engine_over_transformers", "engine_over_llama_cpp", "aggregate_32_over_1")
+            }
+            for p, r in results.items()
         },
-        "single_stream": single,
-        "concurrent": many,
-        "aggregate_32_over_1": round(top["aggregate_tok_s"] / one, 2) if one else None,
-        "llama_cpp": "not measured (llama-cpp-python is not installed here)",
         "load_average_before_after": [load_before, round(os.getloadavg()[0], 2)],
         "seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(summary))
+
+
+def measure(tmp: Path, preset: str, args: argparse.Namespace, concurrency: bool) -> dict[str, Any]:
+    """Parts (a) and (b) for one model: build it, single-stream and batched decoding against
+    transformers and llama.cpp, then the concurrent clients."""
+    from genloom.models.text import read_model_config
+
+    model_dir = build_model(tmp, preset)
+    shape = read_model_config(model_dir)["gpt"]
+    batches = (8, 32)
+    repeats = 2 if args.quick else 5
+    single = single_stream(model_dir, args.tokens, args.threads, repeats, batches)
+    prompt = single.pop("prompt_ids")
+    print(json.dumps({"preset": preset, **single}), flush=True)
+    out: dict[str, Any] = {
+        "model": {
+            k: shape[k] for k in ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "vocab_size")
+        },
+        "parameters": n_params(model_dir),
+        "single_stream": single,
+        "engine_over_transformers": single["engine_over_transformers"],
+    }
+    if args.no_llama_cpp:
+        out["llama_cpp"] = {"error": "skipped (--no-llama-cpp)"}
+    else:
+        llama = llama_cpp_compare(model_dir, prompt, single["tokens"], args.threads, repeats, batches)
+        print(json.dumps({"preset": preset, "llama_cpp": llama}), flush=True)
+        out["llama_cpp"] = llama
+        if "single_tok_s" in llama:
+            out["engine_over_llama_cpp"] = round(single["engine_tok_s"] / llama["single_tok_s"], 2)
+            out["engine_over_llama_cpp_batch"] = {
+                b: round(single["engine_batch_tok_s"][b] / r, 2) for b, r in llama["batch_tok_s"].items()
+            }
+    if concurrency:
+        many = concurrent(model_dir, args.threads, args.max_batch, 64, 1 if args.quick else 3)
+        one = next(r for r in many if r["clients"] == 1)["aggregate_tok_s"]
+        top = next(r for r in many if r["clients"] == 32)
+        out["concurrent"] = many
+        out["aggregate_32_over_1"] = round(top["aggregate_tok_s"] / one, 2) if one else None
+        out["ttft_p99_32_s"] = top["ttft_p99_s"]
+    return out
+
+
+def n_params(model_dir: Path) -> int:
+    """Parameters of the saved GPT (the tied output projection counted once)."""
+    from genloom.models.text import load_model
+
+    return int(load_model(model_dir)[0].num_params())  # type: ignore[operator]
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from genloom.core.errors import ConfigError, GenloomError
-from genloom.models.gpt import GPT, Block, KVCache, apply_rope
+from genloom.models.gpt import GPT, Block, KVCache
 from genloom.models.text import sample_next
 from genloom.models.tokenizer import END_OF_TURN, EOD, format_controls
 
@@ -167,6 +167,10 @@ class _Row:
     cached: int = 0
     pending_logprobs: list[TokenLogprob] = field(default_factory=list)
     done: bool = False
+    # incremental detokenisation: ``window`` is the decoded text of generated[prefix_off:read_off]
+    prefix_off: int = 0
+    read_off: int = 0
+    window: str = ""
 
 
 class Job:
@@ -353,6 +357,7 @@ class GPTEngine:
         self._thread: threading.Thread | None = None
         self.steps = 0
         self.batched_prefills = 0  # prefills of several new rows at once
+        self._exact_exponential = exponential_matches_torch()
 
     # -- the public side -------------------------------------------------------------------------
 
@@ -616,14 +621,14 @@ class GPTEngine:
         rows = self.rows
         B = len(rows)
         t0 = time.perf_counter()
+        positions = [r.pos for r in rows]
         tokens = torch.tensor([r.last for r in rows], dtype=torch.long, device=self.device)  # (B,)
-        pos = torch.tensor([r.pos for r in rows], dtype=torch.long, device=self.device)  # (B,)
-        logits = decode_step(self.model, self.k, self.v, tokens, pos)  # (B, vocab)
+        pos = torch.tensor(positions, dtype=torch.long, device=self.device)  # (B,)
+        logits = decode_step(self.model, self.k, self.v, tokens, pos, positions)  # (B, vocab)
         for r in rows:
             self.slot_tokens[r.slot].append(r.last)
             r.pos += 1
-        for i, r in enumerate(rows):
-            self._step_row(r, logits[i : i + 1].float())
+        self._step_rows(rows, logits.float())
         dt = time.perf_counter() - t0
         self.steps += 1
         self.metrics.step.observe(dt)
@@ -634,25 +639,39 @@ class GPTEngine:
 
     def _step_row(self, row: _Row, logits: torch.Tensor) -> None:
         """Pick ``row``'s next token from ``logits`` (1, vocab), send its text, end the row if done."""
-        p = row.params
-        if row.constraint is not None:
-            allowed = row.constraint.allowed().to(logits.device)
-            if allowed.numel() < logits.size(-1):
-                allowed = F.pad(allowed, (0, logits.size(-1) - allowed.numel()), value=False)
-            if not bool(allowed.any()):
-                msg = "the output constraint allows no token here"
-                self._finish(row, "stop", EngineError("structured_output_incomplete", msg))
+        self._step_rows([row], logits)
+
+    def _step_rows(self, rows: list[_Row], logits: torch.Tensor) -> None:
+        """Pick each row's next token from its row of ``logits`` (len(rows), vocab), all rows in a
+        few batched operations (``sample_rows``), then send each row's text and end the rows done."""
+        if any(r.constraint is not None for r in rows):
+            logits = logits.clone()
+            live = []
+            for i, row in enumerate(rows):
+                if row.constraint is None:
+                    live.append(i)
+                    continue
+                allowed = row.constraint.allowed().to(logits.device)
+                if allowed.numel() < logits.size(-1):
+                    allowed = F.pad(allowed, (0, logits.size(-1) - allowed.numel()), value=False)
+                if not bool(allowed.any()):
+                    msg = "the output constraint allows no token here"
+                    self._finish(row, "stop", EngineError("structured_output_incomplete", msg))
+                    continue
+                logits[i].masked_fill_(~allowed, float("-inf"))
+                live.append(i)
+            if len(live) < len(rows):
+                rows, logits = [rows[i] for i in live], logits[live]
+            if not rows:
                 return
-            logits = logits.masked_fill(~allowed[None, :], float("-inf"))
-        needs_seq = p.repetition_penalty != 1.0
-        if p.temperature <= 0 and not needs_seq:
-            tok = int(logits.argmax(dim=-1))
-        else:
-            ids = row.full_prompt + row.generated if needs_seq else []
-            seq = torch.tensor([ids], dtype=torch.long, device=logits.device)  # (1, t): what the penalty sees
-            tok = int(
-                sample_next(logits, seq, p.temperature, p.top_k, p.top_p, p.repetition_penalty, row.generator)
-            )
+        chosen = sample_rows(logits, rows, self._exact_exponential)
+        for i, (row, tok) in enumerate(zip(rows, chosen, strict=True)):
+            self._accept(row, logits, i, tok)
+
+    def _accept(self, row: _Row, logits: torch.Tensor, i: int, tok: int) -> None:
+        """``tok`` is ``row``'s next token (sampled from row ``i`` of ``logits``): stop conditions,
+        log-probabilities, the constraint, the text."""
+        p = row.params
         if row.job.first_token_at is None:
             row.job.first_token_at = self.clock()
             self.metrics.ttft.observe(time.monotonic() - row.job.submitted)
@@ -666,14 +685,15 @@ class GPTEngine:
                 self._finish(row, "stop", EngineError("structured_output_invalid", str(e)))
                 return
         if p.logprobs is not None:
-            row.pending_logprobs.append(self._logprob(logits, tok, p.logprobs))
+            row.pending_logprobs.append(self._logprob(logits[i : i + 1], tok, p.logprobs))
         row.generated.append(tok)
         row.last = tok
         self._tokens += 1
-        row.text = str(self.tok.decode(row.generated, skip_special_tokens=True))
+        self._detokenize(row)
         cuts = [row.text.find(s) for s in p.stop if s in row.text]
         if cuts:
             row.text = row.text[: min(cuts)]
+            row.read_off = len(row.generated)  # the text ends at the stop string
             self._finish(row, "stop")
         elif row.constraint is not None and row.constraint.finished():
             self._finish(row, "stop")
@@ -683,6 +703,21 @@ class GPTEngine:
             ready = len(row.text) - held_back(row.text, p.stop)
             if ready > row.sent or row.pending_logprobs:
                 self._send(row, ready)
+
+    def _detokenize(self, row: _Row) -> None:
+        """Extend ``row.text`` by the new token's text, decoding only a short window of the last
+        tokens (as Hugging Face TGI does) instead of every generated token: the window's text minus
+        the text of its first part is what the new token added, once it no longer ends in an
+        incomplete UTF-8 character (U+FFFD). The text is then the same as decoding every token, up
+        to a trailing incomplete character, which ``_finish`` adds back with one full decode."""
+        new = str(self.tok.decode(row.generated[row.prefix_off :], skip_special_tokens=True))
+        if len(new) > len(row.window) and not new.endswith("\ufffd"):
+            row.text += new[len(row.window) :]
+            row.read_off = len(row.generated)
+            if row.read_off - row.prefix_off > _DETOK_WINDOW:  # start the window a few tokens back
+                row.prefix_off = row.read_off - _DETOK_CONTEXT
+                new = str(self.tok.decode(row.generated[row.prefix_off :], skip_special_tokens=True))
+            row.window = new
 
     def _send(self, row: _Row, upto: int) -> None:
         piece = row.text[row.sent : upto] if upto > row.sent else ""
@@ -720,6 +755,9 @@ class GPTEngine:
                 f"generation ended ({'max_tokens' if reason == 'length' else 'an end token'}) before the "
                 "output matched the requested format: raise max_tokens",
             )
+        if row.read_off < len(row.generated):  # tokens the incremental text still holds back
+            row.text = str(self.tok.decode(row.generated, skip_special_tokens=True))
+            row.read_off = len(row.generated)
         if error is None and (len(row.text) > row.sent or row.pending_logprobs):
             self._send(row, len(row.text))
         row.job._emit(
@@ -751,6 +789,87 @@ def quantize_int8(model: GPT) -> GPT:
         warnings.simplefilter("ignore", UserWarning)
         quantized = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     return quantized
+
+
+#: incremental detokenisation: the window of tokens decoded per new token is restarted this many
+#: tokens back once it holds more than _DETOK_WINDOW
+_DETOK_WINDOW, _DETOK_CONTEXT = 16, 4
+
+
+def exponential_matches_torch() -> bool:
+    """Whether ``-log1p(-u)`` of float64 uniforms, cast to float32, reproduces torch's CPU
+    ``Tensor.exponential_`` bit for bit (and leaves the generator in the same state): then
+    ``sample_rows`` draws each row's variates that way, several times faster than exponential_'s
+    scalar loop. Checked once per engine on this torch build; False: rows use exponential_ itself."""
+    for seed in (0, 1):
+        g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        ref = torch.empty(257).exponential_(generator=g1)
+        u = torch.rand(257, dtype=torch.float64, generator=g2)
+        if not torch.equal(u.neg_().log1p_().neg_().float(), ref):
+            return False
+        if not torch.equal(g1.get_state(), g2.get_state()):
+            return False
+    return True
+
+
+def sample_rows(logits: torch.Tensor, rows: Sequence[_Row], fast_exponential: bool = True) -> list[int]:
+    """The next token of each row from its row of ``logits`` (len(rows), vocab), with the row's own
+    settings and generator: the same token ``models.text.sample_next`` picks for that row alone,
+    computed for all rows together.
+
+    Greedy rows take one batched argmax. Sampled rows are divided by their temperatures, cut to
+    their top_k and top_p, and soft-maxed as one batch; the draw is ``torch.multinomial``'s own
+    method for one sample (argmax of probs / q, q ~ Exp(1) drawn from the row's generator), so a
+    seeded row samples exactly what ``sample_next`` would. Rows with a repetition penalty (which
+    needs the row's whole sequence) go through ``sample_next`` one by one."""
+    out: list[int | None] = [None] * len(rows)
+    greedy, sampled = [], []
+    for i, r in enumerate(rows):
+        p = r.params
+        if p.repetition_penalty != 1.0:
+            seq = torch.tensor([r.full_prompt + r.generated], dtype=torch.long, device=logits.device)
+            out[i] = int(
+                sample_next(
+                    logits[i : i + 1], seq, p.temperature, p.top_k, p.top_p, p.repetition_penalty, r.generator
+                )
+            )
+        elif p.temperature <= 0:
+            greedy.append(i)
+        else:
+            sampled.append(i)
+    if greedy:
+        picks = (logits if len(greedy) == len(rows) else logits[greedy]).argmax(dim=-1).tolist()
+        for i, t in zip(greedy, picks, strict=True):
+            out[i] = t
+    if sampled:
+        n, V = len(sampled), logits.size(-1)
+        params = [rows[i].params for i in sampled]
+        temps = torch.tensor([p.temperature for p in params], dtype=logits.dtype, device=logits.device)
+        z = logits[sampled] / temps[:, None]  # (n, vocab)
+        for k in sorted({p.top_k for p in params if p.top_k is not None and p.top_k < V}):
+            sel = [j for j, p in enumerate(params) if p.top_k == k]
+            kth = torch.topk(z[sel], k, dim=-1).values[:, -1:]
+            z[sel] = z[sel].masked_fill(z[sel] < kth, float("-inf"))
+        nucleus = [j for j, p in enumerate(params) if p.top_p is not None and p.top_p < 1.0]
+        if nucleus:  # smallest set with mass >= top_p, per row (Holtzman et al. 2020)
+            top_p = torch.tensor([params[j].top_p for j in nucleus], dtype=z.dtype, device=z.device)
+            sorted_z, order = torch.sort(z[nucleus], descending=True, dim=-1)
+            mass = torch.softmax(sorted_z, dim=-1)
+            drop = mass.cumsum(dim=-1) - mass >= top_p[:, None]  # keep the token that crosses top_p
+            z[nucleus] = z[nucleus].masked_fill(drop.scatter(1, order, drop), float("-inf"))
+        probs = torch.softmax(z, dim=-1)  # (n, vocab)
+        if fast_exponential:
+            u = torch.empty((n, V), dtype=torch.float64, device=logits.device)
+            for j, i in enumerate(sampled):
+                torch.rand(V, dtype=torch.float64, generator=rows[i].generator, out=u[j])
+            q = u.neg_().log1p_().neg_().to(probs.dtype)
+        else:
+            q = torch.empty_like(probs)
+            for j, i in enumerate(sampled):
+                q[j].exponential_(generator=rows[i].generator)
+        for i, t in zip(sampled, (probs / q).argmax(dim=-1).tolist(), strict=True):
+            out[i] = t
+    return cast(list[int], out)
 
 
 def default_threads() -> int:
@@ -787,39 +906,77 @@ def decode_step(
     v_cache: list[torch.Tensor],
     tokens: torch.Tensor,
     pos: torch.Tensor,
+    positions: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Logits (B, vocab) of one new token per row: ``tokens`` (B,) at positions ``pos`` (B,) of
-    slots 0..B-1 of the caches (each (slots, n_kv_head, block_size, hd) per layer).
+    slots 0..B-1 of the caches (each (slots, n_kv_head, block_size, hd) per layer); ``positions``
+    is ``pos`` as a list, when the caller has it.
 
-    The same computation as ``GPT.forward`` with a cache, but every row has its own position: RoPE
-    at that position, keys and values written there, and a mask that hides the slot's positions
-    past it (the stale entries of a longer earlier row)."""
+    The same computation as ``GPT.forward`` with a cache (the same operations on the same numbers,
+    so the same logits up to float rounding), but every row has its own position: RoPE at that
+    position, keys and values written there in place, and an additive mask, built once per step,
+    that hides the slot's positions past it (the stale entries of a longer earlier row); when every
+    row is at the same position there is nothing to hide and no mask. The blocks' weights are
+    applied with ``torch.nn.functional`` directly (no module calls), the activations stay (B, C),
+    and q and k are rotated together: at the quickstart's size a step is mostly per-operation
+    overhead, so fewer operations is what makes it faster."""
     cfg = model.cfg
     B = tokens.size(0)
-    L = int(pos.max()) + 1  # keys to attend over: the longest row's
     H, Hkv, hd, C = cfg.n_head, int(cfg.n_kv_head or cfg.n_head), cfg.head_dim, cfg.n_embd
-    rows = torch.arange(B, device=tokens.device)
+    positions = pos.tolist() if positions is None else positions
+    L = max(positions) + 1  # keys to attend over: the longest row's
+    dev, dtype = tokens.device, model.wte.weight.dtype
     rope_cos, rope_sin = cast(torch.Tensor, model.rope_cos), cast(torch.Tensor, model.rope_sin)
-    cos = rope_cos[pos][:, None, None, :]  # (B, 1, 1, hd)
-    sin = rope_sin[pos][:, None, None, :]
-    mask = (torch.arange(L, device=tokens.device)[None, :] <= pos[:, None])[:, None, None, :]  # (B, 1, 1, L)
-    x = model.wte(tokens)[:, None, :]  # (B, 1, C)
+    half = hd // 2
+    cos = rope_cos[pos].to(dtype)[:, None, :]  # (B, 1, hd)
+    sin = rope_sin[pos].to(dtype)
+    # rotate_half(x) * sin == roll(x, hd/2) * [-sin_1, sin_2]: one roll instead of chunk, neg, cat
+    sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)[:, None, :]  # (B, 1, hd)
+    mask = None
+    if min(positions) != L - 1:
+        ahead = torch.arange(L, device=dev)[None, :] > pos[:, None]  # (B, L)
+        mask = torch.zeros((B, 1, 1, L), dtype=dtype, device=dev).masked_fill_(
+            ahead[:, None, None, :], float("-inf")
+        )
+    S, T = k_cache[0].size(0), k_cache[0].size(2)
+    # where each row's new key of each kv head goes in a cache viewed as (slots * Hkv * T, hd)
+    flat = (
+        (torch.arange(B, device=dev)[:, None] * Hkv + torch.arange(Hkv, device=dev)[None, :]) * T
+        + pos[:, None]
+    ).reshape(-1)  # (B * Hkv,)
+    x = F.embedding(tokens, model.wte.weight)  # (B, C)
+    eps = cfg.norm_eps
     for layer, module in enumerate(model.blocks):
         block = cast(Block, module)
         attn = block.attn
-        q, k, v = attn.qkv(block.attn_norm(x)).split([C, Hkv * hd, Hkv * hd], dim=-1)
-        q = q.view(B, 1, H, hd).transpose(1, 2)  # (B, H, 1, hd)
-        k = k.view(B, 1, Hkv, hd).transpose(1, 2)  # (B, Hkv, 1, hd)
-        v = v.view(B, 1, Hkv, hd).transpose(1, 2)
-        c, s = cos.to(q.dtype), sin.to(q.dtype)
-        q, k = apply_rope(q, c, s), apply_rope(k, c, s)
-        k_cache[layer][rows, :, pos] = k[:, :, 0]
-        v_cache[layer][rows, :, pos] = v[:, :, 0]
-        keys, values = k_cache[layer][:B, :, :L], v_cache[layer][:B, :, :L]  # (B, Hkv, L, hd)
+        qkv = _linear(attn.qkv, F.rms_norm(x, (C,), block.attn_norm.weight, eps))  # (B, C + 2 kv)
+        qk = qkv[:, : C + Hkv * hd].view(B, H + Hkv, hd)  # q and k heads side by side
+        qk = qk * cos + qk.roll(half, dims=-1) * sin
+        q, k = qk[:, :H, None, :], qk[:, H:]  # (B, H, 1, hd), (B, Hkv, hd)
+        v = qkv[:, C + Hkv * hd :].reshape(B * Hkv, hd)
+        kc, vc = k_cache[layer], v_cache[layer]
+        if kc.is_contiguous() and vc.is_contiguous():
+            kc.view(S * Hkv * T, hd).index_copy_(0, flat, k.reshape(B * Hkv, hd))
+            vc.view(S * Hkv * T, hd).index_copy_(0, flat, v)
+        else:
+            rows = torch.arange(B, device=dev)
+            kc[rows, :, pos] = k
+            vc[rows, :, pos] = v.view(B, Hkv, hd)
+        keys, values = kc[:B, :, :L], vc[:B, :, :L]  # (B, Hkv, L, hd)
         if Hkv != H:
             keys = keys.repeat_interleave(H // Hkv, dim=1)
             values = values.repeat_interleave(H // Hkv, dim=1)
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, 1, hd)
-        x = x + attn.proj(y.transpose(1, 2).reshape(B, 1, C))
-        x = x + block.mlp(block.mlp_norm(x))
-    return model.lm_head(model.norm(x))[:, 0, :]  # (B, vocab)
+        x = x + _linear(attn.proj, y.reshape(B, C))
+        mlp = block.mlp
+        h = F.rms_norm(x, (C,), block.mlp_norm.weight, eps)
+        gate, up = _linear(mlp.gate_up, h).chunk(2, dim=-1)
+        x = x + _linear(mlp.down, F.silu(gate) * up)
+    return _linear(model.lm_head, F.rms_norm(x, (C,), model.norm.weight, eps))  # (B, vocab)
+
+
+def _linear(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``m(x)`` for a Linear without the module call (a quantised Linear is called as it is)."""
+    if type(m) is torch.nn.Linear:
+        return F.linear(x, m.weight)
+    return cast(torch.Tensor, m(x))
