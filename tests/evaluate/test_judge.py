@@ -24,7 +24,7 @@ from genloom.evaluate.judge import Judge, JudgeCache, cache_key, parse_reply, pu
 pytest.importorskip("openai", reason="pip install 'genloom[llm]'")
 fastapi = pytest.importorskip("fastapi", reason="pip install 'genloom[serve]'")
 
-from tests.serve.conftest import free_port, live_server  # noqa: E402
+from tests.serve.conftest import chat_gpt, free_port, live_server  # noqa: E402, F401
 
 KEY = "sk-judge-secret-0123456789"
 
@@ -147,3 +147,33 @@ def test_the_judge_in_the_config_masks_its_key_in_the_evaluation_key() -> None:
     dumped = json.dumps(cfg.key_dict())
     assert KEY not in dumped and "judge-1" in dumped
     assert "judge" not in EvaluateConfig().key_dict() and "references" not in EvaluateConfig().key_dict()
+
+
+def test_genloom_serve_is_a_judge_its_replies_constrained_to_the_schema(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from tests.serve.conftest import served
+
+    from genloom.core.catalog import Catalog
+    from genloom.serve.app import create_app
+
+    model_dir = request.getfixturevalue("chat_gpt")  # a tiny GPT trained on genloom's chat template
+    cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    app = create_app(lambda: served(model_dir, "chatty"), cat)
+    try:
+        with live_server(app) as url:
+            cfg = JudgeConfig(
+                base_url=f"{url}/v1", model="chatty", rubric="Rate it.", max_score=5, max_tokens=64
+            )
+            result = Judge(cfg, JudgeCache(fsspec.filesystem("file"), str(tmp_path))).score(
+                ["say alpha", "beta"]
+            )
+    finally:
+        cat.close()
+    # genloom serve accepts the request: llguidance compiles the reply's schema (an unsupported
+    # one would be HTTP 400, a failed evaluation). Its tiny model has a 32-token context, smaller
+    # than the rubric, so it cannot finish the object: the server says so and the samples stay
+    # unscored with that reason, never guessed
+    assert result.requests == 2 and result.score is None
+    for j in result.judgements:
+        assert j.score is None and "did not fit in max_tokens=64" in j.reason

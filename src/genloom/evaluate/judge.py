@@ -202,7 +202,16 @@ class Judge:
                 replies = list(pool.map(lambda i: self._ask(client, texts[i]), missing))
             result.requests = len(missing)
             for i, content in zip(missing, replies, strict=True):
-                score, reason = parse_reply(content, self.cfg)
+                if content is None:
+                    score, reason = (
+                        None,
+                        (
+                            f"the JSON reply did not fit in max_tokens={self.cfg.max_tokens} "
+                            "(structured_output_incomplete): raise evaluate.judge.max_tokens"
+                        ),
+                    )
+                else:
+                    score, reason = parse_reply(content, self.cfg)
                 entry = {"score": score, "reason": reason, "model": self.cfg.model, "url": self.url}
                 if score is not None:  # an unscored reply is asked again next time
                     self.cache.put(keys[i], entry)
@@ -214,8 +223,9 @@ class Judge:
             )
         return result
 
-    def _ask(self, client: Any, text: str) -> str:
-        """The content of the judge's reply to one sample."""
+    def _ask(self, client: Any, text: str) -> str | None:
+        """The content of the judge's reply to one sample (None: the endpoint could not complete
+        the JSON object within ``max_tokens``)."""
         import openai
 
         kwargs: dict[str, Any] = {
@@ -237,6 +247,13 @@ class Judge:
             reply = client.chat.completions.create(**kwargs)
         except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
             raise StageError(f"{where}: HTTP {e.status_code}: the endpoint refused the api_key") from None
+        except openai.BadRequestError as e:
+            if getattr(e, "code", None) == "structured_output_incomplete":
+                return None  # the object did not fit in max_tokens: this sample stays unscored
+            raise StageError(
+                f"{where}: HTTP 400: the endpoint rejected the request: {self._redact(_message(e))}"
+                " (send_schema: false if it does not support response_format json_schema)"
+            ) from None
         except openai.NotFoundError as e:
             raise StageError(
                 f"{where}: HTTP 404 (is the model name right?): {self._redact(_message(e))}"
