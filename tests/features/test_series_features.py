@@ -1,0 +1,140 @@
+"""Series window features: hand-checkable trends, seasons and steps, the real series of
+../shared/data/timeseries, and the features stage on shards equal to one batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from tests.conftest import SHARED_DATA
+
+from genloom.core.errors import ConfigError, StepError
+from genloom.core.steps import StepContext
+from genloom.features.series_features import SeriesFeaturesFeature, change_points
+from genloom.pipeline import Pipeline
+from genloom.sources.sensor_files import SensorFilesSource
+
+SERIES = SHARED_DATA / "timeseries"
+P = "series_features_"
+
+
+def windows(*series: np.ndarray | list[float], channels: int = 1) -> pa.Table:
+    """Windows as the sources write them: values list<list<float64>> (time x channel)."""
+    vals = [[[float(v)] * channels for v in s] for s in series]
+    return pa.table({"id": [f"w{i}" for i in range(len(series))], "values": vals})
+
+
+def features(table: pa.Table, **cfg: object) -> list[dict[str, object]]:
+    return SeriesFeaturesFeature(**cfg).run(table, StepContext()).to_pylist()  # type: ignore[arg-type]
+
+
+def test_trend_of_a_line_season_of_a_sine_and_a_step_change() -> None:
+    t = np.arange(120.0)
+    line, wave, step = features(windows(2 * t + 1, np.sin(2 * np.pi * t / 12), np.where(t >= 50, 5.0, 0.0)))
+    assert line[P + "trend_slope"] == pytest.approx(2.0)
+    assert line[P + "trend_intercept"] == pytest.approx(1.0)
+    assert line[P + "trend_r2"] == pytest.approx(1.0)
+    assert line[P + "season_period"] == 0 and line[P + "season_strength"] == 0
+    assert wave[P + "season_period"] == 12
+    assert wave[P + "season_strength"] == pytest.approx(1.0, abs=1e-3)
+    assert wave[P + "fft_peak_period"] == pytest.approx(12.0)
+    assert wave[P + "fft_energy"][0] == pytest.approx(1.0)  # 1/12 cycles per step: the lowest of 4 bands
+    assert wave[P + "acf_12"] == pytest.approx(0.9, abs=0.01)  # biased estimate: (120 - 12) / 120
+    assert step[P + "change_points"] == [50] and step[P + "change_points_count"] == 1
+    assert (step[P + "lag_1"], step[P + "lag_12"]) == (5.0, 5.0)
+    assert step[P + "mean"] == pytest.approx(70 * 5 / 120) and step[P + "max"] == 5.0
+
+
+def test_change_points_in_noise() -> None:
+    """One step of 3 sigma among N(0, 1) noise is found within 2 steps; pure noise gives none
+    (the penalty 4 log(T) sigma^2 let through 1 of 300 noise windows when measured)."""
+    rng = np.random.default_rng(7)
+    t = np.arange(200)
+    noisy_step = rng.normal(0, 1, 200) + np.where(t >= 120, 3.0, 0.0)
+    (found,) = change_points(noisy_step, 5, 10, None)
+    assert abs(found - 120) <= 2
+    assert change_points(rng.normal(0, 1, 200), 5, 10, None) == []
+    two = np.concatenate([np.zeros(40), np.full(40, 4.0), np.full(40, -2.0)]) + rng.normal(0, 0.3, 120)
+    assert change_points(two, 5, 10, None) == [40, 80]
+
+
+def test_masks_gaps_channels_and_univariate_lists() -> None:
+    t = np.arange(60.0)
+    two_channels = [[float(v), float(-3 * v)] for v in t]
+    mask = [[True, i % 5 != 3] for i in range(60)]  # every fifth value of channel 1 missing
+    for row, m in zip(two_channels, mask, strict=True):
+        if not m[1]:
+            row[1] = 999.0  # what a gap filled with garbage holds: the mask says ignore it
+    table = pa.table(
+        {
+            "id": ["a", "short", "flat"],
+            "values": [two_channels, [[1.0, 1.0]] * 2, [[2.0, 2.0]] * 20],
+            "mask": [mask, None, None],
+        }
+    )
+    a, short, flat = features(table, channel=1, groups=["trend", "stats", "lags"])
+    assert a[P + "trend_slope"] == pytest.approx(-3.0)
+    assert a[P + "max"] == 0.0  # gaps interpolated, not read as 999
+    assert short[P + "trend_slope"] is None  # under 3 observed values: nulls
+    assert flat[P + "std"] == 0 and flat[P + "acf_1"] is None  # constant: no autocorrelation
+    uni = pa.table({"id": ["u"], "values": [list(2 * t + 1)]})
+    assert features(uni, groups=["trend"])[0][P + "trend_slope"] == pytest.approx(2.0)
+    out = SeriesFeaturesFeature(groups=["fft"], fft_bands=3, output="s").run(uni, StepContext())
+    assert out.schema.field("s_fft_energy").type == pa.list_(pa.float32(), 3)
+    with pytest.raises(StepError, match="channel 2 does not exist"):
+        features(table, channel=2)
+    with pytest.raises(ConfigError, match="lags"):
+        SeriesFeaturesFeature(lags=[0, 1]).check("features.0")
+
+
+def _read(path: Path, size: int) -> pa.Table:
+    src = SensorFilesSource(paths=[str(path)], window={"size": size})
+    ctx = StepContext()
+    return pa.concat_tables([t for p in src.partitions() for t in src.run_partition(p, ctx)])
+
+
+def test_real_series_airline_passengers_and_daily_temperatures() -> None:
+    """Box and Jenkins' airline passengers (monthly, 1949-1960): a rising trend and a 12-month
+    season; Melbourne's daily minimum temperatures (1981-1990) in 3-year windows: a year."""
+    if not SERIES.is_dir():
+        pytest.skip("../shared/data/timeseries is absent")
+    (air,) = features(_read(SERIES / "airline-passengers.csv", 143))
+    assert air[P + "season_period"] == 12
+    assert air[P + "season_strength"] > 0.6  # 0.78 when written
+    assert 2.0 < air[P + "trend_slope"] < 3.5  # 2.67 more passengers (thousands) a month
+    temps = features(
+        _read(SERIES / "daily-min-temperatures.csv", 3 * 365), max_period=600, groups=["seasonality", "fft"]
+    )
+    assert len(temps) == 3
+    for w in temps:
+        assert w[P + "fft_peak_period"] == pytest.approx(365, abs=3)
+        assert 340 <= w[P + "season_period"] <= 390  # 351, 372 and 367 when written
+        assert w[P + "season_strength"] > 0.6
+
+
+def test_series_features_through_the_pipeline_on_three_shards_equal_one_batch(tmp_path: Path) -> None:
+    """Three real series files (three shards) through sensor_files and the features stage give
+    the rows the step gives on all the windows in one batch in this process, bit for bit."""
+    if not SERIES.is_dir():
+        pytest.skip("../shared/data/timeseries is absent")
+    files = [
+        str(SERIES / f)
+        for f in ("airline-passengers.csv", "daily-min-temperatures.csv", "monthly-sunspots.csv")
+    ]
+    source = {"type": "sensor_files", "paths": files, "window": {"size": 64}}
+    step = {"type": "series_features", "max_period": 24}
+    raw = {"name": "s", "sources": [source], "features": [step], "data": {"partitions_per_shard": 1}}
+    pipeline = Pipeline.from_dict(raw, base_dir=tmp_path)
+    (stage,) = [s for s in pipeline.run().stages if s.stage == "features"]
+    sharded = pa.concat_tables(list(pipeline.store.iter_artifact("features", stage.key)))
+    assert len(pipeline.store.read_manifest("features", stage.key)["shards"]) == 3
+    src = SensorFilesSource(**{k: v for k, v in source.items() if k != "type"})  # type: ignore[arg-type]
+    ctx = StepContext()
+    whole = pa.concat_tables([t for p in src.partitions() for t in src.run_partition(p, ctx)])
+    direct = SeriesFeaturesFeature(max_period=24).run(whole, StepContext())
+    cols = [c for c in direct.column_names if c.startswith(P)]
+    assert len(cols) == 28 and sharded.num_rows == direct.num_rows > 100
+    assert sharded.select(["id", *cols]).sort_by("id").equals(direct.select(["id", *cols]).sort_by("id"))
+    assert {r["series"] for r in sharded.select(["series"]).to_pylist()} == set(files)
