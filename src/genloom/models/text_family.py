@@ -7,9 +7,11 @@ memmaps, plus the validation texts (so another model can be scored on the same d
 tokenizer). With ``train.chat``, each record's conversation (``messages_field``) is written with
 the chat template; a record that holds no valid conversation is left out and listed in the
 artifact's ``rejected.parquet`` (reason ``not_a_conversation``) and counted in the manifest. With
-``train.controls``, each record's values of those fields (a column, else a meta key) become
-control tokens before its text (``<|label=1|>Great food.``): the tokenizer learns one special
-token per value seen in the training split, so generation can ask for them.
+``train.controls``, each record's values of those fields (a column, else a meta key; a column a
+feature step writes, such as ``sentiment_label``, works like a source's) become control tokens
+before its text (``<|label=1|>Great food.``): the tokenizer learns one special token per value
+seen in the training split, so generation can ask for them; a control no training record has a
+value for fails the stage.
 
 ``evaluate`` reports the held-out loss (``evaluate_text_model``) and the figures of a seeded
 sample of generations (``evaluate_generations``: diversity, memorisation against the training
@@ -116,6 +118,13 @@ class TextFamily(ModelFamily):
             for _, ctl in records("train"):
                 for k, v in ctl.items():
                     seen[k][v] = seen[k].get(v, 0) + 1
+            missing = [k for k in controls if not seen[k]]
+            if missing:  # else the model would silently learn no token for them
+                raise StageError(
+                    f"train.controls {missing}: no training record has a value for them, as a column or a"
+                    f" meta key (columns: {', '.join(inp.columns)}); a feature's column exists once its step"
+                    " runs (sentiment_label: features: [{type: sentiment}]; topic: features: [{type: topics}])"
+                )
         found = [control_token(k, v) for k in controls for v in sorted(seen[k])]
         tokenizer = self.prepare_tokenizer(inp, train_cfg, (t for t, _ in records("train")), found)
         tokenizer.save(str(out_dir / "tokenizer.json"))

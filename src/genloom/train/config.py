@@ -124,7 +124,9 @@ class TrainConfig(BaseModel):
         description=(
             "Record fields (a column, else a meta key) that condition generation: each value becomes a"
             " control token (<|label=1|>) before the record's text, so `genloom generate --controls label=1`"
-            " asks for that kind of text."
+            " asks for that kind of text. A feature's column works too (sentiment_label from"
+            " features: [{type: sentiment}], topic from topics); every control needs a value in some"
+            " training record."
         ),
     )
 
