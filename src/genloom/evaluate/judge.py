@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from genloom.core.errors import StageError
+from genloom.core.errors import MissingDependencyError, StageError
 
 CACHE_DIR = "cache/judge"
 REPLY_SCHEMA_NAME = "judgement"
@@ -151,7 +153,7 @@ class JudgeCache:
         """Store an entry (written to a temporary name, then moved into place)."""
         path = self._path(key)
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        tmp = f"{path}.tmp"
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"  # two evaluations never share one
         with self.fs.open(tmp, "w") as f:
             json.dump(entry, f)
         self.fs.mv(tmp, path)
@@ -167,8 +169,6 @@ class Judge:
         self._client: Any = None
 
     def _open(self) -> Any:
-        from genloom.core.errors import MissingDependencyError
-
         try:
             import openai
         except ImportError as e:
@@ -203,12 +203,10 @@ class Judge:
             result.requests = len(missing)
             for i, content in zip(missing, replies, strict=True):
                 if content is None:
-                    score, reason = (
-                        None,
-                        (
-                            f"the JSON reply did not fit in max_tokens={self.cfg.max_tokens} "
-                            "(structured_output_incomplete): raise evaluate.judge.max_tokens"
-                        ),
+                    score = None
+                    reason = (
+                        f"the JSON reply did not fit in max_tokens={self.cfg.max_tokens} "
+                        "(structured_output_incomplete): raise evaluate.judge.max_tokens"
                     )
                 else:
                     score, reason = parse_reply(content, self.cfg)
