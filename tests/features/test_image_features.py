@@ -135,16 +135,16 @@ def test_texture_tells_stripes_from_flat() -> None:
 
 
 def test_hog_of_real_digits_separates_the_classes() -> None:
-    """scikit-learn's digits: a logistic regression on HOG vectors of 600 digits labels the next 300."""
-    from sklearn.linear_model import LogisticRegression
-
-    pngs, labels = digits_png(900)
+    """scikit-learn's digits: the nearest class mean of the HOG vectors of 400 digits labels the next 200."""
+    pngs, labels = digits_png(600)
     out, ctx = run(HogFeature(size=(32, 32)), images(*pngs))
-    assert not ctx.rejected and out.num_rows == 900
+    assert not ctx.rejected and out.num_rows == 600
     x = np.array(out.column("hog").to_pylist())
     y = np.array(labels)
-    clf = LogisticRegression(max_iter=2000).fit(x[:600], y[:600])
-    assert clf.score(x[600:], y[600:]) > 0.85  # 0.94 when written; chance is 0.1
+    classes = sorted(set(labels))
+    centroids = np.array([x[:400][y[:400] == c].mean(axis=0) for c in classes])  # (10, 324)
+    nearest = ((x[400:, None] - centroids[None]) ** 2).sum(axis=-1).argmin(axis=1)
+    assert (np.array(classes)[nearest] == y[400:]).mean() > 0.8  # 0.87 when written; chance is 0.1
 
 
 def tiny_cnn(path: Path) -> object:
@@ -241,17 +241,9 @@ def _digits_folders(folder: Path, n: int) -> None:
         (folder / label / f"d{i:03d}.png").write_bytes(data)
 
 
-def _features(pipeline: Pipeline) -> list[dict[str, object]]:
-    summary = pipeline.run()
-    (stage,) = [s for s in summary.stages if s.stage == "features"]
-    rows = [r for t in pipeline.store.iter_artifact("features", stage.key) for r in t.to_pylist()]
-    return sorted(rows, key=lambda r: str(r["id"]))
-
-
-def test_image_features_through_the_pipeline_on_four_shards_equal_one_shard(tmp_path: Path) -> None:
+def test_image_features_through_the_pipeline_on_four_shards_equal_one_batch(tmp_path: Path) -> None:
     """Digits as PNG files in label folders (the image_folder source), the features stage on
-    four shards and on one: equal rows, bit for bit (the process pool is checked on series
-    features, tests/features/test_series_features.py)."""
+    four shards: the rows the steps give on all the images in one batch here, bit for bit."""
     from genloom.core.registry import SOURCES
 
     if "image_folder" not in SOURCES.names():
@@ -263,25 +255,31 @@ def test_image_features_through_the_pipeline_on_four_shards_equal_one_shard(tmp_
         {"type": "hog", "size": [16, 16]},
         {"type": "color_histogram", "bins": 4},
     ]
-
-    def pipeline(name: str, per_shard: int, workers: int) -> Pipeline:
-        raw = {
-            "name": name,
-            "sources": [{"type": "image_folder", "paths": ["data"]}],
-            "features": features,
-            "data": {"partitions_per_shard": per_shard},
-            "executor": {"type": "local", "workers": workers},
-        }
-        return Pipeline.from_dict(raw, base_dir=tmp_path / name)
-
-    for name in ("pool", "inline"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "data").symlink_to(tmp_path / "data")
-    pooled = _features(pipeline("pool", 10, 1))
-    inline = _features(pipeline("inline", 40, 1))
-    assert len(pooled) == len(inline) == 40
-    assert pooled == inline
-    assert {r["label"] for r in pooled} == {str(i) for i in range(10)}
-    assert all(len(r["hog"]) == 36 for r in pooled)  # one block of 2 x 2 cells x 9 bins
-    assert sum(r["edges_density"] > 0 for r in pooled) > 30  # 8 x 8 digits: a few have no Canny edge
-    assert all(any(r["hog"]) and r["corners_count"] is not None for r in pooled)
+    raw = {
+        "name": "digits",
+        "sources": [{"type": "image_folder", "paths": ["data"]}],
+        "features": features,
+        "data": {"partitions_per_shard": 10},
+    }
+    pipeline = Pipeline.from_dict(raw, base_dir=tmp_path)
+    (stage,) = [s for s in pipeline.run().stages if s.stage == "features"]
+    assert len(pipeline.store.read_manifest("features", stage.key)["shards"]) == 4
+    sharded = pa.concat_tables(list(pipeline.store.iter_artifact("features", stage.key))).sort_by("id")
+    assert sharded.num_rows == 40
+    assert set(sharded.column("label").to_pylist()) == {str(i) for i in range(10)}
+    direct = sharded.select(["id", "image"])
+    for cfg in features:
+        step = {
+            "edges": EdgesFeature,
+            "corners": CornersFeature,
+            "hog": HogFeature,
+            "color_histogram": ColorHistogramFeature,
+        }[cfg["type"]]
+        direct = step(**{k: v for k, v in cfg.items() if k != "type"}).run(direct, StepContext())  # type: ignore[arg-type]
+    cols = [c for c in direct.column_names if c not in ("id", "image")]
+    assert len(cols) == 4 + 1 + 5 + 1 + 2
+    assert sharded.select(cols).equals(direct.select(cols))
+    assert all(len(v) == 36 for v in sharded.column("hog").to_pylist())  # one block of 2 x 2 cells x 9 bins
+    assert (
+        sum(d > 0 for d in sharded.column("edges_density").to_pylist()) > 30
+    )  # a few 8 x 8 digits have no Canny edge
