@@ -495,7 +495,7 @@ class SeriesFamily(ModelFamily):
         real_mask = np.asarray(val["mask"][:n], np.float32)
         codes, lengths = np.asarray(val["cond"][:n]), np.asarray(val["lengths"][:n])
         synth = self.generate_windows(model, layout, codes, lengths, EVAL_SEED)
-        steps = 100 if n < 200 else 300 if n < 2000 else 600  # the scores' training steps
+        steps = int(min(600, max(50, n)))  # the scores' training steps: more for more windows
         out: dict[str, Metric] = {
             "discriminative_score": Metric(discriminative_score(real, synth, seed=0, steps=steps), "min"),
             "predictive_score": Metric(predictive_score(synth, real, real_mask, seed=0, steps=steps), "min"),

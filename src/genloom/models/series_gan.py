@@ -125,7 +125,7 @@ class TimeGAN(nn.Module):
         sup = self.supervised_loss(h, c, s)
         z = self.noise(len(x), x.shape[1], step_generator(seed, 0, x.device), x.device)
         _, _, x_hat = self.fake(z, c)
-        return float(rec + sup + moment_loss(x, x_hat, m * s))
+        return float((rec + sup + moment_loss(x, x_hat, m * s)).detach())
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """One group, Adam's default betas (the authors' code), no weight decay."""
@@ -214,13 +214,15 @@ class SeriesGANFamily(SeriesFamily):
         if phase == "embedding":
             rec, _ = gan.reconstruction_loss(x, m, c)
             update(opt, 10 * torch.sqrt(rec), [gan.embedder, gan.recovery])
-            return {"loss": float(rec), "reconstruction": float(rec)}
+            value = float(rec.detach())
+            return {"loss": value, "reconstruction": value}
         if phase == "supervised":
             with torch.no_grad():
                 h = gan.embed(x, c)
             sup = gan.supervised_loss(h, c, s)
             update(opt, sup, [gan.supervisor])
-            return {"loss": float(sup), "supervised": float(sup)}
+            value = float(sup.detach())
+            return {"loss": value, "supervised": value}
 
         gamma, w_s, w_v = float(m_["gamma"]), float(m_["supervised_weight"]), float(m_["moment_weight"])
         for _ in range(2):  # the paper's two generator updates per discriminator update
@@ -248,10 +250,10 @@ class SeriesGANFamily(SeriesFamily):
             + masked_bce(gan.discriminate(h_hat, c), 0.0, s)
             + gamma * masked_bce(gan.discriminate(e_hat, c), 0.0, s)
         )
-        if float(d_loss) > float(m_["discriminator_threshold"]):
+        if float(d_loss.detach()) > float(m_["discriminator_threshold"]):
             update(opt, d_loss, [gan.discriminator])
         with torch.no_grad():
-            parts = torch.stack([g_loss, d_loss, rec, sup, moments]).tolist()
+            parts = torch.stack([g_loss, d_loss, rec, sup, moments]).detach().tolist()
         return {
             "loss": parts[0] + parts[1],
             "generator": parts[0],

@@ -98,7 +98,7 @@ class SeriesVAE(nn.Module):
         g = step_generator(seed, 0, x.device)
         eps = torch.randn(len(x), self.latent, generator=g, device=x.device)
         rec, kl = self.losses(x, m, c, lengths, eps)
-        return float((rec + kl).sum() / m.sum().clamp_min(1.0))
+        return float(((rec + kl).sum() / m.sum().clamp_min(1.0)).detach())
 
     @torch.no_grad()
     def generate(self, c: torch.Tensor, t: int, generator: torch.Generator) -> torch.Tensor:
@@ -173,7 +173,7 @@ class SeriesVAEFamily(SeriesFamily):
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
-            parts = torch.stack([loss.detach(), rec.sum() / observed, kl.mean()]).tolist()
+            parts = torch.stack([loss, rec.sum() / observed, kl.mean()]).detach().tolist()
         return {"loss": parts[0], "reconstruction": parts[1], "kl": parts[2]}
 
     def generate(self, model: nn.Module, cond: torch.Tensor, lengths: torch.Tensor, seed: int) -> np.ndarray:
