@@ -19,7 +19,7 @@ from pydantic import Field
 
 from genloom.core.errors import RecordError
 from genloom.core.steps import Map, StepContext
-from genloom.features._image import PartKind, add_parts, run_per_row
+from genloom.features._media import PartKind, add_parts, run_per_row
 
 #: pitch classes, in librosa's chroma order (C first)
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")

@@ -12,15 +12,8 @@ from pydantic import Field, PrivateAttr
 from genloom.core.errors import ConfigError, MissingDependencyError, StepError
 from genloom.core.registry import FEATURES
 from genloom.core.steps import StepContext
-from genloom.features._image import (
-    ImageFeature,
-    PartKind,
-    add_parts,
-    check_size,
-    decode_image,
-    resize,
-    run_per_row,
-)
+from genloom.features._image import ImageFeature, check_size, decode_image, resize
+from genloom.features._media import PartKind, add_parts, run_per_row
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]

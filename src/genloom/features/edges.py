@@ -8,7 +8,8 @@ import numpy as np
 from pydantic import Field
 
 from genloom.core.registry import FEATURES
-from genloom.features._image import ImageFeature, PartKind, block_means, check_size, resize
+from genloom.features._image import ImageFeature, block_means, check_size, resize
+from genloom.features._media import PartKind
 
 
 @FEATURES.register("edges")

@@ -9,7 +9,8 @@ from pydantic import Field
 
 from genloom.core.errors import ConfigError
 from genloom.core.registry import FEATURES
-from genloom.features._image import ImageFeature, PartKind, check_size, resize
+from genloom.features._image import ImageFeature, check_size, resize
+from genloom.features._media import PartKind
 
 
 @FEATURES.register("hog")

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from genloom.core.registry import FEATURES
 from genloom.features._audio import AudioFeature, summary, summary_parts
-from genloom.features._image import PartKind
+from genloom.features._media import PartKind
 
 
 @FEATURES.register("mel_spectrogram")

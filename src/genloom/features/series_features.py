@@ -13,7 +13,7 @@ from pydantic import Field
 from genloom.core.errors import ConfigError, StepError
 from genloom.core.registry import FEATURES
 from genloom.core.steps import Map, StepContext
-from genloom.features._image import PartKind, add_parts
+from genloom.features._media import PartKind, add_parts
 
 Group = Literal["stats", "trend", "seasonality", "rolling", "fft", "lags", "change_points"]
 GROUPS: tuple[Group, ...] = ("stats", "trend", "seasonality", "rolling", "fft", "lags", "change_points")
