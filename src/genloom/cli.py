@@ -196,12 +196,14 @@ def gate_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="quality gates", title_justify="left")
     for col in ("gate", "metric", "value", "champion", "bound", "passed", "missed by"):
         table.add_column(
-            col, justify="right" if col in ("value", "champion", "bound", "missed by") else "left"
+            col,
+            justify="right" if col in ("value", "champion", "bound") else "left",
+            no_wrap=col in ("gate", "metric"),
         )
     for r in rows:
         passed = "[green]yes[/]" if r["passed"] else "[red]no[/]"
         missed = num(r.get("missed_by")) if not r["passed"] else ""
-        if not r["passed"] and r.get("missed_by") is None:
+        if not r["passed"] and r.get("missed_by") is None:  # "the model does not report it"...
             missed = r.get("note") or ""
         table.add_row(
             r["gate"],
