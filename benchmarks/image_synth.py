@@ -106,7 +106,9 @@ def decode(table: Any) -> np.ndarray:
     )
 
 
-def run_model(model: str, epochs: int, train_dir: Path, work: Path, threads: int) -> dict[str, Any]:
+def run_model(
+    model: str, epochs: int, width: int, train_dir: Path, work: Path, threads: int
+) -> dict[str, Any]:
     """Trains ``model`` through a pipeline file on the PNG folders; samples PER_CLASS of each digit."""
     from genloom.pipeline import Pipeline
 
@@ -123,7 +125,7 @@ sources:
 split: {{val_fraction: 0.1, seed: 0}}
 train:
   threads: {threads}
-  model: {{type: {model}, size: 8, epochs: {epochs}, batch_size: 64}}
+  model: {{type: {model}, size: 8, width: {width}, epochs: {epochs}, batch_size: 64}}
 """
     )
     pipe = Pipeline.from_file(folder / "pipeline.yaml")
@@ -163,8 +165,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer epochs: under 2 minutes")
     ap.add_argument("--models", default="image_vae,image_gan")
     ap.add_argument("--vae-epochs", type=int, default=None)
+    ap.add_argument(
+        "--width", type=int, default=32, help="feature maps of both models' full-resolution layer"
+    )
     ap.add_argument("--gan-epochs", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="training threads (on a shared 2-core machine 2 threads measured 4x slower than 1)",
+    )
     ap.add_argument(
         "--grid", type=Path, default=None, help="write each model's grid of samples per class here (PNG)"
     )
@@ -202,7 +212,7 @@ def main() -> None:
         work = Path(tmp)
         write_folders(work / "train", xtr, ytr)
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
-            r = run_model(model, epochs[model], work / "train", work, args.threads)
+            r = run_model(model, epochs[model], args.width, work / "train", work, args.threads)
             acc = float((judge.predict(r["samples"]) == r["labels"]).mean())
             per_class = [
                 float((judge.predict(r["samples"][r["labels"] == k]) == k).mean()) for k in range(10)

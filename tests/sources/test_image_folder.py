@@ -110,3 +110,14 @@ def test_pixels_survive_the_round_trip(folder: Path) -> None:
     rows, _ = read_all(_source(folder))
     a = next(r for r in rows if r["id"].endswith("a.png"))
     assert np.asarray(Image.open(io.BytesIO(a["image"]))).tolist() == [[128] * 12] * 10
+
+
+def test_the_files_source_reads_images_through_image_folder(folder: Path) -> None:
+    from genloom.sources.files import FilesSource
+
+    src = FilesSource(paths=["imgs"])
+    src.bind(folder)
+    rows, rejected = read_all(src)
+    a = next(r for r in rows if r["id"].endswith("a.png"))
+    assert a["label"] == "cat" and a["width"] == 12
+    assert {r["reason"] for r in rejected} >= {"truncated_image", "empty_file"}

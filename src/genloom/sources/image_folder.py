@@ -59,7 +59,8 @@ class ImageFolderSource(FileSource):
     ``label_from: none`` leaves it empty. The id is ``image_folder:<path>``, the path as matched
     (stable wherever the project folder is). A file Pillow cannot read is quarantined as
     ``unreadable_image`` (``truncated_image``, ``too_large`` for a decompression bomb); an
-    animated GIF or a multi-page TIFF gives its first frame (``meta.frames`` counts them).
+    animated GIF or a multi-page TIFF gives its first frame (``meta.frames`` counts them). The
+    ``files`` source hands PNG, JPEG, GIF and TIFF files (by their signatures) to this reader.
     """
 
     type: Literal["image_folder"] = "image_folder"
@@ -83,6 +84,17 @@ class ImageFolderSource(FileSource):
     )
 
     formats: ClassVar[tuple[str, ...]] = ("image_folder",)
+    # what the ``files`` source hands to this reader: PNG, JPEG, GIF and TIFF by their signatures
+    # (no extensions: the image names stay among the ones ``files`` declines without a signature;
+    # BMP's "BM" and WebP's RIFF are too short or shared with other formats to be signatures)
+    magic: ClassVar[tuple[bytes, ...]] = (
+        b"\x89PNG\r\n\x1a\n",
+        b"\xff\xd8\xff",
+        b"GIF87a",
+        b"GIF89a",
+        b"II*\x00",
+        b"MM\x00*",
+    )
     default_include: ClassVar[tuple[str, ...]] = (
         "*.png",
         "*.jpg",
@@ -189,7 +201,12 @@ class ImageFolderSource(FileSource):
         except (MissingDependencyError, StepError):
             raise
 
+    def read_file(self, blob: Blob) -> Iterator[pa.Table | dict[str, Any] | Rejected]:
+        """The image of ``blob`` (the ``files`` source's entry point; it quarantines what raises)."""
+        yield self.read_image(blob)
+
     def read_image(self, blob: Blob) -> dict[str, Any]:
+        """One image file as a record; raises RecordError (a reason) when Pillow cannot read it."""
         from PIL import Image, UnidentifiedImageError
 
         data = blob.read_bytes()
