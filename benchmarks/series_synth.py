@@ -21,7 +21,7 @@ same position of a random training window, plus Gaussian noise of 5% of the chan
 
 Scores, each on the [0, 1] scale, averaged over the seeds (each seed retrains and resamples):
 
-- discriminative: a 2-layer GRU (hidden: half the channels, at least 4) trained to tell the real
+- discriminative: a 2-layer GRU (hidden: max(8, channels); TimeGAN's code: channels / 2) trained to tell the real
   training windows from the synthetic ones on 80% of them; |accuracy - 0.5| on the other 20%
   (0 is best; TimeGAN's paper: 0.102 on Stocks and 0.236 on Energy, Diffusion-TS 0.067 and 0.122);
 - predictive: a 1-layer GRU trained on the synthetic windows to predict every channel's next
@@ -55,6 +55,7 @@ DATASETS = {
         "channels": ["pm2.5", "DEWP", "TEMP", "PRES", "Iws", "Is", "Ir"],
         "conditions": ["cbwd"],
         "step": "1h",
+        "show": ["pm2.5", "TEMP", "PRES"],
     },
     "temperatures": {
         "file": "daily-min-temperatures.csv",
@@ -62,6 +63,7 @@ DATASETS = {
         "channels": ["Temp"],
         "conditions": [],
         "step": "1d",
+        "show": ["Temp"],
     },
 }
 BLOCK = 6
@@ -178,6 +180,38 @@ def block_bootstrap(train: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def plot(path: Path, panels: dict[str, np.ndarray], channels: list[str], show: list[int], n: int = 8) -> None:
+    """A PNG grid (Pillow, no plotting library): a row per source (real, each model), a column per
+    shown channel, ``n`` windows per panel as lines on the [0, 1] scale."""
+    from PIL import Image, ImageDraw
+
+    w, h, pad, top = 260, 130, 8, 18
+    img = Image.new("RGB", (110 + len(show) * (w + pad), top + len(panels) * (h + pad)), "white")
+    draw = ImageDraw.Draw(img)
+    for j, c in enumerate(show):
+        draw.text((110 + j * (w + pad) + 4, 2), channels[c], fill="black")
+    for i, (name, x) in enumerate(panels.items()):
+        y0 = top + i * (h + pad)
+        draw.text((4, y0 + h // 2 - 6), name, fill="black")
+        rng = np.random.default_rng(0)
+        pick = rng.choice(len(x), size=min(n, len(x)), replace=False)
+        for j, c in enumerate(show):
+            x0 = 110 + j * (w + pad)
+            draw.rectangle([x0, y0, x0 + w, y0 + h], outline=(180, 180, 180))
+            for k, win in enumerate(pick):
+                series = x[win, :, c]
+                pts = [
+                    (x0 + 2 + t * (w - 4) / max(1, len(series) - 1), y0 + h - 2 - float(v) * (h - 4))
+                    for t, v in enumerate(series)
+                ]
+                draw.line(pts, fill=COLOURS[k % len(COLOURS)], width=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -185,18 +219,29 @@ def main() -> None:
     )
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; quick: 0)")
     ap.add_argument(
-        "--steps", type=int, default=None, help="training steps per model (default 1500; quick: 150)"
+        "--steps", type=int, default=None, help="training steps per model (default 300; quick: 60)"
     )
     ap.add_argument(
         "--score-steps",
         type=int,
         default=None,
-        help="training steps of the score networks (default 1000; quick: 200)",
+        help="training steps of the score networks (default 500; quick: 150)",
     )
     ap.add_argument(
-        "--stride", type=int, default=None, help="steps between window starts (default 4; quick: 24)"
+        "--stride",
+        type=int,
+        default=None,
+        help="steps between window starts (default beijing 12, temperatures 2; quick 24, 8)",
+    )
+    ap.add_argument(
+        "--gan-layers", type=int, default=2, help="GRU layers of each TimeGAN network (the paper: 3)"
     )
     ap.add_argument("--datasets", default="beijing,temperatures")
+    ap.add_argument(
+        "--plot",
+        default=None,
+        help="write real vs synthetic windows (first seed) as PNG files: PATH_<dataset>.png",
+    )
     ap.add_argument("--models", default="series_gan,series_vae,block_bootstrap")
     args = ap.parse_args()
     import torch
@@ -205,12 +250,13 @@ def main() -> None:
 
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
     steps = args.steps or (60 if args.quick else 300)
-    score_steps = args.score_steps or (150 if args.quick else 400)
+    gan_steps = args.gan_steps or (60 if args.quick else 150)
+    score_steps = args.score_steps or (150 if args.quick else 500)
     strides = {k: args.stride or v[1 if args.quick else 0] for k, v in STRIDE.items()}
     threads = torch.get_num_threads()
     print(f"cpu: {cpu_name()}  cores: {os.cpu_count()}  torch threads: {threads}")
     print(f"load average at start: {load()}")
-    print(f"seeds {seeds}  steps {steps}  score steps {score_steps}  strides {strides}")
+    print(f"seeds {seeds}  steps {steps} (TimeGAN {gan_steps})  score steps {score_steps}  strides {strides}")
     if not DATA.exists():
         print(json.dumps({"skipped": f"{DATA} is absent"}))
         return
@@ -223,6 +269,7 @@ def main() -> None:
             prepared = Path(tmp) / name / "prepared"
             prepared.mkdir(parents=True)
             stride = strides[name]
+            panels: dict[str, np.ndarray] = {}
             # the windows: the same for every model
             prepare(table, model_config(name, stride, "series_vae"), prepared)
             train = np.asarray(load_arrays(prepared, "train")["values"], np.float32)
@@ -233,13 +280,16 @@ def main() -> None:
                 if model == "series_gan":
                     cfg = cfg.model_copy(update={"num_layers": args.gan_layers})
                 rows: list[dict[str, float]] = []
+                panels.setdefault("real", train)
                 for seed in seeds:
                     t0 = time.monotonic()
                     if model == "block_bootstrap":
                         synth, fit_s = block_bootstrap(train, len(train), seed), 0.0
                     else:
                         work = Path(tmp) / name / model / f"seed{seed}"
-                        synth, fit_s = train_and_sample(model, cfg, prepared, work, steps, seed, len(train))
+                        n_steps = gan_steps if model == "series_gan" else steps
+                        synth, fit_s = train_and_sample(model, cfg, prepared, work, n_steps, seed, len(train))
+                    panels.setdefault(model, synth)
                     d = discriminative_score(train, synth, seed=seed, steps=score_steps)
                     p = predictive_score(synth, real_test, real_mask, seed=seed, steps=score_steps)
                     rows.append({"discriminative": d, "predictive": p, "fit_s": fit_s})
@@ -254,6 +304,9 @@ def main() -> None:
                     "discriminative_std": float(np.std([r["discriminative"] for r in rows])),
                     "seeds": len(rows),
                 }
+            if args.plot:
+                show = [DATASETS[name]["channels"].index(c) for c in DATASETS[name]["show"]]
+                plot(Path(f"{args.plot}_{name}.png"), panels, DATASETS[name]["channels"], show)
             results[name]["real_predictive"] = float(
                 np.mean(
                     [predictive_score(train, real_test, real_mask, seed=s, steps=score_steps) for s in seeds]
@@ -273,6 +326,7 @@ def main() -> None:
     results["settings"] = {
         "seeds": seeds,
         "steps": steps,
+        "gan_steps": gan_steps,
         "score_steps": score_steps,
         "strides": strides,
         "gan_layers": args.gan_layers,
