@@ -161,6 +161,22 @@ def test_generation_under_a_label_control_follows_the_label(tmp_path: Path, text
     assert measured["positive"][0] - measured["negative"][0] >= 0.3, measured
     assert measured["positive"][1] - measured["negative"][1] >= 0.3, measured
     assert measured["positive"][0] > 0.05 > measured["negative"][0], measured
+    cli = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            str(project / "pipeline.yaml"),
+            "--prompt",
+            "The",
+            "--controls",
+            "sentiment_label=positive",
+            "--max-new-tokens",
+            "12",
+            "--seed",
+            "1",
+        ],
+    )
+    assert cli.exit_code == 0 and cli.output.strip(), cli.output
 
     with pytest.raises(ConfigError, match="not trained with controls"):
         generate(model_dir, [""], max_new_tokens=4, controls={"label": "2"})

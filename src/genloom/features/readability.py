@@ -39,6 +39,12 @@ Metric = Literal[
     "linsear_write",
     "text_standard",
 ]
+DEFAULT_METRICS: tuple[Metric, ...] = (
+    "flesch_reading_ease",
+    "flesch_kincaid_grade",
+    "gunning_fog",
+    "smog_index",
+)
 _VARIANT = re.compile(r"(.+)\((\d+)\)$")
 
 
@@ -100,7 +106,7 @@ class ReadabilityFeature(Map):
     column: str = Field("text", description="The text column to score")
     output: str = Field("readability", description="Prefix of the output columns (<output>_<metric>)")
     metrics: list[Metric] = Field(
-        default_factory=lambda: ["flesch_reading_ease", "flesch_kincaid_grade", "gunning_fog", "smog_index"],
+        default_factory=lambda: list(DEFAULT_METRICS),
         min_length=1,
         description="The formulas to compute",
     )

@@ -41,12 +41,13 @@ def token_depths(heads: list[int]) -> list[int]:
     ``heads[i]`` is the index of token i's head in the same sentence."""
     depth: list[int | None] = [None] * len(heads)
     for i in range(len(heads)):
-        path = []
+        path: list[int] = []
         j = i
         while depth[j] is None and heads[j] != j and len(path) <= len(heads):
             path.append(j)
             j = heads[j]
-        base = depth[j] if depth[j] is not None else 0
+        known = depth[j]
+        base = known if known is not None else 0  # the root, or a cycle cut short
         depth[j] = base
         for k, t in enumerate(reversed(path), start=1):
             depth[t] = base + k
