@@ -36,7 +36,7 @@ class SeriesVAE(nn.Module):
 
     def __init__(
         self, channels: int, cond_dim: int, hidden: int, layers: int, latent: int, kl_weight: float,
-        step_noise: bool,
+        step_noise: bool, sigma_init: list[float] | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.channels, self.latent, self.layers, self.hidden = channels, latent, layers, hidden
@@ -47,7 +47,10 @@ class SeriesVAE(nn.Module):
         # the decoder reads x_{t-1} and a flag that is 1 at the first step (where there is no x_{t-1})
         self.decoder = nn.GRU(latent + cond_dim + channels + 1, hidden, num_layers=layers, batch_first=True)
         self.mean = nn.Linear(hidden, channels)
-        self.log_sigma = nn.Parameter(torch.full((channels,), math.log(0.1)))
+        # the step noise starts at the data's own one-step change (a random walk of 0.1 steps would
+        # take Adam thousands of steps to calm down): sigma_init from the plan, per channel
+        init = torch.tensor(sigma_init if sigma_init else [0.1] * channels, dtype=torch.float32)
+        self.log_sigma = nn.Parameter(init.clamp(math.exp(LOG_SIGMA_MIN), math.exp(LOG_SIGMA_MAX)).log())
 
     def encode(
         self, x: torch.Tensor, m: torch.Tensor, c: torch.Tensor, lengths: torch.Tensor
@@ -121,8 +124,13 @@ class SeriesVAE(nn.Module):
         return torch.cat(steps, dim=1) if steps else torch.zeros(n, 0, self.channels, device=device)
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """One group, Adam's default betas, no weight decay."""
-        return [{"params": list(self.parameters()), "weight_decay": 0.0, "betas": (0.9, 0.999)}]
+        """The networks, Adam's default betas, no weight decay; the log standard deviations with 10x
+        the learning rate (one number per channel, moving in log space)."""
+        nets = [p for n, p in self.named_parameters() if n != "log_sigma"]
+        return [
+            {"params": nets, "weight_decay": 0.0, "betas": (0.9, 0.999)},
+            {"params": [self.log_sigma], "weight_decay": 0.0, "betas": (0.9, 0.999), "lr_scale": 10.0},
+        ]
 
 
 @MODELS.register("series_vae")
@@ -134,8 +142,21 @@ class SeriesVAEFamily(SeriesFamily):
     name = "series_vae"
 
     def plan_entries(self, cfg: Any, data: SeriesData) -> dict[str, Any]:
-        """Latent size, KL weight, sampling noise."""
-        return {"latent_dim": cfg.latent_dim, "kl_weight": cfg.kl_weight, "step_noise": cfg.step_noise}
+        """Latent size, KL weight, sampling noise, and the step noise's start: per channel, the std
+        of the observed one-step changes of (up to 4,096) training windows."""
+        x = np.asarray(data.train["values"][:4096], np.float64)
+        m = np.asarray(data.train["mask"][:4096], bool)
+        both = m[:, 1:] & m[:, :-1]
+        diff = x[:, 1:] - x[:, :-1]
+        sigma = [
+            float(diff[..., c][both[..., c]].std()) if both[..., c].any() else 0.1 for c in range(x.shape[-1])
+        ]
+        return {
+            "latent_dim": cfg.latent_dim,
+            "kl_weight": cfg.kl_weight,
+            "step_noise": cfg.step_noise,
+            "sigma_init": sigma,
+        }
 
     def build(self, plan: TrainPlan, cfg: Any, device: torch.device, compute_dtype: torch.dtype) -> nn.Module:
         """The VAE of a plan (float32: the model is small)."""
@@ -148,6 +169,7 @@ class SeriesVAEFamily(SeriesFamily):
             int(m["latent_dim"]),
             float(m["kl_weight"]),
             bool(m["step_noise"]),
+            m.get("sigma_init"),
         ).to(device)
 
     def train_step(
