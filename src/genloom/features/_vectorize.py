@@ -72,6 +72,13 @@ def write_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.append_column(name, values)
 
 
+class _Index(dict):  # type: ignore[type-arg]
+    """term -> column, and -1 for a term outside the vocabulary (looked up in C by ``map``)."""
+
+    def __missing__(self, key: str) -> int:
+        return -1
+
+
 class TokenListAnalyzer:
     """Word n-grams of an already tokenized record (a ``list<string>`` column such as ``tokens``),
     lowercased if asked and stop words left out: scikit-learn's word analyzer without its regex."""
@@ -325,7 +332,7 @@ class VectorizerStep(Fitted):
         cache = state.setdefault("_objects", {})
         key = str(col_type)
         if key not in cache:
-            vocab = None if self.hashing else {t: i for i, t in enumerate(state["vocabulary"])}
+            vocab = None if self.hashing else _Index((t, i) for i, t in enumerate(state["vocabulary"]))
             vec = self._vectorizer(self._analyzer_for(col_type), vocab)
             tfidf = None
             if self.current_weighting() == "tfidf":
@@ -344,28 +351,27 @@ class VectorizerStep(Fitted):
 
     def _count(self, docs: list[Any], analyze: Any, index: dict[str, int]) -> Any:
         """What ``CountVectorizer(vocabulary=...).transform`` returns (float64 counts, sorted
-        indices; 1s when binary), with the per-token loop done by ``Counter`` in C."""
+        indices; 1s when binary), with the per-term lookups done in C (``map``) and the counting
+        by SciPy (duplicate (row, column) entries are summed)."""
         from scipy import sparse
 
-        indices: list[int] = []
-        values: list[int] = []
-        indptr = [0]
-        get = index.get
-        for doc in docs:
-            for term, n in Counter(analyze(doc)).items():
-                j = get(term)
-                if j is not None:
-                    indices.append(j)
-                    values.append(n)
-            indptr.append(len(indices))
-        data = (
-            np.ones(len(values)) if self.current_weighting() == "binary" else np.asarray(values, np.float64)
-        )
+        terms: list[str] = []
+        lengths = np.empty(len(docs), dtype=np.int64)
+        for i, doc in enumerate(docs):
+            found = analyze(doc)
+            terms += found
+            lengths[i] = len(found)
+        cols = np.fromiter(map(index.__getitem__, terms), dtype=np.int64, count=len(terms))
+        rows = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)
+        known = cols >= 0
+        rows, cols = rows[known], cols[known]
         matrix = sparse.csr_matrix(
-            (data, np.asarray(indices, np.int32), np.asarray(indptr, np.int64)),
-            shape=(len(docs), len(index)),
+            (np.ones(len(cols), dtype=np.float64), (rows, cols)), shape=(len(docs), len(index))
         )
+        matrix.sum_duplicates()
         matrix.sort_indices()
+        if self.current_weighting() == "binary":
+            matrix.data[:] = 1.0
         return matrix
 
     def n_columns(self, state: Any) -> int:
