@@ -236,6 +236,9 @@ def main() -> None:
     ap.add_argument(
         "--gan-layers", type=int, default=2, help="GRU layers of each TimeGAN network (the paper: 3)"
     )
+    ap.add_argument(
+        "--gan-steps", type=int, default=None, help="TimeGAN's training steps (default 150; quick: 60)"
+    )
     ap.add_argument("--datasets", default="beijing,temperatures")
     ap.add_argument(
         "--plot",
