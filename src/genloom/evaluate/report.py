@@ -291,13 +291,15 @@ def samples_section(d: ReportData) -> str:
 
 def judge_section(d: ReportData) -> str:
     """The LLM judge's score and reason for each sample."""
+    from genloom.evaluate.judge import public_url
+
     if d.judge is None:
         return "<p>No judge configured (<code>evaluate.judge</code>).</p>"
     cfg = (d.config.get("evaluate") or {}).get("judge") or {}
     scored = [r["score"] for r in d.judge if r.get("score") is not None]
     mean = f"{sum(scored) / len(scored):.4g}" if scored else "none"
     head = (
-        f"<p>Judge <b>{esc(cfg.get('model'))}</b> at {esc(cfg.get('base_url'))}, scale "
+        f"<p>Judge <b>{esc(cfg.get('model'))}</b> at {esc(public_url(str(cfg.get('base_url') or '')))}, scale "
         f"{esc(cfg.get('min_score'))}-{esc(cfg.get('max_score'))}: mean score <b>{mean}</b> over "
         f"{len(scored)} of {len(d.judge)} samples.</p>"
     )
