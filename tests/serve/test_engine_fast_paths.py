@@ -149,3 +149,34 @@ def test_decode_step_at_one_position_and_on_a_strided_cache_equals_a_full_forwar
             for i, seq in enumerate(seqs):
                 full, _ = model(seq[None])
                 torch.testing.assert_close(logits[i], full[0, -1], atol=1e-4, rtol=1e-4)
+
+
+def test_deltas_a_busy_reader_has_not_read_yet_come_as_one() -> None:
+    import asyncio
+
+    from genloom.serve.engine import Job, TokenLogprob
+
+    async def main() -> list[object]:
+        job = Job(2, None, asyncio.get_running_loop())
+        lp = TokenLogprob("b", -0.5)
+        for event in (
+            Delta(0, "a"),
+            Delta(1, "x"),
+            Delta(0, "b", (lp,)),  # row 0's latest unread event is a Delta: they merge
+            Finish(1, "x", "stop", 1, 3),
+            Delta(0, "c"),
+        ):
+            job._deliver(event)
+        first = await job.next_event(1.0)  # "abc": "b" and "c" joined "a" (past row 1's events)
+        job._deliver(Delta(0, "d"))  # nothing of row 0 waits now: a Delta of its own
+        job._deliver(Finish(0, "abcd", "length", 4, 3))
+        return [first] + [e async for e in job.aevents()]
+
+    lp = TokenLogprob("b", -0.5)
+    assert asyncio.run(main()) == [
+        Delta(0, "abc", (lp,)),
+        Delta(1, "x"),
+        Finish(1, "x", "stop", 1, 3),
+        Delta(0, "d"),
+        Finish(0, "abcd", "length", 4, 3),
+    ]

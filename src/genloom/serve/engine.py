@@ -187,7 +187,11 @@ class Job:
         self.submitted = time.monotonic()
         self.first_token_at: float | None = None
         self._loop = loop
-        self._aqueue: asyncio.Queue[Event] | None = asyncio.Queue() if loop is not None else None
+        # events not yet read by an event-loop reader: a Delta that arrives while the reader is
+        # still busy with earlier ones (a loaded server) joins the row's Delta waiting there, so a
+        # slow stream sends fewer, longer chunks instead of falling further behind
+        self._pending: deque[Event] = deque()
+        self._ready: asyncio.Event | None = asyncio.Event() if loop is not None else None
         self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
 
     def cancel(self) -> None:
@@ -197,14 +201,34 @@ class Job:
     def _emit(self, event: Event, outbox: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]]) -> None:
         """Send ``event``: at once to a caller without a loop, else into ``outbox`` (one wake-up of
         the loop per engine turn carries every event of the turn)."""
-        if self._aqueue is not None and self._loop is not None:
+        if self._ready is not None and self._loop is not None:
             outbox.setdefault(self._loop, []).append((self, event))
         else:
             self._queue.put(event)
 
     def _deliver(self, event: Event) -> None:  # on the job's event loop
-        if self._aqueue is not None:
-            self._aqueue.put_nowait(event)
+        if self._ready is None:
+            return
+        if isinstance(event, Delta):
+            for k in range(len(self._pending) - 1, max(-1, len(self._pending) - 1 - 2 * self.n_rows), -1):
+                waiting = self._pending[k]
+                if waiting.index != event.index:
+                    continue
+                if isinstance(waiting, Delta):  # the row's latest unread event: extend it
+                    self._pending[k] = Delta(
+                        event.index, waiting.text + event.text, waiting.logprobs + event.logprobs
+                    )
+                    return
+                break
+        self._pending.append(event)
+        self._ready.set()
+
+    async def _next(self) -> Event:
+        assert self._ready is not None
+        while not self._pending:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._pending.popleft()
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """The events of every row until each has finished (for callers without an event loop)."""
@@ -215,21 +239,22 @@ class Job:
             yield event
 
     async def aevents(self) -> AsyncIterator[Event]:
-        """The events of every row until each has finished (the job was submitted with a loop)."""
-        if self._aqueue is None:
+        """The events of every row until each has finished (the job was submitted with a loop);
+        Deltas of a row that arrived while the reader was busy come as one."""
+        if self._ready is None:
             raise RuntimeError("submit the job with loop= to read its events asynchronously")
         left = self.n_rows
         while left:
-            event = await self._aqueue.get()
+            event = await self._next()
             left -= isinstance(event, Finish)
             yield event
 
     async def next_event(self, timeout: float) -> Event | None:
         """The next event, or None after ``timeout`` seconds without one (the job has a loop)."""
-        if self._aqueue is None:
+        if self._ready is None:
             raise RuntimeError("submit the job with loop= to read its events asynchronously")
         try:
-            return await asyncio.wait_for(self._aqueue.get(), timeout)
+            return await asyncio.wait_for(self._next(), timeout)
         except TimeoutError:
             return None
 
@@ -460,10 +485,11 @@ class GPTEngine:
                         self._finish(r, "stop", err)
                     self._compact()
                 finally:
-                    self._flush()
+                    if self._flush():  # let the event loop's thread take the GIL and stream them
+                        time.sleep(0)
 
-    def _flush(self) -> None:
-        """Hand this turn's events to their event loops, one wake-up per loop."""
+    def _flush(self) -> bool:
+        """Hand this turn's events to their event loops, one wake-up per loop (True: there were some)."""
         outbox, self._outbox = self._outbox, {}
         for loop, batch in outbox.items():
 
@@ -476,6 +502,7 @@ class GPTEngine:
             except RuntimeError:  # the event loop is gone (the server stopped): nobody listens
                 for job, _ in batch:
                     job.cancelled = True
+        return bool(outbox)
 
     def _turn(self) -> None:
         now = self.clock()
