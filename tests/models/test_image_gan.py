@@ -71,7 +71,7 @@ def test_samples_differ_by_label_as_the_classes_do(conditioning: str, tmp_path: 
     real_diff = (means["0"] - means["1"]).ravel()
     fake_diff = (fake["0"].mean(0) - fake["1"].mean(0)).ravel()
     # an unconditional generator would give the two labels the same mean image (correlation ~0)
-    assert np.corrcoef(real_diff, fake_diff)[0, 1] > 0.7
+    assert np.corrcoef(real_diff, fake_diff)[0, 1] > 0.5  # measured: 0.91 projection, 0.78 concat
 
 
 @needs_image_configs

@@ -306,14 +306,16 @@ class _SplitWriter:
     def finish(self, vocab: dict[str, int]) -> int:
         """Writes the arrays; returns the images with a label unknown to ``vocab`` (index -1)."""
         self.file.close()
-        src = np.memmap(self.raw, np.uint8, "r", shape=(self.n, *self.shape)) if self.n else None
-        dst = np.lib.format.open_memmap(
-            self.out_dir / f"{self.name}.npy", "w+", np.uint8, (self.n, *self.shape)
-        )
-        for start in range(0, self.n, 4096):
-            dst[start : start + 4096] = src[start : start + 4096]  # type: ignore[index]
-        dst.flush()
-        del dst, src
+        if self.n == 0:  # an empty split (a memory map cannot be empty)
+            np.save(self.out_dir / f"{self.name}.npy", np.zeros((0, *self.shape), np.uint8))
+        else:
+            src = np.memmap(self.raw, np.uint8, "r", shape=(self.n, *self.shape))
+            path = self.out_dir / f"{self.name}.npy"
+            dst = np.lib.format.open_memmap(path, "w+", np.uint8, (self.n, *self.shape))
+            for start in range(0, self.n, 4096):
+                dst[start : start + 4096] = src[start : start + 4096]
+            dst.flush()
+            del dst, src
         self.raw.unlink()
         idx = np.array([vocab.get(lab, -1) if lab is not None else -1 for lab in self.labels], np.int64)
         if not vocab:
