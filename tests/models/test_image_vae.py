@@ -144,3 +144,17 @@ train:
     import pyarrow.parquet as pq
 
     assert pq.read_table(tmp_path / "s.parquet").column_names == ["id", "image", "label", "width", "height"]
+
+
+@needs_image_configs
+def test_without_labels_the_model_is_unconditional(tmp_path: Path) -> None:
+    from genloom.core.errors import ConfigError
+
+    fam = ImageVAEFamily()
+    cfg = train_config({**TINY, "label_column": None}, max_steps=3)
+    prepared = prepare(fam, cfg, digit_records((0, 1), per_class=40), tmp_path / "prep")
+    assert train(fam, cfg, prepared, tmp_path / "model") is not None
+    table = fam.sample(tmp_path / "model", 4, seed=0)
+    assert table.column_names == ["id", "image", "width", "height"]
+    with pytest.raises(ConfigError, match="without labels"):
+        fam.sample(tmp_path / "model", 4, {"label": "1"}, seed=0)

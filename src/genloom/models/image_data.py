@@ -732,7 +732,17 @@ class ImageFamily(ModelFamily):
         data = ImageData(prepared_dir, self)
         n = min(data.n_val, EVAL_IMAGES)
         real, real_labels = to_unit(data.val[:n]), data.val_labels[:n]
-        fake = self.generate(model, real_labels, EVAL_SEED)
+        asked = real_labels  # label indices in the model's own vocabulary
+        if layout.n_labels == 0:
+            asked = np.zeros_like(real_labels)
+        elif layout.labels != data.layout.labels:  # a champion trained on other labels: ask by name
+            to_model = np.array(
+                [layout.labels.index(v) if v in layout.labels else -1 for v in data.layout.labels]
+            )
+            asked = to_model[real_labels] if len(to_model) else np.zeros_like(real_labels)
+            known = asked >= 0
+            real, real_labels, asked = real[known], real_labels[known], asked[known]
+        fake = self.generate(model, asked, EVAL_SEED)
         rng = np.random.default_rng(EVAL_SEED)
         train_idx = np.sort(rng.choice(data.n_train, size=min(data.n_train, 5 * EVAL_IMAGES), replace=False))
         train = to_unit(np.asarray(data.train[train_idx]))
@@ -741,7 +751,7 @@ class ImageFamily(ModelFamily):
             "frechet_distance": Metric(frechet_distance(f_fake, f_real), "min"),
             "real_frechet_distance": Metric(frechet_distance(f_train[: max(2, n)], f_real)),
         }
-        if layout.n_labels > 1:
+        if layout.n_labels > 1 and data.layout.n_labels > 1:
             from sklearn.svm import SVC
 
             clf = SVC(gamma="scale").fit(f_train, data.train_labels[train_idx])
