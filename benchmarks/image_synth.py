@@ -239,10 +239,14 @@ def main() -> None:
                 order = np.argsort(r["labels"], kind="stable")
                 tiles = r["samples"][order].reshape(10, PER_CLASS, 8, 8)[:, :12].reshape(-1, 1, 8, 8)
                 args.grid.mkdir(parents=True, exist_ok=True)
-                (args.grid / f"digits_{model}.png").write_bytes(encode_png(image_grid(tiles, 12, pad=4, scale=6)))
+                (args.grid / f"digits_{model}.png").write_bytes(
+                    encode_png(image_grid(tiles, 12, pad=4, scale=6))
+                )
         real_tiles = np.concatenate([xte[yte == k][:12] for k in range(10)]).reshape(-1, 1, 8, 8)
         if args.grid is not None:
-            (args.grid / "digits_real.png").write_bytes(encode_png(image_grid(real_tiles, 12, pad=4, scale=6)))
+            (args.grid / "digits_real.png").write_bytes(
+                encode_png(image_grid(real_tiles, 12, pad=4, scale=6))
+            )
     best = max(result["models"].items(), key=lambda kv: kv[1]["sample_accuracy"], default=(None, {}))
     result["best_model"] = best[0]
     result["target_met"] = bool(best[1]) and best[1]["sample_accuracy"] >= 0.95
