@@ -37,20 +37,26 @@ def _sentences(text_dir: Path) -> list[tuple[str, int]]:
 
 
 def test_a_feature_column_becomes_control_tokens(tmp_path: Path) -> None:
-    """``sentiment_label`` from the features stage is a control like a source's column; a control no
+    """``sentiment_label`` from the features stage is a control like a source's column (a tiny model
+    trained on it answers ``genloom generate --controls sentiment_label=positive``); a control no
     record carries fails prepare with what to add (it would otherwise learn no token)."""
     pytest.importorskip("vaderSentiment")
     train = {**TINY_TRAIN, "controls": ["sentiment_label"], "tokenizer": {"kind": "char"}}
     path = write_pipeline(tmp_path / "with", features=[{"type": "sentiment"}], train=train)
     p = Pipeline.from_file(path)
     try:
-        p.run(until="prepare")
+        p.run()
         prepared = p.store.read_manifest("prepare", {pl.stage: pl for pl in p.plan()}["prepare"].key)
     finally:
         p.close()
     values = prepared["controls"]["sentiment_label"]
     assert set(values) <= {"negative", "neutral", "positive"} and sum(values.values()) > 0
     assert {"neutral", "positive"} <= set(values)  # the standard library's docstrings: mostly neutral
+    args = ["generate", str(path), "--prompt", "The", "--max-new-tokens", "8", "--seed", "1"]
+    cli = CliRunner().invoke(app, [*args, "--controls", "sentiment_label=positive"])
+    assert cli.exit_code == 0, cli.output
+    cli = CliRunner().invoke(app, [*args, "--controls", "sentiment_label=furious"])
+    assert cli.exit_code != 0 and "not trained with controls" in cli.output, cli.output
 
     p = Pipeline.from_file(path, overrides=["features=[]"])  # the same project: data stages cached
     try:
@@ -161,22 +167,6 @@ def test_generation_under_a_label_control_follows_the_label(tmp_path: Path, text
     assert measured["positive"][0] - measured["negative"][0] >= 0.3, measured
     assert measured["positive"][1] - measured["negative"][1] >= 0.3, measured
     assert measured["positive"][0] > 0.05 > measured["negative"][0], measured
-    cli = CliRunner().invoke(
-        app,
-        [
-            "generate",
-            str(project / "pipeline.yaml"),
-            "--prompt",
-            "The",
-            "--controls",
-            "sentiment_label=positive",
-            "--max-new-tokens",
-            "12",
-            "--seed",
-            "1",
-        ],
-    )
-    assert cli.exit_code == 0 and cli.output.strip(), cli.output
 
     with pytest.raises(ConfigError, match="not trained with controls"):
         generate(model_dir, [""], max_new_tokens=4, controls={"label": "2"})
