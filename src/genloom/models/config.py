@@ -7,6 +7,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from genloom.models.image_data import ImageGANConfig, ImageVAEConfig
+
 
 class GPTModelConfig(BaseModel):
     """A genloom GPT trained from scratch (Llama layout); ``preset: auto`` sizes it from the data and budget."""
@@ -215,5 +217,6 @@ class TabularVAEConfig(TabularConfig):
 
 
 ModelConfig = Annotated[
-    GPTModelConfig | HFCausalLMConfig | TabularGANConfig | TabularVAEConfig, Field(discriminator="type")
+    GPTModelConfig | HFCausalLMConfig | TabularGANConfig | TabularVAEConfig | ImageGANConfig | ImageVAEConfig,
+    Field(discriminator="type"),
 ]
