@@ -62,6 +62,10 @@ class AudioSource(FileSource):
     max_mb: float = Field(default=256.0, gt=0, description="larger files are quarantined as too_large")
 
     formats: ClassVar[tuple[str, ...]] = ("audio",)
+    # what the ``files`` source hands to this reader: FLAC and Ogg by their signatures (WAV's and
+    # AIFF's RIFF / FORM containers are shared with WebP, AVI and IFF, so ``files`` leaves them to
+    # this source's own ``paths``)
+    magic: ClassVar[tuple[bytes, ...]] = (b"fLaC", b"OggS")
     default_include: ClassVar[tuple[str, ...]] = (
         "*.wav",
         "*.wave",
