@@ -133,10 +133,13 @@ def single_stream(
 
     idx = torch.tensor([prompt])
 
+    greedy: list[int] = []
+
     def loop_run() -> float:
         t0 = time.perf_counter()
         with torch.inference_mode():
-            model.generate(idx, tokens, argmax)  # type: ignore[operator]
+            seq = model.generate(idx, tokens, argmax)  # type: ignore[operator]
+        greedy[:] = seq[0, len(prompt) :].tolist()
         return tokens / (time.perf_counter() - t0)
 
     hf_dir = export_hf(model_dir, model_dir.parent / "hf")
@@ -172,6 +175,7 @@ def single_stream(
     return {
         "tokens": tokens,
         "prompt_ids": prompt,
+        "greedy_ids": greedy,
         "engine_tok_s": round(best_engine, 1),
         "engine_decode_tok_s": round(max(e[1] for e in eng), 1),
         "gpt_generate_tok_s": round(max(loop), 1),
@@ -236,6 +240,14 @@ def llama_cpp_run(gguf: Path, threads: int, tokens: int, spec: dict[str, Any]) -
 
     lc.llama_backend_init()
     mparams = lc.llama_model_default_params()
+    # genloom's GGUF names GPT-2's pre-tokenizer "gpt2"; llama.cpp knows it as "gpt-2" (and refuses
+    # to load "gpt2"): override the key at load, the same regex under llama.cpp's name
+    overrides = (lc.llama_model_kv_override * 2)()
+    overrides[0].key = b"tokenizer.ggml.pre"
+    overrides[0].tag = lc.LLAMA_KV_OVERRIDE_TYPE_STR
+    overrides[0].value.val_str = b"gpt-2"
+    overrides[1].key = b""
+    mparams.kv_overrides = overrides
     model = lc.llama_model_load_from_file(str(gguf).encode(), mparams)
     if not model:
         raise RuntimeError(f"llama.cpp could not load {gguf}")
@@ -244,6 +256,8 @@ def llama_cpp_run(gguf: Path, threads: int, tokens: int, spec: dict[str, Any]) -
     prompt: list[int] = spec["prompt"]
     n_ctx_train = lc.llama_model_n_ctx_train(model)
     tokens = min(tokens, n_ctx_train - len(prompt))
+
+    first_row: list[int] = []  # the greedy tokens of sequence 0 in the last run
 
     def run(rows: int) -> float:
         cparams = lc.llama_context_default_params()
@@ -265,6 +279,7 @@ def llama_cpp_run(gguf: Path, threads: int, tokens: int, spec: dict[str, Any]) -
 
         t0 = time.perf_counter()
         n = 0
+        first_row.clear()
         for seq in range(rows):
             for j, tok in enumerate(prompt):
                 put(n, tok, j, seq, j == len(prompt) - 1)
@@ -281,6 +296,7 @@ def llama_cpp_run(gguf: Path, threads: int, tokens: int, spec: dict[str, Any]) -
                     shape=(n_vocab,),
                 )
                 nxt.append(int(logits.argmax()))
+            first_row.append(nxt[0])
             if step == tokens - 1:
                 break
             for seq, tok in enumerate(nxt):
@@ -297,6 +313,7 @@ def llama_cpp_run(gguf: Path, threads: int, tokens: int, spec: dict[str, Any]) -
     out: dict[str, Any] = {"llama_cpp_version": getattr(lc, "__version__", "?"), "tokens": tokens}
     run(1)  # warm-up
     out["single_tok_s"] = round(max(run(1) for _ in range(spec["repeats"])), 1)
+    out["greedy_ids"] = list(first_row)
     out["batch_tok_s"] = {
         str(b): round(max(run(b) for _ in range(max(1, spec["repeats"] // 2))), 1) for b in spec["batches"]
     }
@@ -746,6 +763,7 @@ def measure(tmp: Path, preset: str, args: argparse.Namespace, concurrency: bool)
     repeats = 2 if args.quick else 5
     single = single_stream(model_dir, args.tokens, args.threads, repeats, batches)
     prompt = single.pop("prompt_ids")
+    greedy = single.pop("greedy_ids")
     print(json.dumps({"preset": preset, **single}), flush=True)
     out: dict[str, Any] = {
         "model": {
@@ -759,6 +777,12 @@ def measure(tmp: Path, preset: str, args: argparse.Namespace, concurrency: bool)
         out["llama_cpp"] = {"error": "skipped (--no-llama-cpp)"}
     else:
         llama = llama_cpp_compare(model_dir, prompt, single["tokens"], args.threads, repeats, batches)
+        theirs = llama.pop("greedy_ids", [])
+        if theirs:  # the same model? greedy decoding should follow GPT.generate's tokens
+            same = next(
+                (i for i, (a, b) in enumerate(zip(greedy, theirs, strict=False)) if a != b), len(theirs)
+            )
+            llama["greedy_same_first_tokens"] = f"{same} of {len(theirs)}"
         print(json.dumps({"preset": preset, "llama_cpp": llama}), flush=True)
         out["llama_cpp"] = llama
         if "single_tok_s" in llama:
