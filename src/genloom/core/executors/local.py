@@ -10,16 +10,14 @@ from typing import Any
 
 def _init_worker() -> None:
     # One BLAS/OpenMP thread per worker process: parallelism comes from processes (see notes:
-    # two threads per process on two cores swing up to 10x slower).
+    # two threads per process on two cores swing up to 10x slower). Set by environment before any
+    # of them loads, not by importing torch here: torch reads OMP_NUM_THREADS when it loads
+    # (get_num_threads() is 1 in a worker), and importing it cost each worker of a data stage that
+    # never uses it 2.1 s of CPU and 277 MB (measured at load 14).
     import os
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 
 class LocalExecutor:
