@@ -19,7 +19,7 @@ is what the quickstart's ``preset: auto`` picks for its 4-minute budget on 2 cor
 training steps from random init: speed depends on the shape, not on what was learned.
 
 Run:  .venv/bin/python benchmarks/serve.py [--preset mini,30m] [--threads 1] [--tokens 100]
-      .venv/bin/python benchmarks/serve.py --quick          # under 2 minutes
+      .venv/bin/python benchmarks/serve.py --quick          # 175 s on the idle 2-core AMD EPYC (both models)
       .venv/bin/python benchmarks/serve.py --soak 600       # 8 clients for 10 minutes: errors, memory
 
 The last line printed is one JSON object.
@@ -650,7 +650,9 @@ def soak(model_dir: Path, threads: int, max_batch: int, seconds: float, concurre
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats and requests: under 2 minutes")
+    ap.add_argument(
+        "--quick", action="store_true", help="fewer repeats and requests, clients for the first model only"
+    )
     ap.add_argument(
         "--preset",
         default="mini,30m",
