@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genloom.models.image_data import ImageGANConfig, ImageVAEConfig
+from genloom.models.series_data import SeriesGANConfig, SeriesVAEConfig
 
 
 class GPTModelConfig(BaseModel):
@@ -217,6 +218,13 @@ class TabularVAEConfig(TabularConfig):
 
 
 ModelConfig = Annotated[
-    GPTModelConfig | HFCausalLMConfig | TabularGANConfig | TabularVAEConfig | ImageGANConfig | ImageVAEConfig,
+    GPTModelConfig
+    | HFCausalLMConfig
+    | TabularGANConfig
+    | TabularVAEConfig
+    | ImageGANConfig
+    | ImageVAEConfig
+    | SeriesGANConfig
+    | SeriesVAEConfig,
     Field(discriminator="type"),
 ]
