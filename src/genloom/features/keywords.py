@@ -88,9 +88,13 @@ class KeywordsFeature(Map):
             rake(t, stop, self.max_words, self.min_chars)[: self.top_k] if t else []
             for t in table.column(self.column).to_pylist()
         ]
-        table = write_column(table, self.output, pa.array([[k for k, _ in f] for f in found], pa.list_(pa.string())))
+        table = write_column(
+            table, self.output, pa.array([[k for k, _ in f] for f in found], pa.list_(pa.string()))
+        )
         if self.scores:
             table = write_column(
-                table, f"{self.output}_scores", pa.array([[s for _, s in f] for f in found], pa.list_(pa.float32()))
+                table,
+                f"{self.output}_scores",
+                pa.array([[s for _, s in f] for f in found], pa.list_(pa.float32())),
             )
         return table

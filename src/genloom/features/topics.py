@@ -47,7 +47,9 @@ class TopicsFeature(Fitted):
     )
     min_word_length: int = Field(3, ge=1, description="Shorter words are left out")
     min_df: int = Field(2, ge=1, description="A word must be in at least this many records")
-    max_df: float = Field(0.5, gt=0, le=1, description="A word in more than this fraction of records is left out")
+    max_df: float = Field(
+        0.5, gt=0, le=1, description="A word in more than this fraction of records is left out"
+    )
     max_features: int = Field(20_000, ge=2, description="At most this many words (the most frequent)")
     passes: int = Field(10, ge=1, description="Online LDA passes over the batches")
     batch_rows: int = Field(1024, ge=1, description="Records per partial_fit step")
@@ -75,7 +77,9 @@ class TopicsFeature(Fitted):
         if not text:
             return []
         return [
-            w for w in (m.lower() for m in WORD_RE.findall(text)) if len(w) >= self.min_word_length and w not in stop
+            w
+            for w in (m.lower() for m in WORD_RE.findall(text))
+            if len(w) >= self.min_word_length and w not in stop
         ]
 
     def counts(self, texts: list[str | None], vocab: dict[str, int], grow: bool) -> Any:
@@ -173,7 +177,11 @@ class TopicsFeature(Fitted):
             weights = comps[k] / comps[k].sum()
             top = np.argsort(-weights, kind="stable")[: self.top_words]
             topics.append(
-                {"topic": str(k), "words": [words[j] for j in top], "weights": [float(weights[j]) for j in top]}
+                {
+                    "topic": str(k),
+                    "words": [words[j] for j in top],
+                    "weights": [float(weights[j]) for j in top],
+                }
             )
         return {
             "components": comps,
