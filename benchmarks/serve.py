@@ -240,8 +240,8 @@ def llama_cpp_run(gguf: Path, threads: int, tokens: int, spec: dict[str, Any]) -
 
     lc.llama_backend_init()
     mparams = lc.llama_model_default_params()
-    # genloom's GGUF names GPT-2's pre-tokenizer "gpt2"; llama.cpp knows it as "gpt-2" (and refuses
-    # to load "gpt2"): override the key at load, the same regex under llama.cpp's name
+    # the export writes llama.cpp's name of GPT-2's pre-tokenizer ("gpt-2"); the override keeps a
+    # GGUF exported before that fix (named "gpt2", which llama.cpp refuses) loadable
     overrides = (lc.llama_model_kv_override * 2)()
     overrides[0].key = b"tokenizer.ggml.pre"
     overrides[0].tag = lc.LLAMA_KV_OVERRIDE_TYPE_STR

@@ -36,7 +36,7 @@ def test_gguf_export_holds_the_weights_shapes_and_tokenizer(tmp_path: Path) -> N
     reader = GGUFReader(str(out))
     fields = _fields(reader)
     assert fields["general.architecture"] == "llama"
-    assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "gpt2"
+    assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "gpt-2"
     tok = Tokenizer.from_file(str(src / "tokenizer.json"))
     tokens = fields["tokenizer.ggml.tokens"]
     assert len(tokens) >= tok.get_vocab_size() and tokens[0] == tok.id_to_token(0)

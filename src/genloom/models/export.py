@@ -170,8 +170,9 @@ def export_gguf(model_dir: Path | str, out_file: Path | str, outtype: str = "f32
 
 
 def byte_level_pre_tokenizer(tokenizer_json: Path) -> str:
-    """``"gpt2"`` for a tokenizer genloom trained with byte-level BPE (GPT-2's split regex); a
-    character tokenizer has no llama.cpp equivalent (ConfigError)."""
+    """``"gpt-2"`` (llama.cpp's name of GPT-2's split regex, ``tokenizer.ggml.pre``) for a tokenizer
+    genloom trained with byte-level BPE; a character tokenizer has no llama.cpp equivalent
+    (ConfigError). llama.cpp refuses to load a GGUF whose pre-tokenizer it does not know ("gpt2")."""
     spec = json.loads(Path(tokenizer_json).read_text())
     pre = spec.get("pre_tokenizer") or {}
     if (
@@ -179,7 +180,7 @@ def byte_level_pre_tokenizer(tokenizer_json: Path) -> str:
         and pre.get("use_regex", True)
         and (spec.get("model") or {}).get("type") == "BPE"
     ):
-        return "gpt2"
+        return "gpt-2"
     raise ConfigError(
         "this model's tokenizer (train.tokenizer.kind: char) has no llama.cpp equivalent",
         path="train.tokenizer.kind",
