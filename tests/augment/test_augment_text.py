@@ -148,6 +148,33 @@ def test_word2vec_synonyms(paragraphs: list[str]) -> None:
     assert step.fit([table]) == state  # single-threaded, seeded training: deterministic
 
 
+def test_word2vec_synonyms_trains_like_the_feature(paragraphs: list[str], tmp_path: Path) -> None:
+    """The augmenter trains with core.word2vec, as the word2vec feature does: on the same corpus,
+    seed and settings it finds the same neighbours as from the feature's saved vectors."""
+    import fsspec
+
+    from genloom.features.word2vec import Word2VecFeature
+
+    table = _table([None, "", *paragraphs[:200]])
+    settings = {"vector_size": 16, "window": 3, "min_count": 3, "epochs": 2, "seed": 7}
+    trained = Word2VecSynonymAugmenter(**settings, skip_most_frequent=20, min_similarity=0.3)
+    state = trained.fit([table.slice(0, 50), table.slice(50)])
+    feature = Word2VecFeature(algorithm="skipgram", **settings)
+    feature.save_state(feature.fit([table]), str(tmp_path), fsspec.filesystem("file"))
+    reused = Word2VecSynonymAugmenter(
+        model=str(tmp_path / "word2vec.bin"), skip_most_frequent=20, min_similarity=0.3
+    )
+    assert len(state["neighbours"]) > 20
+    assert reused.fit([]) == state
+    # max_docs counts records with text (the empty ones are skipped), across shards
+    capped = Word2VecSynonymAugmenter(**settings, max_docs=100, skip_most_frequent=20, min_similarity=0.3)
+    assert capped.fit([table.slice(0, 50), table.slice(50)]) == trained.fit([_table(paragraphs[:100])])
+    # no word seen min_count times: nothing to replace (gensim used to raise on the empty vocabulary)
+    assert Word2VecSynonymAugmenter(min_count=50).fit([_table(["one two three", "four five"])]) == {
+        "neighbours": {}
+    }
+
+
 @pytest.fixture(scope="session")
 def wordnet_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from genloom.augment.wordnet_setup import setup_wordnet

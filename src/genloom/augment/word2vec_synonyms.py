@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
@@ -15,16 +14,12 @@ from genloom.core.errors import ConfigError, MissingDependencyError
 from genloom.core.records import dump_meta, load_meta, records_to_table
 from genloom.core.registry import AUGMENTERS
 from genloom.core.steps import Fitted
+from genloom.core.word2vec import train_word2vec, words
 
 
 def _is_binary(path: str) -> bool:
     """Whether a word2vec file is in the C binary format (text formats: .txt, .vec)."""
     return not path.endswith((".txt", ".vec", ".txt.gz", ".vec.gz"))
-
-
-def stable_hash(text: str) -> int:
-    """A hash that is the same in every process (gensim seeds word vectors with it)."""
-    return zlib.crc32(text.encode("utf-8"))
 
 
 @AUGMENTERS.register("word2vec_synonyms")
@@ -82,37 +77,30 @@ class Word2VecSynonymAugmenter(Fitted):
         return [self.model] if self.model else []
 
     def fit(self, tables: Iterable[pa.Table]) -> Any:
-        try:
-            from gensim.models import KeyedVectors, Word2Vec
-        except ImportError as e:
-            raise MissingDependencyError("gensim", "pip install 'genloom[nlp]'") from e
         if self.model is not None:
+            try:
+                from gensim.models import KeyedVectors
+            except ImportError as e:
+                raise MissingDependencyError("gensim", "pip install 'genloom[nlp]'") from e
             path = self.resolve_path(self.model)
             return {
                 "neighbours": self.neighbours(
                     KeyedVectors.load_word2vec_format(path, binary=_is_binary(path))
                 )
             }
-        sentences: list[list[str]] = []
-        for t in tables:
-            for text in t.column(self.column).to_pylist():
-                if len(sentences) >= self.max_docs:
-                    break
-                if text:
-                    sentences.append([w.lower() for w in WORD_RE.findall(text)])
-        if not sentences:
-            return {"neighbours": {}}
-        model = Word2Vec(
-            sentences,
+        texts = (text for t in tables for text in t.column(self.column).to_pylist())
+        model = train_word2vec(
+            (words(t) for t in texts if t),
+            sg=True,
             vector_size=self.vector_size,
             window=self.window,
             min_count=self.min_count,
-            sg=1,
             epochs=self.epochs,
-            workers=1,
             seed=self.seed,
-            hashfxn=stable_hash,
+            max_docs=self.max_docs,
         )
+        if model is None:
+            return {"neighbours": {}}
         return {"neighbours": self.neighbours(model.wv)}
 
     def neighbours(self, wv: Any) -> dict[str, list[str]]:
