@@ -88,6 +88,9 @@ bench: setup-all bench-venv
 	$(BIN)/python benchmarks/ingest_sql.py --quick --reference-python $(BENCH_BIN)/python
 	$(BIN)/python benchmarks/crawl.py --quick --reference-python $(BENCH_BIN)/python
 	$(BIN)/python benchmarks/text_eval.py --quick
+	$(BIN)/python benchmarks/features.py --quick
+	$(BIN)/python benchmarks/series_synth.py --quick
+	$(BIN)/python benchmarks/image_synth.py --quick
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) examples/*/.genloom .pytest_cache
