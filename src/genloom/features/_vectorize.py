@@ -1,19 +1,29 @@
 """What the text vectorizers share: a vocabulary fitted in one streaming pass, scikit-learn's
 vectorizers to transform with it, and the sparse / dense Arrow output columns.
 
-The fit never holds the corpus: each batch is counted with scikit-learn's ``CountVectorizer``
-(the same analyzer the transform uses) and only the per-term document and term frequencies are
-kept, merged batch after batch. The vocabulary then follows scikit-learn's own rules exactly
-(``min_df`` / ``max_df`` on document frequencies, ``max_features`` by corpus term frequency, terms
-in sorted order), and the IDF is computed with its formula, so a vocabulary fitted shard by shard
-equals the one ``TfidfVectorizer.fit`` finds on the whole corpus. ``hashing: true`` swaps in a
-``HashingVectorizer``: no vocabulary to fit or store, a fixed number of columns.
+The fit never holds the corpus: each batch is cut into terms by scikit-learn's analyzer (the same
+one the transform uses) and only the per-term document and term frequencies are kept. The features
+stage counts each input shard in its executor (``fit_shard``, in the worker pool) and adds the
+counts up (``merge_fits``); ``fit`` does the same over a stream of tables in one process. The
+vocabulary then follows scikit-learn's own rules exactly (``min_df`` / ``max_df`` on document
+frequencies, ``max_features`` by corpus term frequency, terms in sorted order), and the IDF is
+computed with its formula, so a vocabulary fitted shard by shard equals the one
+``TfidfVectorizer.fit`` finds on the whole corpus. While the stage fits, each batch's count matrix
+is left in the state's folder (``counts/<digest of the input column>.npz``), and the transform of
+that same batch maps it to the fitted vocabulary instead of tokenizing the text again (then
+removes it); any other input is tokenized. ``hashing: true`` swaps in a ``HashingVectorizer``: no
+vocabulary to fit or store, a fixed number of columns.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib.util
+import io
 import json
-from collections import Counter
+import os
+import re
 from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
@@ -77,6 +87,89 @@ class _Index(dict):  # type: ignore[type-arg]
 
     def __missing__(self, key: str) -> int:
         return -1
+
+
+class _Grow(dict):  # type: ignore[type-arg]
+    """term -> column, a new term getting the next column (looked up in C by ``map``); ``terms``
+    lists the terms in column order. ``special`` entries (the batch separator, stop words) map
+    to negative markers and are not terms."""
+
+    def __init__(self, special: dict[str, int] | None = None) -> None:
+        super().__init__(special or {})
+        self.terms: list[str] = []
+
+    def __missing__(self, key: str) -> int:
+        value = self[key] = len(self.terms)
+        self.terms.append(key)
+        return value
+
+
+#: scikit-learn's default token_pattern (words of two or more word characters)
+DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+#: what joins a batch's texts for one regex pass (no word character, never inside a token)
+_SEP = "\x00"
+#: the default token pattern, or the separator, in one pass over the joined batch
+_JOINED_TOKENS = re.compile(r"(?u)\x00|\b\w\w+\b")
+#: column markers of the separator and of stop words in a term lookup
+_SEP_COL, _STOP_COL = -2, -3
+
+
+def _joined_terms(
+    docs: list[str], lookup: dict[str, int], lowercase: bool
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The columns of every term of ``docs`` in order (``lookup``: term -> column, -1 for an
+    unknown term kept as such; stop words and the separator left out) and each document's term
+    count, from one lowercase and one ``findall`` over the texts joined by NUL: the same tokens
+    scikit-learn's word analyzer finds document by document (``\b`` sees NUL as it sees the ends
+    of a text, and no token can hold it). None when a text itself holds a NUL."""
+    joined = _SEP.join(docs)
+    if joined.count(_SEP) != len(docs) - 1:
+        return None
+    if lowercase:
+        joined = joined.lower()
+    terms = _JOINED_TOKENS.findall(joined)
+    cols = np.fromiter(map(lookup.__getitem__, terms), dtype=np.int64, count=len(terms))
+    doc_of = np.cumsum(cols == _SEP_COL)
+    keep = cols >= -1
+    return cols[keep], np.bincount(doc_of[keep], minlength=len(docs)).astype(np.int64)
+
+
+def _normalize_rows(data: np.ndarray, indptr: np.ndarray, norm: str) -> None:
+    """scikit-learn's in-place CSR row normalisation (``inplace_csr_row_normalize_l2`` / ``_l1``),
+    with its summing order: each row's squares (or absolute values) added left to right, then
+    divided by the root (or the sum); an all-zero row is left as it is."""
+    lengths = np.diff(indptr)
+    if not len(lengths) or not len(data):
+        return
+    parts = data * data if norm == "l2" else np.abs(data)
+    order = np.argsort(-lengths, kind="stable")
+    longest = np.sort(lengths)[::-1]
+    sums = np.zeros(len(lengths), dtype=np.float64)
+    starts = indptr[:-1].astype(np.int64)
+    for k in range(int(longest[0])):
+        rows = order[: int(np.searchsorted(-longest, -k, side="left"))]  # rows longer than k
+        sums[rows] += parts[starts[rows] + k]
+    scale = np.sqrt(sums) if norm == "l2" else sums
+    scale[sums == 0.0] = 1.0
+    data /= np.repeat(scale, lengths)
+
+
+def _add(total: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """``total + part`` where ``part`` may be longer (columns of terms first seen since)."""
+    if len(part) > len(total):
+        total = np.concatenate([total, np.zeros(len(part) - len(total), dtype=total.dtype)])
+    total[: len(part)] += part
+    return total
+
+
+def _digest(column: pa.ChunkedArray | pa.Array) -> str:
+    """A digest of a column's values (its Arrow IPC bytes: type, validity, offsets and data)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    batch = pa.record_batch([array], names=["c"])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return hashlib.blake2b(sink.getvalue().to_pybytes(), digest_size=16).hexdigest()
 
 
 class TokenListAnalyzer:
@@ -187,6 +280,69 @@ class VectorizerStep(Fitted):
         """scikit-learn's TfidfTransformer options (the tfidf component makes them configurable)."""
         return {"norm": "l2", "use_idf": True, "smooth_idf": True, "sublinear_tf": False}
 
+    def check_requirements(self) -> None:
+        """scikit-learn must be installed; it is imported only where it is used (another analyzer
+        than the default word one, hashing, the English stop words), since importing it costs a
+        worker process about a second of CPU (SciPy's stats)."""
+        if importlib.util.find_spec("sklearn") is None:
+            raise MissingDependencyError(
+                f"sklearn (needed by {self.type!r})", "pip install 'genloom[features]'"
+            )
+
+    def _joined_ok(self, column_type: pa.DataType) -> bool:
+        """Whether a batch of this column can be cut in one pass (``_joined_terms``): text, the
+        default word analyzer of single words."""
+        return (
+            (pa.types.is_string(column_type) or pa.types.is_large_string(column_type))
+            and self.analyzer == "word"
+            and tuple(self.ngram_range) == (1, 1)
+            and self.token_pattern == DEFAULT_TOKEN_PATTERN
+        )
+
+    def _terms(
+        self, docs: list[Any], col_type: pa.DataType, lookup: dict[str, int], analyzers: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The column of every term of ``docs`` in order (through ``lookup``, which maps the
+        separator and stop words to negative markers) and each document's term count: one pass
+        over the joined batch for the default word analyzer, else scikit-learn's analyzer per
+        document (cached in ``analyzers`` by column type)."""
+        if self._joined_ok(col_type):
+            found = _joined_terms(docs, lookup, self.lowercase)
+            if found is not None:
+                return found
+        key = str(col_type)
+        if key not in analyzers:
+            analyzers[key] = self._vectorizer(self._analyzer_for(col_type), None).build_analyzer()
+        analyze = analyzers[key]
+        terms: list[str] = []
+        lengths = np.empty(len(docs), dtype=np.int64)
+        for i, doc in enumerate(docs):
+            found_terms = analyze(doc)
+            terms += found_terms
+            lengths[i] = len(found_terms)
+        cols = np.fromiter(map(lookup.__getitem__, terms), dtype=np.int64, count=len(terms))
+        return cols, lengths
+
+    def _specials(self) -> dict[str, int]:
+        """The markers a term lookup starts with: the batch separator, and the stop words."""
+        special = dict.fromkeys(self._stop_set(), _STOP_COL) if self.stop_words else {}
+        special[_SEP] = _SEP_COL
+        return special
+
+    def _weight(self, counts: Any, state: Any) -> Any:
+        """scikit-learn's ``TfidfTransformer.transform`` of float64 CSR counts, in place and in the
+        same order of operations: ``1 + ln(tf)`` when sublinear, times the IDF of the column,
+        then each row divided by its norm."""
+        opts = self.tfidf_options()
+        if opts["sublinear_tf"]:
+            np.log(counts.data, counts.data)
+            counts.data += 1.0
+        if opts["use_idf"]:
+            counts.data *= np.asarray(state["idf"], dtype=np.float64)[counts.indices]
+        if opts["norm"] is not None:
+            _normalize_rows(counts.data, counts.indptr, opts["norm"])
+        return counts
+
     # -- scikit-learn objects ------------------------------------------------------------------
 
     def _analyzer_for(self, column_type: pa.DataType) -> Any:
@@ -234,43 +390,119 @@ class VectorizerStep(Fitted):
             return CountVectorizer(dtype=np.int64, **common)
         return CountVectorizer(vocabulary=vocabulary, binary=binary, dtype=np.float64, **common)
 
-    def _documents(self, table: pa.Table) -> tuple[list[Any], pa.DataType]:
-        """The input column's values (null text as ""), and its Arrow type."""
+    def _input_type(self, table: pa.Table) -> pa.DataType:
+        """The Arrow type of the input column (a StepError when the table has none)."""
         if self.column not in table.column_names:
             raise StepError(
                 f"the input has no column {self.column!r} (columns: {', '.join(table.column_names)})",
                 component=self.type,
             )
-        col = table.column(self.column)
-        values = col.to_pylist()
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            values = [v or "" for v in values]
-        return values, col.type
+        return table.schema.field(self.column).type
 
-    # -- fit: one streaming pass ---------------------------------------------------------------
+    def _documents(self, table: pa.Table) -> tuple[list[Any], pa.DataType]:
+        """The input column's values (null text as ""), and its Arrow type."""
+        col_type = self._input_type(table)
+        values = table.column(self.column).to_pylist()
+        if pa.types.is_string(col_type) or pa.types.is_large_string(col_type):
+            values = [v or "" for v in values]
+        return values, col_type
+
+    # -- fit: counted shard by shard, then merged ----------------------------------------------
 
     def fit(self, tables: Iterable[pa.Table]) -> Any:
-        if self.hashing:
-            return self._fit_hashing(tables)
-        df: Counter[str] = Counter()
-        tf: Counter[str] = Counter()
+        """One streaming pass over every batch in this process: ``fit_shard`` of them all, merged.
+        (The features stage calls ``fit_shard`` per input shard in its executor, then
+        ``merge_fits``, which gives the same state.)"""
+        return self.merge_fits([self.fit_shard(tables)])
+
+    def fit_shard(
+        self, tables: Iterable[pa.Table], scratch: str | None = None, fs: Any = None
+    ) -> dict[str, Any]:
+        """The counts of one shard's batches: each term (first-seen order) with its document and
+        corpus frequency, and the document count; for hashing with IDF, the document frequency of
+        every hashed column. With ``scratch`` (a folder on fsspec ``fs``: the state's, while the
+        stage fits it), each batch's count matrix is also saved there under the digest of its
+        input column, so the transform of that same batch maps it to the fitted vocabulary
+        instead of tokenizing the text a second time."""
+        if self.hashing and self.current_weighting() != "tfidf":
+            return {"n_docs": 0}  # nothing to learn: the input is not even read
         n_docs = 0
+        index = _Grow(self._specials())  # term -> column of this shard, in first-seen order
+        df = np.zeros(self.n_features if self.hashing else 0, dtype=np.int64)
+        tf = np.zeros(0, dtype=np.int64)
+        analyzers: dict[str, Any] = {}
         for table in tables:
             if not table.num_rows:
                 continue
             docs, col_type = self._documents(table)
             n_docs += len(docs)
-            analyze = self._vectorizer(self._analyzer_for(col_type), None).build_analyzer()
-            for doc in docs:
-                terms = analyze(doc)
-                tf.update(terms)  # Counter.update of an iterable counts in C
-                df.update(set(terms))
+            if self.hashing:
+                key = f"hashing {col_type}"
+                if key not in analyzers:
+                    analyzers[key] = self._vectorizer(self._analyzer_for(col_type), None)
+                counts = analyzers[key].transform(docs).tocsr()
+                counts.sum_duplicates()
+                df += np.bincount(counts.indices, minlength=self.n_features)
+                if scratch is not None:
+                    self._save_counts(table, counts, None, scratch, fs)
+                continue
+            cols, lengths = self._terms(docs, col_type, index, analyzers)
+            counts = self._csr(cols, lengths, len(index.terms), np.int32)
+            batch_df = np.bincount(counts.indices, minlength=len(index.terms))
+            df = _add(df, batch_df)
+            tf = _add(tf, np.bincount(cols, minlength=len(index.terms)))
+            if scratch is not None:
+                used = np.flatnonzero(batch_df)  # the batch's own terms, renumbered 0..k-1
+                position = np.zeros(len(index.terms), dtype=np.int32)
+                position[used] = np.arange(len(used), dtype=np.int32)
+                counts.indices = position[counts.indices]
+                terms = index.terms
+                self._save_counts(table, counts, [terms[u] for u in used.tolist()], scratch, fs)
+        if self.hashing:
+            return {"n_docs": n_docs, "df": df}
+        return {"n_docs": n_docs, "terms": list(index.terms), "df": df, "tf": tf}
+
+    def merge_fits(self, parts: list[dict[str, Any]]) -> Any:
+        """The state from the shards' counts (in any order: frequencies add up, and the
+        vocabulary is chosen over the sorted terms)."""
+        n_docs = sum(int(p["n_docs"]) for p in parts)
+        if self.hashing:
+            if self.current_weighting() != "tfidf":
+                return {"vocabulary": None}
+            df_h = np.zeros(self.n_features, dtype=np.int64)
+            for p in parts:
+                df_h += p["df"]
+            return {"vocabulary": None, "n_docs": n_docs, "idf": self._idf(df_h, n_docs)}
+        if len(parts) == 1:
+            df = dict(zip(parts[0]["terms"], parts[0]["df"].tolist(), strict=True))
+            tf = dict(zip(parts[0]["terms"], parts[0]["tf"].tolist(), strict=True))
+        else:
+            df, tf = {}, {}
+            for p in parts:
+                for t, d, f in zip(p["terms"], p["df"].tolist(), p["tf"].tolist(), strict=True):
+                    df[t] = df.get(t, 0) + d
+                    tf[t] = tf.get(t, 0) + f
         terms = self._limit(sorted(df), df, tf, n_docs)
         state: dict[str, Any] = {"vocabulary": terms, "n_docs": n_docs}
         if self.current_weighting() == "tfidf":
             dfs = np.array([df[t] for t in terms], dtype=np.int64)
             state["idf"] = self._idf(dfs, n_docs)
         return state
+
+    @staticmethod
+    def _csr(cols: np.ndarray, lengths: np.ndarray, n_columns: int, dtype: Any) -> Any:
+        """The CSR count matrix of the documents whose terms' columns are ``cols`` (``lengths``
+        per document, in order): each row's indices sorted and a term's repeats added up (SciPy),
+        as ``CountVectorizer`` gives it."""
+        from scipy import sparse
+
+        indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        counts = sparse.csr_matrix(
+            (np.ones(len(cols), dtype=dtype), cols.astype(np.int32), indptr), shape=(len(lengths), n_columns)
+        )
+        counts.sum_duplicates()
+        return counts
 
     def _limit(self, terms: list[str], df: dict[str, int], tf: dict[str, int], n_docs: int) -> list[str]:
         """scikit-learn's ``_limit_features``: document-frequency bounds, then ``max_features`` by
@@ -309,67 +541,112 @@ class VectorizerStep(Fitted):
         with np.errstate(divide="ignore"):
             return np.log(n / d) + 1
 
-    def _fit_hashing(self, tables: Iterable[pa.Table]) -> Any:
-        if self.current_weighting() != "tfidf":
-            return {"vocabulary": None}  # nothing to learn: the input is not even read
-        n_docs = 0
-        df = np.zeros(self.n_features, dtype=np.int64)
-        for table in tables:
-            if not table.num_rows:
-                continue
-            docs, col_type = self._documents(table)
-            n_docs += len(docs)
-            counts = self._vectorizer(self._analyzer_for(col_type), None).transform(docs).tocsr()
-            counts.sum_duplicates()
-            df += np.bincount(counts.indices, minlength=self.n_features)
-        return {"vocabulary": None, "n_docs": n_docs, "idf": self._idf(df, n_docs)}
+    # -- the fit's counts, kept for the transform ------------------------------------------------
+
+    def _save_counts(
+        self, table: pa.Table, counts: Any, terms: list[str] | None, scratch: str, fs: Any
+    ) -> None:
+        """Write one batch's counts (and its terms, in column order) to ``scratch/counts/``."""
+        buf = io.BytesIO()
+        arrays = {"indptr": counts.indptr, "indices": counts.indices, "data": counts.data.astype(np.int32)}
+        if terms is not None:
+            arrays["terms"] = np.frombuffer(json.dumps(terms, ensure_ascii=False).encode(), dtype=np.uint8)
+        np.savez(buf, **arrays)
+        path = f"{scratch}/counts/{_digest(table.column(self.column))}.npz"
+        fs.makedirs(f"{scratch}/counts", exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with fs.open(tmp, "wb") as f:
+            f.write(buf.getvalue())
+        fs.mv(tmp, path)
+
+    def _reuse_counts(self, table: pa.Table, state: Any, vocab: dict[str, int] | None) -> Any:
+        """The batch's count matrix from the fit's scratch counts, in the fitted vocabulary's
+        columns (exactly what counting it again gives), or None when the fit saved none for this
+        very input (another input, a state fitted earlier, or another process took it). The file
+        is removed once read: it served its one transform."""
+        scratch, fs = state.get("_dir"), state.get("_fs")
+        if scratch is None or fs is None:
+            return None
+        from scipy import sparse
+
+        path = f"{scratch}/counts/{_digest(table.column(self.column))}.npz"
+        try:
+            with fs.open(path, "rb") as f:
+                saved = np.load(io.BytesIO(f.read()), allow_pickle=False)
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(path)
+        except FileNotFoundError:
+            return None
+        indptr, indices, data = saved["indptr"], saved["indices"], saved["data"]
+        n = table.num_rows
+        if len(indptr) != n + 1:
+            return None
+        if vocab is None:  # hashing: the columns are the hashed ones already
+            cols, keep = indices, slice(None)
+            new_indptr = indptr
+        else:
+            terms = json.loads(saved["terms"].tobytes().decode())
+            to_global = np.fromiter(map(vocab.__getitem__, terms), dtype=np.int64, count=len(terms))
+            mapped = to_global[indices]
+            keep = mapped >= 0
+            cols = mapped[keep]
+            rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))[keep]
+            new_indptr = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(np.bincount(rows, minlength=n), out=new_indptr[1:])
+        values = data[keep].astype(np.float64)
+        if self.current_weighting() == "binary":
+            values[:] = 1.0
+        matrix = sparse.csr_matrix((values, cols, new_indptr), shape=(n, self.n_columns(state)))
+        matrix.sort_indices()
+        return matrix
 
     # -- transform per shard -------------------------------------------------------------------
 
     def vectorize(self, table: pa.Table, state: Any) -> Any:
         """The scipy CSR matrix of ``table`` (rows in order) under the fitted ``state``."""
-        docs, col_type = self._documents(table)
+        col_type = self._input_type(table)
         cache = state.setdefault("_objects", {})
-        key = str(col_type)
-        if key not in cache:
+        if "lookup" not in cache:
             vocab = None if self.hashing else _Index((t, i) for i, t in enumerate(state["vocabulary"]))
-            vec = self._vectorizer(self._analyzer_for(col_type), vocab)
-            tfidf = None
-            if self.current_weighting() == "tfidf":
-                from sklearn.feature_extraction.text import TfidfTransformer
-
-                tfidf = TfidfTransformer(**self.tfidf_options())
-                tfidf.idf_ = np.asarray(state["idf"], dtype=np.float64)
-            cache[key] = (vec, tfidf, vec.build_analyzer(), vocab)
-        vec, tfidf, analyze, vocab = cache[key]
-        if not docs:
+            lookup = None
+            if vocab is not None:  # stop words are not in the vocabulary: unknown (-1) like any other
+                lookup = _Index(vocab)
+                lookup[_SEP] = _SEP_COL
+            cache.update(vocab=vocab, lookup=lookup, analyzers={})
+        vocab, lookup, analyzers = cache["vocab"], cache["lookup"], cache["analyzers"]
+        if not table.num_rows:
             from scipy import sparse
 
             return sparse.csr_matrix((0, self.n_columns(state)), dtype=np.float64)
-        counts = vec.transform(docs) if self.hashing else self._count(docs, analyze, vocab)
-        return tfidf.transform(counts, copy=False) if tfidf is not None else counts
+        counts = self._reuse_counts(table, state, vocab)
+        if counts is None:
+            docs, _ = self._documents(table)
+            if self.hashing:
+                key = f"hashing {col_type}"
+                if key not in analyzers:
+                    analyzers[key] = self._vectorizer(self._analyzer_for(col_type), None)
+                counts = analyzers[key].transform(docs)
+            else:
+                counts = self._count(docs, col_type, lookup, analyzers, self.n_columns(state))
+        return self._weight(counts, state) if self.current_weighting() == "tfidf" else counts
 
-    def _count(self, docs: list[Any], analyze: Any, index: dict[str, int]) -> Any:
+    def _count(
+        self,
+        docs: list[Any],
+        col_type: pa.DataType,
+        lookup: dict[str, int],
+        analyzers: dict[str, Any],
+        n_columns: int,
+    ) -> Any:
         """What ``CountVectorizer(vocabulary=...).transform`` returns (float64 counts, sorted
-        indices; 1s when binary), with the per-term lookups done in C (``map``) and the counting
-        by SciPy (duplicate (row, column) entries are summed)."""
-        from scipy import sparse
-
-        terms: list[str] = []
-        lengths = np.empty(len(docs), dtype=np.int64)
-        for i, doc in enumerate(docs):
-            found = analyze(doc)
-            terms += found
-            lengths[i] = len(found)
-        cols = np.fromiter(map(index.__getitem__, terms), dtype=np.int64, count=len(terms))
-        rows = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)
+        indices; 1s when binary): the terms' columns looked up in C (``map``), terms outside the
+        vocabulary left out, the counting by SciPy."""
+        cols, lengths = self._terms(docs, col_type, lookup, analyzers)
         known = cols >= 0
-        rows, cols = rows[known], cols[known]
-        matrix = sparse.csr_matrix(
-            (np.ones(len(cols), dtype=np.float64), (rows, cols)), shape=(len(docs), len(index))
-        )
-        matrix.sum_duplicates()
-        matrix.sort_indices()
+        if not known.all():
+            rows = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)[known]
+            cols, lengths = cols[known], np.bincount(rows, minlength=len(docs))
+        matrix = self._csr(cols, lengths, n_columns, np.float64)
         if self.current_weighting() == "binary":
             matrix.data[:] = 1.0
         return matrix
@@ -386,7 +663,7 @@ class VectorizerStep(Fitted):
     # -- state: vocabulary (JSON) and IDF (NumPy) ----------------------------------------------
 
     def save_state(self, state: Any, path: str, fs: Any) -> None:
-        meta = {k: v for k, v in state.items() if k not in ("idf", "_objects")}
+        meta = {k: v for k, v in state.items() if k != "idf" and not k.startswith("_")}
         with fs.open(f"{path}/state.json", "w") as f:
             json.dump(meta, f, ensure_ascii=False)
         if state.get("idf") is not None:
@@ -399,4 +676,5 @@ class VectorizerStep(Fitted):
         if fs.exists(f"{path}/idf.npy"):
             with fs.open(f"{path}/idf.npy", "rb") as f:
                 state["idf"] = np.load(f, allow_pickle=False)
+        state["_dir"], state["_fs"] = path, fs  # where the fit's counts of each batch may wait
         return state

@@ -40,6 +40,9 @@ class OneHotFeature(VectorizerStep):
             return CategoryAnalyzer(self.lowercase)
         return super()._analyzer_for(column_type)
 
+    def _joined_ok(self, column_type: pa.DataType) -> bool:
+        return self.mode != "categorical" and super()._joined_ok(column_type)
+
     def _documents(self, table: pa.Table) -> tuple[list[Any], pa.DataType]:
         if self.mode != "categorical":
             return super()._documents(table)

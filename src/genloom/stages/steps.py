@@ -2,19 +2,22 @@
 
 A ``Fitted`` step splits the list into segments: the steps before it run per shard, its ``fit``
 streams over their output (the state is its own artifact under ``states/``), then its
-``transform`` and the following steps run per shard.
+``transform`` and the following steps run per shard. A fitted step whose state adds up over
+shards (it has ``fit_shard`` and ``merge_fits``, as the text vectorizers do) is fitted by the
+executor instead, one task per input shard, and the partial counts are merged in shard order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from genloom.core.errors import StageError
 from genloom.core.runner import ShardTask, check_unique_ids, run_shard
 from genloom.core.stats import merge_stats
 from genloom.core.steps import Fitted, Step
-from genloom.core.store import content_key
+from genloom.core.store import ArtifactStore, content_key
 from genloom.stages.base import (
     STEP_LISTS,
     RunContext,
@@ -145,14 +148,39 @@ def fit_state(
     marker = f"{state_dir}/done"
     if force or not store.fs.exists(marker):
         ctx.reporter.message(f"{stage}: fitting {step.name} on {len(in_shards)} shards")
-        step.ensure_setup()
         store.fs.makedirs(state_dir, exist_ok=True)
-        state = step.fit(b for s in in_shards for b in store.iter_batches(in_stage, s))
+        if callable(getattr(step, "fit_shard", None)) and callable(getattr(step, "merge_fits", None)):
+            # a fit whose counts add up: each shard counted by the executor, merged in shard order
+            jobs = [FitShardTask(store.root, in_stage, s, step, state_dir) for s in in_shards]
+            state = step.merge_fits(ctx.executor.map(run_fit_shard, jobs))  # type: ignore[attr-defined]
+        else:
+            step.ensure_setup()
+            state = step.fit(b for s in in_shards for b in store.iter_batches(in_stage, s))
         step.save_state(state, state_dir, store.fs)
         with store.fs.open(marker, "w") as f:
             f.write("ok")
     step.commit_state(state_dir, store.fs, tag)  # idempotent: also after a kill right here
     return state_dir
+
+
+@dataclass(frozen=True)
+class FitShardTask:
+    """One input shard of a fit that is counted per shard (picklable, like ShardTask)."""
+
+    store_root: str
+    stage: str
+    shard: str
+    step: Fitted
+    state_dir: str
+
+
+def run_fit_shard(task: FitShardTask) -> Any:
+    """A worker's part of a per-shard fit: ``step.fit_shard`` over the shard's batches, with the
+    state's folder as its scratch space; returns the partial counts for ``merge_fits``."""
+    store = ArtifactStore(task.store_root)
+    task.step.ensure_setup()
+    batches = store.iter_batches(task.stage, task.shard)
+    return task.step.fit_shard(batches, task.state_dir, store.fs)  # type: ignore[attr-defined]
 
 
 def check_drops(ctx: RunContext, stage: str, rows_in: int | None, rows_out: int) -> None:
