@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -409,7 +410,8 @@ def quantized(model_dir: Path, tokens: int, threads: int, repeats: int) -> dict[
 
 
 def serve_forever(model_dir: Path, port: int, threads: int, max_batch: int) -> None:
-    """The server of part (b), in its own process: the app over the model folder, on loopback."""
+    """The server of part (b), in its own process: the app over the model folder, on loopback
+    (uvicorn's defaults: httptools and uvloop when they are installed)."""
     import uvicorn
 
     from genloom.core.catalog import Catalog
@@ -425,15 +427,66 @@ def serve_forever(model_dir: Path, port: int, threads: int, max_batch: int) -> N
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-async def clients(base: str, concurrency: int, requests_each: int, tokens: int) -> dict[str, Any]:
-    """``concurrency`` clients, each streaming ``requests_each`` completions one after another."""
-    import httpx
+class SSEConnection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON and reads a server-sent event stream:
+    the benchmark's client, a few lines of asyncio instead of httpx (whose HTTP machinery took
+    a quarter of the CPU that a token cost on the 2 cores the server shares)."""
 
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def events(self, path: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """The ``data:`` payloads of the stream that ``POST path`` answers (raw bytes)."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        data = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + data)
+        status = await self.reader.readline()
+        headers = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if not status.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"{status.decode().strip()}: {await self.reader.read(2000)!r}")
+        if headers.get("transfer-encoding") != "chunked":
+            raise RuntimeError(f"expected a chunked event stream, got headers {headers}")
+        pending = b""
+        while True:
+            size = int((await self.reader.readline()).split(b";")[0], 16)
+            if size == 0:
+                await self.reader.readline()  # the empty trailer
+                break
+            pending += (await self.reader.readexactly(size + 2))[:-2]
+            *complete, pending = pending.split(b"\n\n")
+            for event in complete:
+                if event.startswith(b"data: "):
+                    yield event[6:]
+        if headers.get("connection") == "close":
+            await self.close()
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+async def clients(base: str, concurrency: int, requests_each: int, tokens: int) -> dict[str, Any]:
+    """``concurrency`` clients, each streaming ``requests_each`` completions one after another on
+    its own connection. A chunk is parsed as JSON only until the stream's first text (its time to
+    first token) and for the usage chunk at the end (the token count)."""
+    host, _, port = base.removeprefix("http://").partition(":")
     ttfts: list[float] = []
     latencies: list[float] = []
     generated = 0
 
-    async def one(client: httpx.AsyncClient, i: int) -> None:
+    async def one(conn: SSEConnection, i: int) -> None:
         nonlocal generated
         body = {
             "prompt": "ROMEO:\nBut soft, what light",
@@ -446,31 +499,38 @@ async def clients(base: str, concurrency: int, requests_each: int, tokens: int) 
         }
         t0 = time.perf_counter()
         first = None
-        async with client.stream("POST", f"{base}/v1/completions", json=body) as r:
-            r.raise_for_status()
-            async for line in r.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                if "error" in chunk:
-                    raise RuntimeError(chunk["error"])
-                if first is None and chunk["choices"] and chunk["choices"][0]["text"]:
+        usage = None
+        async for data in conn.events("/v1/completions", body):
+            if data == b"[DONE]":
+                continue
+            if data.startswith(b'{"error"'):
+                raise RuntimeError(json.loads(data)["error"])
+            if first is None:
+                chunk = json.loads(data)
+                if chunk["choices"] and chunk["choices"][0]["text"]:
                     first = time.perf_counter()
-                if chunk.get("usage"):
-                    generated += chunk["usage"]["completion_tokens"]
+            if b'"usage": {' in data:
+                usage = json.loads(data)["usage"]
         end = time.perf_counter()
+        if usage is None:
+            raise RuntimeError("the stream ended without its usage chunk")
+        generated += usage["completion_tokens"]
         ttfts.append((first or end) - t0)
         latencies.append(end - t0)
 
-    async def worker(client: httpx.AsyncClient, w: int) -> None:
-        for k in range(requests_each):
-            await one(client, w * 1000 + k)
+    async def worker(w: int) -> None:
+        conn = SSEConnection(host, int(port))
+        try:
+            for k in range(requests_each):
+                await one(conn, w * 1000 + k)
+        finally:
+            await conn.close()
 
-    limits = httpx.Limits(max_connections=concurrency + 4)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(client, w) for w in range(concurrency)))
-        wall = time.perf_counter() - t0
+    cpu0 = sum(os.times()[:2])
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    wall = time.perf_counter() - t0
+    client_cpu = sum(os.times()[:2]) - cpu0
 
     def pct(xs: list[float], q: float) -> float:
         xs = sorted(xs)
@@ -485,11 +545,39 @@ async def clients(base: str, concurrency: int, requests_each: int, tokens: int) 
         "latency_p99_s": round(pct(latencies, 0.99), 3),
         "ttft_p50_s": round(statistics.median(ttfts), 3),
         "ttft_p99_s": round(pct(ttfts, 0.99), 3),
+        "client_cpu_ms_per_token": round(1000 * client_cpu / max(generated, 1), 4),
     }
 
 
+def process_cpu_s(pid: int) -> dict[str, float]:
+    """User + system CPU seconds that process ``pid`` has used (Linux /proc): ``event_loop`` (its
+    main thread, where uvicorn and the app run), ``other_threads`` (the engine's thread, the
+    thread pool's) and ``total``."""
+
+    def seconds(stat: Path) -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    total = seconds(Path(f"/proc/{pid}/stat"))
+    loop = seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
+    return {"event_loop": loop, "other_threads": total - loop, "total": total}
+
+
+def http_stack() -> str:
+    """What uvicorn's defaults pick here: httptools or h11, uvloop or asyncio."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"{http}, {loop}"
+
+
 def concurrent(
-    model_dir: Path, threads: int, max_batch: int, tokens: int, requests_each: int
+    model_dir: Path,
+    threads: int,
+    max_batch: int,
+    tokens: int,
+    requests_each: int,
 ) -> list[dict[str, Any]]:
     """Part (b): a live server in a subprocess and 1, 8, 32 concurrent streaming clients."""
     import httpx
@@ -525,7 +613,14 @@ def concurrent(
         asyncio.run(clients(base, 2, 1, 8))  # warm-up
         results = []
         for c in (1, 8, 32):
-            results.append(asyncio.run(clients(base, c, requests_each, tokens)))
+            cpu0 = process_cpu_s(proc.pid)
+            result = asyncio.run(clients(base, c, requests_each, tokens))
+            cpu1 = process_cpu_s(proc.pid)
+            per_token = {k: round(1000 * (cpu1[k] - cpu0[k]) / max(result["tokens"], 1), 4) for k in cpu1}
+            result["server_cpu_ms_per_token"] = per_token
+            result["http"] = http_stack()
+            result["load_average"] = round(os.getloadavg()[0], 2)
+            results.append(result)
             print(json.dumps(results[-1]), flush=True)
         return results
     finally:

@@ -917,10 +917,14 @@ def create_app(
             offsets = [0] * job.n_rows
             try:
                 if chat:
+                    roles = []
                     for i in range(job.n_rows):
                         role = {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None}
                         extra = {"usage": None} if include_usage else {}
-                        yield f"data: {json.dumps({**head, 'choices': [{**role, 'finish_reason': None}], **extra})}\n\n"
+                        roles.append(
+                            f"data: {json.dumps({**head, 'choices': [{**role, 'finish_reason': None}], **extra})}\n\n"
+                        )
+                    yield "".join(roles)
                 async for event in job.aevents():
                     if isinstance(event, Delta):
                         if event.logprobs:
@@ -941,12 +945,15 @@ def create_app(
                         metrics.errors.labels(type=failure.type).inc()
                         yield f"data: {json.dumps(failure.body())}\n\n"
                         return  # no [DONE]: the stream failed
-                    yield chunk(event.index, event.finish_reason)
-                if include_usage:
-                    cached = max((f.cached_tokens for f in finishes), default=0)
-                    usage = usage_of(prompt_tokens, finishes, cached).model_dump()
-                    yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n"
-                yield "data: [DONE]\n\n"
+                    out = chunk(event.index, event.finish_reason)
+                    if len(finishes) < job.n_rows:
+                        yield out
+                        continue
+                    if include_usage:  # the last choice ended: its chunk, the usage and [DONE] in one write
+                        cached = max((f.cached_tokens for f in finishes), default=0)
+                        usage = usage_of(prompt_tokens, finishes, cached).model_dump()
+                        out += f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n"
+                    yield out + "data: [DONE]\n\n"
             finally:
                 job.cancel()  # the client went away (or an error ended the stream): free the slots
                 outputs = [f.text for f in sorted(finishes, key=lambda f: f.index)]
