@@ -73,26 +73,28 @@ class SentimentFeature(Map):
 
     def apply_batch(self, table: pa.Table, ctx: StepContext) -> pa.Table:
         texts = table.column(self.column).to_pylist()
-        parts: dict[str, list[float | None]] = {k: [] for k in ("compound", "pos", "neg", "neu")}
-        labels: list[str | None] = []
-        sentences: list[list[float] | None] = []
-        for text in texts:
-            if not text or not text.strip():
-                for v in parts.values():
-                    v.append(None)
-                labels.append(None)
-                sentences.append(None)
-                continue
-            s = self.scores(text)
-            for k, v in parts.items():
-                v.append(s[k])
-            labels.append(self.label(s["compound"]))
-            if self.per_sentence:
-                sentences.append([self.scores(x)["compound"] for x in split_sentences(text)])
-        for k, v in parts.items():
-            table = write_column(table, f"{self.output}_{k}", pa.array(v, pa.float32()))
+        polarity = self._analyzer.polarity_scores  # looked up once: a private attribute goes through pydantic
+        found = [polarity(t) if t and t.strip() else None for t in texts]
+        for k in ("compound", "pos", "neg", "neu"):
+            values = [s[k] if s is not None else None for s in found]
+            table = write_column(table, f"{self.output}_{k}", pa.array(values, pa.float32()))
+        hi, lo = self.positive_threshold, self.negative_threshold
+        labels = [
+            None
+            if s is None
+            else "positive"
+            if s["compound"] >= hi
+            else "negative"
+            if s["compound"] <= lo
+            else "neutral"
+            for s in found
+        ]
         table = write_column(table, f"{self.output}_label", pa.array(labels, pa.string()))
         if self.per_sentence:
+            sentences = [
+                None if s is None else [polarity(x)["compound"] for x in split_sentences(t)]
+                for t, s in zip(texts, found, strict=True)
+            ]
             table = write_column(
                 table, f"{self.output}_sentences", pa.array(sentences, pa.list_(pa.float32()))
             )
