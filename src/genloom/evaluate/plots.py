@@ -1,5 +1,6 @@
-"""Small inline SVG plots for the report: curves, overlaid histograms, grouped bars, scatters
-(and ``pca_2d``, the projection the embedding scatter shows).
+"""Small inline SVG plots for the report: curves, overlaid histograms, grouped bars, scatters,
+overlaid series windows (and ``pca_2d``, the projection the embedding scatter shows); and
+``png_data_uri``, a row of image tiles as an inline PNG (the image grids).
 
 Hand-written SVG: no plotting library, no JavaScript, nothing fetched; each plot is a few KB.
 """
@@ -207,3 +208,64 @@ def pca_2d(groups: dict[str, Any]) -> tuple[dict[str, list[tuple[float, float]]]
         out[n] = [(float(a), float(b)) for a, b in proj[start : start + k]]
         start += k
     return out, explained
+
+
+def overlay_svg(
+    groups: dict[str, list[list[float]]], title: str, xlabel: str = "step", ylabel: str = "value"
+) -> str:
+    """Several curves per named group on shared axes, one colour per group (a few real and a few
+    synthetic windows of one channel); a NaN (a gap) breaks its curve."""
+    finite = [v for curves in groups.values() for c in curves for v in c if _finite(v)]
+    if not finite:
+        return "<p>No data.</p>"
+    steps = max((len(c) for curves in groups.values() for c in curves), default=1)
+    x1 = max(1, steps - 1)
+    y0, y1 = min(finite), max(finite)
+    span = (y1 - y0) or 1.0
+    y0, y1 = y0 - 0.05 * span, y1 + 0.05 * span
+
+    def xy(x: int, y: float) -> str:
+        px = PAD + x / x1 * (WIDTH - 2 * PAD)
+        py = HEIGHT - PAD - (y - y0) / (y1 - y0) * (HEIGHT - 2 * PAD)
+        return f"{px:.1f},{py:.1f}"
+
+    parts = _open(title)
+    for i, curves in enumerate(groups.values()):
+        color = COLORS[i % len(COLORS)]
+        for curve in curves:
+            run: list[str] = []
+            for x, y in [*enumerate(curve), (len(curve), math.nan)]:  # a NaN at the end flushes
+                if _finite(y):
+                    run.append(xy(x, float(y)))
+                    continue
+                if len(run) == 1:
+                    cx, cy = run[0].split(",")
+                    parts.append(f'<circle cx="{cx}" cy="{cy}" r="1.5" fill="{color}"/>')
+                elif run:
+                    parts.append(
+                        f'<polyline fill="none" stroke="{color}" stroke-width="1.2" '
+                        f'stroke-opacity="0.75" points="{" ".join(run)}"/>'
+                    )
+                run = []
+    parts.append(_axes("0", str(x1), _fmt(y0), _fmt(y1), xlabel, ylabel))
+    parts.append(_legend(list(groups)))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def png_data_uri(pixels: Any, scale: int = 1) -> str:
+    """(N, C, S, S) uint8 images as one row of tiles (white between them, each pixel repeated
+    ``scale`` times), a PNG ``data:`` URI for an inline ``<img>``."""
+    import base64
+
+    import numpy as np
+
+    from genloom.models.image_data import encode_png, image_grid
+
+    pixels = np.asarray(pixels, np.uint8)
+    grid = image_grid(pixels, max(1, len(pixels)), pad=1, scale=max(1, scale))
+    return "data:image/png;base64," + base64.b64encode(encode_png(grid)).decode("ascii")

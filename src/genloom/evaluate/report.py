@@ -8,9 +8,12 @@ worst by repetition and by memorisation, reference pairs; or real and synthetic 
 synthetic rows closest to a training row), the LLM judge's scores and reasons (``judge``), plots
 (``plots``: length histograms and the embedding projection real vs generated for text,
 per-column distributions real vs synthetic for tables) and the resolved config with its secrets
-masked (``config``). Plots are
+masked (``config``). Two sections appear only for their families, after the samples: an image
+model's grids (``images``: a row per label, samples generated under it beside real held-out
+images, inline PNG) and a series model's overlays (``series``: per channel a few real and
+synthetic windows on shared axes, and the per-channel mean and std of both). Plots are
 inline SVG written here (``evaluate/plots.py``), so the report needs no plotting library; a
-generous report stays well under 2 MB (samples and rows are capped).
+generous report stays well under 2 MB (samples, rows, images and windows are capped).
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from genloom.core.secrets import is_secret_name
 from genloom.evaluate.gates import gate_rows
-from genloom.evaluate.plots import bar_compare_svg, histogram_compare_svg, line_chart_svg, scatter_svg
+from genloom.evaluate.plots import (
+    bar_compare_svg,
+    histogram_compare_svg,
+    line_chart_svg,
+    overlay_svg,
+    png_data_uri,
+    scatter_svg,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -38,6 +48,13 @@ MASK = "**********"
 #: rows of the "worst by" tables; languages in the mix
 MAX_WORST = 5
 MAX_LANGUAGES = 12
+#: image grids: labels (rows) and images per row; tiles are scaled up to at least this many pixels
+MAX_IMAGE_LABELS = 10
+MAX_IMAGES_PER_LABEL = 8
+IMAGE_TILE = 48
+#: series overlays: channels plotted, windows of each group per plot
+MAX_SERIES_CHANNELS = 8
+MAX_OVERLAY_WINDOWS = 5
 
 
 @dataclass
@@ -73,6 +90,11 @@ class ReportData:
     languages: dict[str, Any] | None = None
     #: synthetic rows closest to a training row: {distance, synthetic: row, training: row}
     closest_rows: list[dict[str, Any]] | None = None
+    #: an image model's grids, a row per label: {label, synthetic, real}, each (N, C, S, S) uint8
+    image_rows: list[dict[str, Any]] | None = None
+    #: a series model's windows in raw units: {channels, real, synthetic}, each (N, T, C) float
+    #: with NaN where a step is a gap or past the window's length
+    series: dict[str, Any] | None = None
 
 
 def redact(node: Any) -> Any:
@@ -357,6 +379,82 @@ def plots_section(d: ReportData) -> str:
     return "".join(f'<figure class="plot">{p}</figure>' for p in parts) or "<p>No plots for this model.</p>"
 
 
+def images_section(d: ReportData) -> str:
+    """An image model: a row of samples per label (generated under that label) beside a row of
+    real held-out images of the same label."""
+    rows = (d.image_rows or [])[:MAX_IMAGE_LABELS]
+    if not rows:
+        return '<p class="none">No images.</p>'
+    body = []
+    for r in rows:
+        cells = [f"<th>{esc(r.get('label'))}</th>"]
+        for group in ("synthetic", "real"):
+            pixels = r.get(group)
+            if pixels is None or len(pixels) == 0:
+                cells.append('<td class="none">none</td>')
+                continue
+            pixels = pixels[:MAX_IMAGES_PER_LABEL]
+            side = int(pixels.shape[-1])
+            scale = max(1, -(-IMAGE_TILE // side))
+            alt = f"{len(pixels)} {group} images, label {r.get('label')}"
+            cells.append(
+                f'<td><img class="grid" src="{png_data_uri(pixels, scale)}" alt="{html.escape(alt, quote=True)}"></td>'
+            )
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    n_labels = len(d.image_rows or [])
+    more = f" (the first {len(rows)} of {n_labels} labels)" if n_labels > len(rows) else ""
+    note = (
+        f"<p>A row per label{more}: samples generated under the label (seeded) beside real "
+        f"images of the {html.escape(d.split)} split with that label.</p>"
+    )
+    head = "<thead><tr><th>label</th><th>synthetic</th><th>real</th></tr></thead>"
+    return f'{note}<table class="images">{head}<tbody>{"".join(body)}</tbody></table>'
+
+
+def series_section(d: ReportData) -> str:
+    """A series model: per channel, a few real and synthetic windows overlaid; the per-channel
+    mean and std of all the windows given, real beside synthetic."""
+    import numpy as np
+
+    s = d.series or {}
+    channels = list(s.get("channels") or [])
+    real = np.asarray(s.get("real") if s.get("real") is not None else np.zeros((0, 0, 0)), np.float64)
+    synth = np.asarray(
+        s.get("synthetic") if s.get("synthetic") is not None else np.zeros((0, 0, 0)), np.float64
+    )
+    if not channels or (real.size == 0 and synth.size == 0):
+        return '<p class="none">No windows.</p>'
+    rows = []
+    for c, name in enumerate(channels):
+        row: dict[str, Any] = {"channel": name}
+        for label, x in (("real", real), ("synthetic", synth)):
+            v = x[..., c][np.isfinite(x[..., c])] if x.ndim == 3 and x.shape[-1] > c else np.zeros(0)
+            row[f"{label} mean"] = float(v.mean()) if v.size else None
+            row[f"{label} std"] = float(v.std()) if v.size else None
+        rows.append(row)
+    ordered = [
+        {k: r[k] for k in ("channel", "real mean", "synthetic mean", "real std", "synthetic std")}
+        for r in rows
+    ]
+    plots = []
+    for c, name in enumerate(channels[:MAX_SERIES_CHANNELS]):
+        groups = {
+            label: [list(w[:, c]) for w in x[:MAX_OVERLAY_WINDOWS]]
+            for label, x in (("real", real), ("synthetic", synth))
+            if x.ndim == 3 and len(x) and x.shape[-1] > c
+        }
+        plots.append(
+            f'<figure class="plot">{overlay_svg(groups, f"{name}: real vs synthetic windows")}</figure>'
+        )
+    shown = min(len(channels), MAX_SERIES_CHANNELS)
+    note = (
+        f"<p>{len(real)} real windows of the {html.escape(d.split)} split and {len(synth)} synthetic "
+        f"(seeded), in the data's units; the overlays show the first {MAX_OVERLAY_WINDOWS} of each "
+        f"for the first {shown} of {len(channels)} channels (gaps are left out).</p>"
+    )
+    return note + table(ordered, "series-stats") + "".join(plots)
+
+
 def config_section(d: ReportData) -> str:
     """The resolved pipeline config (secrets masked)."""
     import yaml
@@ -406,6 +504,7 @@ tr.total td{font-weight:600;background:#f7f7f7}.verdict{font-size:1.15em;font-we
 .verdict.fail{color:#b00020}.verdict.pass{color:#1b7f3b}pre{white-space:pre-wrap;margin:0}
 ol.texts li{margin:.4em 0;padding:.3em;background:#fafafa;border-left:3px solid #ddd}
 figure.plot{display:inline-block;margin:.5em}section{margin-top:2em}
+img.grid{image-rendering:pixelated;display:block}
 """
 
 SECTIONS = (
@@ -419,6 +518,21 @@ SECTIONS = (
     ("plots", "Plots"),
     ("config", "Config"),
 )
+#: sections only some families have, each placed after a section of ``SECTIONS``: (id, title,
+#: after, whether the data has it)
+OPTIONAL_SECTIONS = (
+    ("images", "Image grids", "samples", lambda d: d.image_rows is not None),
+    ("series", "Series overlays", "samples", lambda d: d.series is not None),
+)
+
+
+def sections_of(d: ReportData) -> list[tuple[str, str]]:
+    """The (id, title) of each section the report of ``d`` has, in order."""
+    out = []
+    for sid, title in SECTIONS:
+        out.append((sid, title))
+        out += [(o, t) for o, t, after, has in OPTIONAL_SECTIONS if after == sid and has(d)]
+    return out
 
 
 def render(d: ReportData) -> str:
@@ -433,9 +547,12 @@ def render(d: ReportData) -> str:
         "judge": judge_section,
         "plots": plots_section,
         "config": config_section,
+        "images": images_section,
+        "series": series_section,
     }
-    nav = "".join(f'<a href="#{sid}">{html.escape(t)}</a>' for sid, t in SECTIONS)
-    body = "".join(section(sid, t, builders[sid](d)) for sid, t in SECTIONS)
+    shown = sections_of(d)
+    nav = "".join(f'<a href="#{sid}">{html.escape(t)}</a>' for sid, t in shown)
+    body = "".join(section(sid, t, builders[sid](d)) for sid, t in shown)
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(d.title)}</title>'
         f"<style>{STYLE}</style></head><body><h1>{html.escape(d.title)}</h1><nav>{nav}</nav>{body}</body></html>"

@@ -42,6 +42,13 @@ REAL_TEXTS = 2_000
 SAMPLE_SEED = 0
 #: training rows searched for the synthetic rows closest to one (tables)
 CLOSEST_TRAIN_ROWS = 50_000
+#: images per label in the report's grids (generated, and real held-out); labels shown
+GRID_IMAGES = 8
+GRID_LABELS = 10
+#: windows of a series model the report reads (real held-out, and generated), at most this
+#: many values of each
+SERIES_WINDOWS = 500
+SERIES_VALUES = 2_000_000
 
 log = logging.getLogger("genloom.evaluate")
 
@@ -260,9 +267,88 @@ def write_report(
                 data.closest_rows = closest_rows(
                     data.generated_rows, view / "train.parquet", prepared_manifest.get("kinds") or {}
                 )
+    add_family_media(data, fam, model_dir, view)
     if fam.generates_text:
         data.languages = language_mix(ctx, plans, data.real_texts, data.generated_texts)
     write_html(out / "report.html", data)
+
+
+def add_family_media(data: Any, fam: ModelFamily, model_dir: Path, view: Path) -> None:
+    """An image model's grids (``image_grids``) or a series model's windows (``series_windows``)
+    into the report data; nothing for the other families."""
+    from genloom.models.image_data import ImageFamily
+
+    if isinstance(fam, ImageFamily):
+        data.image_rows = image_grids(fam, model_dir, view)
+        return
+    if (view / "series.json").exists() and (view / "val_values.npy").exists():
+        from genloom.models.series import SeriesFamily
+
+        if isinstance(fam, SeriesFamily):
+            data.series = series_windows(fam, model_dir, view)
+
+
+def image_grids(fam: Any, model_dir: Path, view: Path) -> list[dict[str, Any]]:
+    """A row per label (the model's first ``GRID_LABELS``): ``GRID_IMAGES`` samples generated
+    under it (seeded) and the first as many held-out images with it, each (N, C, S, S) uint8;
+    one unlabelled row for a model without labels."""
+    import numpy as np
+
+    from genloom.models.image_data import ImageLayout, decode_image
+
+    model_layout = ImageLayout.load(Path(model_dir) / "images.json")
+    data_layout = ImageLayout.load(view / "images.json")
+    val = np.load(view / "val.npy", mmap_mode="r")
+    val_labels = np.load(view / "val_labels.npy")
+
+    def decoded(table: Any) -> Any:
+        images = [
+            decode_image(b, model_layout.size, model_layout.channels)
+            for b in table.column("image").to_pylist()
+        ]
+        return (
+            np.stack(images)
+            if images
+            else np.zeros((0, model_layout.channels, model_layout.size, model_layout.size), np.uint8)
+        )
+
+    if model_layout.n_labels == 0:
+        synthetic = decoded(fam.sample(model_dir, GRID_IMAGES, seed=SAMPLE_SEED))
+        return [{"label": "(no labels)", "synthetic": synthetic, "real": np.asarray(val[:GRID_IMAGES])}]
+    rows = []
+    for label in model_layout.labels[:GRID_LABELS]:
+        synthetic = decoded(fam.sample(model_dir, GRID_IMAGES, conditions={"label": label}, seed=SAMPLE_SEED))
+        real = np.zeros((0, *val.shape[1:]), np.uint8)
+        if label in data_layout.labels:
+            idx = np.nonzero(val_labels == data_layout.labels.index(label))[0][:GRID_IMAGES]
+            real = np.asarray(val[np.sort(idx)])
+        rows.append({"label": label, "synthetic": synthetic, "real": real})
+    return rows
+
+
+def series_windows(fam: Any, model_dir: Path, view: Path) -> dict[str, Any]:
+    """The first held-out windows and as many generated ones (seeded), in the data's units, as
+    (N, T, C) floats with NaN at gaps and past each window's length."""
+    import numpy as np
+
+    from genloom.models.series_data import SeriesLayout
+
+    layout = SeriesLayout.from_json(json.loads((view / "series.json").read_text()))
+    values = np.load(view / "val_values.npy", mmap_mode="r")
+    _, steps, channels = values.shape
+    n = min(len(values), SERIES_WINDOWS, max(10, SERIES_VALUES // max(1, steps * channels)))
+    real = layout.unscale(np.asarray(values[:n], np.float64))
+    mask = np.asarray(np.load(view / "val_mask.npy", mmap_mode="r")[:n]).astype(bool)
+    lengths = np.asarray(np.load(view / "val_lengths.npy", mmap_mode="r")[:n])
+    mask &= np.arange(steps)[None, :, None] < lengths[:, None, None]
+    real[~mask] = np.nan
+    synthetic = np.full((n, steps, channels), np.nan)
+    if n:
+        table = fam.sample(model_dir, n, seed=SAMPLE_SEED)
+        for i, window in enumerate(table.column("values").to_pylist()):
+            w = np.asarray(window, np.float64).reshape(-1, channels)[:steps]
+            synthetic[i, : len(w)] = w
+    return {"channels": list(layout.channels), "real": real, "synthetic": synthetic}
 
 
 def judge_model(ctx: RunContext, fam: ModelFamily, model_dir: Path) -> Any:
