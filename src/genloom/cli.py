@@ -242,14 +242,23 @@ def report(
         str | None, typer.Option("--run", help="A run id (or its start; default: the latest run with one)")
     ] = None,
     open_: Annotated[bool, typer.Option("--open", help="Open the report in the web browser")] = False,
+    features: Annotated[
+        bool, typer.Option("--features", help="Write the feature report of the features stage's output instead")
+    ] = False,
 ) -> None:
-    """The path of a run's evaluation report (self-contained HTML); --open shows it."""
+    """The path of a run's evaluation report (self-contained HTML); --open shows it.
+    With --features: write the feature report (top terms, topics, sentiment, embeddings...) and print its path."""
     from genloom.evaluate.report import find_report
 
     try:
         pipeline = _pipeline(file)
         try:
-            path = find_report(pipeline.catalog, pipeline.store, pipeline.cfg.name, run_id)
+            if features:
+                from genloom.features.report import write_feature_report
+
+                path = write_feature_report(pipeline)
+            else:
+                path = find_report(pipeline.catalog, pipeline.store, pipeline.cfg.name, run_id)
         finally:
             pipeline.close()
     except GenloomError as e:
