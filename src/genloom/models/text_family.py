@@ -25,7 +25,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -233,8 +233,11 @@ class TextFamily(ModelFamily):
         """The champion on this run's validation texts, tokenised with its own tokenizer (compare in bpc)."""
         import pyarrow.parquet as pq
 
-        texts = pq.read_table(prepared_dir / "val_texts.parquet").column("text").to_pylist()
-        figures = evaluate_on_texts(model_dir, texts, eval_cfg.max_tokens)
+        def texts() -> Iterator[str]:  # streamed: a batch of the held-out texts in memory at a time
+            for batch in pq.ParquetFile(prepared_dir / "val_texts.parquet").iter_batches(columns=["text"]):
+                yield from batch.column(0).to_pylist()
+
+        figures = evaluate_on_texts(model_dir, texts(), eval_cfg.max_tokens)
         figures.update(_generation_figures(model_dir, prepared_dir, eval_cfg))
         return _metrics(figures)
 
@@ -302,9 +305,13 @@ def evaluate_text_model(model_dir: Path, val_bin: Path, max_tokens: int | None =
     return out
 
 
-def evaluate_on_texts(model_dir: Path, texts: list[str], max_tokens: int | None = None) -> dict[str, Any]:
+def evaluate_on_texts(model_dir: Path, texts: Iterable[str], max_tokens: int | None = None) -> dict[str, Any]:
     """Evaluate a model on raw texts, tokenised with its own tokenizer (so a champion and a
-    challenger with different tokenizers are scored on the same data; compare them in bpc)."""
+    challenger with different tokenizers are scored on the same data; compare them in bpc).
+
+    ``texts`` is streamed; with ``max_tokens`` only the texts up to the one that completes the
+    first ``max_tokens + 1`` packed tokens (the scored ones) are packed, so bits per character
+    use the characters and tokens of those texts."""
     import tempfile
 
     from tokenizers import Tokenizer
@@ -313,8 +320,28 @@ def evaluate_on_texts(model_dir: Path, texts: list[str], max_tokens: int | None 
 
     tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
     with tempfile.TemporaryDirectory() as tmp:
-        pack_tokens(tokenizer, iter(texts), Path(tmp) / "val.bin")
+        stream = iter(texts) if max_tokens is None else _covering(tokenizer, texts, max_tokens + 1)
+        pack_tokens(tokenizer, stream, Path(tmp) / "val.bin")
         return evaluate_text_model(Path(model_dir), Path(tmp) / "val.bin", max_tokens=max_tokens)
+
+
+def _covering(tokenizer: Any, texts: Iterable[str], n_tokens: int, batch: int = 256) -> Iterator[str]:
+    """The texts, in order, up to the one whose packed tokens (its ids and an end-of-document token,
+    as ``pack_tokens`` writes them) complete ``n_tokens``."""
+    import itertools
+
+    covered = 0
+    it = iter(texts)
+    while covered < n_tokens:
+        pending = list(itertools.islice(it, batch))
+        if not pending:
+            return
+        for t, enc in zip(pending, tokenizer.encode_batch(pending, add_special_tokens=False), strict=True):
+            yield t
+            covered += len(enc.ids) + 1
+            if covered >= n_tokens:
+                return
+        batch = min(batch * 2, 8192)
 
 
 def control_values(batch: pa.Table, controls: list[str]) -> list[dict[str, str]]:
