@@ -409,9 +409,9 @@ def quantized(model_dir: Path, tokens: int, threads: int, repeats: int) -> dict[
     }
 
 
-def serve_forever(model_dir: Path, port: int, threads: int, max_batch: int) -> None:
+def serve_forever(model_dir: Path, port: int, threads: int, max_batch: int, h11: bool = False) -> None:
     """The server of part (b), in its own process: the app over the model folder, on loopback
-    (uvicorn's defaults: httptools and uvloop when they are installed)."""
+    (uvicorn's defaults: httptools and uvloop when they are installed; ``h11``: h11 and asyncio)."""
     import uvicorn
 
     from genloom.core.catalog import Catalog
@@ -424,7 +424,8 @@ def serve_forever(model_dir: Path, port: int, threads: int, max_batch: int) -> N
     model = ServedModel("bench", 1, model_dir, family_of(model_dir), read_model_config(model_dir))
     settings = ServeSettings(threads=threads, max_batch=max_batch, max_queue=256, max_tokens_cap=4096)
     app = create_app(lambda: model, catalog, settings=settings)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    stack = {"http": "h11", "loop": "asyncio"} if h11 else {}
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **stack)
 
 
 class SSEConnection:
@@ -578,6 +579,7 @@ def concurrent(
     max_batch: int,
     tokens: int,
     requests_each: int,
+    h11: bool = False,
 ) -> list[dict[str, Any]]:
     """Part (b): a live server in a subprocess and 1, 8, 32 concurrent streaming clients."""
     import httpx
@@ -597,7 +599,7 @@ def concurrent(
         "--threads",
         str(threads),
     ]
-    proc = subprocess.Popen([*cmd, "--max-batch", str(max_batch)], env=env)
+    proc = subprocess.Popen([*cmd, "--max-batch", str(max_batch), *(["--h11"] if h11 else [])], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -618,7 +620,7 @@ def concurrent(
             cpu1 = process_cpu_s(proc.pid)
             per_token = {k: round(1000 * (cpu1[k] - cpu0[k]) / max(result["tokens"], 1), 4) for k in cpu1}
             result["server_cpu_ms_per_token"] = per_token
-            result["http"] = http_stack()
+            result["http"] = "h11, asyncio" if h11 else http_stack()
             result["load_average"] = round(os.getloadavg()[0], 2)
             results.append(result)
             print(json.dumps(results[-1]), flush=True)
@@ -773,13 +775,18 @@ def main() -> None:
     ap.add_argument(
         "--no-llama-cpp", action="store_true", help="skip llama.cpp (it runs in .venv-bench when installed)"
     )
+    ap.add_argument(
+        "--h11",
+        action="store_true",
+        help="serve part (b) with uvicorn's h11 and asyncio even where httptools and uvloop are installed",
+    )
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--llama-cpp", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--llama-spec", type=json.loads, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        serve_forever(args.serve, args.port, args.threads, args.max_batch)
+        serve_forever(args.serve, args.port, args.threads, args.max_batch, args.h11)
         return
     if args.llama_cpp:
         print(json.dumps(llama_cpp_run(args.llama_cpp, args.threads, args.tokens, args.llama_spec)))
@@ -888,7 +895,7 @@ def measure(tmp: Path, preset: str, args: argparse.Namespace, concurrency: bool)
                 b: round(single["engine_batch_tok_s"][b] / r, 2) for b, r in llama["batch_tok_s"].items()
             }
     if concurrency:
-        many = concurrent(model_dir, args.threads, args.max_batch, 64, 1 if args.quick else 3)
+        many = concurrent(model_dir, args.threads, args.max_batch, 64, 1 if args.quick else 3, args.h11)
         one = next(r for r in many if r["clients"] == 1)["aggregate_tok_s"]
         top = next(r for r in many if r["clients"] == 32)
         out["concurrent"] = many
