@@ -74,3 +74,35 @@ def test_a_chunked_upload_reaches_the_app_after_the_guard_counted_it(
         r = client.post("/v1/completions", content=parts(), headers={"content-type": "application/json"})
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] > 0 and r.headers["X-Request-ID"]
+
+
+def test_a_stream_keeps_its_headers_log_row_and_metrics(tiny_gpt: Path, catalog: Catalog) -> None:
+    from genloom.serve.traffic import RequestLog
+
+    app = create_app(lambda: served(tiny_gpt), catalog)
+    body = {"prompt": "alpha", "max_tokens": 6, "temperature": 0, "stream": True, "n": 2}
+    body["stream_options"] = {"include_usage": True}
+    with ready_client(app) as client:
+        with client.stream("POST", "/v1/completions", json=body, headers={"X-Request-ID": "s-1"}) as r:
+            assert r.headers["X-Request-ID"] == "s-1" and r.headers["X-Model-Version"] == "1"
+            raw = r.read().decode()
+        metrics = client.get("/metrics").text
+    events = [e.removeprefix("data: ") for e in raw.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    texts = ["", ""]
+    for c in chunks[:-1]:
+        (choice,) = c["choices"]
+        texts[choice["index"]] += choice["text"]
+        assert c["usage"] is None
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+    assert sorted(
+        c["choices"][0]["finish_reason"] for c in chunks[:-1] if c["choices"][0]["finish_reason"]
+    ) == [
+        "length",
+        "length",
+    ]
+    row = RequestLog(catalog.engine).get("s-1")
+    assert row is not None and row["status"] == 200 and row["endpoint"] == "/v1/completions"
+    assert json.loads(row["output"]) == texts and row["completion_tokens"] == 12
+    assert 'genloom_requests_total{endpoint="/v1/completions",status="200"} 1.0' in metrics
