@@ -128,7 +128,7 @@ def bar_compare_svg(groups: dict[str, list[Any]], title: str, top_n: int = 10) -
     """Grouped bars of the shares of the most frequent levels in several samples."""
     counts = {name: Counter("(null)" if v is None else str(v) for v in vs) for name, vs in groups.items()}
     first = next(iter(counts.values()), Counter())
-    total = Counter()
+    total: Counter[str] = Counter()
     for c in counts.values():
         total.update(c)
     levels = [lvl for lvl, _ in (first or total).most_common(top_n)]
