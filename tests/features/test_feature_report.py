@@ -35,7 +35,7 @@ CORPUS = [
 FEATURES = [
     {"type": "tfidf", "min_df": 2, "max_df": 0.8},
     {"type": "sentiment"},
-    {"type": "topics", "n_topics": 2, "passes": 5, "top_words": 5, "min_df": 2, "max_df": 0.9},
+    {"type": "topics", "n_topics": 2, "passes": 2, "top_words": 5, "min_df": 2, "max_df": 0.9},
     {"type": "embeddings", "model": "encoder", "batch_size": 16},
 ]
 
@@ -45,7 +45,9 @@ def _project(folder: Path) -> Path:
     rows = [f"{text}, entry {k}.\t{label}" for text, n, label in CORPUS for k in range(n)]
     half = len(rows) // 2
     for f, part in enumerate((rows[:half], rows[half:])):
-        (folder / "data" / f"part{f}.tsv").write_text("text\tlabel\n" + "\n".join(part) + "\n", encoding="utf-8")
+        (folder / "data" / f"part{f}.tsv").write_text(
+            "text\tlabel\n" + "\n".join(part) + "\n", encoding="utf-8"
+        )
     save_tiny_encoder(folder / "encoder")
     return write_pipeline(
         folder,
@@ -130,7 +132,9 @@ def test_the_report_shows_top_terms_topics_sentiment_and_the_projection(report: 
 def test_the_feature_report_renders_in_headless_chromium(report: tuple[Path, Path], tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         pytest.skip("Chromium is not installed (scripts/system-deps.sh installs Debian's chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (never `playwright install`)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="pip install playwright (never `playwright install`)"
+    )
     _, out = report
     errors: list[str] = []
     requests: list[str] = []

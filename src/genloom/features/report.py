@@ -136,7 +136,10 @@ def decompose(x: np.ndarray, period: int) -> tuple[np.ndarray, np.ndarray]:
     detrended = x - trend
     phase = np.arange(n) % period
     by_phase = np.array(
-        [np.nanmean(detrended[phase == p]) if (~np.isnan(detrended[phase == p])).any() else 0.0 for p in range(period)]
+        [
+            np.nanmean(detrended[phase == p]) if (~np.isnan(detrended[phase == p])).any() else 0.0
+            for p in range(period)
+        ]
     )
     return trend, (by_phase - by_phase.mean())[phase]
 
@@ -197,7 +200,11 @@ def collect(pipeline: Any) -> dict[str, Any]:
     for batch in pipeline.iter_dataset("features"):
         names = set(batch.column_names)
         rows += batch.num_rows
-        ids = batch.column("id").to_pylist() if "id" in names else [str(rows + k) for k in range(batch.num_rows)]
+        ids = (
+            batch.column("id").to_pylist()
+            if "id" in names
+            else [str(rows + k) for k in range(batch.num_rows)]
+        )
         for i, s in tfidf:
             col = s.output_column
             if col not in names:
@@ -213,7 +220,9 @@ def collect(pipeline: Any) -> dict[str, Any]:
                     if v is not None:
                         scores[i].add(float(v))
             if f"{s.output}_label" in names:
-                labels[i].update("(null)" if v is None else v for v in batch.column(f"{s.output}_label").to_pylist())
+                labels[i].update(
+                    "(null)" if v is None else v for v in batch.column(f"{s.output}_label").to_pylist()
+                )
         for i, s in topics:
             if s.label_column in names:
                 topic_counts[i].update(
@@ -229,7 +238,7 @@ def collect(pipeline: Any) -> dict[str, Any]:
             for vec, g in zip(batch.column(s.output).to_pylist(), groups, strict=True):
                 if vec is not None:
                     points[i].add((str(g), vec))
-        for i, s in audio_steps[:1]:
+        for _i, s in audio_steps[:1]:
             if len(audio) < MAX_AUDIO and s.column in names:
                 for rid, data in zip(ids, batch.column(s.column).to_pylist(), strict=True):
                     if data and len(audio) < MAX_AUDIO:
@@ -237,7 +246,9 @@ def collect(pipeline: Any) -> dict[str, Any]:
         for _i, s in series_steps[:1]:
             if len(windows) < MAX_WINDOWS and s.column in names:
                 period_col = f"{s.out}_season_period"
-                periods = batch.column(period_col).to_pylist() if period_col in names else [0] * batch.num_rows
+                periods = (
+                    batch.column(period_col).to_pylist() if period_col in names else [0] * batch.num_rows
+                )
                 masks = (
                     batch.column(s.mask_column).to_pylist()
                     if s.mask_column and s.mask_column in names
@@ -279,7 +290,9 @@ def summary_section(d: dict[str, Any]) -> str:
             {
                 "#": i,
                 "step": s.type,
-                "output": getattr(s, "output_column", None) or getattr(s, "out", None) or getattr(s, "output", ""),
+                "output": getattr(s, "output_column", None)
+                or getattr(s, "out", None)
+                or getattr(s, "output", ""),
                 "fitted state": "yes" if i in d["states"] else "",
                 "rows in": st.get("rows_in"),
                 "seconds": st.get("seconds"),
@@ -346,7 +359,7 @@ def sentiment_section(d: dict[str, Any]) -> str:
         parts.append(
             f"<h3>{esc(s.output)}</h3><p>{seen} scored records{sample}; mean compound score {mean}.</p>"
             + table(rows, cls="labels")
-            + f'<figure class="plot">{histogram_compare_svg({s.output + "_compound": scores}, "compound score")}</figure>'
+            + f'<figure class="plot">{histogram_compare_svg({"compound": scores}, f"{s.output}_compound score")}</figure>'
         )
     return "".join(parts)
 
@@ -393,7 +406,13 @@ def audio_section(d: dict[str, Any]) -> str:
                 what = f"MFCC ({m.shape[0]} coefficients x {m.shape[1]} frames)"
             else:
                 p = librosa.feature.melspectrogram(
-                    y=y, sr=sr, n_fft=s.n_fft, hop_length=s.hop_length, n_mels=s.n_mels, fmin=s.fmin, fmax=s.fmax
+                    y=y,
+                    sr=sr,
+                    n_fft=s.n_fft,
+                    hop_length=s.hop_length,
+                    n_mels=s.n_mels,
+                    fmin=s.fmin,
+                    fmax=s.fmax,
                 )
                 m = librosa.power_to_db(p, ref=1.0, top_db=s.top_db)
                 what = f"mel spectrogram, dB ({m.shape[0]} bands x {m.shape[1]} frames)"
@@ -451,7 +470,9 @@ def render(d: dict[str, Any]) -> str:
 def report_path(pipeline: Any) -> Path:
     """Where the feature report of the current config goes: the features artifact's folder."""
     plan, _ = _features_plan(pipeline)
-    return Path(pipeline.store.local_path(f"{pipeline.store.artifact_dir('features', plan.key)}/{REPORT_NAME}"))
+    return Path(
+        pipeline.store.local_path(f"{pipeline.store.artifact_dir('features', plan.key)}/{REPORT_NAME}")
+    )
 
 
 def write_feature_report(pipeline: Any, path: str | Path | None = None) -> Path:
