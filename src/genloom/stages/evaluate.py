@@ -67,7 +67,7 @@ class EvaluateStage(Stage):
             "evaluate": ctx.cfg.evaluate.key_dict(),
             "model": model,
             "data": data,
-            "version": 2,
+            "version": 3,
         }
         refs = ctx.cfg.evaluate.references
         if refs:
