@@ -157,3 +157,18 @@ def test_the_feature_report_renders_in_headless_chromium(report: tuple[Path, Pat
             browser.close()
     assert errors == [] and requests == [], (errors, requests)
     assert (tmp_path / "shot.png").stat().st_size > 10_000
+
+
+def test_the_series_decomposition_recovers_a_line_and_its_season() -> None:
+    from genloom.features.report import decompose, png_data_uri, series_section
+
+    t = np.arange(96, dtype=np.float64)
+    season = np.sin(2 * np.pi * t / 12)
+    trend, seasonal = decompose(0.5 * t + 1 + season, 12)
+    inner = ~np.isnan(trend)
+    assert inner.sum() == 96 - 12  # the centred 2x12 average leaves 6 steps at each end
+    assert np.allclose(trend[inner], 0.5 * t[inner] + 1, atol=1e-9)
+    assert np.allclose(seasonal, season, atol=1e-9)
+    page = series_section({"windows": [{"id": "w1", "x": 0.5 * t + 1 + season, "period": 12}]})
+    assert page.count("<svg") == 2 and "seasonal (period 12)" in page
+    assert png_data_uri(np.outer(np.arange(4), np.arange(8))).startswith("data:image/png;base64,iVBOR")
