@@ -132,6 +132,8 @@ def train_and_sample(
     """Trains through the one loop, samples ``n`` windows in [0, 1] (conditions as in training)."""
     import shutil
 
+    import torch
+
     from genloom.models.base import family
     from genloom.models.series import condition_codes
     from genloom.train.config import TrainConfig
@@ -146,7 +148,7 @@ def train_and_sample(
             "model": cfg,
             "max_steps": steps,
             "seed": seed,
-            "threads": None,
+            "threads": torch.get_num_threads(),
             "log_interval": 50,
             "precision": "fp32",
         }
@@ -219,7 +221,7 @@ def main() -> None:
     )
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; quick: 0)")
     ap.add_argument(
-        "--steps", type=int, default=None, help="training steps per model (default 300; quick: 60)"
+        "--steps", type=int, default=None, help="training steps of series_vae (default 1000; quick: 60)"
     )
     ap.add_argument(
         "--score-steps",
@@ -240,6 +242,7 @@ def main() -> None:
         "--gan-steps", type=int, default=None, help="TimeGAN's training steps (default 150; quick: 30)"
     )
     ap.add_argument("--datasets", default="beijing,temperatures")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument(
         "--plot",
         default=None,
@@ -252,12 +255,12 @@ def main() -> None:
     from genloom.models.series import discriminative_score, load_arrays, predictive_score
 
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
-    steps = args.steps or (60 if args.quick else 300)
+    steps = args.steps or (60 if args.quick else 1000)
     gan_steps = args.gan_steps or (30 if args.quick else 150)
     score_steps = args.score_steps or (100 if args.quick else 500)
     strides = {k: args.stride or v[1 if args.quick else 0] for k, v in STRIDE.items()}
-    if args.quick:  # measured: 2 threads beside other work ran TimeGAN's small GRUs 3x slower than 1
-        torch.set_num_threads(1)
+    # measured: 2 threads beside other work ran TimeGAN's small GRUs 3x slower than 1
+    torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     print(f"cpu: {cpu_name()}  cores: {os.cpu_count()}  torch threads: {threads}")
     print(f"load average at start: {load()}")

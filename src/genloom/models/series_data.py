@@ -120,6 +120,14 @@ class SeriesVAEConfig(SeriesConfig):
             " return the decoder's mean (false, smoother)."
         ),
     )
+    temperature: float = Field(
+        1.0,
+        ge=0,
+        description=(
+            "Sampling: the scale of each step's draw around its mean, in the decoder's standard"
+            " deviations (1: the learned Gaussian; below 1: smoother windows; 0: the means)."
+        ),
+    )
 
 
 class SeriesGANConfig(SeriesConfig):

@@ -36,17 +36,22 @@ class SeriesVAE(nn.Module):
 
     def __init__(
         self, channels: int, cond_dim: int, hidden: int, layers: int, latent: int, kl_weight: float,
-        step_noise: bool, sigma_init: list[float] | None = None,
+        step_noise: bool, sigma_init: list[float] | None = None, temperature: float = 1.0,
     ) -> None:  # fmt: skip
         super().__init__()
         self.channels, self.latent, self.layers, self.hidden = channels, latent, layers, hidden
-        self.kl_weight, self.step_noise = kl_weight, step_noise
+        self.kl_weight, self.step_noise, self.temperature = kl_weight, step_noise, temperature
         self.encoder = nn.GRU(2 * channels + cond_dim, hidden, num_layers=layers, batch_first=True)
         self.posterior = nn.Linear(hidden, 2 * latent)  # mu and log-variance
         self.init = nn.Linear(latent + cond_dim, layers * hidden)  # the decoder's first hidden state
         # the decoder reads x_{t-1} and a flag that is 1 at the first step (where there is no x_{t-1})
         self.decoder = nn.GRU(latent + cond_dim + channels + 1, hidden, num_layers=layers, batch_first=True)
-        self.mean = nn.Linear(hidden, channels)
+        # per step and channel: the Gaussian's mean and an offset of its log standard deviation from
+        # the channel's (heteroscedastic: a calm hour and a rainy one do not have the same noise)
+        self.head = nn.Linear(hidden, 2 * channels)
+        with torch.no_grad():
+            self.head.weight[channels:].mul_(0.1)
+            self.head.bias[channels:].zero_()
         # the step noise starts at the data's own one-step change (a random walk of 0.1 steps would
         # take Adam thousands of steps to calm down): sigma_init from the plan, per channel
         init = torch.tensor(sigma_init if sigma_init else [0.1] * channels, dtype=torch.float32)
@@ -68,19 +73,24 @@ class SeriesVAE(nn.Module):
         h = torch.tanh(self.init(torch.cat([z, c], dim=-1)))  # (B, layers * H)
         return h.view(len(z), self.layers, self.hidden).transpose(0, 1).contiguous()
 
-    def decode_teacher(self, z: torch.Tensor, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Means (B, T, C) of every step given the true previous steps (teacher forcing)."""
+    def gaussian(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder states (B, T, H) -> the steps' means (B, T, C) in [0, 1] and log standard
+        deviations (B, T, C), kept within [log 0.005, log 0.5]."""
+        mean, offset = self.head(out).chunk(2, dim=-1)
+        return torch.sigmoid(mean), (self.log_sigma + offset).clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+
+    def decode_teacher(
+        self, z: torch.Tensor, c: torch.Tensor, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(means, log standard deviations), each (B, T, C), of every step given the true previous
+        steps (teacher forcing)."""
         b, t, _ = x.shape
         prev = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)  # x_{t-1}, zeros at t = 0
         first = torch.zeros(b, t, 1, device=x.device)
         first[:, 0] = 1.0
         zc = torch.cat([z, c], dim=-1)[:, None, :].expand(-1, t, -1)
         out, _ = self.decoder(torch.cat([zc, prev, first], dim=-1), self.start(z, c))  # (B, T, H)
-        return torch.sigmoid(self.mean(out))
-
-    def sigma(self) -> torch.Tensor:
-        """Per-channel standard deviation (C,), kept within [0.005, 0.5]."""
-        return self.log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX).exp()
+        return self.gaussian(out)
 
     def losses(
         self, x: torch.Tensor, m: torch.Tensor, c: torch.Tensor, lengths: torch.Tensor, eps: torch.Tensor
@@ -89,8 +99,7 @@ class SeriesVAE(nn.Module):
         mu, logvar = self.encode(x, m, c, lengths)
         z = mu + eps * torch.exp(0.5 * logvar)  # the reparameterisation trick
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
-        mean = self.decode_teacher(z, c, x)  # (B, T, C)
-        log_sigma = self.log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        mean, log_sigma = self.decode_teacher(z, c, x)  # (B, T, C) each
         nll = 0.5 * ((x - mean) / log_sigma.exp()).pow(2) + log_sigma + 0.5 * math.log(2 * math.pi)
         return (nll * m).sum((1, 2)), kl
 
@@ -111,14 +120,14 @@ class SeriesVAE(nn.Module):
         h = self.start(z, c)
         prev = torch.zeros(n, 1, self.channels, device=device)
         zc = torch.cat([z, c], dim=-1)[:, None, :]
-        sigma = self.sigma()
         steps = []
         for k in range(t):
             first = torch.full((n, 1, 1), 1.0 if k == 0 else 0.0, device=device)
             out, h = self.decoder(torch.cat([zc, prev, first], dim=-1), h)
-            mean = torch.sigmoid(self.mean(out))  # (n, 1, C)
-            if self.step_noise:
-                mean = mean + sigma * torch.randn(mean.shape, generator=generator, device=device)
+            mean, log_sigma = self.gaussian(out)  # (n, 1, C) each
+            if self.step_noise and self.temperature > 0:
+                noise = torch.randn(mean.shape, generator=generator, device=device)
+                mean = mean + self.temperature * log_sigma.exp() * noise
             prev = mean.clamp(0.0, 1.0)
             steps.append(prev)
         return torch.cat(steps, dim=1) if steps else torch.zeros(n, 0, self.channels, device=device)
@@ -155,6 +164,7 @@ class SeriesVAEFamily(SeriesFamily):
             "latent_dim": cfg.latent_dim,
             "kl_weight": cfg.kl_weight,
             "step_noise": cfg.step_noise,
+            "temperature": cfg.temperature,
             "sigma_init": sigma,
         }
 
@@ -170,6 +180,7 @@ class SeriesVAEFamily(SeriesFamily):
             float(m["kl_weight"]),
             bool(m["step_noise"]),
             m.get("sigma_init"),
+            float(m.get("temperature", 1.0)),
         ).to(device)
 
     def train_step(
