@@ -65,3 +65,36 @@ def test_parquet_table_without_text_column_keeps_its_columns(tmp_path: Path) -> 
     assert [t for p in bad.partitions() for t in bad.run_partition(p, ctx)] == []
     (rejected,) = ctx.rejected  # a named text column that is not there quarantines the file
     assert rejected["reason"] == "missing_field" and "text_field 'body'" in rejected["detail"]
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_parquet_binary_column_stays_binary_and_out_of_the_text(tmp_path: Path) -> None:
+    from genloom.core.steps import StepContext
+
+    pngs = [_png((255, 0, 0)), _png((0, 0, 255))]  # not UTF-8: 0x89 'PNG' ... and NUL bytes
+    for name, table in {
+        "with_text": pa.table({"caption": ["a red square", "a blue\x00 square"], "image": pngs}),
+        "no_text": pa.table({"label": ["red", None], "image": pngs, "size": [4, 4]}),
+    }.items():
+        (tmp_path / name).mkdir()
+        pq.write_table(table, tmp_path / name / "t.parquet")
+        src = JsonSource(paths=[str(tmp_path / name)], text_field="caption" if name == "with_text" else None)
+        ctx = StepContext()
+        (out,) = [t for p in src.partitions() for t in src.run_partition(p, ctx)]
+        assert ctx.rejected == [], name
+        assert out.schema.field("image").type == pa.binary(), name
+        assert out.column("image").to_pylist() == pngs, name  # kept byte for byte (NULs included)
+        texts = out.column("text").to_pylist()
+        if name == "with_text":
+            assert texts == ["a red square", "a blue square"]
+        else:
+            assert texts == ["label: red; size: 4", "size: 4"]  # the binary column is not text

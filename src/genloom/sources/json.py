@@ -63,7 +63,8 @@ class JsonSource(FileSource):
     picks the list inside a JSON document (``data.items``). JSON Lines are streamed line by line
     and a bad line is quarantined as ``malformed_json`` with its line number; Parquet is streamed
     in row groups and its columns stay table columns (for tabular models); a Parquet table without
-    a text column (no ``text_field``, none of the default names) gets ``col: value; ...`` as text. UTF-16/32 without a
+    a text column (no ``text_field``, none of the default names) gets ``col: value; ...`` of its
+    non-binary columns as text (binary columns, e.g. image bytes, are kept as they are). UTF-16/32 without a
     byte order mark is detected; in a UTF-8 file with a few damaged bytes each invalid sequence
     becomes U+FFFD, counted in ``meta.invalid_bytes`` of the record whose text holds it. NUL
     characters are removed from the text (and from Parquet string columns), counted in
@@ -194,7 +195,9 @@ class JsonSource(FileSource):
             if self.text_template:
                 text = render_template(self.text_template, table)
             elif name is None:  # a table of data without a text column: ``col: value; ...``
-                text = row_text(table, table.column_names)
+                text = row_text(
+                    table, [c for c in table.column_names if not _is_bytes(table.schema.field(c).type)]
+                )
             elif name not in table.column_names:
                 raise RecordError(
                     "missing_field", f"text_field {name!r} is not a column (columns: {table.column_names})"
@@ -214,6 +217,13 @@ class JsonSource(FileSource):
             yield pa.table(out)
         if row0 == 0:
             raise RecordError("no_text", "the Parquet file has no rows")
+
+
+def _is_bytes(typ: pa.DataType) -> bool:
+    """Binary columns (images, audio...) stay binary: never decoded, never part of the text."""
+    return bool(
+        pa.types.is_binary(typ) or pa.types.is_large_binary(typ) or pa.types.is_fixed_size_binary(typ)
+    )
 
 
 def _looks_like_lines(head: str) -> bool:
