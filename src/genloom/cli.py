@@ -254,7 +254,7 @@ def report(
         pipeline = _pipeline(file)
         try:
             if features:
-                from genloom.features.report import write_feature_report
+                from genloom.stages.feature_report import write_feature_report
 
                 path = write_feature_report(pipeline)
             else:

@@ -86,7 +86,7 @@ def test_the_report_shows_top_terms_topics_sentiment_and_the_projection(report: 
     pipe = Pipeline.from_file(path)
     try:
         data = pa.concat_tables(pipe.iter_dataset("features", columns=["text", "topic"]))
-        from genloom.features.report import fitted_states
+        from genloom.stages.feature_report import fitted_states
 
         states = fitted_states(pipe)
     finally:
@@ -160,7 +160,7 @@ def test_the_feature_report_renders_in_headless_chromium(report: tuple[Path, Pat
 
 
 def test_the_series_decomposition_recovers_a_line_and_its_season() -> None:
-    from genloom.features.report import decompose, png_data_uri, series_section
+    from genloom.stages.feature_report import decompose, png_data_uri, series_section
 
     t = np.arange(96, dtype=np.float64)
     season = np.sin(2 * np.pi * t / 12)

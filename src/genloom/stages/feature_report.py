@@ -1,5 +1,8 @@
 """A self-contained HTML report of a pipeline's features stage: one file, no server, nothing fetched.
 
+It lives in ``stages`` (not ``features``) because it finds each fitted state by the features
+stage's own keys and draws with the evaluation report's helpers, both layers above ``features``.
+
 Sections (each an ``<section id=...>``, present only when its feature ran): ``summary`` (the
 feature steps, their output columns and the record count), ``tfidf`` (top terms by IDF-weighted
 frequency: the sum of each term's TF-IDF weight over every record, next to its IDF from the fitted
