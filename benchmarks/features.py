@@ -11,12 +11,16 @@ Sentences: split from every file of ../shared/data/text (two Gutenberg books, th
 sentences, the Alexa reviews), 20 to 400 characters, repeated in order up to the asked count (the
 distinct count is printed). Each measurement runs in a fresh Python process, so peak memory
 (``ru_maxrss``) is its own; timings include importing the library and loading the model in both
-columns. genloom's figure is the features stage alone (``StageResult.seconds``: the fit pass in the
-main process, the shards in the workers, the Parquet shards written), after an ingest run in
-another process (8 shards), so the 2-worker figure pays for starting its worker pool.
+columns. genloom's figure is the features stage alone (``StageResult.seconds``: for TF-IDF the fit
+counted per shard in the executor and merged, then the transform per shard, the Parquet shards
+written), after one ingest run in another process (``--shards`` input shards, 8 by default) whose
+project folder each genloom run gets a copy of; the 2-worker figure pays for starting its worker
+pool. CPU seconds are user + system of the process and its finished children (the workers).
+MiniLM, at one torch thread, runs on a subset (``--minilm-n``, 2,000 sentences; 200 with
+``--quick``); the other features on ``--n`` (100,000; ``--quick``: TF-IDF 20,000, VADER 5,000).
 
 Run:  .venv/bin/python benchmarks/features.py                 # 100k sentences per feature
-      .venv/bin/python benchmarks/features.py --quick         # small sizes, under 2 minutes
+      .venv/bin/python benchmarks/features.py --quick         # small sizes
       .venv/bin/python benchmarks/features.py --only tfidf,vader --n 100000
 
 The last line printed is one JSON object with every figure.
@@ -33,6 +37,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -43,7 +48,10 @@ from typing import Any  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SHARDS = 8
 FEATURES = ("tfidf", "minilm", "vader")
-QUICK = {"tfidf": 20_000, "minilm": 600, "vader": 5_000}
+QUICK = {"tfidf": 20_000, "minilm": 200, "vader": 5_000}
+#: MiniLM at one torch thread runs at tens of sentences per second here: the full run encodes a
+#: subset of this many sentences (``--minilm-n``), the other features ``--n``
+MINILM_FULL = 2_000
 STEP = {
     "tfidf": {"type": "tfidf"},
     "minilm": {"type": "embeddings", "batch_size": 32, "max_length": 128},
@@ -130,12 +138,12 @@ def direct(feature: str, texts: list[str], variant: str) -> None:
     print(json.dumps({"seconds": seconds, "cpu_seconds": round(cpu_seconds() - cpu0, 2), **peak_mb()}))
 
 
-def project(work: Path, feature: str, texts: list[str], workers: int) -> Path:
-    """A project whose ingest reads the sentences from ``SHARDS`` TSV files (one shard each)."""
-    folder = work / f"{feature}_{workers}"
+def project(work: Path, feature: str, texts: list[str], shards: int = SHARDS) -> Path:
+    """A project whose ingest reads the sentences from ``shards`` TSV files (one shard each)."""
+    folder = work / feature
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    per = -(-len(texts) // SHARDS)
-    for k in range(SHARDS):
+    per = -(-len(texts) // shards)
+    for k in range(shards):
         rows = [
             t.replace("\t", " ").replace("\n", " ").replace('"', "'") for t in texts[k * per : (k + 1) * per]
         ]
@@ -187,16 +195,18 @@ def child(args: list[str]) -> dict[str, Any]:
 # -- the comparison ---------------------------------------------------------------------------
 
 
-def bench(feature: str, n: int, work: Path) -> dict[str, Any]:
+def bench(feature: str, n: int, work: Path, shards: int = SHARDS) -> dict[str, Any]:
     texts, distinct = sentences(n)
     (work / f"{feature}.json").write_text(json.dumps(texts))
-    res: dict[str, Any] = {"sentences": n, "distinct": distinct}
+    res: dict[str, Any] = {"sentences": n, "distinct": distinct, "shards": shards}
     variants = ["fit_transform", "fit_then_transform"] if feature == "tfidf" else ["call"]
     for v in variants:
         res[f"direct_{v}"] = child(["--direct", feature, v, str(work / f"{feature}.json")])
+    ingested = project(work, feature, texts, shards)
+    child(["--genloom", feature, str(ingested), "1", "--ingest"])  # once: each run gets a copy
     for workers in (1, 2):
-        folder = project(work, feature, texts, workers)
-        child(["--genloom", feature, str(folder), str(workers), "--ingest"])
+        folder = work / f"{feature}_{workers}"
+        shutil.copytree(ingested, folder)
         res[f"genloom_{workers}"] = child(["--genloom", feature, str(folder), str(workers)])
     ref = res[f"direct_{variants[0]}"]["seconds"]
     for key in [f"direct_{v}" for v in variants] + ["genloom_1", "genloom_2"]:
@@ -217,8 +227,12 @@ def bench(feature: str, n: int, work: Path) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help=f"small sizes {QUICK}, under 2 minutes")
+    ap.add_argument("--quick", action="store_true", help=f"small sizes {QUICK}")
     ap.add_argument("--n", type=int, default=100_000, help="sentences per feature (default 100000)")
+    ap.add_argument(
+        "--minilm-n", type=int, default=MINILM_FULL, help=f"sentences for MiniLM (default {MINILM_FULL})"
+    )
+    ap.add_argument("--shards", type=int, default=SHARDS, help=f"input shards (default {SHARDS})")
     ap.add_argument("--only", default=",".join(FEATURES), help="comma-separated: tfidf,minilm,vader")
     ap.add_argument("--direct", nargs=3, metavar=("FEATURE", "VARIANT", "TEXTS"), help=argparse.SUPPRESS)
     ap.add_argument("--genloom", nargs=3, metavar=("FEATURE", "FOLDER", "WORKERS"), help=argparse.SUPPRESS)
@@ -237,7 +251,8 @@ def main() -> None:
     machine = cpu()
     print(f"CPU: {machine['model']} ({machine['cores']} cores), avx512_bf16: {machine['avx512_bf16']}")
     print(f"load average before: {machine['load']}")
-    results: dict[str, Any] = {"machine": machine, "quick": a.quick, "shards": SHARDS}
+    results: dict[str, Any] = {"machine": machine, "quick": a.quick, "shards": a.shards}
+    started = time.perf_counter()
     sentiment = (ROOT / "src" / "genloom" / "features" / "sentiment.py").is_file()
     if "vader" in only and not sentiment:
         print("vader: genloom's features/sentiment.py does not exist yet: left out")
@@ -245,8 +260,8 @@ def main() -> None:
         results["vader"] = "left out: features/sentiment.py is absent"
     with tempfile.TemporaryDirectory(prefix="genloom-bench-features-") as tmp:
         for feature in only:
-            n = QUICK[feature] if a.quick else a.n
-            r = bench(feature, n, Path(tmp))
+            n = QUICK[feature] if a.quick else a.minilm_n if feature == "minilm" else a.n
+            r = bench(feature, n, Path(tmp), a.shards)
             results[feature] = r
             ref = "direct_fit_transform" if feature == "tfidf" else "direct_call"
             print(
@@ -265,6 +280,8 @@ def main() -> None:
                     f"{r['overhead_1_worker_vs_fit_then_transform']:+.1%} against it"
                 )
     results["load_after"] = load()
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    print(f"total {results['total_seconds']:.0f} s, load average after: {results['load_after']}")
     print(json.dumps(results))
 
 
