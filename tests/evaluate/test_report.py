@@ -146,9 +146,15 @@ def test_plots_are_svg_with_one_mark_per_bin_or_level() -> None:
     assert "polyline" in line_chart_svg({"train": [(0, 1.0), (1, 0.5)]}, "l", "step", "loss")
 
 
-def browser_check(path: Path, screenshot: Path | None = None) -> dict[str, str]:
-    """Open ``path`` in headless Chromium: the console errors (none expected) and each section's
-    heading; a full-page screenshot to ``screenshot``. Skips without Chromium or Playwright."""
+def browser_check(
+    path: Path,
+    screenshot: Path | None = None,
+    sections: tuple[str, ...] = SECTION_IDS,
+    drawn: str = "svg",
+) -> dict[str, str]:
+    """Open ``path`` in headless Chromium: the console errors and requests (none expected), the
+    heading of each of ``sections``, at least one element matching ``drawn``; a full-page
+    screenshot to ``screenshot``. Skips without Chromium or Playwright."""
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         pytest.skip("Chromium is not installed (scripts/system-deps.sh installs Debian's chromium)")
     sync_api = pytest.importorskip(
@@ -167,8 +173,8 @@ def browser_check(path: Path, screenshot: Path | None = None) -> dict[str, str]:
             requests: list[str] = []
             page.on("request", lambda r: requests.append(r.url) if not r.url.startswith("file:") else None)
             page.goto(path.resolve().as_uri())
-            headings = {sid: page.inner_text(f"section#{sid} > h2") for sid in SECTION_IDS}
-            assert page.locator("svg").count() >= 1
+            headings = {sid: page.inner_text(f"section#{sid} > h2") for sid in sections}
+            assert page.locator(drawn).count() >= 1
             if screenshot is not None:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True)

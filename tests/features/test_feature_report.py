@@ -7,13 +7,13 @@ Chromium without console errors."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 from tests.conftest import write_pipeline
+from tests.evaluate.test_report import browser_check
 from tests.features.test_embeddings import save_tiny_encoder
 from typer.testing import CliRunner
 
@@ -23,7 +23,6 @@ from genloom.pipeline import Pipeline
 pytest.importorskip("sklearn")
 pytest.importorskip("vaderSentiment")
 
-CHROMIUM = "/usr/bin/chromium"
 #: (sentence, how many times, VADER's label); 'rocket' is in the most records
 CORPUS = [
     ("I love this wonderful soup, the soup is great", 12, "positive"),
@@ -130,32 +129,11 @@ def test_the_report_shows_top_terms_topics_sentiment_and_the_projection(report: 
 
 
 def test_the_feature_report_renders_in_headless_chromium(report: tuple[Path, Path], tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
-        pytest.skip("Chromium is not installed (scripts/system-deps.sh installs Debian's chromium)")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="pip install playwright (never `playwright install`)"
-    )
     _, out = report
-    errors: list[str] = []
-    requests: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: requests.append(r.url) if not r.url.startswith("file:") else None)
-            page.goto(out.resolve().as_uri())
-            assert page.inner_text("section#tfidf > h2") == "Top TF-IDF terms"
-            assert page.inner_text("section#topics > h2") == "Topics"
-            assert page.locator("section#embeddings svg circle").count() > 0
-            page.screenshot(path=str(tmp_path / "shot.png"), full_page=True)
-        finally:
-            browser.close()
-    assert errors == [] and requests == [], (errors, requests)
+    headings = browser_check(
+        out, tmp_path / "shot.png", sections=("tfidf", "topics"), drawn="section#embeddings svg circle"
+    )
+    assert headings == {"tfidf": "Top TF-IDF terms", "topics": "Topics"}
     assert (tmp_path / "shot.png").stat().st_size > 10_000
 
 
