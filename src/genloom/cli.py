@@ -243,7 +243,8 @@ def report(
     ] = None,
     open_: Annotated[bool, typer.Option("--open", help="Open the report in the web browser")] = False,
     features: Annotated[
-        bool, typer.Option("--features", help="Write the feature report of the features stage's output instead")
+        bool,
+        typer.Option("--features", help="Write the feature report of the features stage's output instead"),
     ] = False,
 ) -> None:
     """The path of a run's evaluation report (self-contained HTML); --open shows it.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from genloom.core.steps import StepContext
-from genloom.preprocess._common import load_spacy
+from genloom.core.text_columns import load_spacy
 from genloom.preprocess.ner import NerMap
 from genloom.preprocess.parse import ParseMap
 from genloom.preprocess.pos import PosMap

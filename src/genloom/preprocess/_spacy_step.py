@@ -9,7 +9,7 @@ import pyarrow as pa
 from pydantic import PrivateAttr
 
 from genloom.core.steps import Map, StepContext
-from genloom.preprocess._common import load_spacy, write_column
+from genloom.core.text_columns import load_spacy, write_column
 
 
 class SpacyAnnotator(Map):

@@ -11,7 +11,7 @@ from pydantic import Field
 from genloom.core.errors import MissingDependencyError
 from genloom.core.registry import PREPROCESSORS
 from genloom.core.steps import StepContext
-from genloom.preprocess._common import write_column
+from genloom.core.text_columns import write_column
 from genloom.preprocess._spacy_step import SpacyAnnotator
 
 # third-person pronouns: (gender, number, kind) ; gender m/f/n (neuter) or None (any), number sg/pl

@@ -10,7 +10,7 @@ from pydantic import Field, PrivateAttr
 from genloom.core.errors import MissingDependencyError
 from genloom.core.registry import PREPROCESSORS
 from genloom.core.steps import Map, StepContext
-from genloom.preprocess._common import write_column
+from genloom.core.text_columns import write_column
 
 _MODELS: dict[tuple[str, ...] | None, Any] = {}
 

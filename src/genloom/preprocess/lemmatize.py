@@ -10,7 +10,8 @@ from pydantic import PrivateAttr
 from genloom.core.errors import MissingDependencyError
 from genloom.core.registry import PREPROCESSORS
 from genloom.core.steps import Map, StepContext
-from genloom.preprocess._common import load_spacy, map_text_or_tokens, write_column
+from genloom.core.text_columns import load_spacy, write_column
+from genloom.preprocess._common import map_text_or_tokens
 
 
 @PREPROCESSORS.register("lemmatize")

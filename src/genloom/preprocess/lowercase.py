@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 
 from genloom.core.registry import PREPROCESSORS
 from genloom.core.steps import Map, StepContext
-from genloom.preprocess._common import write_column
+from genloom.core.text_columns import write_column
 
 
 @PREPROCESSORS.register("lowercase")

@@ -13,7 +13,7 @@ from pydantic import PrivateAttr
 
 from genloom.core.registry import PREPROCESSORS
 from genloom.core.steps import Map, StepContext
-from genloom.preprocess._common import write_column
+from genloom.core.text_columns import write_column
 
 
 @lru_cache(maxsize=2)

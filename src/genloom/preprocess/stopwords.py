@@ -11,7 +11,8 @@ from pydantic import Field, PrivateAttr
 from genloom.core.errors import MissingDependencyError
 from genloom.core.registry import PREPROCESSORS
 from genloom.core.steps import Map, StepContext
-from genloom.preprocess._common import map_text_or_tokens, write_column
+from genloom.core.text_columns import write_column
+from genloom.preprocess._common import map_text_or_tokens
 
 
 def stop_word_list(source: str, language: str) -> set[str]:

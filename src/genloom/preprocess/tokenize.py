@@ -11,7 +11,7 @@ from pydantic import PrivateAttr
 from genloom.core.errors import MissingDependencyError
 from genloom.core.registry import PREPROCESSORS
 from genloom.core.steps import Map, StepContext
-from genloom.preprocess._common import write_column
+from genloom.core.text_columns import write_column
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 # one token per CJK character (scripts without spaces), words with inner apostrophes/hyphens, single marks
