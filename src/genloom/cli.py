@@ -735,6 +735,19 @@ def keys_revoke(
     out.print(f"revoked key {key_id}")
 
 
+def _register_command_groups() -> None:
+    # commands that live with their package (monitoring, the dashboard); each module keeps its
+    # heavy imports inside the commands, so `genloom --help` stays fast
+    from genloom.monitor import cli as monitor_cli
+    from genloom.ui import cli as ui_cli
+
+    monitor_cli.register(app, out, err, _fail, _pipeline)
+    ui_cli.register(app, out, err, _fail, _pipeline)
+
+
+_register_command_groups()
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

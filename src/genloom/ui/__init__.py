@@ -1,0 +1,1 @@
+"""genloom.ui: the web dashboard (`genloom ui FILE`)."""
