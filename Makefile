@@ -61,7 +61,9 @@ LID_MODEL  := $(BENCH_VENV)/lid.176.ftz
 # it lives here for benchmarking only and is never a genloom dependency. SDMetrics (MIT) scores
 # every synthesizer of tabular_synth with one QualityReport. llama-cpp-python (benchmarks/serve.py's
 # llama.cpp) is a source package: pip compiles llama.cpp with cmake and g++ for this CPU (GGML_NATIVE),
-# about 45 minutes on 2 busy cores.
+# about 45 minutes on 2 busy cores with its tools and multimodal library; without them (only the
+# Python binding is used) the whole bench venv took 6.5 minutes here (2026-12-02, pip's wheel cache
+# may have held earlier builds). Evidently (Apache-2.0) is the reference of benchmarks/monitor.py.
 $(BENCH_VENV)/.ready: pyproject.toml
 	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_BIN)/pip install --disable-pip-version-check -q --upgrade pip
