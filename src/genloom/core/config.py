@@ -288,11 +288,6 @@ def pipeline_model() -> type[BaseModel]:
         train_section | None,
         Field(None, description="Model training; omit to stop after data stages"),
     )
-    if "monitor" in SECTIONS.names():
-        fields["monitor"] = (
-            SECTIONS.get("monitor", path="monitor") | None,
-            Field(None, description="Drift, quality and feedback checks and the retraining policy"),
-        )
     return create_model("PipelineConfig", __base__=PipelineBase, **fields)
 
 

@@ -90,7 +90,7 @@ MODELS = Registry("models")
 #: so core builds the whole pipeline model without importing those packages
 SECTIONS = Registry("sections")
 #: the modules that register SECTIONS (torch-free)
-SECTION_MODULES = ("genloom.train.config", "genloom.monitor.config")
+SECTION_MODULES = ("genloom.train.config",)
 
 REGISTRIES: dict[str, Registry] = {
     "sources": SOURCES,
