@@ -3,11 +3,21 @@
 SQLite by default (one file next to the pipeline), PostgreSQL for teams: the same code and tests
 run on both. Model versions move between stages ``candidate``, ``champion`` and ``archived``; at
 most one champion per model name.
+
+The database itself enforces the model rules, so that two runs registering or promoting at the same
+time cannot break them: a version number is unique per name (``uq_model_versions_name_version``),
+an artifact is registered once per name (``uq_model_versions_name_artifact``) and a partial unique
+index allows one ``champion`` row per name (``uq_model_versions_one_champion``, ``WHERE stage =
+'champion'``, on SQLite and PostgreSQL). ``register_model`` and ``promote`` retry a transaction that
+lost such a race. Opening an older catalog creates the missing indexes.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,19 +28,22 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
     create_engine,
+    func,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from genloom.core.errors import NotFoundError
+from genloom.core.errors import GenloomError, NotFoundError
 
 metadata = MetaData()
 
@@ -94,6 +107,24 @@ model_versions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+MODEL_INDEXES = (
+    Index("uq_model_versions_name_version", model_versions.c.name, model_versions.c.version, unique=True),
+    Index(
+        "uq_model_versions_name_artifact", model_versions.c.name, model_versions.c.artifact_key, unique=True
+    ),
+    Index(
+        "uq_model_versions_one_champion",
+        model_versions.c.name,
+        unique=True,
+        sqlite_where=model_versions.c.stage == "champion",
+        postgresql_where=model_versions.c.stage == "champion",
+    ),
+)
+
+# a transaction that lost a race on the model indexes (or, on SQLite, the write lock) is retried
+# this many times, with a short random back-off
+_RACE_ATTEMPTS = 8
+
 # what a source keeps between runs (an incremental source's watermarks), by pipeline and by a
 # key of the source's config, so a changed query starts afresh
 source_states = Table(
@@ -129,6 +160,35 @@ class Catalog:
         self.url = url
         self.engine: Engine = create_engine(url, future=True)
         metadata.create_all(self.engine)
+        self._migrate_model_indexes()
+
+    def _migrate_model_indexes(self) -> None:
+        """Create the model indexes an older catalog lacks; a catalog whose rows already break a
+        rule is reported, not silently changed."""
+        checks = {
+            "uq_model_versions_name_version": (model_versions.c.name, model_versions.c.version),
+            "uq_model_versions_name_artifact": (model_versions.c.name, model_versions.c.artifact_key),
+        }
+        for index in MODEL_INDEXES:
+            with self.engine.begin() as c:
+                if index.name in {i["name"] for i in _inspect_indexes(c)}:
+                    continue
+                cols = checks.get(str(index.name))
+                q = (
+                    select(*cols).group_by(*cols)
+                    if cols
+                    else select(model_versions.c.name)
+                    .where(model_versions.c.stage == "champion")
+                    .group_by(model_versions.c.name)
+                )
+                dup = c.execute(q.having(func.count() > 1).limit(1)).first()
+                if dup is not None:
+                    raise GenloomError(
+                        f"catalog {self.url!r}: model_versions breaks {index.name} (for example "
+                        f"{tuple(dup)}); fix those rows (`genloom models`, then archive or delete the "
+                        "duplicates) and open the catalog again"
+                    )
+                index.create(c, checkfirst=True)
 
     def close(self) -> None:
         """Release connections."""
@@ -279,22 +339,23 @@ class Catalog:
     def register_model(
         self, name: str, artifact_key: str, uri: str, metrics: dict[str, Any], run_id: str
     ) -> dict[str, Any]:
-        """Add a candidate version (or return the existing version of the same artifact)."""
-        with self.engine.begin() as c:
+        """Add a candidate version (or return the existing version of the same artifact).
+
+        Safe when several processes register at once: the unique indexes reject a duplicate version
+        number and the transaction is retried with the next one."""
+
+        def attempt(c: Connection) -> int:
             existing = c.execute(
-                select(model_versions).where(
+                select(model_versions.c.version).where(
                     model_versions.c.name == name, model_versions.c.artifact_key == artifact_key
                 )
             ).first()
             if existing is not None:
-                return dict(existing._mapping)
+                return int(existing[0])
             last = c.execute(
-                select(model_versions.c.version)
-                .where(model_versions.c.name == name)
-                .order_by(model_versions.c.version.desc())
-                .limit(1)
-            ).first()
-            version = (last[0] if last else 0) + 1
+                select(func.max(model_versions.c.version)).where(model_versions.c.name == name)
+            ).scalar()
+            version = int(last or 0) + 1
             c.execute(
                 insert(model_versions).values(
                     name=name,
@@ -307,7 +368,26 @@ class Catalog:
                     created_at=_now(),
                 )
             )
-        return self.model_version(name, version)
+            return version
+
+        return self.model_version(name, self._retry_race(attempt))
+
+    def _retry_race(self, attempt: Callable[[Connection], Any]) -> Any:
+        """Run ``attempt`` in a transaction, again when it lost a race with another writer."""
+        for n in range(_RACE_ATTEMPTS):
+            try:
+                with self.engine.begin() as c:
+                    if self.engine.dialect.name == "sqlite":
+                        # take the write lock up front: two deferred transactions that both read and
+                        # then write deadlock on SQLite, and one fails at once without waiting
+                        c.exec_driver_sql("BEGIN IMMEDIATE")
+                    return attempt(c)
+            except (IntegrityError, OperationalError) as e:
+                lost = isinstance(e, IntegrityError) or "locked" in str(e).lower()
+                if not lost or n == _RACE_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.005, 0.05) * (n + 1))
+        raise AssertionError("unreachable")
 
     def model_version(self, name: str, version: int) -> dict[str, Any]:
         """One model version."""
@@ -340,20 +420,41 @@ class Catalog:
             return [dict(r._mapping) for r in c.execute(q)]
 
     def promote(self, name: str, version: int) -> None:
-        """Make ``version`` the champion; the previous champion is archived (one transaction)."""
-        with self.engine.begin() as c:
+        """Make ``version`` the champion; the previous champion is archived (one transaction).
+
+        Two concurrent promotions leave one champion: the partial unique index rejects the second
+        champion row and that promotion is retried, archiving the first."""
+
+        def attempt(c: Connection) -> None:
+            found = c.execute(
+                select(model_versions.c.id).where(
+                    model_versions.c.name == name, model_versions.c.version == version
+                )
+            ).first()
+            if found is None:
+                raise NotFoundError(f"model {name!r} has no version {version}")
             c.execute(
                 update(model_versions)
-                .where(model_versions.c.name == name, model_versions.c.stage == "champion")
+                .where(
+                    model_versions.c.name == name,
+                    model_versions.c.stage == "champion",
+                    model_versions.c.version != version,
+                )
                 .values(stage="archived")
             )
-            res = c.execute(
+            c.execute(
                 update(model_versions)
                 .where(model_versions.c.name == name, model_versions.c.version == version)
                 .values(stage="champion")
             )
-            if res.rowcount == 0:
-                raise NotFoundError(f"model {name!r} has no version {version}")
+
+        self._retry_race(attempt)
+
+
+def _inspect_indexes(c: Connection) -> list[dict[str, Any]]:
+    from sqlalchemy import inspect
+
+    return list(inspect(c).get_indexes("model_versions"))
 
 
 def _jsonable(value: Any) -> Any:
