@@ -736,13 +736,11 @@ def keys_revoke(
 
 
 def _register_command_groups() -> None:
-    # commands that live with their package (monitoring, the dashboard); each module keeps its
-    # heavy imports inside the commands, so `genloom --help` stays fast
+    # commands that live with their package (monitoring); the module keeps its heavy imports
+    # inside the commands, so `genloom --help` stays fast
     from genloom.monitor import cli as monitor_cli
-    from genloom.ui import cli as ui_cli
 
     monitor_cli.register(app, out, err, _fail, _pipeline)
-    ui_cli.register(app, out, err, _fail, _pipeline)
 
 
 _register_command_groups()

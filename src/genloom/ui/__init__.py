@@ -1,1 +1,0 @@
-"""genloom.ui: the web dashboard (`genloom ui FILE`)."""
