@@ -47,6 +47,15 @@ def test_trend_of_a_line_season_of_a_sine_and_a_step_change() -> None:
     assert step[P + "mean"] == pytest.approx(70 * 5 / 120) and step[P + "max"] == 5.0
 
 
+def test_sine_of_period_12_on_a_line_gives_period_12_and_the_slope() -> None:
+    t = np.arange(144.0)
+    (row,) = features(windows(3 * np.sin(2 * np.pi * t / 12) + 0.5 * t + 10), groups=["trend", "seasonality"])
+    assert row[P + "season_period"] == 12  # found after the line is removed
+    assert row[P + "trend_slope"] == pytest.approx(0.5, abs=0.02)  # the sine biases the fit a little
+    assert row[P + "season_strength"] > 0.99
+    assert row[P + "season_acf"] > 0.85
+
+
 def test_change_points_in_noise() -> None:
     """One step of 3 sigma among N(0, 1) noise is found within 2 steps; pure noise gives none
     (the penalty 4 log(T) sigma^2 let through 1 of 300 noise windows when measured)."""
