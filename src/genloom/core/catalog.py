@@ -169,10 +169,12 @@ class Catalog:
             "uq_model_versions_name_version": (model_versions.c.name, model_versions.c.version),
             "uq_model_versions_name_artifact": (model_versions.c.name, model_versions.c.artifact_key),
         }
+        with self.engine.connect() as c:
+            present = {i["name"] for i in _inspect_indexes(c)}
         for index in MODEL_INDEXES:
+            if index.name in present:
+                continue
             with self.engine.begin() as c:
-                if index.name in {i["name"] for i in _inspect_indexes(c)}:
-                    continue
                 cols = checks.get(str(index.name))
                 q = (
                     select(*cols).group_by(*cols)
@@ -184,8 +186,9 @@ class Catalog:
                 dup = c.execute(q.having(func.count() > 1).limit(1)).first()
                 if dup is not None:
                     raise GenloomError(
-                        f"catalog {self.url!r}: model_versions breaks {index.name} (for example "
-                        f"{tuple(dup)}); fix those rows (`genloom models`, then archive or delete the "
+                        f"catalog {self.engine.url.render_as_string(hide_password=True)!r}: "
+                        f"model_versions breaks {index.name} (for example "
+                        f"{tuple(dup)}); fix those rows (`genloom status` lists the versions; archive or delete the "
                         "duplicates) and open the catalog again"
                     )
                 index.create(c, checkfirst=True)

@@ -31,7 +31,10 @@ def register(
 
         try:
             p = pipeline(file)
-            res = rollback(p.catalog, model or p.model_name, to)
+            try:
+                res = rollback(p.catalog, model or p.model_name, to)
+            finally:
+                p.close()
         except GenloomError as e:
             fail(e)
         out.print(

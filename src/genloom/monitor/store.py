@@ -8,6 +8,7 @@ dashboard shows; keep names and keys stable.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,32 +67,8 @@ monitor_decisions = Table(
     Column("evidence", JSON),
 )
 
-CHECK_KEYS = (
-    "id",
-    "created_at",
-    "model",
-    "version",
-    "window_start",
-    "window_end",
-    "kind",
-    "signal",
-    "method",
-    "score",
-    "threshold",
-    "p_value",
-    "breached",
-    "evidence",
-)
-DECISION_KEYS = (
-    "id",
-    "created_at",
-    "model",
-    "action",
-    "champion_version",
-    "challenger_version",
-    "reason",
-    "evidence",
-)
+CHECK_KEYS = tuple(monitor_checks.c.keys())
+DECISION_KEYS = tuple(monitor_decisions.c.keys())
 
 
 def _now() -> datetime:
@@ -106,7 +83,7 @@ def _finite(x: float | None) -> float | None:
     if x is None:
         return None
     x = float(x)
-    return x if x == x and x not in (float("inf"), float("-inf")) else None
+    return x if math.isfinite(x) else None
 
 
 class MonitorLog:
