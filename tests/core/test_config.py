@@ -106,3 +106,30 @@ def test_yaml_syntax_error_is_reported_with_line(tmp_path: Path) -> None:
     p.write_text("name: x\nsources: [\n")
     code, output = _validate(p)
     assert code == 2 and "line" in output
+
+
+def test_a_ray_cluster_needs_a_store_every_node_reaches(tmp_path: Path) -> None:
+    """A cluster address with a store folder on local disk stops before any work, unless the
+    nodes share a filesystem; a Ray Client driver cannot run shards that read this machine's files."""
+    path = write_pipeline(tmp_path / "p")
+    cluster = ["executor.type=ray", "executor.address=10.0.0.1:6379"]
+    with pytest.raises(ConfigError, match="cannot reach this machine's store folder") as e:
+        load_config(path, cluster)
+    assert e.value.path == "store.path"
+    assert load_config(path, [*cluster, "executor.shared_filesystem=true"]).executor.shared_filesystem
+    assert load_config(path, [*cluster, "store.path=s3://bucket/prefix"]).store.path == "s3://bucket/prefix"
+    client = ["executor.type=ray", "executor.address=ray://10.0.0.1:10001", "store.path=s3://bucket/prefix"]
+    with pytest.raises(ConfigError, match="not a node of the cluster") as e:
+        load_config(path, client)  # python_docs reads this interpreter's packages
+    assert e.value.path == "sources.0"
+    assert load_config(path, ["executor.type=ray"]).executor.address is None  # a local runtime: no check
+
+
+def test_store_options_hold_credentials_as_secrets(tmp_path: Path) -> None:
+    path = write_pipeline(tmp_path / "p")
+    cfg = load_config(
+        path, ["store.path=s3://b/p", "store.options={endpoint_url: http://h:9, secret: s3cr3t-x}"]
+    )
+    assert cfg.store.options["secret"].get_secret_value() == "s3cr3t-x"
+    assert "s3cr3t-x" not in repr(cfg) + cfg.model_dump_json()
+    assert cfg.store.options["endpoint_url"] == "http://h:9"

@@ -422,8 +422,10 @@ class Catalog:
         with self.engine.connect() as c:
             return [dict(r._mapping) for r in c.execute(q)]
 
-    def promote(self, name: str, version: int) -> None:
+    def promote(self, name: str, version: int, also: Callable[[Connection], object] | None = None) -> None:
         """Make ``version`` the champion; the previous champion is archived (one transaction).
+        ``also(connection)`` runs in that transaction after the change (a record of it, stored
+        with the promotion or not at all).
 
         Two concurrent promotions leave one champion: the partial unique index rejects the second
         champion row and that promotion is retried, archiving the first."""
@@ -450,6 +452,8 @@ class Catalog:
                 .where(model_versions.c.name == name, model_versions.c.version == version)
                 .values(stage="champion")
             )
+            if also is not None:
+                also(c)
 
         self._retry_race(attempt)
 
@@ -457,7 +461,7 @@ class Catalog:
 def _inspect_indexes(c: Connection) -> list[dict[str, Any]]:
     from sqlalchemy import inspect
 
-    return list(inspect(c).get_indexes("model_versions"))
+    return [dict(ix) for ix in inspect(c).get_indexes("model_versions")]
 
 
 def _jsonable(value: Any) -> Any:

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from genloom.core.errors import ConfigError, ConfigErrors
 from genloom.core.registry import REGISTRIES, SECTIONS, suggest
@@ -38,6 +47,31 @@ class StoreConfig(Frozen):
     path: str = Field(
         ".genloom/artifacts", description="Artifact root: a folder, or s3://, gs://... with fsspec"
     )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options of the filesystem (s3://: endpoint_url, key, secret, "
+        "client_kwargs...); write credentials as ${env:NAME}",
+    )
+    cache: str | None = Field(
+        None,
+        description="Local folder where model stages stage the files of an object store's artifacts "
+        "(default: .genloom/cache beside the pipeline file)",
+    )
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _secret_options(cls, value: Any) -> Any:
+        """Options named like credentials (key, secret, token, password...) become SecretStr, at any depth."""
+
+        def wrap(node: Any) -> Any:
+            if isinstance(node, dict):
+                return {
+                    k: SecretStr(v) if is_secret_name(k) and isinstance(v, str) else wrap(v)
+                    for k, v in node.items()
+                }
+            return node
+
+        return wrap(value)
 
 
 class CatalogConfig(Frozen):
@@ -60,8 +94,21 @@ class RayExecutorConfig(Frozen):
     """Run shards as Ray tasks, on a cluster at ``address`` or a local Ray runtime."""
 
     type: Literal["ray"] = "ray"
-    address: str | None = Field(None, description="ray://host:10001 or 'auto'; empty starts a local runtime")
+    address: str | None = Field(
+        None,
+        description=(
+            "A cluster: 'auto' or host:6379 from a node of it, or ray://host:10001 (Ray Client); empty starts"
+            " a local runtime. A cluster needs the store on object storage (s3://...) or shared_filesystem"
+        ),
+    )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local runtime (default: all)")
+    shared_filesystem: bool = Field(
+        False,
+        description=(
+            "Every node of the cluster mounts the store folder and the sources' files at the same paths"
+            " (NFS...): a local store path is then allowed and any node reads any file"
+        ),
+    )
 
 
 ExecutorConfig = Annotated[LocalExecutorConfig | RayExecutorConfig, Field(discriminator="type")]
@@ -241,6 +288,100 @@ class RegisterConfig(Frozen):
     )
 
 
+_DURATION = re.compile(r"^(\d+(\.\d+)?[dhms])+$")
+
+
+def _duration(value: str | None) -> str | None:
+    """A duration such as 90s, 30m, 24h, 7d or 1h30m (checked here, read by genloom.monitor)."""
+    if value is not None and not _DURATION.match(re.sub(r"\s+", "", value.lower())):
+        raise ValueError(f"{value!r} is not a duration (90s, 30m, 24h, 7d, 1h30m)")
+    return value
+
+
+MonitorKind = Literal["drift", "quality", "feedback", "new_data"]
+
+
+def _breach_kinds() -> list[MonitorKind]:
+    return ["drift", "quality", "feedback"]
+
+
+class MonitorThresholds(Frozen):
+    """When a monitoring signal is a breach (the defaults of genloom.monitor.signals.Thresholds)."""
+
+    psi: float = Field(0.2, gt=0, description="Drift: PSI of a length distribution above this")
+    ks_alpha: float = Field(
+        0.01, gt=0, lt=1, description="Drift: KS p-value below this (and ks_min_statistic)"
+    )
+    ks_min_statistic: float = Field(0.1, ge=0, le=1, description="Drift: the KS statistic at least this")
+    js: float = Field(
+        0.1, ge=0, le=1, description="Drift: Jensen-Shannon distance of categories (OOV, language) above this"
+    )
+    chi2_alpha: float = Field(
+        0.01, gt=0, lt=1, description="Drift: chi-square p-value below this (and the JS distance >= js)"
+    )
+    error_rate: float = Field(0.01, ge=0, le=1, description="Quality: share of 5xx responses above this")
+    latency_p95_s: float = Field(5.0, gt=0, description="Quality: 95th percentile latency (s) above this")
+    empty_output_rate: float = Field(
+        0.05, ge=0, le=1, description="Quality: share of empty outputs above this"
+    )
+    repetition_rate: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Quality: share of outputs of 8+ words with distinct word 4-grams under half their 4-grams above this",
+    )
+    truncation_rate: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Quality: share of responses that stopped at their token limit above this",
+    )
+    negative_feedback_rate: float = Field(
+        0.3, ge=0, le=1, description="Feedback: share of ratings <= 0 above this"
+    )
+    min_requests: int = Field(50, ge=1, description="Text requests a window needs for the drift checks")
+    min_feedback: int = Field(10, ge=1, description="Ratings a window needs for the feedback check")
+
+
+class MonitorConfig(Frozen):
+    """``genloom monitor``'s policy: the window, thresholds, alerts, and whether a breach (or a
+    schedule) retrains the pipeline. Command-line options override these."""
+
+    window: str = Field("24h", description="Requests of the last window are checked (90s, 30m, 24h, 7d)")
+    thresholds: MonitorThresholds = Field(
+        default_factory=MonitorThresholds, description="When a check breaches (overrides the defaults)"
+    )
+    on_breach: Literal["none", "retrain"] = Field(
+        "none", description="retrain: run the pipeline again when a check of retrain_on breaches"
+    )
+    retrain_on: list[MonitorKind] = Field(
+        default_factory=_breach_kinds,
+        description="Kinds of check whose breach retrains (with on_breach: retrain); new_data: the pipeline "
+        "would train a model not registered yet (new source data or a changed config), planned each round",
+    )
+    schedule: str | None = Field(
+        None,
+        description="Also retrain when this long (7d, 24h) passed since the last retrain decision (else the "
+        "champion's registration), breach or not",
+    )
+    cooldown: str = Field(
+        "1h",
+        description="No breach-triggered retrain within this long after the last one (a schedule still runs)",
+    )
+    webhook: SecretStr | None = Field(
+        None, description="POST breaches to this URL (retried); write tokens as ${env:NAME}"
+    )
+    prometheus_textfile: str | None = Field(
+        None,
+        description="Write the checks as Prometheus gauges to this .prom file (relative to the pipeline file)",
+    )
+
+    @field_validator("window", "schedule", "cooldown")
+    @classmethod
+    def _check_duration(cls, value: str | None) -> str | None:
+        return _duration(value)
+
+
 class PipelineBase(Frozen):
     """Fields common to every pipeline; stage lists are added from the registries."""
 
@@ -255,6 +396,7 @@ class PipelineBase(Frozen):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     # `register` would shadow ABCMeta.register on the model class, so the attribute is `registry`
     registry: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
 
 def has_literal_type(cls: type) -> bool:
@@ -341,11 +483,47 @@ def validate_config(
         for step in getattr(cfg, stage):
             if hasattr(step, "bind"):
                 step.bind(base)
+    _bind_catalog(cfg)
     for stage in STAGE_LISTS:
         for i, step in enumerate(getattr(cfg, stage)):
             if hasattr(step, "check"):
                 step.check(f"{stage}.{i}")
+    _check_cluster_paths(cfg)
     return cfg
+
+
+def _bind_catalog(cfg: Any) -> None:
+    """Sources that read the pipeline's own catalog (the feedback source) get its URL."""
+    for step in cfg.sources:
+        if hasattr(step, "bind_catalog"):
+            step.bind_catalog(cfg.catalog.url)
+
+
+def _check_cluster_paths(cfg: Any) -> None:
+    """On a Ray cluster, a worker node sees none of this machine's folders: the store must be object
+    storage (or a filesystem every node mounts), and a source reading local files needs its shards
+    pinned to the driver's node, which a Ray Client driver (ray://) is not part of."""
+    ex = cfg.executor
+    if ex.type != "ray" or not ex.address or ex.shared_filesystem:
+        return
+    protocol = cfg.store.path.split("://", 1)[0] if "://" in cfg.store.path else "file"
+    if protocol in ("file", "local"):
+        raise ConfigError(
+            f"the Ray cluster at {ex.address} cannot reach this machine's store folder {cfg.store.path!r}",
+            path="store.path",
+            hint="put the store on object storage (store: {path: s3://bucket/prefix}) or, when every node"
+            " mounts it at the same path, set executor.shared_filesystem: true",
+        )
+    if ex.address.startswith("ray://"):
+        for i, src in enumerate(cfg.sources):
+            if src.local_only():
+                raise ConfigError(
+                    f"{src.type} reads files of this machine, but a Ray Client driver ({ex.address}) is not a"
+                    " node of the cluster, so no task can run where the files are",
+                    path=f"sources.{i}",
+                    hint="run genloom on a node of the cluster (executor.address: auto), or set"
+                    " executor.shared_filesystem: true when every node mounts the files at the same paths",
+                )
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

@@ -37,11 +37,15 @@ class ShardTask:
     label: dict[str, Any] = field(default_factory=dict)
     #: config paths of ``fitted`` (if any) then ``steps``, for error messages (``clean.2``)
     step_paths: tuple[str, ...] = ()
+    #: the shard reads files of the driver's machine: a cluster executor runs it there
+    on_driver: bool = False
+    #: the store's fsspec options (credentials as SecretStr)
+    store_options: dict[str, Any] = field(default_factory=dict)
 
 
 def run_shard(task: ShardTask) -> dict[str, Any]:
     """Produce one shard unless its completion marker exists; return its completion record."""
-    store = ArtifactStore(task.store_root)
+    store = ArtifactStore(task.store_root, task.store_options)
     if not task.force:
         done = store.shard_done(task.stage, task.shard_key)
         if done is not None:
@@ -75,6 +79,27 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     }
     done = store.write_shard(task.stage, task.shard_key, table, ctx.rejected, ctx.events, info)
     return {**done, "seconds": time.perf_counter() - start, "resumed": False}
+
+
+@dataclass(frozen=True)
+class FitShardTask:
+    """One input shard of a fit that is counted per shard (picklable, like ShardTask)."""
+
+    store_root: str
+    stage: str
+    shard: str
+    step: Fitted
+    state_dir: str
+    store_options: dict[str, Any] = field(default_factory=dict)
+
+
+def run_fit_shard(task: FitShardTask) -> Any:
+    """A worker's part of a per-shard fit: ``step.fit_shard`` over the shard's batches, with the
+    state's folder as its scratch space; returns the partial counts for ``merge_fits``."""
+    store = ArtifactStore(task.store_root, task.store_options)
+    task.step.ensure_setup()
+    batches = store.iter_batches(task.stage, task.shard)
+    return task.step.fit_shard(batches, task.state_dir, store.fs)  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

@@ -203,6 +203,11 @@ class Source(Step):
         """Independent units of reading (files, key ranges); JSON-serialisable, stable order."""
         return [None]
 
+    def local_only(self) -> bool:
+        """True when reading needs this machine's files (local paths, a SQLite file): on a Ray
+        cluster the executor runs its shards on the driver's node, the one that has them."""
+        return False
+
     def fingerprint(self) -> str:
         """Changes when the underlying data changes (file sizes and hashes, a table's max id...)."""
         return ""

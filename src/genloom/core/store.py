@@ -12,6 +12,16 @@ Layout under the root::
 
 Shards are keyed by their own content key, so a killed stage resumes where it stopped and an
 unchanged input shard is never recomputed, even when other shards of the same stage changed.
+
+On an object store (``s3://``...), where a rename is a copy then a delete and so not atomic,
+every file is written straight to its final key (one PUT, or one multipart upload, which the
+store makes visible whole or not at all), and the completion markers (``done.json``,
+``manifest.json``) stay the last write: a reader never sees a half-written artifact. Model stages
+need real files: they work in a local staging folder (``<cache>/<stage>/<key>``) that
+``write_manifest`` uploads whole, payload first and the manifest (with every file's size and
+SHA-256) last; ``staged_artifact`` downloads a finished artifact into the cache and verifies it,
+and mirrors the checkpoints of an unfinished one as they are saved, so a killed training run
+resumes on another machine or from an empty cache.
 """
 
 from __future__ import annotations
@@ -20,15 +30,25 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
+import shutil
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import SecretStr
 
+from genloom.core.errors import ConfigError, GenloomError, MissingDependencyError, NotFoundError
 from genloom.core.records import EVENTS_SCHEMA, REJECTED_SCHEMA
+
+#: the folder of a model artifact whose complete subfolders are uploaded as they appear (the
+#: train stage's checkpoints, train/checkpoint.py: ``step_<n>/`` renamed from ``.partial`` when
+#: complete, ``state.json`` in each)
+CHECKPOINTS = "checkpoints"
+MIRROR_SECONDS = 0.5
 
 
 def content_key(*parts: Any) -> str:
@@ -53,12 +73,49 @@ def write_parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-class ArtifactStore:
-    """Artifacts and shards under one fsspec root."""
+def plain_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """fsspec storage options with every ``SecretStr`` (at any depth) unwrapped, for the filesystem only."""
+    out: dict[str, Any] = {}
+    for k, v in options.items():
+        if isinstance(v, SecretStr):
+            v = v.get_secret_value()
+        elif isinstance(v, Mapping):
+            v = plain_options(v)
+        out[k] = v
+    return out
 
-    def __init__(self, root: str) -> None:
+
+class ArtifactStore:
+    """Artifacts and shards under one fsspec root.
+
+    ``options`` are the filesystem's storage options (``endpoint_url``, ``key``, ``secret``...;
+    credentials as ``SecretStr``, unwrapped only for the filesystem and never stored elsewhere);
+    ``cache`` is the local staging folder of model artifacts on an object store.
+    """
+
+    def __init__(
+        self, root: str, options: Mapping[str, Any] | None = None, cache: str | Path | None = None
+    ) -> None:
         self.root = root.rstrip("/")
-        self.fs, self.base = fsspec.core.url_to_fs(self.root)
+        #: as given (``SecretStr`` kept), for the workers that open the same store
+        self.options = dict(options or {})
+        try:
+            self.fs, self.base = fsspec.core.url_to_fs(self.root, **plain_options(options or {}))
+        except ImportError as e:  # fsspec's message names the package (gcsfs, adlfs...)
+            protocol = self.root.split("://")[0]
+            install = "pip install 'genloom[s3]'" if protocol in ("s3", "s3a") else str(e)
+            raise MissingDependencyError(f"the fsspec filesystem of {protocol}://", install) from None
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        #: False on object stores: no atomic rename, and model stages work in ``cache``
+        self.local = "file" in protocols
+        self.cache = Path(cache) if cache is not None else None
+        self._mirrors: dict[str, CheckpointMirror] = {}
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.root!r})"  # never the options: they may hold credentials
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_mirrors": {}}  # threads stay in their process
 
     # -- paths
     def shard_dir(self, stage: str, shard_key: str) -> str:
@@ -70,19 +127,22 @@ class ArtifactStore:
         return f"{self.base}/artifacts/{stage}/{key}"
 
     def local_path(self, path: str) -> Path:
-        """A path on the local filesystem (training and models need real files)."""
-        if "file" not in self.fs.protocol:
-            raise NotImplementedError("models and token files need a local store path")
-        return Path(path)
+        """A path on the local filesystem (training and models need real files): ``path`` itself
+        on a local store, its place in the staging cache on an object store (see ``staged_artifact``)."""
+        if self.local:
+            return Path(path)
+        if self.cache is None:
+            raise ConfigError(
+                f"{self.root} is an object store, and model stages need a local staging cache",
+                path="store.cache",
+                hint="a local folder for model artifacts",
+            )
+        return self.cache / Path(path).relative_to(f"{self.base}/artifacts")
 
     # -- shards
     def shard_done(self, stage: str, shard_key: str) -> dict[str, Any] | None:
         """The shard's completion record, or None when it is not finished."""
-        marker = f"{self.shard_dir(stage, shard_key)}/done.json"
-        if not self.fs.exists(marker):
-            return None
-        with self.fs.open(marker, "r") as f:
-            return json.load(f)
+        return self._read_json(f"{self.shard_dir(stage, shard_key)}/done.json")
 
     def write_shard(
         self,
@@ -95,7 +155,7 @@ class ArtifactStore:
     ) -> dict[str, Any]:
         """Write a shard's files, then its completion marker last."""
         d = self.shard_dir(stage, shard_key)
-        self.fs.makedirs(d, exist_ok=True)
+        self._makedirs(d)
         self._write_atomic(f"{d}/data.parquet", write_parquet_bytes(table))
         self._write_atomic(
             f"{d}/rejected.parquet",
@@ -144,18 +204,14 @@ class ArtifactStore:
     def save_file_digests(self) -> None:
         """Write the digest memo (after planning) if it gained entries."""
         if getattr(self, "_digests_dirty", False):
-            self.fs.makedirs(self.base, exist_ok=True)
+            self._makedirs(self.base)
             self._write_atomic(f"{self.base}/file_digests.json", json.dumps(self._digests()).encode())
             self._digests_dirty = False
 
     def _digests(self) -> dict[str, str]:
         memo: dict[str, str] | None = getattr(self, "_digest_memo", None)
         if memo is None:
-            memo = {}
-            path = f"{self.base}/file_digests.json"
-            if self.fs.exists(path):
-                with self.fs.open(path, "r") as f:
-                    memo = json.load(f)
+            memo = self._read_json(f"{self.base}/file_digests.json") or {}
             self._digest_memo = memo
         return memo
 
@@ -165,15 +221,32 @@ class ArtifactStore:
         return bool(self.fs.exists(f"{self.artifact_dir(stage, key)}/manifest.json"))
 
     def write_manifest(self, stage: str, key: str, manifest: dict[str, Any]) -> None:
-        """Write the manifest: the last write of a stage, which marks it done."""
+        """Write the manifest: the last write of a stage, which marks it done.
+
+        On an object store, the artifact's staging folder (if the stage worked in one) is
+        uploaded first, and the manifest lists its files (``files``: path -> size, sha256)."""
         d = self.artifact_dir(stage, key)
-        self.fs.makedirs(d, exist_ok=True)
+        self._makedirs(d)
+        staged = None if self.local or self.cache is None else self.local_path(d)
+        if staged is not None and staged.is_dir():
+            mirror = self._mirrors.pop(d, None)
+            if mirror is not None:
+                mirror.stop(final_sync=False)  # the whole folder goes up now
+            files = self._upload_folder(staged, d)
+            manifest = {**manifest, "files": files}
+            self._write_atomic(f"{d}/manifest.json", json.dumps(manifest, sort_keys=True, indent=1).encode())
+            _write_stamp(staged, files)
+            return
         self._write_atomic(f"{d}/manifest.json", json.dumps(manifest, sort_keys=True, indent=1).encode())
 
     def read_manifest(self, stage: str, key: str) -> dict[str, Any]:
         """The manifest of a finished artifact."""
-        with self.fs.open(f"{self.artifact_dir(stage, key)}/manifest.json", "r") as f:
-            return json.load(f)
+        manifest = self._read_json(f"{self.artifact_dir(stage, key)}/manifest.json")
+        if manifest is None:
+            raise FileNotFoundError(
+                f"{self.fs.unstrip_protocol(self.artifact_dir(stage, key))}/manifest.json"
+            )
+        return manifest
 
     def iter_artifact(self, stage: str, key: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
         """Stream every shard of a tabular artifact, in order."""
@@ -181,8 +254,203 @@ class ArtifactStore:
         for sk in m["shards"]:
             yield from self.iter_batches(stage, sk, columns=columns)
 
+    # -- model artifacts on an object store: the local staging cache
+    def fetch_artifact(self, stage: str, key: str) -> Path:
+        """The local folder of an artifact: its own folder on a local store; on an object store,
+        ``<cache>/<stage>/<key>``, into which a finished artifact is downloaded whole when missing
+        or changed, and verified against its manifest (an unfinished one: the folder as it is)."""
+        d = self.artifact_dir(stage, key)
+        local = self.local_path(d)
+        if self.local:
+            return local
+        self.fs.invalidate_cache(d)  # another process may have written since this one listed it
+        if self.has_artifact(stage, key):
+            files = self.read_manifest(stage, key).get("files", {})
+            if _read_stamp(local) != files or not _sizes_match(local, files):
+                self._download_files(d, local, files)
+                _write_stamp(local, files)
+        return local
+
+    def registered_model(self, row: dict[str, Any]) -> Path:
+        """The local folder of a registry row's model (``artifact_key``, ``uri``): the train
+        artifact fetched from this store when the store holds it; otherwise the row's ``uri`` when
+        it is a local folder (a version registered from outside this store); otherwise an error."""
+        key, uri = str(row["artifact_key"]), str(row.get("uri") or "")
+        if self.has_artifact("train", key) or uri == self.artifact_dir("train", key):
+            return self.fetch_artifact("train", key)
+        if uri and Path(uri).is_dir():
+            return Path(uri)
+        raise NotFoundError(
+            f"model version {row.get('version')} ({key[:12]}) is neither in the store {self.root} nor at {uri!r}"
+        )
+
+    def staged_artifact(self, stage: str, key: str) -> Path:
+        """The local folder a model stage reads or writes an artifact in (``fetch_artifact``); for
+        an unfinished artifact on an object store, it also holds the newest checkpoint uploaded
+        so far, and from then on each checkpoint the stage completes is uploaded within a second."""
+        local = self.fetch_artifact(stage, key)
+        d = self.artifact_dir(stage, key)
+        if not self.local and d not in self._mirrors and not self.has_artifact(stage, key):
+            self._download_latest_checkpoint(d, local)
+            self._mirrors[d] = CheckpointMirror(self, local, d)
+        return local
+
+    def stop_mirrors(self) -> None:
+        """Upload the checkpoints not yet uploaded and stop mirroring (end of a run, or a failure)."""
+        while self._mirrors:
+            _, mirror = self._mirrors.popitem()
+            mirror.stop(final_sync=True)
+
+    def _upload_folder(self, local: Path, remote: str) -> dict[str, dict[str, Any]]:
+        """Upload every file under ``local`` to ``remote`` (each PUT whole); return path -> size, sha256."""
+        files: dict[str, dict[str, Any]] = {}
+        for f in sorted(p for p in local.rglob("*") if p.is_file()):
+            rel = f.relative_to(local).as_posix()
+            if rel == STAMP or any(part.endswith(".partial") for part in f.relative_to(local).parts):
+                continue
+            files[rel] = {"size": f.stat().st_size, "sha256": sha256_file(str(f))}
+            self.fs.put_file(str(f), f"{remote}/{rel}")
+        return files
+
+    def _download_files(self, remote: str, local: Path, files: dict[str, dict[str, Any]]) -> None:
+        """Download the listed files into ``local``, each through a ``.partial`` file, and verify them."""
+        for rel, meta in files.items():
+            dest = local / rel
+            if (
+                dest.is_file()
+                and dest.stat().st_size == meta["size"]
+                and sha256_file(str(dest)) == meta["sha256"]
+            ):
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(dest.name + ".partial")
+            self.fs.get_file(f"{remote}/{rel}", str(tmp))
+            got = sha256_file(str(tmp))
+            if got != meta["sha256"]:
+                tmp.unlink()
+                raise GenloomError(
+                    f"{self.fs.unstrip_protocol(f'{remote}/{rel}')} does not match its manifest "
+                    f"(sha256 {got[:12]}..., expected {meta['sha256'][:12]}...): it changed after "
+                    "it was written; delete the artifact's manifest.json to rebuild it"
+                )
+            os.replace(tmp, dest)
+
+    def _download_latest_checkpoint(self, remote: str, local: Path) -> None:
+        """Fetch the newest complete checkpoint uploaded for an unfinished artifact (if newer than the cache's)."""
+        remote_steps = _remote_checkpoints(self.fs, f"{remote}/{CHECKPOINTS}")
+        if not remote_steps:
+            return
+        newest = remote_steps[-1]
+        root = local / CHECKPOINTS
+        if (root / newest / "state.json").exists():
+            return
+        tmp = root / f"{newest}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for path in self.fs.find(f"{remote}/{CHECKPOINTS}/{newest}"):
+            self.fs.get_file(path, str(tmp / path.rsplit("/", 1)[1]))
+        os.replace(tmp, root / newest)
+
+    def _read_json(self, path: str) -> Any:
+        """A small JSON file, or None when it does not exist (one GET on an object store)."""
+        try:  # a range from 0: s3fs asks for the size (HEAD, and a listing when absent) without one
+            return json.loads(self.fs.cat_file(path, start=0))
+        except FileNotFoundError:
+            return None
+
+    def _makedirs(self, path: str) -> None:
+        if self.local:  # object stores have no folders
+            self.fs.makedirs(path, exist_ok=True)
+
     def _write_atomic(self, path: str, data: bytes) -> None:
+        if not self.local:
+            self.fs.pipe_file(path, data)  # one PUT: visible whole or not at all; a rename would copy
+            return
         tmp = f"{path}.tmp"
         with self.fs.open(tmp, "wb") as f:
             f.write(data)
         self.fs.mv(tmp, path)
+
+
+class CheckpointMirror:
+    """Uploads each complete checkpoint of a staging folder as it appears, and drops the uploaded
+    ones the folder no longer keeps; a checkpoint's ``state.json`` goes up last, so a remote
+    checkpoint is complete exactly when its ``state.json`` exists."""
+
+    def __init__(self, store: ArtifactStore, local: Path, remote: str) -> None:
+        self.store, self.local, self.remote = store, local / CHECKPOINTS, f"{remote}/{CHECKPOINTS}"
+        self.uploaded = set(_remote_checkpoints(store.fs, self.remote))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"checkpoint-mirror-{remote}", daemon=True)
+        self._thread.start()
+
+    def stop(self, final_sync: bool) -> None:
+        """Stop the thread; with ``final_sync``, upload what is left first."""
+        self._stop.set()
+        self._thread.join()
+        if final_sync:
+            self.sync()
+
+    def sync(self) -> None:
+        """Upload the complete local checkpoints not uploaded yet; delete the uploaded ones pruned locally."""
+        if not self.local.is_dir():
+            return
+        complete = sorted(
+            p.name
+            for p in self.local.iterdir()
+            if p.is_dir() and not p.name.endswith(".partial") and (p / "state.json").exists()
+        )
+        for name in complete:
+            if name not in self.uploaded:
+                try:
+                    self._upload(name)
+                except FileNotFoundError:  # pruned by the training loop meanwhile: a newer one exists
+                    continue
+        for name in sorted(self.uploaded - set(complete)):
+            if complete and name < complete[0]:
+                self.store.fs.rm(f"{self.remote}/{name}", recursive=True)
+                self.uploaded.discard(name)
+
+    def _upload(self, name: str) -> None:
+        folder = self.local / name
+        files = sorted(f.name for f in folder.iterdir() if f.is_file())
+        files.sort(key=lambda n: n == "state.json")  # the completion marker last
+        for f in files:
+            self.store.fs.put_file(str(folder / f), f"{self.remote}/{name}/{f}")
+        self.uploaded.add(name)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(MIRROR_SECONDS):
+            self.sync()
+
+
+STAMP = ".genloom-staged.json"  # in a staging folder: the manifest's file list it was verified against
+
+
+def _read_stamp(local: Path) -> Any:
+    try:
+        return json.loads((local / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_stamp(local: Path, files: dict[str, dict[str, Any]]) -> None:
+    local.mkdir(parents=True, exist_ok=True)
+    tmp = local / f"{STAMP}.partial"
+    tmp.write_text(json.dumps(files, sort_keys=True))
+    os.replace(tmp, local / STAMP)
+
+
+def _sizes_match(local: Path, files: dict[str, dict[str, Any]]) -> bool:
+    return all(
+        (local / rel).is_file() and (local / rel).stat().st_size == m["size"] for rel, m in files.items()
+    )
+
+
+def _remote_checkpoints(fs: Any, root: str) -> list[str]:
+    """Names of the complete checkpoints under ``root`` on ``fs``, oldest first."""
+    try:
+        found = fs.glob(f"{root}/step_*/state.json")
+    except FileNotFoundError:
+        return []
+    return sorted(p.rsplit("/", 2)[1] for p in found)

@@ -35,6 +35,73 @@ class ChatConfig(BaseModel):
     )
 
 
+class DistributedConfig(BaseModel):
+    """``train.distributed``: the train stage runs under ``torchrun`` (DDP; gloo on CPU, NCCL on GPUs),
+    in several processes of this machine or of several machines; the data stages run once, in
+    ``genloom run`` itself, on the first machine (node 0)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nproc_per_node: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Training processes on each machine; each trains on its own batch_size rows or windows, so the"
+            " global batch is batch_size x grad_accum x nproc_per_node x nnodes. 1 (and nnodes 1): no torchrun."
+        ),
+    )
+    nnodes: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Machines that train together. genloom run is node 0 (it runs the data stages and writes the"
+            " model); each other machine joins with torchrun --node-rank=1..nnodes-1 (docs/models.md)."
+        ),
+    )
+    rdzv_endpoint: str | None = Field(
+        None,
+        description=(
+            "nnodes > 1: host:port of node 0, reachable from every node, where torchrun's rendezvous"
+            " listens (a free port on node 0, e.g. node0.example:29400)."
+        ),
+    )
+    shared_filesystem: bool = Field(
+        False,
+        description=(
+            "nnodes > 1: every node mounts the store folder at the same path (NFS...); the ranks of every"
+            " node read the prepared data and the checkpoints there (executor.shared_filesystem of a Ray"
+            " executor counts too)."
+        ),
+    )
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _check_endpoint(cls, v: str | None) -> str | None:
+        if v is not None:
+            host, _, port = v.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"rdzv_endpoint {v!r} is not host:port (e.g. node0.example:29400)")
+        return v
+
+    @model_validator(mode="after")
+    def _nodes_need_an_endpoint(self) -> DistributedConfig:
+        if self.nnodes > 1 and self.rdzv_endpoint is None:
+            raise ValueError(
+                f"nnodes: {self.nnodes} needs rdzv_endpoint: host:port of node 0 (where genloom run runs),"
+                " which every node can reach"
+            )
+        if self.nnodes == 1 and self.rdzv_endpoint is not None:
+            raise ValueError(
+                "rdzv_endpoint is for nnodes > 1; one machine rendezvouses on its own (--standalone)"
+            )
+        return self
+
+    @property
+    def world_size(self) -> int:
+        """Training processes in all: nproc_per_node x nnodes."""
+        return self.nproc_per_node * self.nnodes
+
+
 @SECTIONS.register("train")
 class TrainConfig(BaseModel):
     """The ``train:`` section: what model to train, for how long, and how."""
@@ -119,6 +186,14 @@ class TrainConfig(BaseModel):
         None, ge=1, description="CPU threads; None: the cores not busy with other work at start."
     )
     log_interval: int = Field(10, ge=1, description="Report progress every N steps.")
+    distributed: DistributedConfig | None = Field(
+        None,
+        description=(
+            "Train in several processes under torchrun ({nproc_per_node: 2}, or several machines with nnodes);"
+            " the loss curve equals one process with grad_accum multiplied by the number of processes"
+            " (the same global batch)."
+        ),
+    )
     controls: list[str] = Field(
         default_factory=list,
         description=(

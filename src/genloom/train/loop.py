@@ -245,6 +245,12 @@ def train_on(
             second = min(plan.eval_interval, plan.checkpoint_interval, n_steps // 4) - 1
             calibrate = (step, second) if not measured_twice and second - step >= 50 else None
             measured_twice, t_cal = True, time.monotonic()
+        if world > 1 and (step % cfg.log_interval == 0 or step == n_steps):
+            import torch.distributed as dist  # the loss of the global batch, not of rank 0's slice
+
+            t = torch.tensor([loss_sum], dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            loss_sum = float(t.item()) / world
         loss_val = loss_sum
         if step % cfg.log_interval == 0:
             history.append({"step": step, "loss": round(loss_sum, 6)} | _rounded(parts))
@@ -279,8 +285,18 @@ def train_on(
                 progress(step, n_steps, info)
         if step % plan.checkpoint_interval == 0 and step < n_steps and not stopped:
             checkpoint(step)
-        if budget is not None and elapsed_before + time.monotonic() - t_start > 1.5 * budget:
-            stopped = "time_budget"  # the machine got much slower than measured: stop rather than overrun
+        if budget is not None:
+            over = elapsed_before + time.monotonic() - t_start > 1.5 * budget
+            if (
+                world > 1
+            ):  # ranks' clocks differ: rank 0 decides, or one rank would wait for the others forever
+                import torch.distributed as dist
+
+                flag = torch.tensor([int(over)], device=device)
+                dist.broadcast(flag, src=0)
+                over = bool(flag.item())
+            if over:
+                stopped = "time_budget"  # the machine got much slower than measured: stop rather than overrun
         if stopped:
             break
 
