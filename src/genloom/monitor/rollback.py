@@ -15,7 +15,8 @@ def rollback(
     """Make ``to`` (default: the newest archived version older than the champion) the champion.
 
     The current champion is archived by the catalog's ``promote``; the decision (restored and
-    demoted versions) is stored in the MonitorLog. Returns the decision's fields.
+    demoted versions) is stored in the MonitorLog in the same transaction (both or neither).
+    Returns the decision's fields.
     """
     champ = catalog.champion(name)
     current = champ["version"] if champ else None
@@ -31,14 +32,18 @@ def rollback(
     catalog.model_version(name, to)  # NotFoundError for an unknown version
     if to == current:
         raise NotFoundError(f"version {to} of {name!r} is already the champion")
-    catalog.promote(name, to)
-    evidence = {"restored": to, "demoted": current}
-    MonitorLog(catalog.engine).add_decision(
-        model=name,
-        action="rollback",
-        reason=reason,
-        champion_version=to,
-        challenger_version=current,
-        evidence=evidence,
+    log = MonitorLog(catalog.engine)  # creates its tables first, outside the promotion's transaction
+    catalog.promote(
+        name,
+        to,
+        also=lambda c: log.add_decision(
+            model=name,
+            action="rollback",
+            reason=reason,
+            champion_version=to,
+            challenger_version=current,
+            evidence={"restored": to, "demoted": current},
+            conn=c,
+        ),
     )
     return {"model": name, "champion_version": to, "previous_champion": current}

@@ -7,9 +7,8 @@ dashboard shows; keep names and keys stable.
 
 from __future__ import annotations
 
-import json
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -26,14 +25,15 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
+from genloom.core.catalog import _jsonable, _now
 from genloom.core.errors import ConfigError, GenloomError
 
 metadata = MetaData()
 
 CHECK_KINDS = ("drift", "quality", "feedback", "new_data", "schedule")
-ACTIONS = ("none", "retrain", "promote", "keep", "rollback")
+ACTIONS = ("none", "retrain", "promote", "keep", "rollback", "failed")
 
 monitor_checks = Table(
     "monitor_checks",
@@ -69,14 +69,6 @@ monitor_decisions = Table(
 
 CHECK_KEYS = tuple(monitor_checks.c.keys())
 DECISION_KEYS = tuple(monitor_decisions.c.keys())
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value if value is not None else {}, default=str))
 
 
 def _finite(x: float | None) -> float | None:
@@ -127,7 +119,7 @@ class MonitorLog:
             threshold=_finite(threshold),
             p_value=_finite(p_value),
             breached=bool(breached),
-            evidence=_jsonable(evidence),
+            evidence=_jsonable(evidence if evidence is not None else {}),
         )
         return self._insert(monitor_checks, values)
 
@@ -141,8 +133,10 @@ class MonitorLog:
         challenger_version: int | None = None,
         evidence: dict[str, Any] | None = None,
         at: datetime | None = None,
+        conn: Connection | None = None,
     ) -> int:
-        """Store one decision; its id. ``action`` is one of ACTIONS."""
+        """Store one decision; its id. ``action`` is one of ACTIONS. With ``conn``, in that
+        connection's transaction (the caller's), else in one of its own."""
         if action not in ACTIONS:
             raise ConfigError(f"decision action {action!r} is not one of {', '.join(ACTIONS)}")
         values = dict(
@@ -152,14 +146,18 @@ class MonitorLog:
             champion_version=champion_version,
             challenger_version=challenger_version,
             reason=reason,
-            evidence=_jsonable(evidence),
+            evidence=_jsonable(evidence if evidence is not None else {}),
         )
-        return self._insert(monitor_decisions, values)
+        return self._insert(monitor_decisions, values, conn)
 
-    def _insert(self, table: Table, values: dict[str, Any]) -> int:
-        with self.engine.begin() as c:
-            res = c.execute(insert(table).values(**values))
+    def _insert(self, table: Table, values: dict[str, Any], conn: Connection | None = None) -> int:
+        if conn is not None:
+            res = conn.execute(insert(table).values(**values))
             (rid,) = res.inserted_primary_key or (None,)
+        else:
+            with self.engine.begin() as c:
+                res = c.execute(insert(table).values(**values))
+                (rid,) = res.inserted_primary_key or (None,)
         if rid is None:
             raise GenloomError(f"the database gave the {table.name} row no id")
         return int(rid)
@@ -178,6 +176,13 @@ class MonitorLog:
         if model is not None:
             q = q.where(monitor_decisions.c.model == model)
         return self._rows(q, DECISION_KEYS)
+
+    def decision(self, decision_id: int) -> dict[str, Any] | None:
+        """One stored decision (keys: DECISION_KEYS), or None."""
+        rows = self._rows(
+            select(monitor_decisions).where(monitor_decisions.c.id == decision_id), DECISION_KEYS
+        )
+        return rows[0] if rows else None
 
     def _rows(self, q: Any, keys: tuple[str, ...]) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
