@@ -19,6 +19,9 @@ the CSV (``column_names``, ``null_values: ["?"]``), ``Pipeline.from_file(...).ru
 
 - fit seconds: genloom's prepare + train stages (fitting the data transformer, encoding,
   training; ingest and evaluate are shown apart), SDV's ``fit(df)`` (its transformers + training);
+  each child has scikit-learn loaded before its clock starts (SDV's import loads it; genloom's
+  child imports ``sklearn.mixture`` first, ``preload_s``), neither has torch's compiler, which
+  torch loads in the first optimizer of either;
 - sampling rows/s: as many rows as the training table, one call; genloom's sampling includes its
   privacy filter (rows closer to a training row than the holdout's 1st percentile are rejected
   and redrawn), also timed with the filter off;
@@ -193,6 +196,14 @@ def child_genloom(
     from genloom.pipeline import Pipeline
 
     torch.set_num_threads(threads)
+    # scikit-learn loaded before the clock starts, as in SDV's child (``from sdv.single_table
+    # import ...`` imports it through RDT): fit seconds are fitting, not loading a library, on
+    # both sides. Neither child has torch's compiler loaded: both load it in their first
+    # optimizer, inside the fit.
+    t0 = time.perf_counter()
+    import sklearn.mixture  # noqa: F401
+
+    preload_s = time.perf_counter() - t0
     folder = work / (model_type + ("_dp" if private else ""))
     path = genloom_pipeline(folder, model_type, work / "train.csv", epochs, threads, private)
     t0 = time.perf_counter()
@@ -214,6 +225,7 @@ def child_genloom(
     return {
         "api": "pipeline",
         "fit_s": seconds.get("prepare", 0.0) + seconds.get("train", 0.0),
+        "preload_s": preload_s,
         "ingest_s": seconds.get("ingest", 0.0),
         "prepare_s": seconds.get("prepare", 0.0),
         "train_s": seconds.get("train", 0.0),
@@ -512,7 +524,7 @@ def compare(args: argparse.Namespace) -> dict:
         r = results[name]
         if r["api"] == "pipeline":
             print(
-                f"  {name}: ingest {r['ingest_s']:.1f} s, prepare {r['prepare_s']:.1f} s, train {r['train_s']:.1f} s,"
+                f"  {name}: scikit-learn loaded in {r['preload_s']:.1f} s before the clock, ingest {r['ingest_s']:.1f} s, prepare {r['prepare_s']:.1f} s, train {r['train_s']:.1f} s,"
                 f" evaluate {r['evaluate_s']:.1f} s; sampling {r['sample_rows_per_s']:.0f} rows/s with the DCR"
                 f" filter ({r['rejected']}), {r['sample_rows_per_s_unfiltered']:.0f} rows/s without"
             )

@@ -236,6 +236,28 @@ def test_distance_space_puts_a_copy_at_zero() -> None:
     assert np.linalg.norm(other[0] - v[0]) == pytest.approx(1.0)  # another level: one unit apart
 
 
+def test_nearest_distances_is_the_float64_brute_force_minimum_in_small_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import genloom.models.tabular as tabular
+    import genloom.models.tabular_rules as tabular_rules
+
+    monkeypatch.setattr(tabular_rules, "DCR_WORKING_MIB", 1)  # 1 MiB of distances: 87 query rows a chunk
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(1500, 16)).astype(np.float32)
+    query = np.vstack([reference[:5], rng.normal(size=(200, 16)).astype(np.float32)])
+    expected = np.sqrt(
+        ((query[:, None, :].astype(np.float64) - reference[None].astype(np.float64)) ** 2).sum(-1)
+    ).min(1)
+    distances = tabular.nearest_distances(query, reference)
+    assert distances.dtype == np.float32 and distances.shape == (205,)
+    assert np.allclose(distances, expected, atol=1e-5)
+    assert np.all(distances[:5] < 1e-3)  # copies of a reference row
+    assert tabular.nearest_distances(query[:0], reference).shape == (0,)
+    with pytest.raises(ValueError, match="reference row"):
+        tabular.nearest_distances(query, reference[:0])
+
+
 def test_as_condition_makes_equalities_and_keeps_conditions() -> None:
     from genloom.models.tabular_rules import parse_condition
 

@@ -243,7 +243,7 @@ class Run:
     batches: Any
 
 
-def start_run(prepared: Path, model_dir: Path, cfg: TrainConfig, steps: int) -> Run:
+def start_run(prepared: Path, model_dir: Path, cfg: TrainConfig, steps: int, precision: str = "fp32") -> Run:
     """The loop's set-up: model files copied in, data opened, plan resolved, model and AdamW built."""
     fam = TabularGANFamily()
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -254,6 +254,7 @@ def start_run(prepared: Path, model_dir: Path, cfg: TrainConfig, steps: int) -> 
     entries, _ = fam.plan(cfg.model, data, None, device)
     plan = TrainPlan.from_dict({"type": cfg.model.type, **entries})
     plan.max_steps = steps
+    plan.precision = precision
     torch.manual_seed(cfg.seed)
     model = fam.build(plan, cfg.model, device, torch.float32)
     groups = model.optimizer_groups(cfg.model.weight_decay)
@@ -356,19 +357,20 @@ def test_validation_loss_is_deterministic(trained: Path, prepared: Path) -> None
     assert np.isfinite(a) and a == data.val_loss(model, plan, 1000, torch.device("cpu"))
 
 
-def test_resume_from_a_checkpoint_is_exact(prepared: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_from_a_checkpoint_is_exact(prepared: Path, tmp_path: Path, precision: str) -> None:
     from genloom.train.checkpoint import load_checkpoint, save_checkpoint
 
     cfg, n = gan_config(critic_steps=2), 8
-    straight = start_run(prepared, tmp_path / "a", cfg, 2 * n)
+    straight = start_run(prepared, tmp_path / "a", cfg, 2 * n, precision)
     run_steps(straight, 0, 2 * n)
 
-    first = start_run(prepared, tmp_path / "b", cfg, 2 * n)
+    first = start_run(prepared, tmp_path / "b", cfg, 2 * n, precision)
     run_steps(first, 0, n)
     buffers = {f"buffer.{k}": v.clone() for k, v in first.model.named_buffers()}
     ckpt = save_checkpoint(tmp_path / "b", first.model, first.opt, n, {"plan": first.plan.to_dict()}, buffers)
     torch.manual_seed(999)  # a different start: everything must come from the checkpoint
-    resumed = start_run(prepared, tmp_path / "c", cfg, 2 * n)
+    resumed = start_run(prepared, tmp_path / "c", cfg, 2 * n, precision)
     state = load_checkpoint(ckpt, resumed.model, resumed.opt)
     resumed.model.load_state_dict(
         {**resumed.model.state_dict(), **{k[7:]: v for k, v in state["extra"].items()}}
@@ -376,6 +378,22 @@ def test_resume_from_a_checkpoint_is_exact(prepared: Path, tmp_path: Path) -> No
     run_steps(resumed, n, 2 * n)
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_bf16_plan_autocasts_the_networks_and_keeps_float32_weights(prepared: Path, tmp_path: Path) -> None:
+    cfg = gan_config(critic_steps=2)
+    fp32 = start_run(prepared, tmp_path / "a", cfg, 4)
+    bf16 = start_run(prepared, tmp_path / "b", cfg, 4, "bf16")
+    seen: list[torch.dtype] = []
+    hook = bf16.model.critic.hidden[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    losses = run_steps(bf16, 0, 4)
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}  # the critic's matmuls ran in bf16
+    assert all(np.isfinite(v) for d in losses for v in d.values())
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    run_steps(fp32, 0, 4)
+    a, b = fp32.model.state_dict(), bf16.model.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the same steps in another precision
 
 
 def test_private_training_spends_at_most_epsilon(prepared: Path, tmp_path: Path) -> None:

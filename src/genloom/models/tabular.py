@@ -43,6 +43,7 @@ import torch.nn as nn
 
 from genloom.core.errors import GenloomError, MissingDependencyError, StageError
 from genloom.models.base import Metric, ModelFamily, Prepared, PrepareInput, TrainPlan
+from genloom.models.tabular_rules import nearest_distances
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -54,6 +55,7 @@ NUMBER_KINDS = ("numeric", "integer", "datetime")
 LEVEL_KINDS = ("categorical", "boolean")
 EVAL_ROWS = 20_000  # evaluation samples as many rows as the validation split, at most this
 EVAL_SEED = 20_240_101  # evaluation samples with a fixed seed: the same model scores the same
+SAMPLE_BATCH_ROWS = 1_024  # rows a sampling call draws at a time (up to twice that when rows are rejected)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -605,13 +607,6 @@ def _as_float(col: pa.ChunkedArray) -> np.ndarray:
     return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
-def nearest_distances(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """L2 distance from each query row to its nearest reference row (float32)."""
-    from genloom.models.tabular_rules import nearest_distances as nearest
-
-    return np.asarray(nearest(query, reference), dtype=np.float32)
-
-
 # ----------------------------------------------------------------------------------------------
 # training data
 
@@ -916,7 +911,7 @@ class TabularFamily(ModelFamily):
         } or None
 
         seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
-        batch_rows = max(256, min(n, 4_096))  # rows per draw: bounds the memory of a large call
+        batch_rows = max(256, min(n, SAMPLE_BATCH_ROWS))  # rows per draw: bounds the memory of a large call
         budget = cfg.max_tries * max(n, batch_rows)  # rows the search may draw before giving up
         kept: list[pa.Table] = []
         have, drawn, k = 0, 0, 0

@@ -353,21 +353,22 @@ def normalised_matrix(table: TableLike, kinds: Mapping[str, str], reference: Tab
     """
     table, reference = _as_table(table), _as_table(reference)
     names = _modelled(kinds)
-    blocks: list[np.ndarray] = []
+    # per column: (scaled values in [0, 1] or NaN where missing) or (one-hot slot, width); the
+    # matrix is then filled in place in float32 (float64 blocks stacked and scaled held three
+    # copies of it at once: on Adult's 32,561 rows about 86 MB, the evaluation's peak)
+    columns: list[tuple[np.ndarray, int]] = []
     for name in names:
         if kinds[name] in CONTINUOUS_KINDS:
             ref = _continuous(reference.column(name))
             values = _continuous(table.column(name))
-            present = ~np.isnan(values)
             low, high = (
                 (float(np.nanmin(ref)), float(np.nanmax(ref))) if np.any(~np.isnan(ref)) else (0.0, 1.0)
             )
             if high > low:
                 scaled = np.clip((values - low) / (high - low), 0.0, 1.0)
             else:
-                scaled = (values != low).astype(np.float64)
-            blocks.append(np.where(present, scaled, 0.5)[:, None])
-            blocks.append((~present).astype(np.float64)[:, None])
+                scaled = np.where(np.isnan(values), np.nan, (values != low).astype(np.float64))
+            columns.append((scaled, 0))
             continue
         codes_ref, codes_table, levels = _joint_codes(reference.column(name), table.column(name))
         in_reference = np.zeros(levels + 1, dtype=bool)  # the last slot is the missing value
@@ -376,13 +377,22 @@ def normalised_matrix(table: TableLike, kinds: Mapping[str, str], reference: Tab
         slot[in_reference] = np.arange(int(in_reference.sum()))
         width = int(in_reference.sum()) + 1  # + the "other" slot
         positions = slot[np.where(codes_table >= 0, codes_table, levels)]
-        positions = np.where(positions >= 0, positions, width - 1)
-        one_hot = np.zeros((table.num_rows, width))
-        one_hot[np.arange(table.num_rows), positions] = 1.0 / math.sqrt(2.0)
-        blocks.append(one_hot)
-    if not blocks:
+        columns.append((np.where(positions >= 0, positions, width - 1), width))
+    if not columns:
         return np.zeros((table.num_rows, 0), dtype=np.float32)
-    return (np.hstack(blocks) / math.sqrt(len(names))).astype(np.float32)
+    scale = 1.0 / math.sqrt(len(names))
+    out = np.zeros((table.num_rows, sum(width or 2 for _, width in columns)), dtype=np.float32)
+    rows, at = np.arange(table.num_rows), 0
+    for data, width in columns:
+        if width == 0:  # a continuous column: its value (missing at 0.5) and a missing indicator
+            present = ~np.isnan(data)
+            out[:, at] = np.where(present, data, 0.5) * scale
+            out[:, at + 1] = (~present) * scale
+            at += 2
+        else:
+            out[rows, at + data] = scale / math.sqrt(2.0)
+            at += width
+    return out
 
 
 def dcr(

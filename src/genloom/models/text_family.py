@@ -361,6 +361,24 @@ def control_values(batch: pa.Table, controls: list[str]) -> list[dict[str, str]]
     return out
 
 
+def chat_messages(batch: pa.Table, field: str) -> list[Any]:
+    """Each row's conversation field as read for training: the column ``field``, else that key of
+    ``meta``; a JSON string parsed (None when it does not parse), anything else as it is."""
+    if field in batch.column_names:
+        raw = batch.column(field).to_pylist()
+    else:
+        raw = [load_meta(m).get(field) for m in batch.column("meta").to_pylist()]
+    out: list[Any] = []
+    for value in raw:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        out.append(value)
+    return out
+
+
 def chat_documents(
     batch: pa.Table, field: str, bad: dict[str, str], fmt: Callable[[list[dict[str, str]]], str] | None = None
 ) -> list[str | None]:
@@ -369,18 +387,8 @@ def chat_documents(
     from genloom.models.tokenizer import format_chat
 
     fmt = fmt or format_chat
-    if field in batch.column_names:
-        raw = batch.column(field).to_pylist()
-    else:
-        raw = [load_meta(m).get(field) for m in batch.column("meta").to_pylist()]
     out: list[str | None] = []
-    for rid, value in zip(batch.column("id").to_pylist(), raw, strict=True):
-        messages = value
-        if isinstance(value, str):
-            try:
-                messages = json.loads(value)
-            except ValueError:
-                messages = None
+    for rid, messages in zip(batch.column("id").to_pylist(), chat_messages(batch, field), strict=True):
         ok = isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)
         if ok:
             try:
