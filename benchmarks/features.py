@@ -13,14 +13,27 @@ distinct count is printed). Each measurement runs in a fresh Python process, so 
 (``ru_maxrss``) is its own; timings include importing the library and loading the model in both
 columns. genloom's figure is the features stage alone (``StageResult.seconds``: for TF-IDF the fit
 counted per shard in the executor and merged, then the transform per shard, the Parquet shards
-written), after one ingest run in another process (``--shards`` input shards, 8 by default) whose
-project folder each genloom run gets a copy of; the 2-worker figure pays for starting its worker
-pool. CPU seconds are user + system of the process and its finished children (the workers).
-MiniLM, at one torch thread, runs on a subset (``--minilm-n``, 2,000 sentences; 200 with
-``--quick``); the other features on ``--n`` (100,000; ``--quick``: TF-IDF 20,000, VADER 5,000).
+written), after one ingest run (in another process; ``--shards`` input shards, 8 by default) whose
+project folder each genloom run gets a copy of (features of the same size share one ingest); the
+2-worker figure pays for starting its worker pool. CPU seconds are user + system of the process,
+its finished children and every live descendant (the pool's workers; with the forkserver start
+method they are the fork server's children, so its waited-for children count too): for genloom,
+of the whole run from loading the config (``cpu_seconds``: planning, the features stage, the
+catalog), and of the features stage alone (``stage_cpu_seconds``, from the end of the stage
+before it to its own end, as the pipeline's reporter sees them, workers included); the direct
+figure includes importing the library. ``--with-spawn`` adds each 2-worker run again with the
+pool's workers spawned instead (``genloom_2_spawn``), right after, to compare the start methods;
+``--start-method`` sets it for every genloom run. MiniLM, at one torch thread, runs on a subset
+(``--minilm-n``, 2,000 sentences); the other features on ``--n`` (100,000).
+
+``--quick``: TF-IDF and VADER on 10,000 sentences (one ingest for both), 1 and 2 workers. MiniLM
+is left out unless ``--only`` names it (then 32 sentences, one worker): each of its processes
+imports torch and loads the model, about 10 s of CPU, which is all 32 sentences would measure,
+and its three processes were most of the 523 s the earlier quick mode took at load 10. The sizes
+are printed and are in the JSON.
 
 Run:  .venv/bin/python benchmarks/features.py                 # 100k sentences per feature
-      .venv/bin/python benchmarks/features.py --quick         # small sizes
+      .venv/bin/python benchmarks/features.py --quick         # TF-IDF and VADER on 10k sentences
       .venv/bin/python benchmarks/features.py --only tfidf,vader --n 100000
 
 The last line printed is one JSON object with every figure.
@@ -48,7 +61,12 @@ from typing import Any  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SHARDS = 8
 FEATURES = ("tfidf", "minilm", "vader")
-QUICK = {"tfidf": 20_000, "minilm": 200, "vader": 5_000}
+QUICK = {"tfidf": 10_000, "minilm": 32, "vader": 10_000}
+#: the features --quick runs unless --only names others: each MiniLM process imports torch and
+#: loads the model (about 10 s of CPU), which is all that 32 sentences would measure
+QUICK_DEFAULT = ("tfidf", "vader")
+#: the worker counts of the genloom runs per feature in --quick (MiniLM: one torch process less)
+QUICK_WORKERS = {"tfidf": (1, 2), "minilm": (1,), "vader": (1, 2)}
 #: MiniLM at one torch thread runs at tens of sentences per second here: the full run encodes a
 #: subset of this many sentences (``--minilm-n``), the other features ``--n``
 MINILM_FULL = 2_000
@@ -98,11 +116,51 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def peak_mb() -> dict[str, float]:
-    """Peak resident memory of this process and of its largest child process, in MB."""
+def peak_mb(live_kb: float = 0.0) -> dict[str, float]:
+    """Peak resident memory of this process and of its largest child process, in MB (a live
+    descendant's peak, ``VmHWM``, in ``live_kb``)."""
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    kids = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, live_kb) / 1024
     return {"peak_mb": round(me, 1), "worker_peak_mb": round(kids, 1)}
+
+
+def descendants() -> list[int]:
+    """The live processes below this one (pool workers, the pool's fork server and its workers)."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, todo = [], [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        kids = [p for p, pp in parent.items() if pp == pid]
+        found += kids
+        todo += kids
+    return found
+
+
+def tree_cpu_seconds() -> tuple[float, float]:
+    """User + system CPU of this process, of its finished children and of every live descendant
+    (with the finished children each of them waited for), and the largest live peak RSS in kB.
+
+    A forkserver pool's workers are children of the fork server, not of this process: when they
+    exit, their time goes to the server's waited-for children, not to ``RUSAGE_CHILDREN`` here."""
+    total, peak = cpu_seconds(), 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in descendants():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15]) / tick  # utime, stime, cutime, cstime
+        hwm = next((ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM:")), "0")
+        peak = max(peak, float(hwm))
+    return total, peak
 
 
 # -- one measurement, in its own process ------------------------------------------------------
@@ -166,20 +224,54 @@ def write_config(folder: Path, feature: str | None, workers: int) -> Path:
     return path
 
 
-def genloom_run(folder: Path, feature: str | None, workers: int) -> None:
-    """Run the pipeline (ingest only when ``feature`` is None); print the features stage's time."""
+def genloom_run(folder: Path, feature: str | None, workers: int, start_method: str | None = None) -> None:
+    """Run the pipeline (ingest only when ``feature`` is None); print the features stage's time.
+    ``start_method`` (``spawn``) replaces the local executor's pool start method, to compare."""
+    import multiprocessing
+
+    from genloom.core.executors import local
+    from genloom.core.progress import Reporter
     from genloom.pipeline import Pipeline
 
-    cpu0 = cpu_seconds()
-    summary = Pipeline.from_file(write_config(folder, feature, workers)).run()
-    cpu_s = round(cpu_seconds() - cpu0, 2)  # the whole run: the features stage plus planning
+    if start_method:
+        local.pool_context = lambda: multiprocessing.get_context(start_method)  # type: ignore[assignment]
+
+    ends: dict[str, float] = {}
+    peaks: list[float] = [0.0]
+
+    class StageClock(Reporter):
+        """Notes the CPU time of this process and its workers as each stage ends (the pipeline's
+        reporter); the workers are still alive then, so their peak memory is read too."""
+
+        def stage_end(
+            self, stage: str, status: str, reason: str, seconds: float, stats: dict[str, Any]
+        ) -> None:
+            ends[stage], peak = tree_cpu_seconds()
+            peaks.append(peak)
+
+    cpu0 = tree_cpu_seconds()[0]
+    summary = Pipeline.from_file(write_config(folder, feature, workers), reporter=StageClock()).run()
+    # the whole run: the features stage plus planning, with the pool's workers
+    cpu_s = round(tree_cpu_seconds()[0] - cpu0, 2)
     stage = {s.stage: s for s in summary.stages}
     if feature is None:
         print(json.dumps({"rows": stage["ingest"].rows}))
         return
     features = stage["features"]
     assert features.status == "ran", features.status
-    print(json.dumps({"seconds": features.seconds, "cpu_seconds": cpu_s, "rows": features.rows, **peak_mb()}))
+    # the features stage's own CPU, with its workers' (from the end of the stage before it to
+    # its own end; the pool starts with the stage, the workers are still alive at its end)
+    stage_cpu = round(
+        ends["features"] - max(v for k, v in ends.items() if k != "features" and v <= ends["features"]), 2
+    )
+    out = {
+        "seconds": features.seconds,
+        "cpu_seconds": cpu_s,
+        "stage_cpu_seconds": stage_cpu,
+        "rows": features.rows,
+        **peak_mb(max(peaks)),
+    }
+    print(json.dumps(out))
 
 
 def child(args: list[str]) -> dict[str, Any]:
@@ -195,29 +287,63 @@ def child(args: list[str]) -> dict[str, Any]:
 # -- the comparison ---------------------------------------------------------------------------
 
 
-def bench(feature: str, n: int, work: Path, shards: int = SHARDS) -> dict[str, Any]:
+def ingest(work: Path, n: int, shards: int, done: dict[tuple[int, int], Path]) -> tuple[Path, int]:
+    """The ingested project of ``n`` sentences in ``shards`` shards (made once per size, in a
+    child process: a child's peak memory starts at its parent's, so this one stays small), and
+    how many sentences are distinct."""
     texts, distinct = sentences(n)
-    (work / f"{feature}.json").write_text(json.dumps(texts))
+    if (n, shards) not in done:
+        folder = project(work, f"ingest_{n}_{shards}", texts, shards)
+        (folder / "texts.json").write_text(json.dumps(texts))
+        child(["--genloom", "-", str(folder), "1", "--ingest"])
+        done[(n, shards)] = folder
+    return done[(n, shards)], distinct
+
+
+def bench(
+    feature: str,
+    n: int,
+    work: Path,
+    shards: int = SHARDS,
+    workers_list: tuple[int, ...] = (1, 2),
+    ingested: dict[tuple[int, int], Path] | None = None,
+    start_method: str | None = None,
+    with_spawn: bool = False,
+) -> dict[str, Any]:
+    folder_in, distinct = ingest(work, n, shards, {} if ingested is None else ingested)
+    texts_file = folder_in / "texts.json"
     res: dict[str, Any] = {"sentences": n, "distinct": distinct, "shards": shards}
     variants = ["fit_transform", "fit_then_transform"] if feature == "tfidf" else ["call"]
     for v in variants:
-        res[f"direct_{v}"] = child(["--direct", feature, v, str(work / f"{feature}.json")])
-    ingested = project(work, feature, texts, shards)
-    child(["--genloom", feature, str(ingested), "1", "--ingest"])  # once: each run gets a copy
-    for workers in (1, 2):
+        res[f"direct_{v}"] = child(["--direct", feature, v, str(texts_file)])
+    for workers in workers_list:
         folder = work / f"{feature}_{workers}"
-        shutil.copytree(ingested, folder)
-        res[f"genloom_{workers}"] = child(["--genloom", feature, str(folder), str(workers)])
+        shutil.copytree(folder_in, folder)
+        method = ["--start-method", start_method] if start_method else []
+        res[f"genloom_{workers}"] = child(["--genloom", feature, str(folder), str(workers), *method])
+        if with_spawn and workers > 1:  # the same run with spawned workers, right after
+            folder = work / f"{feature}_{workers}_spawn"
+            shutil.copytree(folder_in, folder)
+            spawned = ["--genloom", feature, str(folder), str(workers), "--start-method", "spawn"]
+            res[f"genloom_{workers}_spawn"] = child(spawned)
     ref = res[f"direct_{variants[0]}"]["seconds"]
-    for key in [f"direct_{v}" for v in variants] + ["genloom_1", "genloom_2"]:
+    for key in [f"direct_{v}" for v in variants] + [k for k in res if k.startswith("genloom_")]:
         res[key]["docs_per_s"] = round(n / res[key]["seconds"], 1)
     res["overhead_1_worker"] = round(res["genloom_1"]["seconds"] / ref - 1, 3)
     ref_cpu = res[f"direct_{variants[0]}"]["cpu_seconds"]
     res["cpu_overhead_1_worker"] = (
         round(res["genloom_1"]["cpu_seconds"] / ref_cpu - 1, 3) if ref_cpu else None
     )
-    res["speedup_2_workers"] = round(ref / res["genloom_2"]["seconds"], 3)
-    res["speedup_2_vs_1_workers"] = round(res["genloom_1"]["seconds"] / res["genloom_2"]["seconds"], 3)
+    res["stage_cpu_overhead_1_worker"] = (
+        round(res["genloom_1"]["stage_cpu_seconds"] / ref_cpu - 1, 3) if ref_cpu else None
+    )
+    if "genloom_2" in res:
+        res["speedup_2_workers"] = round(ref / res["genloom_2"]["seconds"], 3)
+        res["speedup_2_vs_1_workers"] = round(res["genloom_1"]["seconds"] / res["genloom_2"]["seconds"], 3)
+    if "genloom_2_spawn" in res:
+        spawned = res["genloom_2_spawn"]["seconds"]
+        res["speedup_2_workers_spawn"] = round(ref / spawned, 3)
+        res["speedup_2_vs_1_workers_spawn"] = round(res["genloom_1"]["seconds"] / spawned, 3)
     if feature == "tfidf":
         two_pass = res["direct_fit_then_transform"]["seconds"]
         res["overhead_1_worker_vs_fit_then_transform"] = round(res["genloom_1"]["seconds"] / two_pass - 1, 3)
@@ -233,10 +359,25 @@ def main() -> None:
         "--minilm-n", type=int, default=MINILM_FULL, help=f"sentences for MiniLM (default {MINILM_FULL})"
     )
     ap.add_argument("--shards", type=int, default=SHARDS, help=f"input shards (default {SHARDS})")
-    ap.add_argument("--only", default=",".join(FEATURES), help="comma-separated: tfidf,minilm,vader")
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated: tfidf,minilm,vader (default: all three; with --quick: tfidf,vader)",
+    )
+    ap.add_argument(
+        "--start-method",
+        choices=("spawn", "forkserver"),
+        default=None,
+        help="the local pool's start method for the genloom runs (default: the executor's own)",
+    )
+    ap.add_argument(
+        "--with-spawn",
+        action="store_true",
+        help="also run each 2-worker genloom run with spawned workers, right after (to compare)",
+    )
+    ap.add_argument("--ingest", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--direct", nargs=3, metavar=("FEATURE", "VARIANT", "TEXTS"), help=argparse.SUPPRESS)
     ap.add_argument("--genloom", nargs=3, metavar=("FEATURE", "FOLDER", "WORKERS"), help=argparse.SUPPRESS)
-    ap.add_argument("--ingest", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.direct:
         feature, variant, path = a.direct
@@ -244,35 +385,61 @@ def main() -> None:
         return
     if a.genloom:
         feature, folder, workers = a.genloom
-        genloom_run(Path(folder), None if a.ingest else feature, int(workers))
+        genloom_run(Path(folder), None if a.ingest else feature, int(workers), a.start_method)
         return
 
-    only = [f for f in a.only.split(",") if f]
+    chosen = a.only or ",".join(QUICK_DEFAULT if a.quick else FEATURES)
+    only = [f for f in chosen.split(",") if f]
     machine = cpu()
     print(f"CPU: {machine['model']} ({machine['cores']} cores), avx512_bf16: {machine['avx512_bf16']}")
     print(f"load average before: {machine['load']}")
-    results: dict[str, Any] = {"machine": machine, "quick": a.quick, "shards": a.shards}
+    results: dict[str, Any] = {
+        "machine": machine,
+        "quick": a.quick,
+        "shards": a.shards,
+        "start_method": a.start_method or "executor default",
+    }
     started = time.perf_counter()
     sentiment = (ROOT / "src" / "genloom" / "features" / "sentiment.py").is_file()
     if "vader" in only and not sentiment:
         print("vader: genloom's features/sentiment.py does not exist yet: left out")
         only.remove("vader")
         results["vader"] = "left out: features/sentiment.py is absent"
+    if a.quick:
+        sizes = {f: QUICK[f] for f in only}
+        print(f"quick: sentences per feature {sizes}, workers {dict((f, QUICK_WORKERS[f]) for f in only)}")
+        if "minilm" not in only:
+            print("quick: MiniLM left out (--only tfidf,minilm,vader adds it: 32 sentences, one worker)")
+        results["quick_sizes"] = sizes
+    ingested: dict[tuple[int, int], Path] = {}
     with tempfile.TemporaryDirectory(prefix="genloom-bench-features-") as tmp:
         for feature in only:
             n = QUICK[feature] if a.quick else a.minilm_n if feature == "minilm" else a.n
-            r = bench(feature, n, Path(tmp), a.shards)
+            workers_list = QUICK_WORKERS[feature] if a.quick else (1, 2)
+            r = bench(feature, n, Path(tmp), a.shards, workers_list, ingested, a.start_method, a.with_spawn)
             results[feature] = r
             ref = "direct_fit_transform" if feature == "tfidf" else "direct_call"
+            two = (
+                f"2 workers {r['genloom_2']['docs_per_s']:>9.1f} docs/s (main {r['genloom_2']['peak_mb']:.0f} MB, "
+                f"worker {r['genloom_2']['worker_peak_mb']:.0f} MB) x{r['speedup_2_workers']:.2f} "
+                f"vs direct, x{r['speedup_2_vs_1_workers']:.2f} vs 1 worker"
+                if "genloom_2" in r
+                else "2 workers: not run (--quick)"
+            )
             print(
                 f"{feature:7s} n={n:<7d} direct {r[ref]['docs_per_s']:>9.1f} docs/s "
                 f"({r[ref]['peak_mb']:.0f} MB) | genloom 1 worker {r['genloom_1']['docs_per_s']:>9.1f} docs/s "
                 f"({r['genloom_1']['peak_mb']:.0f} MB) overhead {r['overhead_1_worker']:+.1%} "
-                f"(CPU {r['cpu_overhead_1_worker']:+.1%}) | "
-                f"2 workers {r['genloom_2']['docs_per_s']:>9.1f} docs/s (main {r['genloom_2']['peak_mb']:.0f} MB, "
-                f"worker {r['genloom_2']['worker_peak_mb']:.0f} MB) x{r['speedup_2_workers']:.2f} "
-                f"vs direct, x{r['speedup_2_vs_1_workers']:.2f} vs 1 worker | load {r['load_after']}"
+                f"(CPU: run {r['cpu_overhead_1_worker']:+.1%}, stage {r['stage_cpu_overhead_1_worker']:+.1%}) | "
+                f"{two} | load {r['load_after']}"
             )
+            if "genloom_2_spawn" in r:
+                sp = r["genloom_2_spawn"]
+                print(
+                    f"        2 workers spawned {sp['docs_per_s']:.1f} docs/s, {sp['cpu_seconds']:.2f} s CPU "
+                    f"(pool default {r['genloom_2']['cpu_seconds']:.2f} s): x{r['speedup_2_vs_1_workers_spawn']:.2f} "
+                    "vs 1 worker"
+                )
             if feature == "tfidf":
                 two = r["direct_fit_then_transform"]
                 print(

@@ -173,3 +173,40 @@ def test_four_shards_in_a_process_pool_equal_one_process() -> None:
     alone = step.run(table, StepContext())
     assert pooled.equals(alone)
     assert len({r[P + "season_period"] for r in alone.to_pylist()}) > 5  # varied windows
+
+
+def test_stl_strengths_of_a_sine_on_a_line_hand_checked() -> None:
+    """STL (statsmodels) at the autocorrelation peak's period: a sine of period 12 on a line
+    decomposes exactly (remainder 0), so both strengths are 1; a sine alone has no trend
+    (strength near 0) and a line alone no season (0). With N(0, 0.5^2) noise on a sine of
+    amplitude 3, var(S) = 4.5 and var(R) = 0.25 give 1 - 0.25 / 4.75 = 0.947; STL's smoothers keep
+    some of the noise out of its remainder, so its strength is a little higher (0.975 when
+    written), never lower."""
+    pytest.importorskip("statsmodels", reason="statsmodels (genloom[features]) is not installed")
+    t = np.arange(144.0)
+    wave = np.sin(2 * np.pi * t / 12)
+    noise = np.random.default_rng(0).normal(0, 0.5, 144)
+    both, sine, line, noisy = features(
+        windows(wave + 0.5 * t, wave, 0.5 * t, 3 * wave + 0.5 * t + noise),
+        groups=["seasonality"],
+        seasonality="stl",
+        period=12,
+    )
+    assert both[P + "season_period"] == 12
+    assert both[P + "season_strength"] == pytest.approx(1.0, abs=1e-9)
+    assert both[P + "stl_trend_strength"] == pytest.approx(1.0, abs=1e-9)
+    assert sine[P + "season_strength"] == pytest.approx(1.0, abs=1e-9)
+    assert sine[P + "stl_trend_strength"] < 0.1  # 0.05: STL's trend keeps a trace of the wave
+    assert line[P + "season_strength"] == 0.0 and line[P + "stl_trend_strength"] == pytest.approx(1.0)
+    assert 0.947 < noisy[P + "season_strength"] < 0.99
+    assert noisy[P + "stl_trend_strength"] > 0.999  # var(T) = 0.25 var(t) = 432 against 0.25
+    (found,) = features(windows(wave + 0.5 * t), groups=["seasonality"], seasonality="stl")
+    assert found[P + "season_period"] == 12 and found[P + "season_strength"] == pytest.approx(1.0)
+    (acf,) = features(windows(wave + 0.5 * t), groups=["seasonality"])
+    assert P + "stl_trend_strength" not in acf  # the classical decomposition has no trend strength
+    (short,) = features(windows(wave[:20]), groups=["seasonality"], seasonality="stl", period=12)
+    assert short[P + "season_period"] == 0 and short[P + "stl_trend_strength"] is None
+    if SERIES.is_dir():  # the airline passengers: a 12-month season STL finds strong
+        (air,) = features(_read(SERIES / "airline-passengers.csv", 143), seasonality="stl")
+        assert air[P + "season_period"] == 12
+        assert air[P + "season_strength"] > 0.8 and air[P + "stl_trend_strength"] > 0.9

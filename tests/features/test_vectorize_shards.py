@@ -123,6 +123,7 @@ def test_one_regex_pass_and_numpy_weighting_equal_tfidf_vectorizer(
         "a\x00null byte\x00inside",
         "",
         "x",
+        "a b_c 9 z9 __ _ é e\u0301te x_y I'm co-op ½½ ٣٤ 一二",  # one-character runs, marks, digits
     ]
     table = pa.table({"id": [f"r{i}" for i in range(len(docs))], "text": docs})
     batches = [table.slice(i, 37) for i in range(0, table.num_rows, 37)]

@@ -108,8 +108,11 @@ class _Grow(dict):  # type: ignore[type-arg]
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 #: what joins a batch's texts for one regex pass (no word character, never inside a token)
 _SEP = "\x00"
-#: the default token pattern, or the separator, in one pass over the joined batch
-_JOINED_TOKENS = re.compile(r"(?u)\x00|\b\w\w+\b")
+#: the default token pattern, or the separator, in one pass over the joined batch. Without its
+#: ``\b`` assertions: ``findall`` of ``\w\w+`` from left to right finds the same maximal runs of
+#: two or more word characters (a scan only starts inside a run after a one-character run), and
+#: is about a quarter faster
+_JOINED_TOKENS = re.compile(r"(?u)\x00|\w\w+")
 #: column markers of the separator and of stop words in a term lookup
 _SEP_COL, _STOP_COL = -2, -3
 
@@ -163,13 +166,16 @@ def _add(total: np.ndarray, part: np.ndarray) -> np.ndarray:
 
 
 def _digest(column: pa.ChunkedArray | pa.Array) -> str:
-    """A digest of a column's values (its Arrow IPC bytes: type, validity, offsets and data)."""
+    """A digest of a column's values: its type, length, null count, and each buffer (validity,
+    offsets, data) hashed in place, without the copy an IPC serialisation makes. A sliced array
+    is copied first (``concat_arrays``), so that equal values give equal buffers."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    batch = pa.record_batch([array], names=["c"])
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return hashlib.blake2b(sink.getvalue().to_pybytes(), digest_size=16).hexdigest()
+    if array.offset:
+        array = pa.concat_arrays([array])
+    h = hashlib.blake2b(f"{array.type}|{len(array)}|{array.null_count}".encode(), digest_size=16)
+    for buf in array.buffers():
+        h.update(b"|" if buf is None else memoryview(buf))
+    return h.hexdigest()
 
 
 class TokenListAnalyzer:
@@ -473,20 +479,20 @@ class VectorizerStep(Fitted):
             for p in parts:
                 df_h += p["df"]
             return {"vocabulary": None, "n_docs": n_docs, "idf": self._idf(df_h, n_docs)}
-        if len(parts) == 1:
-            df = dict(zip(parts[0]["terms"], parts[0]["df"].tolist(), strict=True))
-            tf = dict(zip(parts[0]["terms"], parts[0]["tf"].tolist(), strict=True))
-        else:
-            df, tf = {}, {}
-            for p in parts:
-                for t, d, f in zip(p["terms"], p["df"].tolist(), p["tf"].tolist(), strict=True):
-                    df[t] = df.get(t, 0) + d
-                    tf[t] = tf.get(t, 0) + f
-        terms = self._limit(sorted(df), df, tf, n_docs)
-        state: dict[str, Any] = {"vocabulary": terms, "n_docs": n_docs}
+        # every shard's terms numbered in one dict (looked up in C), their counts added by bincount
+        index = _Grow()
+        cols = [np.fromiter(map(index.__getitem__, p["terms"]), np.int64, len(p["terms"])) for p in parts]
+        where = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+        n_terms = len(index.terms)
+        df_all = np.bincount(where, np.concatenate([p["df"] for p in parts]), n_terms) if parts else where
+        tf_all = np.bincount(where, np.concatenate([p["tf"] for p in parts]), n_terms) if parts else where
+        order = sorted(range(n_terms), key=index.terms.__getitem__)  # scikit-learn's sorted terms
+        terms = [index.terms[i] for i in order]
+        dfs = df_all[order].astype(np.int64)
+        kept = self._limit(terms, dfs, tf_all[order].astype(np.int64), n_docs)
+        state: dict[str, Any] = {"vocabulary": [terms[i] for i in kept.tolist()], "n_docs": n_docs}
         if self.current_weighting() == "tfidf":
-            dfs = np.array([df[t] for t in terms], dtype=np.int64)
-            state["idf"] = self._idf(dfs, n_docs)
+            state["idf"] = self._idf(dfs[kept], n_docs)
         return state
 
     @staticmethod
@@ -504,9 +510,10 @@ class VectorizerStep(Fitted):
         counts.sum_duplicates()
         return counts
 
-    def _limit(self, terms: list[str], df: dict[str, int], tf: dict[str, int], n_docs: int) -> list[str]:
-        """scikit-learn's ``_limit_features``: document-frequency bounds, then ``max_features`` by
-        term frequency over the sorted terms (the same argsort, so ties break the same way)."""
+    def _limit(self, terms: list[str], dfs: np.ndarray, tfs: np.ndarray, n_docs: int) -> np.ndarray:
+        """scikit-learn's ``_limit_features`` over the sorted ``terms`` and their document and
+        term frequencies: document-frequency bounds, then ``max_features`` by term frequency (the
+        same argsort, so ties break the same way); the positions of the terms kept, in order."""
         if not terms:
             raise StepError(
                 f"no terms in column {self.column!r}: the input is empty or holds only stop words",
@@ -516,16 +523,14 @@ class VectorizerStep(Fitted):
         low = self.min_df if isinstance(self.min_df, int) else self.min_df * n_docs
         if high < low:
             raise StepError("max_df corresponds to fewer documents than min_df", component=self.type)
-        dfs = np.array([df[t] for t in terms], dtype=np.int64)
         mask = (dfs <= high) & (dfs >= low)
         if self.max_features is not None and mask.sum() > self.max_features:
-            tfs = np.array([tf[t] for t in terms], dtype=np.int64)
             keep = (-tfs[mask]).argsort()[: self.max_features]
             new_mask = np.zeros(len(dfs), dtype=bool)
             new_mask[np.where(mask)[0][keep]] = True
             mask = new_mask
-        kept = [t for t, m in zip(terms, mask, strict=True) if m]
-        if not kept:
+        kept = np.flatnonzero(mask)
+        if not len(kept):
             raise StepError(
                 f"after min_df={self.min_df} / max_df={self.max_df} no terms remain",
                 component=self.type,
@@ -607,7 +612,8 @@ class VectorizerStep(Fitted):
         col_type = self._input_type(table)
         cache = state.setdefault("_objects", {})
         if "lookup" not in cache:
-            vocab = None if self.hashing else _Index((t, i) for i, t in enumerate(state["vocabulary"]))
+            terms = state["vocabulary"]
+            vocab = None if self.hashing else _Index(zip(terms, range(len(terms)), strict=True))
             lookup = None
             if vocab is not None:  # stop words are not in the vocabulary: unknown (-1) like any other
                 lookup = _Index(vocab)

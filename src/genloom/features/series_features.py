@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from genloom.core.errors import ConfigError, StepError
+from genloom.core.errors import ConfigError, MissingDependencyError, StepError
 from genloom.core.registry import FEATURES
 from genloom.core.steps import Map, StepContext
 from genloom.features._media import PartKind, add_parts
@@ -36,9 +36,14 @@ class SeriesFeaturesFeature(Map):
       of the autocorrelation of the linearly detrended series between 2 and ``max_period`` (and
       at most T/2) that reaches ``min_acf`` and rises at least ``min_prominence`` above the
       lowest autocorrelation at shorter lags (so the slow decay of a persistent series is no
-      season); ``season_acf``, that peak; ``season_strength``, 1 - var(R) /
-      var(S + R) of a classical decomposition at that period (trend by a centred moving average,
-      S the mean per phase, R the rest; Wang, Smith and Hyndman 2006), 0 without a period;
+      season), or ``period`` when it is given; ``season_acf``, the autocorrelation at that lag;
+      ``season_strength``, 1 - var(R) / var(S + R) (Wang, Smith and Hyndman 2006), 0 without a
+      period. With ``seasonality: acf`` (the default) S and R come from a classical
+      decomposition at that period (trend by a centred moving average, S the mean per phase, R
+      the rest); with ``seasonality: stl`` from STL (Cleveland et al. 1990, statsmodels' ``STL``
+      at that period, its default smoothers, not robust), which also gives
+      ``stl_trend_strength``, 1 - var(R) / var(T + R) (null without a period, or when the window
+      is shorter than two periods);
     - ``rolling``: over windows of ``rolling_window`` steps, ``rolling_mean_std`` and
       ``rolling_mean_range`` (how much the local level moves), ``rolling_std_mean`` and
       ``rolling_std_max`` (local volatility);
@@ -75,6 +80,16 @@ class SeriesFeaturesFeature(Map):
     min_acf: float = Field(
         default=0.2, ge=0, lt=1, description="seasonality: the least autocorrelation of a period"
     )
+    seasonality: Literal["acf", "stl"] = Field(
+        default="acf",
+        description="seasonality: the decomposition the strengths come from: acf (a classical one, "
+        "NumPy only) or stl (statsmodels' STL; also stl_trend_strength)",
+    )
+    period: int | None = Field(
+        default=None,
+        ge=2,
+        description="seasonality: the season's length in steps; null: the autocorrelation peak",
+    )
     min_prominence: float = Field(
         default=0.1,
         ge=0,
@@ -89,6 +104,17 @@ class SeriesFeaturesFeature(Map):
     penalty: float | None = Field(
         default=None, gt=0, description="change points: the cost decrease a split needs"
     )
+
+    def check_requirements(self) -> None:
+        """statsmodels, for ``seasonality: stl`` only."""
+        if self.seasonality == "stl" and "seasonality" in self.groups:
+            import importlib.util
+
+            if importlib.util.find_spec("statsmodels") is None:
+                raise MissingDependencyError(
+                    "statsmodels (needed by series_features with seasonality: stl)",
+                    "pip install 'genloom[features]'",
+                )
 
     def check(self, path: str) -> None:
         if any(k < 1 for k in self.lags):
@@ -111,6 +137,8 @@ class SeriesFeaturesFeature(Map):
             kinds.update({p: f for p in ("trend_slope", "trend_intercept", "trend_r2")})
         if "seasonality" in self.groups:
             kinds.update({"season_period": ("int",), "season_acf": f, "season_strength": f})
+            if self.seasonality == "stl":
+                kinds["stl_trend_strength"] = f
         if "rolling" in self.groups:
             kinds.update(
                 {
@@ -192,13 +220,14 @@ class SeriesFeaturesFeature(Map):
                 trend_r2=1 - (resid**2).sum() / total if total > 0 else None,
             )
         if "seasonality" in self.groups:
-            out.update(
-                zip(
-                    ("season_period", "season_acf", "season_strength"),
-                    self.seasonality(x - (slope * t + intercept)),
-                    strict=True,
+            period, r = self.season_period(x - (slope * t + intercept))
+            out.update(season_period=period, season_acf=r)
+            if self.seasonality == "stl":
+                out["season_strength"], out["stl_trend_strength"] = stl_strengths(x, period)
+            else:
+                out["season_strength"] = (
+                    seasonal_strength(x - (slope * t + intercept), period) if period else 0.0
                 )
-            )
         if "rolling" in self.groups:
             out.update(rolling_stats(x, min(self.rolling_window, n)))
         if "fft" in self.groups:
@@ -213,12 +242,18 @@ class SeriesFeaturesFeature(Map):
             out.update(change_points=points, change_points_count=len(points))
         return out
 
-    def seasonality(self, detrended: np.ndarray) -> tuple[int, float | None, float]:
-        """(period, its autocorrelation, strength) of a detrended series; period 0: none."""
+    def season_period(self, detrended: np.ndarray) -> tuple[int, float | None]:
+        """(period, the autocorrelation at it) of a detrended series: ``period`` when given (0
+        when the window is shorter than two of them), else the autocorrelation peak; 0: none."""
         n = len(detrended)
+        if self.period is not None:
+            if n < 2 * self.period:
+                return 0, None
+            r = autocorrelation(detrended, self.period)[self.period]
+            return self.period, None if math.isnan(r) else float(r)
         max_lag = min(self.max_period, n // 2)
         if max_lag < 3:
-            return 0, None, 0.0
+            return 0, None
         acf = autocorrelation(detrended, max_lag + 1)
         best, best_r = 0, -math.inf
         trough = acf[1]  # the lowest autocorrelation so far: a peak must rise above it
@@ -229,8 +264,8 @@ class SeriesFeaturesFeature(Map):
             if peak and r >= self.min_acf and r - trough >= self.min_prominence and r > best_r:
                 best, best_r = k, r
         if best == 0:
-            return 0, None, 0.0
-        return best, float(best_r), seasonal_strength(detrended, best)
+            return 0, None
+        return best, float(best_r)
 
 
 def autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
@@ -269,6 +304,27 @@ def seasonal_strength(x: np.ndarray, period: int) -> float:
     if var_sr == 0:
         return 0.0
     return float(max(0.0, 1.0 - np.var(remainder[ok]) / var_sr))
+
+
+def stl_strengths(x: np.ndarray, period: int) -> tuple[float, float | None]:
+    """(seasonal strength, trend strength) of ``x`` from an STL decomposition at ``period``
+    (Wang, Smith and Hyndman 2006: 1 - var(R) / var(S + R) and 1 - var(R) / var(T + R), each at
+    least 0; 0 when a component and the remainder vary by no more than rounding error); (0,
+    None) without a period or under two periods of data."""
+    if period < 2 or len(x) < 2 * period:
+        return 0.0, None
+    from statsmodels.tsa.seasonal import STL
+
+    fit = STL(x, period=period).fit()
+    trend, seasonal, resid = (np.asarray(a, dtype=np.float64) for a in (fit.trend, fit.seasonal, fit.resid))
+    var_r = float(np.var(resid))
+    tiny = 1e-12 * float(np.var(x))  # rounding error: a pure line has no season, not a strength of 0.67
+
+    def strength(component: np.ndarray) -> float:
+        total = float(np.var(component + resid))
+        return 0.0 if total <= tiny else max(0.0, 1.0 - var_r / total)
+
+    return strength(seasonal), strength(trend)
 
 
 def rolling_stats(x: np.ndarray, w: int) -> dict[str, float]:
