@@ -36,9 +36,12 @@ demo: setup
 system-deps:
 	./scripts/system-deps.sh
 
+# The suite runs one pytest worker per core (pytest-xdist; each test file on one worker, in order):
+# the tests run their torch work on one thread each, so two workers use a 2-core machine's both
+# cores. On a 2-core VM at load ~11 (other jobs) every test passed this way.
 test: setup-all
 	-./scripts/system-deps.sh
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30 -n auto --dist loadfile
 
 check: setup-all
 	$(BIN)/ruff check src tests benchmarks
@@ -93,6 +96,8 @@ bench: setup-all bench-venv
 	$(BIN)/python benchmarks/features.py --quick
 	$(BIN)/python benchmarks/series_synth.py --quick
 	$(BIN)/python benchmarks/image_synth.py --quick
+	$(BIN)/python benchmarks/monitor.py --quick --reference-python $(BENCH_BIN)/python
+	$(BIN)/python benchmarks/scale.py --quick
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) examples/*/.genloom .pytest_cache

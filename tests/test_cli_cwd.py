@@ -143,9 +143,11 @@ COMMANDS: dict[str, tuple[list[str], str]] = {
     "keys revoke": (["keys", "revoke", "{key_id}", "-p", FILE], "revoked key"),
     # a server blocks: tests/serve/test_cli_serve.py starts a real one; here its options parse
     "serve": (["serve", FILE, "--help"], "--port"),
+    "ui": (["ui", FILE, "--help"], "--api-key-required"),
     "setup wordnet": (["setup", "wordnet", "--target", "nltk_data"], "WordNet ready at nltk_data"),
     # the project has one version, so the model is found (through the relative path) and refused
     "rollback": (["rollback", FILE, "--to", "1"], "version 1 of 't' is already the champion"),
+    "monitor": (["monitor", FILE], "no drift or breach"),
 }
 EXIT_CODES = {"rollback": 1}
 

@@ -609,6 +609,12 @@ def serve(
             help="Worker processes behind the port, each with its own copy of the model (threads: cores // N)",
         ),
     ] = 1,
+    embedding_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve POST /v1/embeddings with this encoder: a local folder, or 'default' (the offline all-MiniLM-L6-v2)"
+        ),
+    ] = None,
 ) -> None:
     """Serve the pipeline's champion over HTTP: the OpenAI API for text, /v1/samples for tables."""
     import tempfile
@@ -645,6 +651,7 @@ def serve(
             quantize=quantize,
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
+            embedding_model=embedding_model,
         )
     except ValidationError as e:
         _fail(ConfigError(str(e).splitlines()[-1].strip(), path="serve"))
@@ -698,13 +705,18 @@ def _key_store(file: Path) -> Any:
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who or what the key is for")],
     file: PipelineOpt = Path("pipeline.yaml"),
+    write: Annotated[
+        bool,
+        typer.Option("--write", help="The key may also change data (the dashboard's records and labels)"),
+    ] = False,
 ) -> None:
     """Create an API key and print it (the only time it is shown)."""
     try:
-        key_id, key = _key_store(file).create(name)
+        key_id, key = _key_store(file).create(name, write=write)
     except GenloomError as e:
         _fail(e)
-    err.print(f"created key {key_id} for {name}; it is shown only now:")
+    rights = "read and write" if write else "read"
+    err.print(f"created key {key_id} ({rights}) for {name}; it is shown only now:")
     out.print(key, highlight=False, markup=False)
 
 
@@ -715,10 +727,11 @@ def keys_list(file: PipelineOpt = Path("pipeline.yaml")) -> None:
         rows = _key_store(file).list()
     except GenloomError as e:
         _fail(e)
-    table = Table("id", "name", "created", "revoked")
+    table = Table("id", "name", "created", "revoked", "write")
     for r in rows:
         revoked = r["revoked_at"].isoformat(timespec="seconds") if r["revoked_at"] else ""
-        table.add_row(r["id"], r["name"], r["created_at"].isoformat(timespec="seconds"), revoked)
+        write = "yes" if r["can_write"] else ""
+        table.add_row(r["id"], r["name"], r["created_at"].isoformat(timespec="seconds"), revoked, write)
     out.print(table)
 
 
@@ -741,6 +754,9 @@ def _register_command_groups() -> None:
     from genloom.monitor import cli as monitor_cli
 
     monitor_cli.register(app, out, err, _fail, _pipeline)
+    from genloom.ui import cli as ui_cli
+
+    ui_cli.register(app, out, err, _fail, _pipeline)
 
 
 _register_command_groups()

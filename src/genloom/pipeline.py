@@ -91,7 +91,8 @@ class Pipeline:
         root = cfg.store.path
         if "://" not in root:
             root = str((self.base_dir / root).resolve())
-        self.store = ArtifactStore(root)
+        cache = self.base_dir / (cfg.store.cache or ".genloom/cache")
+        self.store = ArtifactStore(root, cfg.store.options, cache)
         self.catalog = Catalog(resolve_url(cfg.catalog.url, self.base_dir))
 
     @classmethod
@@ -239,12 +240,14 @@ class Pipeline:
 
     def model_dir(self, version: int | None = None) -> Path:
         """The folder of a registered version of this pipeline's model (default: the champion)."""
-        if version is not None:
-            return Path(self.catalog.model_version(self.model_name, version)["uri"])
-        champ = self.catalog.champion(self.model_name)
-        if champ is None:
+        row = (
+            self.catalog.model_version(self.model_name, version)
+            if version is not None
+            else self.catalog.champion(self.model_name)
+        )
+        if row is None:
             raise NotFoundError(f"model {self.model_name!r} has no champion yet: run `genloom run` first")
-        return Path(champ["uri"])
+        return self.store.registered_model(row)  # on an object store: its cached copy
 
     def sample(
         self,

@@ -308,7 +308,10 @@ def test_robots_redirects_errors_and_private_targets(pages: tuple[str, dict[str,
     # (measured where the server sees them, so allow for scheduling jitter on a busy machine)
     times = [t for _, t in state["log"]]
     assert times[-1] - times[0] >= 0.1 * (len(times) - 1) * 0.95
-    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.05
+    gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+    # no burst: the server-side clock of one request can lag (seen: a gap of 0.038 s at load 11),
+    # so the median gap holds the delay and no gap is near zero
+    assert gaps[len(gaps) // 2] >= 0.09 and gaps[0] >= 0.02, gaps
 
 
 def test_include_and_exclude_patterns_pick_the_links_followed(pages: tuple[str, dict[str, Any]]) -> None:

@@ -578,7 +578,7 @@ def find_report(catalog: Any, store: Any, pipeline: str, run_id: str | None = No
     for run in runs:
         for s in catalog.stage_runs(run["id"]):
             if s["stage"] == "evaluate" and s["key"]:
-                path = store.local_path(f"{store.artifact_dir('evaluate', s['key'])}/report.html")
+                path = store.fetch_artifact("evaluate", s["key"]) / "report.html"
                 if path.exists():
                     return Path(path)
     which = f"run {run_id!r}" if run_id else f"pipeline {pipeline!r}"

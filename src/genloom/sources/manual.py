@@ -89,6 +89,9 @@ class ManualSource(Source):
         except OSError as e:
             raise SourceError(f"manual source: cannot read {self.path}: {e.strerror or e}") from None
 
+    def local_only(self) -> bool:
+        return True  # a file of this machine
+
     def partitions(self) -> list[Any]:
         return [self.path]
 

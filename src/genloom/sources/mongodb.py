@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -19,6 +18,7 @@ from genloom.core.errors import ConfigError, MissingDependencyError, SourceError
 from genloom.core.records import RECORD_COLUMNS, Rejected, record_id
 from genloom.core.registry import SOURCES
 from genloom.core.steps import Source
+from genloom.sources._retry import call_with_retries, is_final, retries_note, wait_before_retry
 from genloom.sources._series import typed_column
 from genloom.sources.csv import render_template
 
@@ -161,35 +161,40 @@ class MongodbSource(Source):
             self._client_obj = None
 
     def _retrying(self, what: str, fn: Callable[[Any], Any]) -> Any:
-        attempt = 0
-        while True:
-            try:
-                return fn(self._collection())
-            except (SourceError, MissingDependencyError):
-                raise
-            except Exception as e:
-                self._give_up_or_wait(e, attempt, what)
-                attempt += 1
+        return call_with_retries(
+            lambda: fn(self._collection()),
+            retries=self.retries,
+            is_transient=_is_transient,
+            give_up=lambda e, attempt: self._error(e, attempt, what),
+            wait=lambda e, attempt: self._wait(e, attempt, what),
+            passthrough=(SourceError, MissingDependencyError),
+            after_failure=self._reset,
+        )
 
     def _give_up_or_wait(self, error: Exception, attempt: int, what: str) -> None:
         """After a failed call: raise SourceError when it is final, else wait before the retry."""
         self._reset()
-        if not _is_transient(error) or attempt >= self.retries:
-            tries = f" after {attempt} retries" if attempt else ""
-            raise SourceError(
-                f"{self.redacted_uri()} {self.dataset}{tries} ({what}): {self.redact(_describe(error))}"
-            ) from None
-        delay = self.retry_backoff_s * (2**attempt)
-        log.warning(
-            "mongodb source %s: %s (%s); retry %d/%d in %.1fs",
-            self.redacted_uri(),
-            self.redact(_describe(error)),
-            what,
-            attempt + 1,
-            self.retries,
-            delay,
+        if is_final(error, attempt, self.retries, _is_transient):
+            raise self._error(error, attempt, what) from None
+        self._wait(error, attempt, what)
+
+    def _wait(self, error: Exception, attempt: int, what: str) -> None:
+        wait_before_retry(
+            log,
+            source="mongodb",
+            target=self.redacted_uri(),
+            error=self.redact(_describe(error)),
+            detail=f" ({what})",
+            attempt=attempt,
+            retries=self.retries,
+            backoff_s=self.retry_backoff_s,
         )
-        time.sleep(delay)
+
+    def _error(self, error: Exception, attempt: int, what: str) -> SourceError:
+        return SourceError(
+            f"{self.redacted_uri()} {self.dataset}{retries_note(attempt)} ({what}): "
+            f"{self.redact(_describe(error))}"
+        )
 
     # -- planning
 

@@ -90,6 +90,9 @@ class PythonDocsSource(Source):
         None, description="Only these top-level modules or packages (e.g. [json, email]); default: all"
     )
 
+    def local_only(self) -> bool:
+        return True  # this interpreter's installed packages
+
     def partitions(self) -> list[Any]:
         parts: list[Any] = ["topics"] if self.topics else []
         if self.modules:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from genloom.core.errors import ConfigError, MissingDependencyError, SourceError
 from genloom.core.records import RECORD_COLUMNS, Rejected, record_id
 from genloom.core.registry import SOURCES
 from genloom.core.steps import Source
+from genloom.sources._retry import call_with_retries, retries_note, wait_before_retry
 from genloom.sources._series import typed_column
 from genloom.sources.csv import render_template
 
@@ -178,30 +178,28 @@ class RedisSource(Source):
 
     def _retrying(self, what: str, fn: Callable[[Any], Any]) -> Any:
         """``fn(client)`` with reconnects; ``fn`` must be safe to call again after a failure."""
-        attempt = 0
-        while True:
-            try:
-                return fn(self._client())
-            except Exception as e:
-                self._reset()
-                if not _is_transient(e) or attempt >= self.retries:
-                    raise self._error(e, attempt, what) from None
-                delay = self.retry_backoff_s * (2**attempt)
-                log.warning(
-                    "redis source %s: %s (%s); retry %d/%d in %.1fs",
-                    self.redacted_url(),
-                    self.redact(_describe(e)),
-                    what,
-                    attempt + 1,
-                    self.retries,
-                    delay,
-                )
-                time.sleep(delay)
-                attempt += 1
+        return call_with_retries(
+            lambda: fn(self._client()),
+            retries=self.retries,
+            is_transient=_is_transient,
+            give_up=lambda e, attempt: self._error(e, attempt, what),
+            wait=lambda e, attempt: wait_before_retry(
+                log,
+                source="redis",
+                target=self.redacted_url(),
+                error=self.redact(_describe(e)),
+                detail=f" ({what})",
+                attempt=attempt,
+                retries=self.retries,
+                backoff_s=self.retry_backoff_s,
+            ),
+            after_failure=self._reset,
+        )
 
     def _error(self, error: Exception, attempt: int, what: str) -> SourceError:
-        tries = f" after {attempt} retries" if attempt else ""
-        return SourceError(f"{self.redacted_url()}{tries} ({what}): {self.redact(_describe(error))}")
+        return SourceError(
+            f"{self.redacted_url()}{retries_note(attempt)} ({what}): {self.redact(_describe(error))}"
+        )
 
     # -- planning
 

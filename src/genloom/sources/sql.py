@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
@@ -24,6 +23,7 @@ from genloom.core.errors import ConfigError, MissingDependencyError, SourceError
 from genloom.core.records import RECORD_COLUMNS, Rejected
 from genloom.core.registry import SOURCES
 from genloom.core.steps import Source
+from genloom.sources._retry import call_with_retries, is_final, retries_note, wait_before_retry
 from genloom.sources.csv import column_name, render_template, row_text
 
 log = logging.getLogger("genloom.sources.sql")
@@ -248,6 +248,9 @@ class SqlSource(Source):
             return None
         return {"column": self.incremental.column, "bounds": [_encode(b) for b in self._bounds]}
 
+    def local_only(self) -> bool:
+        return self.url.get_secret_value().startswith("sqlite")  # a database file of this machine
+
     def partitions(self) -> list[Any]:
         """Incremental: one partition per watermark segment; partition: key ranges; else one."""
         if self.incremental is not None:
@@ -347,24 +350,25 @@ class SqlSource(Source):
     def _with_small_connection(self, fn: Callable[[Any], Any]) -> Any:
         """Run ``fn(dbapi_connection)`` with retries; SQLite through the stdlib (read-only), the
         servers through their SQLAlchemy DB-API driver."""
-        attempt = 0
-        while True:
+
+        def once() -> Any:
+            conn = self._dbapi_connect()
             try:
-                conn = self._dbapi_connect()
+                return fn(conn)
+            finally:
                 try:
-                    return fn(conn)
+                    conn.rollback()
                 finally:
-                    try:
-                        conn.rollback()
-                    finally:
-                        conn.close()
-            except SourceError:
-                raise
-            except Exception as e:
-                if not _is_transient(e) or attempt >= self.retries:
-                    raise self._error(e, attempt) from None
-                self._wait(attempt, e)
-                attempt += 1
+                    conn.close()
+
+        return call_with_retries(
+            once,
+            retries=self.retries,
+            is_transient=_is_transient,
+            give_up=lambda e, attempt: self._error(e, attempt),
+            wait=lambda e, attempt: self._wait(attempt, e),
+            passthrough=(SourceError,),
+        )
 
     def _sqlite_file(self) -> str:
         """The SQLite database file; a missing one is an error at once (no retry brings it)."""
@@ -504,7 +508,7 @@ class SqlSource(Source):
                 if yielded > failed_at:  # rows came since the last failure: a fresh drop, fresh retries
                     attempt, failed_at = 0, yielded
                 resumable = yielded == 0 or self.id_column is not None
-                if not _is_transient(e) or attempt >= self.retries or not resumable:
+                if is_final(e, attempt, self.retries, _is_transient) or not resumable:
                     extra = (
                         ""
                         if resumable
@@ -749,21 +753,21 @@ class SqlSource(Source):
     # -- errors
 
     def _wait(self, attempt: int, error: Exception, where: str = "") -> None:
-        delay = self.retry_backoff_s * (2**attempt)
-        log.warning(
-            "sql source %s: %s%s; retry %d/%d in %.1fs",
-            self.redacted_url(),
-            self.redact(_describe(error)),
-            where,
-            attempt + 1,
-            self.retries,
-            delay,
+        wait_before_retry(
+            log,
+            source="sql",
+            target=self.redacted_url(),
+            error=self.redact(_describe(error)),
+            detail=where,
+            attempt=attempt,
+            retries=self.retries,
+            backoff_s=self.retry_backoff_s,
         )
-        time.sleep(delay)
 
     def _error(self, error: Exception, attempt: int, where: str = "") -> SourceError:
-        tries = f" after {attempt} retries" if attempt else ""
-        return SourceError(f"{self.redacted_url()}{tries}{where}: {self.redact(_describe(error))}")
+        return SourceError(
+            f"{self.redacted_url()}{retries_note(attempt)}{where}: {self.redact(_describe(error))}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -82,6 +82,8 @@ class RunContext:
         self.cfg = cfg
         self.base_dir = base_dir
         self.store = store
+        if not store.local and store.cache is None:  # model stages on an object store stage files here
+            store.cache = base_dir / ".genloom" / "cache"
         self.catalog = catalog
         self.reporter = reporter
         self.run_id = run_id
@@ -102,18 +104,20 @@ class RunContext:
         return self._executor
 
     def close(self) -> None:
-        """Stop the executor if one was started."""
+        """Stop the executor if one was started, and upload the checkpoints not uploaded yet."""
         if self._executor is not None:
             self._executor.close()
             self._executor = None
+        self.store.stop_mirrors()
 
     def resolve(self, path: str) -> str:
         """A path from the config, relative to the pipeline file's folder."""
         return path if "://" in path or Path(path).is_absolute() else str(self.base_dir / path)
 
     def local_artifact(self, stage: str, key: str | None) -> Path:
-        """The local folder of an artifact (model stages need real files)."""
-        return self.store.local_path(self.store.artifact_dir(stage, key or ""))
+        """The local folder of an artifact (model stages need real files): on an object store, its
+        staging folder in the cache, downloaded when finished, its checkpoints mirrored while not."""
+        return self.store.staged_artifact(stage, key or "")
 
     def secret_salt(self) -> bytes:
         """The store's salt for the HMACs of secrets in keys."""

@@ -110,7 +110,7 @@ class EvaluateStage(Stage):
                 directions["judge_score"] = "max"
             theirs: dict[str, Any] | None = None
             if champion is not None:
-                uri = Path(champion["uri"])
+                uri = ctx.store.registered_model(champion)  # fetched from an object store
                 their_fam = family_of(uri)
                 their_scores = their_fam.evaluate_champion(uri, view, eval_cfg)
                 theirs = {k: m.value for k, m in their_scores.items()}
@@ -469,11 +469,15 @@ def closest_rows(synthetic: Any, train_path: Path, kinds: dict[str, str], k: int
     }
     if not modelled:
         return []
+    from sklearn import config_context
     from sklearn.neighbors import NearestNeighbors
+
+    from genloom.models.tabular_rules import DCR_WORKING_MIB
 
     ref = normalised_matrix(train, modelled, train)
     query = normalised_matrix(synthetic, modelled, train)
-    dist, idx = NearestNeighbors(n_neighbors=1).fit(ref).kneighbors(query)
+    with config_context(working_memory=DCR_WORKING_MIB):  # distances in small chunks (peak memory)
+        dist, idx = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(ref).kneighbors(query)
     order = np.argsort(dist[:, 0], kind="stable")[:k]
     syn_rows, train_rows = synthetic.to_pylist(), train
     return [

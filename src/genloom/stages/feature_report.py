@@ -155,7 +155,8 @@ class _Reservoir:
     """A uniform sample of at most ``k`` items of a stream (Vitter's algorithm R, seeded)."""
 
     def __init__(self, k: int, seed: int = 0) -> None:
-        self.k, self.seen, self.items = k, 0, []
+        self.k, self.seen = k, 0
+        self.items: list[Any] = []
         self.rng = random.Random(seed)
 
     def add(self, item: Any) -> None:
@@ -473,9 +474,7 @@ def render(d: dict[str, Any]) -> str:
 def report_path(pipeline: Any) -> Path:
     """Where the feature report of the current config goes: the features artifact's folder."""
     plan, _ = _features_plan(pipeline)
-    return Path(
-        pipeline.store.local_path(f"{pipeline.store.artifact_dir('features', plan.key)}/{REPORT_NAME}")
-    )
+    return Path(pipeline.store.fetch_artifact("features", plan.key) / REPORT_NAME)
 
 
 def write_feature_report(pipeline: Any, path: str | Path | None = None) -> Path:

@@ -60,12 +60,14 @@ class IngestStage(Stage):
                 shards.append(
                     ShardTask(
                         store_root=ctx.store.root,
+                        store_options=ctx.store.options,
                         stage="ingest",
                         shard_key=content_key("ingest", 2, source_ingredients[i], named),
                         source=src,
                         partitions=tuple(chunk),
                         label={"source": f"sources.{i}", "first": str(chunk[0]) if chunk else ""},
                         step_paths=(f"sources.{i}",),
+                        on_driver=src.local_only(),
                     )
                 )
         ingredients = {"stage": "ingest", "sources": source_ingredients, "fingerprints": fingerprints}

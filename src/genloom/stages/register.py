@@ -10,7 +10,6 @@ summary and the catalog (the version's ``gates``).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from genloom.core.store import content_key
@@ -118,7 +117,7 @@ def champion_metrics(
     if recorded.get("key") == champion["artifact_key"] and recorded.get("metrics") is not None:
         return dict(recorded["metrics"])
     prepared = ctx.local_artifact("prepare", plan_for(plans, "prepare").key)
-    uri = Path(champion["uri"])
+    uri = ctx.store.registered_model(champion)  # downloaded when on an object store
     with evaluation_view(prepared) as view:
         scored = family_of(uri).evaluate_champion(uri, view, ctx.cfg.evaluate)
     return {k: m.value for k, m in scored.items()}

@@ -10,14 +10,13 @@ executor instead, one task per input shard, and the partial counts are merged in
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from genloom.core.errors import StageError
-from genloom.core.runner import ShardTask, check_unique_ids, run_shard
+from genloom.core.runner import FitShardTask, ShardTask, check_unique_ids, run_fit_shard, run_shard
 from genloom.core.stats import merge_stats
 from genloom.core.steps import Fitted, Step
-from genloom.core.store import ArtifactStore, content_key
+from genloom.core.store import content_key
 from genloom.stages.base import (
     STEP_LISTS,
     RunContext,
@@ -74,6 +73,7 @@ class StepsStage(Stage):
             tasks = [
                 ShardTask(
                     store_root=ctx.store.root,
+                    store_options=ctx.store.options,
                     stage=plan.stage,
                     shard_key=content_key(plan.stage, seg_index, seg_cfg, state_key, s),
                     steps=tuple(steps[i] for i in per_record),
@@ -129,7 +129,14 @@ def map_shards(
     def on_result(_i: int, out: dict[str, Any]) -> None:
         ctx.reporter.stage_advance(stage, 1, out["rows"])
 
-    return ctx.executor.map(fn, tasks, on_result)
+    outputs = ctx.executor.map(fn, tasks, on_result)
+    placements = getattr(ctx.executor, "placements", None)
+    if placements:  # a Ray executor: where the shards ran
+        ctx.reporter.message(
+            f"{stage}: {sum(placements.values())} shards on {len(placements)} Ray node(s)",
+            nodes=dict(placements),
+        )
+    return outputs
 
 
 def fit_state(
@@ -151,7 +158,7 @@ def fit_state(
         store.fs.makedirs(state_dir, exist_ok=True)
         if callable(getattr(step, "fit_shard", None)) and callable(getattr(step, "merge_fits", None)):
             # a fit whose counts add up: each shard counted by the executor, merged in shard order
-            jobs = [FitShardTask(store.root, in_stage, s, step, state_dir) for s in in_shards]
+            jobs = [FitShardTask(store.root, in_stage, s, step, state_dir, store.options) for s in in_shards]
             state = step.merge_fits(ctx.executor.map(run_fit_shard, jobs))  # type: ignore[attr-defined]
         else:
             step.ensure_setup()
@@ -161,26 +168,6 @@ def fit_state(
             f.write("ok")
     step.commit_state(state_dir, store.fs, tag)  # idempotent: also after a kill right here
     return state_dir
-
-
-@dataclass(frozen=True)
-class FitShardTask:
-    """One input shard of a fit that is counted per shard (picklable, like ShardTask)."""
-
-    store_root: str
-    stage: str
-    shard: str
-    step: Fitted
-    state_dir: str
-
-
-def run_fit_shard(task: FitShardTask) -> Any:
-    """A worker's part of a per-shard fit: ``step.fit_shard`` over the shard's batches, with the
-    state's folder as its scratch space; returns the partial counts for ``merge_fits``."""
-    store = ArtifactStore(task.store_root)
-    task.step.ensure_setup()
-    batches = store.iter_batches(task.stage, task.shard)
-    return task.step.fit_shard(batches, task.state_dir, store.fs)  # type: ignore[attr-defined]
 
 
 def check_drops(ctx: RunContext, stage: str, rows_in: int | None, rows_out: int) -> None:

@@ -113,6 +113,9 @@ class FileSource(Source):
             return list(self.include)
         return list(self.default_include)
 
+    def local_only(self) -> bool:
+        return True  # the files are found and read on this machine
+
     def partitions(self) -> list[Any]:
         """One partition per file (an archive is one partition; its members are read inside it)."""
         return discover(
