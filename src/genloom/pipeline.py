@@ -24,6 +24,7 @@ from genloom import inspect
 from genloom.core.catalog import Catalog, resolve_url
 from genloom.core.config import load_config, validate_config
 from genloom.core.errors import GenloomError, NotFoundError
+from genloom.core.lease import Lease, run_lease_name
 from genloom.core.progress import Reporter
 from genloom.core.store import ArtifactStore
 from genloom.stages.base import (
@@ -141,10 +142,20 @@ class Pipeline:
         """Run every stage (up to ``until``), skipping those whose artifact exists.
 
         ``force`` reruns the named stages from nothing, and every stage after the first of them.
+        One run of a pipeline at a time: a second, while the first holds the pipeline's lease
+        (core/lease.py), raises ``RunInProgress`` before it starts.
         """
         for name in [until, *(force or [])]:
             if name is not None and name not in STAGES:
                 raise GenloomError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+        with Lease(self.catalog.engine, run_lease_name(self.cfg.name)):
+            return self._run(until, force)
+
+    def run_in_progress(self) -> dict[str, Any] | None:
+        """Who holds this pipeline's run lease (pid, host, acquired_at, expires_at), or None."""
+        return Lease(self.catalog.engine, run_lease_name(self.cfg.name)).current()
+
+    def _run(self, until: str | None, force: list[str] | None) -> RunSummary:
         started = time.perf_counter()
         first = min((STAGES.index(f) for f in force or []), default=len(STAGES))
         run_id = uuid.uuid4().hex[:12]

@@ -310,3 +310,38 @@ def test_retraining_needs_a_train_section(project: Path) -> None:
     r = CliRunner().invoke(app, ["monitor", str(path), "--json"])
     assert r.exit_code == 2
     assert "needs a train: section" in json.loads(r.output)["error"]
+
+
+def test_no_retrain_while_another_run_holds_the_pipeline(project: Path) -> None:
+    from genloom.core.lease import Lease, leases, run_lease_name
+
+    path = _configure(project, register={"promote": "always"}, monitor={"on_breach": "retrain"})
+    _server_errors(project)
+    p = Pipeline.from_file(path)
+    try:
+        Lease(p.catalog.engine, "x")  # the table
+        now = datetime.now(UTC)
+        with p.catalog.engine.begin() as c:  # a live run on another machine
+            c.execute(
+                insert(leases).values(
+                    name=run_lease_name("m"),
+                    holder="other",
+                    host="trainer-2",
+                    pid=4242,
+                    acquired_at=now,
+                    expires_at=now + timedelta(minutes=2),
+                )
+            )
+        end = datetime.now(UTC)
+        result = monitor_round(p, end - timedelta(hours=1), end)
+    finally:
+        p.close()
+    (held,) = result.decisions
+    assert (
+        held["action"] == "none"
+        and "a run of the pipeline is in progress (pid 4242 on trainer-2" in held["reason"]
+    )
+    assert held["evidence"]["run_in_progress"]["host"] == "trainer-2"
+    assert result.exit_code == 1 and result.error is None
+    decisions, _, champion = _state(project)
+    assert [d["action"] for d in decisions] == ["none"] and champion is not None and champion["version"] == 1

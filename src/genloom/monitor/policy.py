@@ -8,7 +8,8 @@ retrains:
 
 1. a ``retrain`` decision, with the breached checks (their ids in the monitoring log, figures and
    window) or the schedule's check as evidence;
-2. ``Pipeline.run()`` in this process: the stages whose inputs did not change are cache hits, new
+2. ``Pipeline.run()`` in this process (not started, a ``none`` decision with the holder as
+   evidence, while another run of the pipeline holds its lease: core/lease.py): the stages whose inputs did not change are cache hits, new
    source files (or new feedback) rerun ingest and what follows; the register stage evaluates the
    challenger against the champion on the same evaluation data and promotes it only when the gates
    pass and it is better;
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from genloom.core.errors import ConfigError, GenloomError
+from genloom.core.lease import RunInProgress
 from genloom.monitor.signals import Check, MonitorReport, Thresholds, monitor_pipeline, store_check
 from genloom.monitor.store import MonitorLog, monitor_decisions
 
@@ -198,6 +200,18 @@ def monitor_round(
         evidence["trigger"] = "schedule"
     else:
         evidence["trigger"] = "breach" if any(c.kind != "new_data" for c in triggers) else "new_data"
+    busy = pipeline.run_in_progress()
+    if busy is not None:  # a `genloom run` or another monitor's retrain holds the pipeline's lease
+        held = log.add_decision(
+            model=name,
+            action="none",
+            reason=f"{reason}; no retrain: a run of the pipeline is in progress (pid {busy['pid']} on "
+            f"{busy['host']} since {busy['acquired_at']:%Y-%m-%d %H:%M:%S} UTC)",
+            champion_version=report.version,
+            evidence=evidence | {"run_in_progress": _holder(busy)},
+        )
+        result.decisions.append(_decision(log, held))
+        return result
     result.decisions += retrain(pipeline, name, report.version, reason, evidence)
     failed = [d for d in result.decisions if d["action"] == "failed"]
     if failed:
@@ -214,6 +228,16 @@ def _trigger_reason(triggers: list[Check]) -> str:
     if any(c.kind == "new_data" for c in triggers):
         parts.append("new data: the pipeline would train a model no version was trained as")
     return "; ".join(parts)
+
+
+def _holder(row: dict[str, Any]) -> dict[str, Any]:
+    """A lease holder as JSON evidence."""
+    return {
+        "pid": row["pid"],
+        "host": row["host"],
+        "acquired_at": row["acquired_at"].isoformat(),
+        "expires_at": row["expires_at"].isoformat(),
+    }
 
 
 def _decision(log: MonitorLog, decision_id: int) -> dict[str, Any]:
@@ -238,6 +262,15 @@ def retrain(
         summary = pipeline.run()
         if summary.model is None:
             raise GenloomError("the run registered no model")
+    except RunInProgress as e:  # another run took the pipeline's lease first: nothing to report as failed
+        nid = log.add_decision(
+            model=name,
+            action="none",
+            reason=f"retrain not started: {e}",
+            champion_version=champion_version,
+            evidence=base | {"run_in_progress": _holder(e.holder)},
+        )
+        return [_decision(log, rid), _decision(log, nid)]
     except Exception as e:  # any failure of the run is recorded, then reported (exit 2)
         new = [r for r in pipeline.catalog.runs(pipeline.cfg.name, limit=50) if r["id"] not in before]
         error = f"{type(e).__name__}: {e}" if not isinstance(e, GenloomError) else str(e)
