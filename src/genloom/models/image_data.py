@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 EVAL_SEED = 20_240_101  # evaluation samples with a fixed seed: the same model scores the same
 EVAL_IMAGES = 2_000  # held-out images an evaluation compares with, at most
+PROFILE_LABELS = 100  # labels the profile counts, the most frequent
 FEATURE_SIDE = 8  # the fixed feature map of the Fréchet distance: images average-pooled to 8 x 8
 
 
@@ -555,8 +556,16 @@ class ImageFamily(ModelFamily):
         )
 
     def profile(self, prepared_dir: Path) -> dict[str, Any]:
-        """Images, size, channels, images per label and pixel statistics of the training split."""
-        return dict(json.loads((Path(prepared_dir) / "profile.json").read_text()))
+        """Images, size, channels, images per label (the ``PROFILE_LABELS`` most frequent; the rest
+        summed as ``other_labels``, their number in ``distinct_labels``) and the per-channel pixel
+        mean and std (in [0, 1]) of the training split (``profile.json``)."""
+        out = dict(json.loads((Path(prepared_dir) / "profile.json").read_text()))
+        labels = dict(out.get("labels") or {})
+        ranked = sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))
+        out["labels"] = dict(ranked[:PROFILE_LABELS])
+        out["distinct_labels"] = len(labels)
+        out["other_labels"] = sum(c for _, c in ranked[PROFILE_LABELS:])
+        return out
 
     # -- train ----------------------------------------------------------------------------------
 

@@ -360,8 +360,20 @@ class SeriesFamily(ModelFamily):
         )
 
     def profile(self, prepared_dir: Path) -> dict[str, Any]:
-        """The training windows' per-channel statistics (``profile.json``)."""
-        return dict(json.loads((Path(prepared_dir) / "profile.json").read_text()))
+        """The training windows' statistics (``profile.json``, written by ``profile_windows``: per
+        channel moments, percentiles, lag-1 autocorrelation; window lengths; condition levels), the
+        levels of each condition capped (artifacts prepared before the cap kept every level)."""
+        from genloom.models.series_data import OTHER_LEVEL, PROFILE_LEVELS
+
+        out = dict(json.loads((Path(prepared_dir) / "profile.json").read_text()))
+        conditions = {}
+        for name, levels in (out.get("conditions") or {}).items():
+            ranked = sorted(levels.items(), key=lambda kv: (-kv[1], kv[0]))
+            kept = dict(ranked[:PROFILE_LEVELS])
+            rest = sum(c for _, c in ranked[PROFILE_LEVELS:])
+            conditions[name] = {**kept, OTHER_LEVEL: kept.get(OTHER_LEVEL, 0) + rest} if rest else kept
+        out["conditions"] = conditions
+        return out
 
     # -- train ----------------------------------------------------------------------------------
 

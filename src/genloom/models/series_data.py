@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -45,6 +46,11 @@ GENLOOM_COLUMNS = ("id", "text", "source", "meta")
 WINDOW_COLUMNS = ("series", "start", "timestamps", "values", "mask")
 TIME_NAMES = ("ts", "timestamp", "time", "datetime", "date_time", "date")
 MISSING_LEVEL = "<missing>"
+#: the profile's percentiles of values and lengths, and the condition levels it counts (most frequent)
+PROFILE_QUANTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
+PROFILE_LEVELS = 100
+#: the profile's key for the levels past ``PROFILE_LEVELS``
+OTHER_LEVEL = "<other>"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -631,17 +637,67 @@ def model_inputs(w: Windows, layout: SeriesLayout) -> dict[str, np.ndarray]:
 
 
 def profile_windows(w: Windows) -> dict[str, Any]:
-    """Per-channel statistics of the training windows (what monitoring compares live series with)."""
-    out: dict[str, Any] = {"windows": len(w), "size": int(w.values.shape[1]) if len(w) else 0, "channels": {}}
+    """Statistics of the training windows, what monitoring compares live series with: per channel
+    the mean, std, range and percentiles of the observed values, the share observed, the lag-1
+    autocorrelation (of each window's values minus its mean, pooled) and the std of the steps
+    between neighbours; the windows' lengths; the counts of the ``PROFILE_LEVELS`` most frequent
+    levels of each condition (the rest summed as ``other``). JSON, bounded in size."""
+    out: dict[str, Any] = {
+        "windows": len(w),
+        "size": int(w.values.shape[1]) if len(w) else 0,
+        "series": len(set(w.series)),
+        "lengths": _quantiles(w.lengths.astype(float)),
+        "channels": {},
+    }
     for c, name in enumerate(w.channels):
-        x = w.values[:, :, c][w.mask[:, :, c]]
-        x = x[np.isfinite(x)]
-        out["channels"][name] = {
+        v = np.where(w.mask[:, :, c], w.values[:, :, c], np.nan)  # (N, T) observed values, else NaN
+        x = v[np.isfinite(v)]
+        entry: dict[str, Any] = {
             "mean": float(x.mean()) if len(x) else None,
             "std": float(x.std()) if len(x) else None,
             "min": float(x.min()) if len(x) else None,
             "max": float(x.max()) if len(x) else None,
+            "quantiles": _quantiles(x)["quantiles"] if len(x) else None,
             "observed": float(w.mask[:, :, c].mean()) if len(w) else 0.0,
+            "lag1_autocorrelation": None,
+            "step_std": None,
         }
-    out["conditions"] = {k: {lv: v.count(lv) for lv in sorted(set(v))} for k, v in w.conditions.items()}
+        if v.shape[1] > 1 and len(x):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a window with nothing observed
+                centred = v - np.nanmean(v, axis=1, keepdims=True)  # (N, T)
+            a, b = centred[:, :-1], centred[:, 1:]
+            pair = np.isfinite(a) & np.isfinite(b)
+            if pair.any():
+                den = float(np.sum(np.where(np.isfinite(centred), centred, 0.0) ** 2))
+                num = float(np.sum(a[pair] * b[pair]))
+                entry["lag1_autocorrelation"] = num / den if den > 0 else None
+                entry["step_std"] = float(np.std((v[:, 1:] - v[:, :-1])[pair]))
+        out["channels"][name] = entry
+    out["conditions"] = {k: bounded_levels(v) for k, v in w.conditions.items()}
     return out
+
+
+def bounded_levels(values: list[str], limit: int | None = None) -> dict[str, int]:
+    """Counts of the ``limit`` (default ``PROFILE_LEVELS``) most frequent values (ties by value),
+    the rest summed under ``other`` (a key that cannot be a level, ``<other>``)."""
+    from collections import Counter
+
+    limit = PROFILE_LEVELS if limit is None else limit
+    ranked = sorted(Counter(values).items(), key=lambda kv: (-kv[1], kv[0]))
+    out = dict(ranked[:limit])
+    rest = sum(c for _, c in ranked[limit:])
+    if rest:
+        out[OTHER_LEVEL] = rest
+    return out
+
+
+def _quantiles(x: np.ndarray) -> dict[str, Any]:
+    """The mean and the ``PROFILE_QUANTILES`` percentiles of ``x`` (None when it is empty)."""
+    if not len(x):
+        return {"mean": None, "quantiles": None}
+    qs = np.percentile(x, PROFILE_QUANTILES)
+    return {
+        "mean": float(x.mean()),
+        "quantiles": {f"p{q}": float(v) for q, v in zip(PROFILE_QUANTILES, qs, strict=True)},
+    }

@@ -780,8 +780,11 @@ class TabularFamily(ModelFamily):
         )
 
     def profile(self, prepared_dir: Path) -> dict[str, Any]:
-        """The training rows' per-column distributions (``profile.json``)."""
-        return dict(json.loads((Path(prepared_dir) / "profile.json").read_text()))
+        """The training rows' per-column distributions (``profile.json``: quantiles, mean and std
+        of numbers, the 100 most frequent levels, missing rates), as strict JSON (NaN as null)."""
+        from genloom.models.tabular_data import finite_json
+
+        return dict(finite_json(json.loads((Path(prepared_dir) / "profile.json").read_text())))
 
     # -- train ----------------------------------------------------------------------------------
 

@@ -146,6 +146,18 @@ def profile_table(rows: pa.Table, kinds: dict[str, ColumnKind]) -> dict:
     return {"rows": n, "columns": columns}
 
 
+def finite_json(value: Any) -> Any:
+    """``value`` (parsed JSON) with every NaN or infinite number replaced by None: strict JSON, which
+    ``json.dumps`` otherwise writes as the non-standard ``NaN``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_json(v) for v in value]
+    return value
+
+
 class TableTransformer:
     """Rows <-> float32 matrices (CTGAN's mode-specific normalisation).
 

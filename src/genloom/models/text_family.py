@@ -42,6 +42,12 @@ if TYPE_CHECKING:
 
 #: evaluation figures of a text model and which way is better
 TEXT_DIRECTIONS = {"val_loss": "min", "val_ppl": "min", "val_bpc": "min"}
+#: the family profile counts tokens in the first this many of the training split
+PROFILE_TOKEN_SAMPLE = 5_000_000
+#: most frequent tokens the family profile lists
+PROFILE_TOP_TOKENS = 100
+#: percentiles of tokens per document in the family profile
+PROFILE_QUANTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
 
 
 class TextFamily(ModelFamily):
@@ -173,24 +179,50 @@ class TextFamily(ModelFamily):
         return Prepared(train_info.get("n_docs"), manifest, stats)
 
     def profile(self, prepared_dir: Path) -> dict[str, Any]:
-        """Document lengths (characters and tokens) and the most frequent tokens of the training split."""
+        """The training split as the model sees it, in its own tokens: documents, tokens and
+        characters, tokens per document (quantiles, from the document index; the end-of-document
+        token included) and the ``PROFILE_TOP_TOKENS`` most frequent tokens of the first
+        ``PROFILE_TOKEN_SAMPLE`` (id, text from the tokenizer, count). JSON, bounded in size."""
         import numpy as np
 
         from genloom.models.tokens import load_tokens, read_sidecar
 
+        prepared_dir = Path(prepared_dir)
         meta = read_sidecar(prepared_dir / "train.bin")
         tokens = load_tokens(prepared_dir / "train.bin")
-        sample = np.asarray(tokens[:5_000_000])
-        counts = np.bincount(sample.astype(np.int64))
-        top = np.argsort(counts)[::-1][:100]
-        docs = max(1, int(meta.get("n_docs") or 1))
+        n_tokens = int(meta.get("n_tokens") or 0)
+        n_chars = meta.get("n_chars")
+        docs = int(meta.get("n_docs") or 0)
+        sample = np.asarray(tokens[:PROFILE_TOKEN_SAMPLE], dtype=np.int64)
+        counts = np.bincount(sample) if len(sample) else np.zeros(0, dtype=np.int64)
+        top = np.argsort(-counts, kind="stable")[:PROFILE_TOP_TOKENS]
+        names = _token_names(prepared_dir / "tokenizer.json", [int(t) for t in top])
+        lengths: dict[str, Any] | None = None
+        index = prepared_dir / str(meta.get("doc_index") or "train.docs.npy")
+        if index.exists() and n_tokens:
+            starts = np.load(index).astype(np.int64)
+            per_doc = np.diff(np.append(starts, n_tokens))  # (docs,) tokens of each document
+            if len(per_doc):
+                qs = np.percentile(per_doc, PROFILE_QUANTILES)
+                lengths = {
+                    "mean": float(per_doc.mean()),
+                    "quantiles": {f"p{q}": float(v) for q, v in zip(PROFILE_QUANTILES, qs, strict=True)},
+                }
         return {
             "kind": "text",
             "documents": docs,
-            "tokens": int(meta.get("n_tokens") or 0),
-            "chars_per_document": (meta.get("n_chars") or 0) / docs,
-            "tokens_per_document": (meta.get("n_tokens") or 0) / docs,
-            "top_tokens": {int(t): int(counts[t]) for t in top if counts[t]},
+            "tokens": n_tokens,
+            "chars": int(n_chars) if n_chars is not None else None,
+            "vocab_size": meta.get("vocab_size"),
+            "chars_per_document": n_chars / docs if n_chars is not None and docs else None,
+            "tokens_per_document": n_tokens / docs if docs else None,
+            "document_tokens": lengths,
+            "sampled_tokens": len(sample),
+            "top_tokens": [
+                {"id": int(t), "token": name, "count": int(counts[t])}
+                for t, name in zip(top, names, strict=True)
+                if counts[t]
+            ],
         }
 
     def chat_formatter(self, inp: PrepareInput, train_cfg: Any) -> Callable[[list[dict[str, str]]], str]:
@@ -257,6 +289,16 @@ class TextFamily(ModelFamily):
         controls = {k: str(v) for k, v in (conditions or {}).items()} or None
         texts = generate(model_dir, [""] * n, seed=seed, controls=controls, **options)
         return pa.table({"text": pa.array(texts, pa.string())})
+
+
+def _token_names(tokenizer_file: Path, ids: list[int]) -> list[str | None]:
+    """Each id's token text in the prepared tokenizer (None: no tokenizer file, or an unknown id)."""
+    if not tokenizer_file.exists():
+        return [None] * len(ids)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    return [tok.id_to_token(i) for i in ids]
 
 
 def _metrics(figures: dict[str, Any]) -> dict[str, Metric]:

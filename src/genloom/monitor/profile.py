@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,9 @@ from genloom.core.store import ArtifactStore, content_key
 from genloom.stages.base import DATA_STAGES, split_of
 
 #: bumped when the profile's content changes, so older cached profiles are recomputed
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
+#: the most JSON a family's own profile may take (a family's ``profile()`` must stay bounded)
+MAX_FAMILY_BYTES = 8_000_000
 LENGTH_BINS = 10
 TOP_WORDS = 5000
 #: distinct words counted exactly; beyond this the rarest half is dropped (``vocabulary.exact`` false)
@@ -489,14 +492,21 @@ def profile_key(model_key: str, top_k: int = TOP_WORDS) -> str:
 
 
 def compute_profile(
-    store: ArtifactStore, src: TrainingData, generates_text: bool, top_k: int = TOP_WORDS
+    store: ArtifactStore,
+    src: TrainingData,
+    generates_text: bool,
+    top_k: int = TOP_WORDS,
+    family_part: dict[str, Any] | None = None,
+    family_missing: str | None = None,
 ) -> dict[str, Any]:
-    """The profile of a model's training split (not stored)."""
+    """The profile of a model's training split (not stored), with the family's own part."""
     body = text_profile(store, src, top_k) if generates_text else table_profile(store, src)
     return {
         **body,
         "profile_version": PROFILE_VERSION,
         "split": "train",
+        "family": family_part,
+        "family_missing": family_missing,
         "sources": {
             "model": src.model_key,
             "prepare": src.prepare_key,
@@ -507,27 +517,95 @@ def compute_profile(
     }
 
 
-def model_profile(
+def family_profile(kind: str, prepared_dir: Path) -> dict[str, Any]:
+    """The family's own profile of its prepared artifact (``ModelFamily.profile``), checked: strict
+    JSON (no NaN, no objects JSON does not know) of at most ``MAX_FAMILY_BYTES``; anything else is a
+    bug in the family, raised."""
+    from genloom.models.base import family
+
+    part = family(kind).profile(Path(prepared_dir))
+    try:
+        text = json.dumps(part, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise GenloomError(
+            f"the {kind} family's profile of {prepared_dir} is not strict JSON ({e}): a bug in"
+            f" {type(family(kind)).__qualname__}.profile"
+        ) from e
+    if len(text) > MAX_FAMILY_BYTES:
+        raise GenloomError(
+            f"the {kind} family's profile of {prepared_dir} is {len(text):,} bytes of JSON, above"
+            f" {MAX_FAMILY_BYTES:,}: a family's profile must stay bounded (a bug in its profile())"
+        )
+    return dict(json.loads(text))  # what reading the artifact back gives (int keys as strings...)
+
+
+def build_profile(
+    store: ArtifactStore,
+    catalog: Catalog,
+    model_key: str,
+    generates_text: bool | None = None,
+    top_k: int = TOP_WORDS,
+    prepared_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The profile of the model artifact ``model_key`` (not stored): its training split, and the
+    family's profile of ``prepared_dir`` (the training run's prepared artifact; any error raised).
+    Without ``prepared_dir`` (a version trained before profiles were made at training time), the
+    family's part is read from the prepared artifact when its files are on this machine, else left
+    None with the reason in ``family_missing``."""
+    src = training_data(store, catalog, model_key)
+    kind = str((src.train.get("model") or {}).get("type") or "")
+    if generates_text is None:
+        if not kind:
+            raise NotFoundError(f"the training artifact {src.model_key} does not record its model type")
+        from genloom.models.base import family
+
+        generates_text = bool(family(kind).generates_text)
+    part: dict[str, Any] | None = None
+    missing: str | None = None
+    if prepared_dir is not None:
+        if not kind:
+            raise NotFoundError(f"the training artifact {src.model_key} does not record its model type")
+        part = family_profile(kind, prepared_dir)
+    elif not kind:
+        missing = "the training artifact does not record its model type"
+    else:
+        folder, missing = _prepared_folder(store, src.prepare_key)
+        if folder is not None:
+            try:
+                part = family_profile(kind, folder)
+            except (FileNotFoundError, NotFoundError) as e:  # prepared before the family wrote it
+                missing = f"the prepared artifact {src.prepare_key} lacks the family's files: {e}"
+    return compute_profile(store, src, generates_text, top_k, part, missing)
+
+
+def _prepared_folder(store: ArtifactStore, prepare_key: str) -> tuple[Path | None, str | None]:
+    """(the prepared artifact's local folder, None), or (None, why there is none): on an object
+    store only a copy already in the local cache is used (prepared data can be gigabytes)."""
+    if store.local:
+        return Path(store.artifact_dir("prepare", prepare_key)), None
+    if store.cache is not None and store.local_path(store.artifact_dir("prepare", prepare_key)).is_dir():
+        return store.fetch_artifact("prepare", prepare_key), None  # verified, changed files fetched
+    return None, (
+        f"the prepared artifact {prepare_key} is not in this machine's cache of the object store"
+        f" {store.root} (a profile made at training time has the family's part)"
+    )
+
+
+def save_profile(
     store: ArtifactStore,
     catalog: Catalog,
     pipeline: str,
     version: dict[str, Any],
-    generates_text: bool | None = None,
+    profile: dict[str, Any],
     top_k: int = TOP_WORDS,
-) -> tuple[dict[str, Any], bool]:
-    """(the profile of a model version, whether it was computed now): read from its artifact, else
-    computed from the version's training data, written (manifest last) and registered in the
-    catalog. ``generates_text`` None: asked of the model's family (imports it)."""
+    run_id: str = "",
+) -> str:
+    """Write a version's profile (``profile.json``, then the manifest that marks it done) and
+    register it in the catalog with lineage edges from the model, its prepared data and its records;
+    returns the profile's key."""
     model_key = str(version["artifact_key"])
     key = profile_key(model_key, top_k)
     folder = store.artifact_dir("profile", key)
-    if store.has_artifact("profile", key):
-        with store.fs.open(f"{folder}/profile.json", "r") as f:
-            return json.load(f), False
-    src = training_data(store, catalog, model_key)
-    if generates_text is None:
-        generates_text = _generates_text(src)
-    profile = compute_profile(store, src, generates_text, top_k)
     profile["model"] = {"name": version["name"], "version": version["version"], "artifact_key": model_key}
     store.fs.makedirs(folder, exist_ok=True)
     with store.fs.open(f"{folder}/profile.json", "w") as f:  # the manifest, written after it, marks it done
@@ -545,19 +623,37 @@ def model_profile(
         pipeline,
         "profile",
         folder,
-        "",
+        run_id,
         profile["records"],
         ingredients,
-        [model_key, src["data"]],
+        [model_key, src["prepare"], src["data"]],
     )
+    return key
+
+
+def read_profile(store: ArtifactStore, key: str) -> dict[str, Any]:
+    """A stored profile, by its key."""
+    with store.fs.open(f"{store.artifact_dir('profile', key)}/profile.json", "r") as f:
+        return dict(json.load(f))
+
+
+def model_profile(
+    store: ArtifactStore,
+    catalog: Catalog,
+    pipeline: str,
+    version: dict[str, Any],
+    generates_text: bool | None = None,
+    top_k: int = TOP_WORDS,
+    prepared_dir: Path | None = None,
+    run_id: str = "",
+) -> tuple[dict[str, Any], bool]:
+    """(the profile of a model version, whether it was computed now): read from its artifact (the
+    register stage writes it when it registers the version), else computed from the version's
+    training data (``build_profile``), written (manifest last) and registered in the catalog.
+    ``generates_text`` None: asked of the model's family (imports it)."""
+    key = profile_key(str(version["artifact_key"]), top_k)
+    if store.has_artifact("profile", key):
+        return read_profile(store, key), False
+    profile = build_profile(store, catalog, str(version["artifact_key"]), generates_text, top_k, prepared_dir)
+    save_profile(store, catalog, pipeline, version, profile, top_k, run_id)
     return profile, True
-
-
-def _generates_text(src: TrainingData) -> bool:
-    """Whether the model's family generates text (from the model type its training artifact recorded)."""
-    from genloom.models.base import family
-
-    kind = str((src.train.get("model") or {}).get("type") or "")
-    if not kind:
-        raise NotFoundError(f"the training artifact {src.model_key} does not record its model type")
-    return bool(family(kind).generates_text)

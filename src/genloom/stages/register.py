@@ -16,6 +16,8 @@ from genloom.core.store import content_key
 from genloom.evaluate.gates import describe_failures, failed_gates, gate_rows, is_better
 from genloom.evaluate.heldout import evaluation_view
 from genloom.models.base import family_of
+from genloom.monitor.profile import build_profile, save_profile
+from genloom.monitor.profile import profile_key as reference_profile_key
 from genloom.stages.base import RunContext, Stage, StagePlan, StageResult, plan_for, round_metrics
 
 #: training figures carried into the registered version's metrics
@@ -48,6 +50,10 @@ class RegisterStage(Stage):
         metrics = {**{k: trained[k] for k in TRAIN_FIGURES if k in trained}, **evaluation["metrics"]}
         name = ctx.model_name
         known = [m for m in ctx.catalog.models(name) if m["artifact_key"] == train_key]
+        profile_key = reference_profile_key(train_key)
+        # the reference profile is computed before the version is registered: a failure (a bug)
+        # fails the run with nothing registered, and the next run tries again
+        profile = None if ctx.store.has_artifact("profile", profile_key) else build_reference(ctx, plans)
         if known:
             version, status = known[0], "cached"
             decision = f"already registered as v{version['version']} ({version['stage']})"
@@ -55,6 +61,9 @@ class RegisterStage(Stage):
             uri = ctx.store.artifact_dir("train", train_key)
             version = ctx.catalog.register_model(name, train_key, uri, metrics, ctx.run_id)
             status = "ran"
+        if profile is not None:  # a new version, or one registered before profiles came with training
+            save_profile(ctx.store, ctx.catalog, ctx.cfg.name, version, profile, run_id=ctx.run_id)
+        if status == "ran":
             decision = promotion(ctx, version, metrics, evaluation, plans)
             if decision.startswith("promoted"):
                 ctx.catalog.promote(name, version["version"])
@@ -68,9 +77,24 @@ class RegisterStage(Stage):
             "decision": decision,
             "gates": gate_rows(evaluation.get("gates") or {}),
             "evaluated_on": evaluation.get("split", "val"),
+            "profile": profile_key,
         }
-        stats = {"model": name, "version": version["version"], "stage": version["stage"]}
+        stats = {
+            "model": name,
+            "version": version["version"],
+            "stage": version["stage"],
+            "profile": profile_key,
+            "profile_computed": profile is not None,
+        }
         return StageResult("register", status, plan.key, decision, 0.0, None, stats, model=model)
+
+
+def build_reference(ctx: RunContext, plans: list[StagePlan]) -> dict[str, Any]:
+    """The reference profile of this run's model (``monitor/profile.py``): its training split's
+    lengths, vocabulary and language mix, or per-column distributions, and its family's profile
+    of the prepared artifact; errors are raised, never swallowed."""
+    prepared = ctx.local_artifact("prepare", plan_for(plans, "prepare").key)
+    return build_profile(ctx.store, ctx.catalog, plan_for(plans, "train").key or "", prepared_dir=prepared)
 
 
 def promotion(
