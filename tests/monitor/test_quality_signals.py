@@ -1,6 +1,6 @@
 """The repetition and truncation quality checks: tiny windows written to a real SQLite catalog,
-read by ``run_checks``; truncation from a log that stores ``finish_reason`` / ``max_tokens``
-(a copy of the requests table with those columns) and skipped on today's log, which has neither."""
+read by ``run_checks``; truncation from a log that stores ``finish_reason`` or ``max_tokens``
+(copies of the requests table with one of them) and skipped on an older log, which has neither."""
 
 from __future__ import annotations
 
@@ -80,19 +80,21 @@ def test_repetitive_window_breaches_and_a_varied_one_does_not(tmp_path):
     assert short["repetition_rate"].skipped and not short["repetition_rate"].breached
 
 
-def test_truncation_is_skipped_on_a_log_without_finish_reason_or_max_tokens(tmp_path):
-    checks = _checks(create_engine(f"sqlite:///{tmp_path / 'a.db'}"), _rows(VARIED))
+def test_truncation_is_skipped_on_a_log_without_finish_reason_or_max_tokens(tmp_path, monkeypatch):
+    table = _stop_table()
+    monkeypatch.setattr(signals, "requests", table)
+    checks = _checks(create_engine(f"sqlite:///{tmp_path / 'a.db'}"), _rows(VARIED), table)
     trunc = checks["truncation_rate"]
     assert not trunc.breached and trunc.score is None
     assert trunc.skipped is not None and "no finish_reason and no max_tokens" in trunc.skipped
 
 
 def _stop_table(*extra: Column) -> Table:
-    """The requests table as a log that also stores how each response stopped."""
-    table = requests.to_metadata(MetaData())
-    for c in extra:
-        table.append_column(c)
-    return table
+    """The requests table as it was before it stored how each response stopped (no
+    ``finish_reason``, no ``max_tokens``), with the ``extra`` columns of those."""
+    kept = [c for c in requests.columns if c.name not in ("finish_reason", "max_tokens")]
+    base = (Column(c.name, c.type, primary_key=c.primary_key) for c in kept)
+    return Table("requests", MetaData(), *base, *extra)
 
 
 @pytest.mark.parametrize("sqlalchemy_rows", [False, True])

@@ -27,7 +27,12 @@ Signals (``kind``, ``signal``, ``method``), each a ``Check`` with its threshold:
   their token limit: ``finish_reason == "length"``, else ``completion_tokens >= max_tokens``,
   when the request log has those columns; skipped when it has neither);
 - feedback, ``negative_feedback_rate``: ratings <= 0 (thumbs down, or a 0 score) among the
-  feedback on the window's requests.
+  feedback on the window's requests;
+- sample checks, on a uniform sample of at most ``SAMPLE_REQUESTS`` of the window's text requests
+  (reservoir sampling, so memory stays flat in the window's size), for a champion's text model
+  (``monitor_pipeline``): drift, ``prompt_embedding`` / ``output_embedding``: MMD of MiniLM
+  embeddings against the training split's (``embedding_drift``); quality, ``output_loss``: the
+  champion's own bits per character on its outputs against its ``val_bpc`` (``output_loss``).
 
 A drift check needs ``min_requests`` text requests in the window and the feedback check
 ``min_feedback`` ratings; with fewer, the check is reported as skipped (never a breach).
@@ -37,7 +42,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -57,6 +62,8 @@ TEXT_ENDPOINTS = ("/v1/completions", "/v1/chat/completions")
 CHAT_ENDPOINT = "/v1/chat/completions"
 BATCH_ROWS = 20_000
 LANGUAGE_SAMPLE = 500
+#: text requests kept (uniformly, by reservoir sampling) for the sample checks
+SAMPLE_REQUESTS = 1000
 #: shorter prompts are left out of language identification (too few characters to tell)
 LANGUAGE_MIN_CHARS = 20
 LATENCY_BINS_PER_DECADE = 50
@@ -222,6 +229,17 @@ def _text_sides(
     return pa.array(p_texts, pa.large_string()), pa.array(o_texts, pa.large_string())
 
 
+def window_texts(sample: list[tuple[str, str | None, str | None]]) -> tuple[list[str], list[str]]:
+    """(the prompt texts, the output texts) of sampled requests: chat prompts as their
+    non-assistant contents, JSON lists of texts as their texts (as the window's counts read them)."""
+    prompts: list[str] = []
+    outputs: list[str] = []
+    for endpoint, prompt, output in sample:
+        prompts += _texts(prompt, endpoint, "prompt")
+        outputs += _texts(output, endpoint, "output")
+    return prompts, outputs
+
+
 def repetitive_outputs(words: pa.Array, counts: np.ndarray) -> tuple[int, int]:
     """(outputs of ``REPETITION_MIN_WORDS`` words or more, those whose distinct word 4-grams are
     under ``REPETITION_MIN_DISTINCT`` of their 4-grams), from ``split_words``' flat words and the
@@ -289,8 +307,15 @@ class WindowAccumulator:
         output_vocabulary: list[str] | None = None,
         count_words: bool = False,
         repetition: bool = True,
+        samples: int = 0,
     ) -> None:
         self.requests = 0
+        #: a uniform sample of at most ``samples`` text requests that logged a prompt or an
+        #: output, as (endpoint, prompt, output) the way the log stores them; ``sample_seen`` of them
+        self.sample_size = samples
+        self.sample: list[tuple[str, str | None, str | None]] = []
+        self.sample_seen = 0
+        self.sample_rng = np.random.default_rng([seed, 1])
         #: whether outputs are checked for repetition (a reference profile does not need it)
         self.repetition = repetition
         self.errors = 0
@@ -366,6 +391,8 @@ class WindowAccumulator:
         ep = pa.array(endpoints, pa.string())
         text = ok & np.asarray(pc.is_in(ep, value_set=pa.array(TEXT_ENDPOINTS, pa.string())), dtype=bool)
         self.text_requests += int(text.sum())
+        if self.sample_size:
+            self._sample_requests(ep, text, prompts, outputs)
         p_texts, o_texts = _text_sides(ep, text, prompts, outputs)
         if len(p_texts):
             words, counts = split_words(p_texts)
@@ -393,6 +420,40 @@ class WindowAccumulator:
                 long, repetitive = repetitive_outputs(o_words, counts)
                 self.repetition_outputs += long
                 self.repetitive += repetitive
+
+    def _sample_requests(
+        self,
+        endpoints: pa.Array,
+        text: np.ndarray,
+        prompts: list[str | None] | pa.Array,
+        outputs: list[str | None] | pa.Array,
+    ) -> None:
+        """Reservoir sampling (Vitter's algorithm R, its draws vectorised per batch) of the batch's
+        text requests that logged a prompt or an output."""
+        p = pa.array(prompts, pa.large_string())
+        o = pa.array(outputs, pa.large_string())
+        logged = text & (np.asarray(pc.is_valid(p), dtype=bool) | np.asarray(pc.is_valid(o), dtype=bool))
+        rows = np.flatnonzero(logged)
+        if len(rows) == 0:
+            return
+        k = self.sample_size
+        seen = self.sample_seen + np.arange(len(rows))  # each row's place in the window's stream
+        slot = np.where(seen < k, seen, self.sample_rng.integers(0, seen + 1))
+        self.sample_seen += len(rows)
+        take = slot < k
+        idx = pa.array(rows[take])
+        picked = zip(
+            slot[take].tolist(),
+            pc.take(endpoints, idx).to_pylist(),
+            pc.take(p, idx).to_pylist(),
+            pc.take(o, idx).to_pylist(),
+            strict=True,
+        )
+        for j, e, pv, ov in picked:
+            if j == len(self.sample):
+                self.sample.append((e, pv, ov))
+            else:
+                self.sample[j] = (e, pv, ov)
 
     def _sample_languages(self, texts: list[str]) -> None:
         """Reservoir sampling (Vitter's algorithm R) of prompts of at least LANGUAGE_MIN_CHARS characters."""
@@ -844,6 +905,10 @@ def feedback_checks(counts: dict[int, int], th: Thresholds) -> list[Check]:
     return [_rate("feedback", "negative_feedback_rate", neg, n, th.negative_feedback_rate, "", **ev)]
 
 
+#: a check on the window's sample of requests (``WindowAccumulator.sample``), run after the counts
+SampleCheck = Callable[["WindowAccumulator", Thresholds], list[Check]]
+
+
 def run_checks(
     engine: Any,
     model: str,
@@ -855,9 +920,11 @@ def run_checks(
     end: datetime,
     thresholds: Thresholds | None = None,
     record: bool = True,
+    sample_checks: Sequence[SampleCheck] = (),
 ) -> MonitorReport:
     """Check the window's requests of ``model`` against its profile; each check is stored in the
-    MonitorLog (``record``) with the window and the model version."""
+    MonitorLog (``record``) with the window and the model version. With ``sample_checks``, the
+    window keeps a sample of ``SAMPLE_REQUESTS`` text requests and each of them adds its checks."""
     th = thresholds or Thresholds()
     text = profile.get("kind") == "text"
     vocabulary = list((profile.get("vocabulary") or {}).get("words") or {}) if text else []
@@ -866,11 +933,14 @@ def run_checks(
         vocabulary,
         text and bool(profile.get("languages")),
         output_vocabulary=out_vocab if text and profile.get("output_vocabulary") else None,
+        samples=SAMPLE_REQUESTS if sample_checks else 0,
     )
     RequestLog(engine)  # the request tables exist even when no server has written to this catalog
     read_window(engine, model, start, end, acc)
     checks = text_checks(profile, acc, th) if text else []
     checks += quality_checks(acc, th)
+    for sample_check in sample_checks:
+        checks += sample_check(acc, th)
     checks += feedback_checks(feedback_counts(engine, model, start, end), th)
     for c in checks:
         c.evidence["profile"] = profile_key
@@ -926,6 +996,16 @@ def monitor_pipeline(
         raise NotFoundError(f"model {name!r} has no champion to monitor{hint}")
     profile, computed = model_profile(pipeline.store, pipeline.catalog, pipeline.cfg.name, champion)
     key = profile_key(str(champion["artifact_key"]))
+    sample_checks: list[SampleCheck] = []
+    if profile.get("kind") == "text":
+        from genloom.monitor.embedding_drift import EmbeddingDriftCheck
+        from genloom.monitor.output_loss import OutputLossCheck
+
+        store = pipeline.store
+        sample_checks = [
+            EmbeddingDriftCheck(store, pipeline.catalog, pipeline.cfg.name, champion),
+            OutputLossCheck(lambda: store.registered_model(champion), dict(champion.get("metrics") or {})),
+        ]
     return run_checks(
         pipeline.catalog.engine,
         name,
@@ -936,4 +1016,5 @@ def monitor_pipeline(
         start,
         end,
         thresholds,
+        sample_checks=sample_checks,
     )
