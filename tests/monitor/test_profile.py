@@ -49,6 +49,8 @@ def test_text_profile_by_hand(tmp_path):
     src = profile["sources"]
     assert src["model"] == version["artifact_key"] and src["data_stage"] == "features" and src["shards"] == 2
     assert profile["model"] == {"name": p.model_name, "version": 1, "artifact_key": version["artifact_key"]}
+    # trained before profiles came with training, and its prepared artifact holds no token files
+    assert profile["family"] is None and "lacks the family's files" in profile["family_missing"]
     # stored next to the model version and read back, registered with its lineage
     key = profile_key(version["artifact_key"], 3)
     stored = json.loads(
@@ -117,3 +119,91 @@ def test_missing_training_artifact_is_a_clear_error(tmp_path):
     with pytest.raises(NotFoundError, match="not in the store"):
         model_profile(p.store, p.catalog, p.cfg.name, lost, generates_text=True)
     p.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# the families' own parts (ModelFamily.profile of a prepared artifact), by hand
+
+
+def test_text_family_profile_counts_its_own_tokens(tmp_path):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    from genloom.models.base import family
+
+    vocab = {"<eod>": 0, "cat": 5, "sat": 6, "dog": 7}
+    Tokenizer(WordLevel(vocab, unk_token="<eod>")).save(str(tmp_path / "tokenizer.json"))
+    np.array([5, 5, 6, 0, 5, 7, 0], dtype=np.uint16).tofile(tmp_path / "train.bin")  # two documents
+    np.save(tmp_path / "train.docs.npy", np.array([0, 4], dtype=np.uint64))
+    meta = {"dtype": "uint16", "n_tokens": 7, "n_chars": 30, "n_docs": 2, "doc_index": "train.docs.npy"}
+    (tmp_path / "train.json").write_text(json.dumps(meta))
+    part = family("gpt").profile(tmp_path)
+    assert part["documents"] == 2 and part["tokens"] == 7 and part["chars_per_document"] == 15
+    assert part["top_tokens"] == [  # ties in id order
+        {"id": 5, "token": "cat", "count": 3},
+        {"id": 0, "token": "<eod>", "count": 2},
+        {"id": 6, "token": "sat", "count": 1},
+        {"id": 7, "token": "dog", "count": 1},
+    ]
+    lengths = part["document_tokens"]  # 4 and 3 tokens (end-of-document included)
+    assert lengths["mean"] == 3.5 and lengths["quantiles"]["p0"] == 3 and lengths["quantiles"]["p100"] == 4
+    assert json.loads(json.dumps(part)) == part
+
+
+def test_series_profile_windows_statistics():
+    from genloom.models.series_data import OTHER_LEVEL, Windows, bounded_levels, profile_windows
+
+    values = np.array([[1.0, 2, 3, 4], [10, np.nan, 12, 15]])[:, :, None]  # (N=2, T=4, C=1)
+    w = Windows(
+        values=values,
+        mask=np.isfinite(values),
+        lengths=np.array([4, 4]),
+        start=np.array([0, 0]),
+        end=np.array([3, 3]),
+        series=["a", "b"],
+        ids=["w0", "w1"],
+        conditions={"site": ["x", "y"]},
+        channels=["temp"],
+    )
+    out = profile_windows(w)
+    assert out["windows"] == 2 and out["series"] == 2 and out["size"] == 4
+    temp = out["channels"]["temp"]
+    assert (temp["min"], temp["max"], temp["observed"]) == (1.0, 15.0, 7 / 8)
+    assert temp["quantiles"]["p50"] == 4.0 and temp["mean"] == pytest.approx(47 / 7)
+    # each window minus its mean: [-1.5, -0.5, 0.5, 1.5] and [-7/3, gap, -1/3, 8/3]; the gap
+    # breaks two of the second window's three neighbour pairs
+    num = (0.75 - 0.25 + 0.75) + (-1 / 3) * (8 / 3)
+    den = 5 + (49 + 1 + 64) / 9
+    assert temp["lag1_autocorrelation"] == pytest.approx(num / den)
+    assert temp["step_std"] == pytest.approx(np.std([1, 1, 1, 3]))
+    assert out["conditions"] == {"site": {"x": 1, "y": 1}}
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
+    assert bounded_levels(["b", "a", "b", "c", "d"], limit=2) == {"b": 2, "a": 1, OTHER_LEVEL: 2}
+
+
+def test_series_and_image_family_profiles_cap_their_levels(tmp_path):
+    from genloom.models.base import family
+
+    levels = {f"l{i:03d}": i + 1 for i in range(150)}  # l149 is the most frequent
+    series = {"windows": 3, "channels": {}, "conditions": {"site": levels}}
+    (tmp_path / "profile.json").write_text(json.dumps(series))
+    site = family("series_vae").profile(tmp_path)["conditions"]["site"]
+    assert len(site) == 101 and "l149" in site and "l049" not in site
+    assert site["<other>"] == sum(range(1, 51))  # the 50 rarest levels
+    (tmp_path / "profile.json").write_text(json.dumps({"images": 3, "labels": levels}))
+    image = family("image_vae").profile(tmp_path)
+    assert len(image["labels"]) == 100 and image["distinct_labels"] == 150
+    assert image["other_labels"] == sum(range(1, 51))
+
+
+def test_family_profile_is_strict_bounded_json(tmp_path, monkeypatch):
+    from genloom.core.errors import GenloomError
+    from genloom.monitor import profile as profiles
+
+    # tables: a NaN that the prepare stage wrote (json.dumps allows it) is read back as null
+    (tmp_path / "profile.json").write_text('{"rows": 2, "columns": {"x": {"mean": NaN, "std": 1.5}}}')
+    part = profiles.family_profile("tabular_gan", tmp_path)
+    assert part == {"rows": 2, "columns": {"x": {"mean": None, "std": 1.5}}}
+    monkeypatch.setattr(profiles, "MAX_FAMILY_BYTES", 20)
+    with pytest.raises(GenloomError, match="must stay bounded"):
+        profiles.family_profile("tabular_gan", tmp_path)
