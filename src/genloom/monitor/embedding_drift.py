@@ -325,7 +325,9 @@ def embedding_checks(
         return _skipped("the window's texts are empty, or not stored (a server with redact: true)")
     try:
         ref = reference()
-        embedded = {side: encode(_subsample(texts, WINDOW_SAMPLE)) for side, texts in sides.items()}
+        picked = {side: _subsample(texts, WINDOW_SAMPLE) for side, texts in sides.items()}
+        vectors = encode(picked["prompt"] + picked["output"])  # one call: a text on both sides once
+        embedded = {"prompt": vectors[: len(picked["prompt"])], "output": vectors[len(picked["prompt"]) :]}
     except GenloomError as e:
         return _skipped(f"embedding drift unavailable: {e}")
     checks = []
