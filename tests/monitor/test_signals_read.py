@@ -117,3 +117,35 @@ def test_word_split_equals_the_regex_split():
         assert words.equals(pc.filter(flat, keep))
         expected = np.bincount(np.asarray(pc.filter(parents, keep)), minlength=len(part))
         assert counts.tolist() == expected.tolist()
+
+
+def _sample_of(n_rows: int, size: int, batch: int, seed: int = 0) -> WindowAccumulator:
+    acc = WindowAccumulator([], False, seed=seed, samples=size)
+    for start in range(0, n_rows, batch):
+        rows = range(start, min(start + batch, n_rows))
+        acc.add(
+            ["/v1/completions" if i % 10 else "/v1/samples" for i in rows],  # a tenth are not text
+            np.array([200] * len(rows)),
+            np.full(len(rows), 0.1),
+            [f"prompt {i}" if i % 7 else None for i in rows],  # some prompts not stored
+            [f"output {i}" for i in rows],
+        )
+    return acc
+
+
+def test_request_sample_is_bounded_and_uniform_over_the_window():
+    small = _sample_of(30, 100, 7)  # the whole window fits: every text request, in order
+    assert small.sample_seen == 27 and [o for _, _, o in small.sample] == [
+        f"output {i}" for i in range(30) if i % 10
+    ]
+    assert ("/v1/completions", None, "output 7") in small.sample  # a prompt not stored, its output kept
+    counts = np.zeros(3000)
+    for seed in range(40):
+        acc = _sample_of(3000, 100, 500, seed)
+        assert len(acc.sample) == 100 and acc.sample_seen == 2700
+        assert all(e == "/v1/completions" for e, _, _ in acc.sample)
+        counts[[int(o.split()[1]) for _, _, o in acc.sample]] += 1
+    # each text request has a 100/2700 chance: 4,000 picks spread evenly over the window's thirds
+    thirds = [counts[i * 1000 : (i + 1) * 1000].sum() for i in range(3)]
+    assert sum(thirds) == 4000 and all(1200 < t < 1470 for t in thirds), thirds
+    assert WindowAccumulator([], False).sample == []  # no sample unless asked
