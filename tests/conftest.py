@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +34,38 @@ TINY_TRAIN = {
     "eval_tokens": 2048,
     "threads": 1,
 }
+
+
+#: the Ray tests of every pytest worker take this lock: two Ray clusters starting at once on
+#: one machine (a test's local one, the two-node test's) raced for ports, and one driver reached
+#: the other's GCS (InvalidAuthToken)
+_RAY_LOCK = Path(tempfile.gettempdir()) / "genloom-tests-ray.lock"
+_ray_held: list[int] = []
+
+
+@contextlib.contextmanager
+def one_ray_at_a_time() -> Iterator[None]:
+    """Hold the machine-wide lock of the Ray tests (re-entrant within a process)."""
+    if _ray_held:
+        yield
+        return
+    with _RAY_LOCK.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        _ray_held.append(1)
+        try:
+            yield
+        finally:
+            _ray_held.pop()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def _ray_tests_one_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.node.get_closest_marker("ray") is None:
+        yield
+        return
+    with one_ray_at_a_time():
+        yield
 
 
 def write_pipeline(folder: Path, **overrides: object) -> Path:

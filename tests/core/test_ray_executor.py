@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("ray", reason="ray is not installed: pip install 'genloom[ray]'")
 
 from genloom.core.executors import ray as ray_executor  # noqa: E402
+from tests.conftest import one_ray_at_a_time  # noqa: E402
 
 
 def _square_logged(item: tuple[str, int]) -> int:
@@ -41,9 +42,10 @@ class _LoseFirst:
 
 @pytest.fixture(scope="module")
 def executor() -> Any:
-    ex = ray_executor.RayExecutor(num_cpus=1)
-    yield ex
-    ex.close()
+    with one_ray_at_a_time():  # the module's cluster lives across its tests
+        ex = ray_executor.RayExecutor(num_cpus=1)
+        yield ex
+        ex.close()
 
 
 @pytest.mark.ray
