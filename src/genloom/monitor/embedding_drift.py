@@ -32,6 +32,7 @@ silent pass).
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,8 @@ EMBEDDING_ALPHA = 0.01
 #: square of the share of shifted traffic, so 0.005 is a third or more of it off-topic
 EMBEDDING_MIN_MMD2 = 0.005
 STAGE = "embedding_reference"
+#: distinct texts whose embeddings a process keeps (384 float32 each: 15 MB)
+CACHED_TEXTS = 10_000
 
 
 @dataclass
@@ -96,20 +99,58 @@ class MMDResult:
 # embeddings and the test
 
 
-def encode(texts: Sequence[str]) -> np.ndarray:
-    """(N, 384) float32 MiniLM embeddings, L2-normalised; each distinct text is encoded once.
-    Raises MissingDependencyError (with the install hint) without the MiniLM package or transformers."""
+class EmbeddingCache:
+    """The embeddings of the last ``size`` distinct texts encoded in this process (least recently
+    used first out): windows of successive rounds (``genloom monitor --watch``) overlap."""
+
+    def __init__(self, size: int = CACHED_TEXTS) -> None:
+        self.size = size
+        self.vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, text: str) -> np.ndarray | None:
+        """The text's vector, or None."""
+        v = self.vectors.get(text)
+        if v is not None:
+            self.vectors.move_to_end(text)
+        return v
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        """Keep ``vector`` for ``text``, dropping the least recently used beyond ``size``."""
+        self.vectors[text] = vector
+        self.vectors.move_to_end(text)
+        while len(self.vectors) > self.size:
+            self.vectors.popitem(last=False)
+
+
+_CACHE = EmbeddingCache()
+
+
+def encode(texts: Sequence[str], cache: EmbeddingCache | None = _CACHE) -> np.ndarray:
+    """(N, 384) float32 MiniLM embeddings, L2-normalised; each distinct text is encoded once (and
+    not again while ``cache`` holds it). Raises MissingDependencyError (with the install hint)
+    without the MiniLM package or transformers."""
     from genloom.models.text_metrics import TextEncoder
 
     encoder = TextEncoder.load()
     clipped = [t[:MAX_CHARS] for t in texts]
-    distinct = list(dict.fromkeys(clipped))
-    if not distinct:
+    found: dict[str, np.ndarray] = {}
+    new = []
+    for t in dict.fromkeys(clipped):
+        v = cache.get(t) if cache is not None else None
+        if v is None:
+            new.append(t)
+        else:
+            found[t] = v
+    if new:
+        vectors = encoder.encode(new, batch_size=32).astype(np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        for t, v in zip(new, vectors, strict=True):
+            found[t] = v
+            if cache is not None:
+                cache.put(t, v)
+    if not clipped:
         return np.zeros((0, 384), dtype=np.float32)
-    vectors = encoder.encode(distinct, batch_size=32).astype(np.float32)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    where = {t: i for i, t in enumerate(distinct)}
-    return vectors[[where[t] for t in clipped]]
+    return np.stack([found[t] for t in clipped])
 
 
 def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
