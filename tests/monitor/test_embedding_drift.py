@@ -93,12 +93,12 @@ def test_same_topic_passes_and_code_prompts_breach(docs_model):
     for c in same.values():
         assert c.kind == "drift" and c.threshold == EMBEDDING_ALPHA and c.skipped is None
         assert not c.breached and c.p_value is not None and c.p_value > EMBEDDING_ALPHA, c.evidence
-        assert (c.evidence["sample"], c.evidence["reference_sample"], c.evidence["window_texts"]) == (
+        assert (c.evidence["sample"], c.evidence["reference_sample"], c.evidence["window_requests"]) == (
             60,
             200,
             60,
         )
-        assert c.evidence["reference_computed_now"] is True
+        assert c.evidence["reference_computed_now"] is True and c.evidence["distinct_texts"] == 60
     prompt = same["prompt_embedding"]
     assert prompt.evidence["centroid_cosine_distance"] < 0.05
     key = reference_key(str(version["artifact_key"]))
