@@ -345,3 +345,51 @@ def test_no_retrain_while_another_run_holds_the_pipeline(project: Path) -> None:
     assert result.exit_code == 1 and result.error is None
     decisions, _, champion = _state(project)
     assert [d["action"] for d in decisions] == ["none"] and champion is not None and champion["version"] == 1
+
+
+def _foreign_notes(path: Path, n: int, seed: int) -> None:
+    """Records in another vocabulary (none of WORDS)."""
+    rng = random.Random(seed)
+    other = [f"zq{i}x" for i in range(300)]
+    with path.open("a") as f:
+        for _ in range(n):
+            f.write(
+                json.dumps({"text": " ".join(rng.choice(other) for _ in range(12)), "author": "b"}) + "\n"
+            )
+
+
+def test_new_source_records_are_checked_against_the_profile(project: Path) -> None:
+    """source_drift: the records added since the champion's training, and only those, are checked:
+    more of the same vocabulary passes, another vocabulary breaches the OOV share and the lengths."""
+    path = _configure(project, monitor={"source_drift": True})
+    now = datetime.now(UTC)
+    p = Pipeline.from_file(path)
+    try:
+        unchanged = monitor_round(p, now - timedelta(hours=1), now)
+        _notes(project / "notes.jsonl", 100, 5)
+        same = monitor_round(p, now - timedelta(hours=1), datetime.now(UTC))
+        _foreign_notes(project / "notes.jsonl", 100, 6)
+        moved = monitor_round(p, now - timedelta(hours=1), datetime.now(UTC))
+    finally:
+        p.close()
+
+    def source(r: Any) -> dict[str, Any]:
+        return {f"{c.signal}:{c.method}": c for c in r.report.checks if c.signal.startswith("source:")}
+
+    assert source(unchanged) == {}  # nothing new: the new_data check did not breach
+    ok = source(same)
+    assert not any(c.breached for c in ok.values()), {k: c.score for k, c in ok.items()}
+    oov = ok["source:prompt_oov_rate:js"]
+    assert oov.evidence["new_records"] > 50 and oov.evidence["new_records"] < 100  # the train split of 100
+    assert oov.evidence["champion_data"] != oov.evidence["current_data"]
+    bad = source(moved)
+    assert (
+        bad["source:prompt_oov_rate:js"].breached and bad["source:prompt_words:ks"].breached
+    )  # PSI: one bin (every training record has 40 words)
+    assert (
+        bad["source:prompt_oov_rate:js"].evidence["new_records"]
+        > ok["source:prompt_oov_rate:js"].evidence["new_records"]
+    )
+    assert moved.exit_code == 1 and moved.decisions == []  # on_breach: none
+    _, checks, _ = _state(project)
+    assert any(c["signal"] == "source:prompt_oov_rate" and c["breached"] for c in checks)

@@ -368,6 +368,11 @@ class MonitorConfig(Frozen):
         "1h",
         description="No breach-triggered retrain within this long after the last one (a schedule still runs)",
     )
+    source_drift: bool = Field(
+        False,
+        description="When the sources hold records the champion was not trained on, run the data stages and "
+        "check those records against the champion's reference profile (source: drift checks)",
+    )
     webhook: SecretStr | None = Field(
         None, description="POST breaches to this URL (retried); write tokens as ${env:NAME}"
     )

@@ -127,6 +127,18 @@ def new_data_check(pipeline: Any, name: str) -> Check:
     return Check("new_data", "training_inputs", "key", 0.0 if hit else 1.0, None, hit is None, None, evidence)
 
 
+def source_checks(pipeline: Any, name: str, th: Thresholds) -> list[Check]:
+    """The ``source:`` drift checks of the records the champion was not trained on (``source_drift``)."""
+    from genloom.monitor.profile import model_profile
+    from genloom.monitor.source_drift import source_drift_checks
+
+    champion = pipeline.catalog.champion(name)
+    if champion is None:
+        return []
+    profile, _ = model_profile(pipeline.store, pipeline.catalog, pipeline.cfg.name, champion)
+    return source_drift_checks(pipeline, champion, profile, th)
+
+
 def _check_evidence(c: Check) -> dict[str, Any]:
     return {"check_id": c.id, **c.figures()}
 
@@ -165,10 +177,16 @@ def monitor_round(
         due = schedule_check(log, name, champion, mcfg.schedule, now)
         store_check(log, due, name, report.version, start, end)
         report.checks.append(due)
-    if "new_data" in mcfg.retrain_on and pipeline.cfg.train is not None:
+    fresh: Check | None = None
+    if ("new_data" in mcfg.retrain_on or mcfg.source_drift) and pipeline.cfg.train is not None:
         fresh = new_data_check(pipeline, name)
         store_check(log, fresh, name, report.version, start, end)
         report.checks.append(fresh)
+    if mcfg.source_drift and fresh is not None and fresh.breached:
+        for c in source_checks(pipeline, name, thresholds_of(mcfg)):
+            c.evidence["profile"] = report.profile_key
+            store_check(log, c, name, report.version, start, end)
+            report.checks.append(c)
     triggers = (
         [c for c in report.checks if c.breached and c.kind in mcfg.retrain_on]
         if mcfg.on_breach == "retrain"
