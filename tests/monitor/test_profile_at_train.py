@@ -180,3 +180,51 @@ def test_table_run_stores_per_column_profiles(tmp_path):
         assert key in p.catalog.children(version["artifact_key"])
     finally:
         p.close()
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto's S3 server on loopback (tests/core/test_store_s3.py), used by this process's fsspec."""
+    pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'genloom[s3]')")
+    pytest.importorskip("moto.server", reason="moto's server is not installed (pip install 'moto[server]')")
+    import fsspec.config
+
+    from tests.core.test_store_s3 import S3
+
+    server = S3()
+    monkeypatch.setitem(fsspec.config.conf, "s3", server.options())
+    yield server
+    server.server.stop()
+
+
+def test_profile_on_an_object_store(tmp_path, s3):
+    from tests.core.test_store_s3 import BUCKET
+
+    path = _project(tmp_path / "p")
+    cfg = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**cfg, "store": {"path": f"s3://{BUCKET}/a"}}))
+    p = Pipeline.from_file(path)
+    try:
+        summary = p.run()
+        key = summary.model["profile"]
+        assert f"a/artifacts/profile/{key}/profile.json" in s3.objects(f"a/artifacts/profile/{key}/")
+        made_at_train = read_profile(p.store, key)
+        assert made_at_train["family"]["kind"] == "text"
+        version = p.catalog.model_version("m", 1)
+        assert model_profile(p.store, p.catalog, p.cfg.name, version) == (made_at_train, False)
+        # computed by the monitor: the family's part from the prepared artifact's cached copy only
+        p.store.fs.rm(p.store.artifact_dir("profile", key), recursive=True)
+        profile, computed = model_profile(p.store, p.catalog, p.cfg.name, version)
+        assert computed and profile["family"] == made_at_train["family"]
+        p.store.fs.rm(p.store.artifact_dir("profile", key), recursive=True)
+        prepare_key = made_at_train["sources"]["prepare"]
+        shutil.rmtree(p.store.local_path(p.store.artifact_dir("prepare", prepare_key)))
+        profile, computed = model_profile(p.store, p.catalog, p.cfg.name, version)
+        assert (
+            computed
+            and profile["family"] is None
+            and "not in this machine's cache" in profile["family_missing"]
+        )
+        assert profile["vocabulary"] == made_at_train["vocabulary"]
+    finally:
+        p.close()
