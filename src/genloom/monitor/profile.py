@@ -16,10 +16,19 @@ Arrow batches: memory holds one batch, the histograms and the word counts, never
   categorical frequencies of the ``CATEGORY_LEVELS`` most frequent levels (the rest counted as
   other), and missing counts.
 
+- ``family``: the model family's own profile of the prepared artifact it trained on
+  (``ModelFamily.profile``: the text family's tokens per document and most frequent tokens; a table
+  family's per-column quantiles and levels; a series family's per-channel statistics; an image
+  family's labels and pixel statistics), checked to be strict JSON of bounded size;
+  ``family_missing`` says why it is None.
+
 The profile is a JSON artifact ``artifacts/profile/<key>/profile.json`` (manifest last), keyed by
 the model's artifact key and the profile settings, and registered in the catalog with lineage
-edges from the training and data artifacts. ``model_profile`` computes it on first use and reads
-it back afterwards.
+edges from the training, prepared and data artifacts. The register stage makes it when it
+registers a version (``build_profile`` before registering, ``save_profile`` after), so it exists
+before anyone monitors; ``model_profile`` reads it back, or computes it for a version trained
+before profiles came with training (its family part then from the prepared artifact, when that is
+on this machine).
 """
 
 from __future__ import annotations
@@ -600,9 +609,9 @@ def save_profile(
     top_k: int = TOP_WORDS,
     run_id: str = "",
 ) -> str:
-    """Write a version's profile (``profile.json``, then the manifest that marks it done) and
-    register it in the catalog with lineage edges from the model, its prepared data and its records;
-    returns the profile's key."""
+    """Write a version's profile (``profile.json``, then the manifest that marks it done; the
+    version's name, number and artifact key are set as ``profile["model"]``) and register it in the
+    catalog with lineage edges from the model, its prepared data and its records; returns its key."""
     model_key = str(version["artifact_key"])
     key = profile_key(model_key, top_k)
     folder = store.artifact_dir("profile", key)

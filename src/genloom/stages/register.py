@@ -6,6 +6,11 @@ this run's evaluation data (by the evaluate stage; again here if the champion ch
 model that fails a gate is registered as a candidate and never promoted; a promoted model's
 predecessor is archived (kept, with its files and metrics). The gate table goes into the run
 summary and the catalog (the version's ``gates``).
+
+A new version's reference profile (``monitor/profile.py``: its training split and its family's
+profile of the prepared data, what ``genloom monitor`` compares traffic with) is computed before the
+version is registered and stored with it; its key is in the stage's stats and the run's model entry.
+It is not part of the stage's key: the stage always runs, and makes the profile only when missing.
 """
 
 from __future__ import annotations
