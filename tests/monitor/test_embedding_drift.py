@@ -88,8 +88,12 @@ def test_same_topic_passes_and_code_prompts_breach(docs_model):
     _log(p.catalog.engine, _rows(name, held_out, held_out, NOW - timedelta(minutes=10), "same"))
     _log(p.catalog.engine, _rows(name, code[:60], held_out, NOW - timedelta(hours=3), "code"))
 
-    same = _embedding(monitor_pipeline(p, NOW - timedelta(hours=1), NOW))
+    report = monitor_pipeline(p, NOW - timedelta(hours=1), NOW)
+    same = _embedding(report)
     assert set(same) == {"prompt_embedding", "output_embedding"}
+    # the output loss runs too: skipped, with the reason, on a version registered without metrics
+    (loss,) = [c for c in report.checks if c.signal == "output_loss"]
+    assert loss.skipped and "no val_bpc" in loss.skipped and not loss.breached
     for c in same.values():
         assert c.kind == "drift" and c.threshold == EMBEDDING_ALPHA and c.skipped is None
         assert not c.breached and c.p_value is not None and c.p_value > EMBEDDING_ALPHA, c.evidence
@@ -116,6 +120,8 @@ def test_same_topic_passes_and_code_prompts_breach(docs_model):
     assert not output.breached, output.evidence  # the outputs stayed on topic
     code_only = _embedding(monitor_pipeline(p, NOW - timedelta(hours=4), NOW - timedelta(hours=2)))
     assert code_only["prompt_embedding"].score > prompt.score  # all of it off topic, not half
+    off = monitor_pipeline(p, NOW - timedelta(hours=4), NOW, samples=False)
+    assert _embedding(off) == {} and not any(c.signal == "output_loss" for c in off.checks)
 
 
 def test_reference_is_a_uniform_sample_of_the_training_split(tmp_path):

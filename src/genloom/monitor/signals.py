@@ -978,9 +978,11 @@ def monitor_pipeline(
     end: datetime,
     model: str | None = None,
     thresholds: Thresholds | None = None,
+    samples: bool = True,
 ) -> MonitorReport:
     """Check the champion of ``model`` (default: the pipeline's) over the window [start, end): its
-    profile is read, or computed from its training data on first use."""
+    profile is read, or computed from its training data on first use. ``samples``: a text
+    champion also gets the sample checks (embedding drift, its loss on its outputs)."""
     from genloom.core.errors import NotFoundError
     from genloom.monitor.profile import model_profile, profile_key
 
@@ -997,7 +999,7 @@ def monitor_pipeline(
     profile, computed = model_profile(pipeline.store, pipeline.catalog, pipeline.cfg.name, champion)
     key = profile_key(str(champion["artifact_key"]))
     sample_checks: list[SampleCheck] = []
-    if profile.get("kind") == "text":
+    if samples and profile.get("kind") == "text":
         from genloom.monitor.embedding_drift import EmbeddingDriftCheck
         from genloom.monitor.output_loss import OutputLossCheck
 
