@@ -175,6 +175,11 @@ def run(
         if m.get("gates"):
             out.print(gate_table(m["gates"]))
         out.print(f"model [bold]{m['name']}[/] v{m['version']} is [bold]{m['stage']}[/] ({m['decision']})")
+        if m.get("profile"):
+            out.print(
+                f"reference profile: {m['profile']} (genloom monitor compares traffic with it)",
+                highlight=False,
+            )
         if m["stage"] == "champion" or pipeline.catalog.champion(m["name"]):
             from genloom.models.base import family
 
