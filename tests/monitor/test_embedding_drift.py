@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 
 from genloom.monitor.embedding_drift import (
-    EMBEDDING_ALPHA,
     STAGE,
     mmd_test,
     reference_key,
     sample_records,
 )
-from genloom.monitor.profile import training_data
-from genloom.monitor.signals import monitor_pipeline
+from genloom.monitor.signals import Thresholds, monitor_pipeline
+from genloom.stages.profile import training_data
 from tests.monitor.test_monitor_cli import _english, _log, _rows
 from tests.monitor.trained import trained_model
 
@@ -95,8 +94,10 @@ def test_same_topic_passes_and_code_prompts_breach(docs_model):
     (loss,) = [c for c in report.checks if c.signal == "output_loss"]
     assert loss.skipped and "no val_bpc" in loss.skipped and not loss.breached
     for c in same.values():
-        assert c.kind == "drift" and c.threshold == EMBEDDING_ALPHA and c.skipped is None
-        assert not c.breached and c.p_value is not None and c.p_value > EMBEDDING_ALPHA, c.evidence
+        assert c.kind == "drift" and c.threshold == Thresholds().embedding_alpha and c.skipped is None
+        assert not c.breached and c.p_value is not None and c.p_value > Thresholds().embedding_alpha, (
+            c.evidence
+        )
         assert (c.evidence["sample"], c.evidence["reference_sample"], c.evidence["window_requests"]) == (
             60,
             200,

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from sqlalchemy import create_engine
 
-from genloom.monitor.output_loss import BPC_RATIO, OutputLossCheck, loss_pairs, score_outputs
+from genloom.monitor.output_loss import OutputLossCheck, loss_pairs, score_outputs
 from genloom.monitor.signals import Check, Thresholds, run_checks
 from genloom.pipeline import Pipeline
 from tests.monitor.test_monitor_cli import WORDS, _log, _rows
@@ -80,7 +80,11 @@ def test_own_outputs_pass_and_random_strings_breach(tmp_path, champion):
     prompts = _prompts(80, 1)
     own = generate(model_dir, prompts, max_new_tokens=24, seed=0)
     check = _output_loss(tmp_path / "own", champion, prompts, own)
-    assert check.kind == "quality" and check.method == "bpc_ratio" and check.threshold == BPC_RATIO
+    assert (
+        check.kind == "quality"
+        and check.method == "bpc_ratio"
+        and check.threshold == Thresholds().output_bpc_ratio
+    )
     assert not check.breached and check.score is not None and 0.6 < check.score < 1.3
     ev = check.evidence
     assert ev["val_bpc"] == metrics["val_bpc"] and ev["outputs"] == 80 and ev["pairs_sampled"] == 80
@@ -90,7 +94,7 @@ def test_own_outputs_pass_and_random_strings_breach(tmp_path, champion):
     rng = random.Random(2)
     noise = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz ,.") for _ in range(80)) for _ in prompts]
     check = _output_loss(tmp_path / "noise", champion, prompts, noise)
-    assert check.breached and check.score is not None and check.score > 2 * BPC_RATIO
+    assert check.breached and check.score is not None and check.score > 2 * Thresholds().output_bpc_ratio
     assert check.evidence["outputs_over_threshold"] >= 75
 
 

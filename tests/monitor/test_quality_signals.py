@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert
 
 import genloom.monitor.signals as signals
-from genloom.monitor.profile import split_words
 from genloom.monitor.signals import Thresholds, repetitive_outputs, run_checks
 from genloom.serve.traffic import RequestLog, requests
+from genloom.stages.profile import split_words
 
 NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)
 VARIED = [

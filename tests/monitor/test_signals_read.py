@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 from sqlalchemy import create_engine
 
-from genloom.monitor.profile import split_words
 from genloom.monitor.signals import WindowAccumulator, read_window
+from genloom.stages.profile import split_words
 from tests.monitor.test_monitor_cli import _log
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -104,7 +104,7 @@ def test_plain_texts_are_taken_without_the_row_loop():
 def test_word_split_equals_the_regex_split():
     import pyarrow.compute as pc
 
-    from genloom.monitor.profile import WORD_SPLIT
+    from genloom.stages.profile import WORD_SPLIT
 
     texts = ["Hello, World! été 3x", None, "", "a_b", "ÀÉÎ ŒUVRE 12½ x²", "日本語 テキスト", "Don't"]
     texts += ["tab\tnew\nline", "İstanbul ǅ", "\x00a\x7fb", "MIXED case, ascii-only; 42"] * 3

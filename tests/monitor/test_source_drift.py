@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from genloom.core.store import content_key
-from genloom.monitor.profile import TrainingData, model_profile, training_data
 from genloom.monitor.signals import Thresholds
 from genloom.monitor.source_drift import _table, new_record_batches
+from genloom.stages.profile import TrainingData, model_profile, training_data
 from tests.monitor.trained import trained_model
 
 

@@ -339,8 +339,46 @@ class MonitorThresholds(Frozen):
     negative_feedback_rate: float = Field(
         0.3, ge=0, le=1, description="Feedback: share of ratings <= 0 above this"
     )
+    embedding_alpha: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="Drift: MMD permutation p-value of MiniLM embeddings below this (and embedding_min_mmd2)",
+    )
+    embedding_min_mmd2: float = Field(
+        0.005, ge=0, description="Drift: the embeddings' unbiased MMD^2 at least this"
+    )
+    output_bpc_ratio: float = Field(
+        1.5,
+        gt=0,
+        description="Quality: the champion's bits per character on its outputs above this times its val_bpc",
+    )
     min_requests: int = Field(50, ge=1, description="Text requests a window needs for the drift checks")
     min_feedback: int = Field(10, ge=1, description="Ratings a window needs for the feedback check")
+
+
+#: the signals of ``genloom monitor`` that ``monitor.skip`` can name (genloom.monitor.signals and
+#: the modules beside it), and the prefixes of the per-name families of checks
+MONITOR_SIGNALS = (
+    "prompt_words",
+    "output_words",
+    "prompt_oov_rate",
+    "output_oov_rate",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "prompt_language",
+    "prompt_embedding",
+    "output_embedding",
+    "error_rate",
+    "latency_p95",
+    "empty_output_rate",
+    "repetition_rate",
+    "truncation_rate",
+    "output_loss",
+    "negative_feedback_rate",
+)
+MONITOR_SIGNAL_PREFIXES = ("gate:", "condition:", "source:")
 
 
 class MonitorConfig(Frozen):
@@ -368,6 +406,11 @@ class MonitorConfig(Frozen):
         "1h",
         description="No breach-triggered retrain within this long after the last one (a schedule still runs)",
     )
+    skip: list[str] = Field(
+        default_factory=list,
+        description="Signals not to check: names (prompt_embedding, output_loss, latency_s...) or a family "
+        "prefix (gate:, condition:, source:, or one check of it: gate:distinct_2)",
+    )
     source_drift: bool = Field(
         False,
         description="When the sources hold records the champion was not trained on, run the data stages and "
@@ -385,6 +428,15 @@ class MonitorConfig(Frozen):
     @classmethod
     def _check_duration(cls, value: str | None) -> str | None:
         return _duration(value)
+
+    @field_validator("skip")
+    @classmethod
+    def _check_skip(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in MONITOR_SIGNALS and not name.startswith(MONITOR_SIGNAL_PREFIXES):
+                known = ", ".join((*MONITOR_SIGNALS, *MONITOR_SIGNAL_PREFIXES))
+                raise ValueError(f"unknown signal {name!r}; signals: {known}")
+        return value
 
 
 class PipelineBase(Frozen):

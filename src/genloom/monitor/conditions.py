@@ -7,7 +7,7 @@ rows' (most requests now ask for a level that was rare in training, or for a val
 the generator works in a region it learned from few rows, and its fidelity there is what the
 evaluation measured least. Per conditioned column, the window's requested values, weighted by the
 rows each request asked for (``n``: what the service generated under that condition), against the
-reference profile's column (``monitor.profile.table_profile``):
+reference profile's column (``stages.profile.table_profile``):
 
 - categorical columns: Jensen-Shannon distance of the requested levels and the training levels
   (the profile's 100 most frequent levels plus ``other``; a value outside them counts as

@@ -18,8 +18,8 @@ L2-normalised: the evaluation's ``TextEncoder``) and compared with a kernel two-
   between at most ``WINDOW_SAMPLE`` of the window's texts and the reference, with
   ``k(x, y) = exp(-|x - y|^2 / (2 sigma^2))`` at the reference's bandwidth; its p-value from
   ``PERMUTATIONS`` seeded permutations of the pooled sample, ``(1 + #{null >= observed}) / (1 + P)``
-  (so the smallest is 1 / (P + 1)). A breach when p < ``EMBEDDING_ALPHA`` and MMD^2 is at least
-  ``EMBEDDING_MIN_MMD2``: with a thousand texts a side the test finds differences too small to
+  (so the smallest is 1 / (P + 1)). A breach when p < ``embedding_alpha`` and MMD^2 is at least
+  ``embedding_min_mmd2`` (``monitor.thresholds``): with a thousand texts a side the test finds differences too small to
   matter, so the size of the gap decides as well (as ``ks_min_statistic`` does for KS).
   The evidence states the centroid cosine distance, both sample sizes (the sample's share of the
   window) and the sample's distinct texts (a text repeated across requests raises MMD^2: at 1,000
@@ -45,8 +45,8 @@ import pyarrow.compute as pc
 from genloom.core.catalog import Catalog
 from genloom.core.errors import GenloomError
 from genloom.core.store import ArtifactStore, content_key
-from genloom.monitor.profile import TrainingData, _chat_sides, _train_batches, training_data
 from genloom.monitor.signals import Check, Thresholds, WindowAccumulator, _skip, window_texts
+from genloom.stages.profile import TrainingData, _chat_sides, _train_batches, training_data
 
 #: bumped when the reference's content changes, so older cached ones are recomputed
 EMBEDDING_VERSION = 1
@@ -58,13 +58,12 @@ REFERENCE_SAMPLE = 2000
 WINDOW_SAMPLE = 1000
 PERMUTATIONS = 200
 SEED = 0
-#: a breach needs the permutation p-value under this ...
-EMBEDDING_ALPHA = 0.01
-#: ... and MMD^2 at least this. Measured at the median bandwidth (about 1.3), 150 texts against
-#: 400: Python-docs sentences against other such sentences -0.0007 (null sd 0.0005), against
-#: lines of Python code 0.039, against a window of 20% code 0.0011; MMD^2 grows about as the
-#: square of the share of shifted traffic, so 0.005 is a third or more of it off-topic
-EMBEDDING_MIN_MMD2 = 0.005
+# A breach needs the permutation p-value under ``Thresholds.embedding_alpha`` (0.01) and MMD^2 at
+# least ``Thresholds.embedding_min_mmd2`` (0.005; both ``monitor.thresholds`` keys). Measured at
+# the median bandwidth (about 1.3), 150 texts against 400: Python-docs sentences against other
+# such sentences -0.0007 (null sd 0.0005), against lines of Python code 0.039, against a window of
+# 20% code 0.0011; MMD^2 grows about as the square of the share of shifted traffic, so 0.005 is a
+# third or more of it off-topic.
 STAGE = "embedding_reference"
 #: distinct texts whose embeddings a process keeps (384 float32 each: 15 MB)
 CACHED_TEXTS = 10_000
@@ -339,8 +338,8 @@ def embedding_reference(
 SIGNALS = {"prompt": "prompt_embedding", "output": "output_embedding"}
 
 
-def _skipped(why: str) -> list[Check]:
-    return [_skip("drift", s, "mmd", EMBEDDING_ALPHA, why) for s in SIGNALS.values()]
+def _skipped(why: str, th: Thresholds) -> list[Check]:
+    return [_skip("drift", s, "mmd", th.embedding_alpha, why) for s in SIGNALS.values()]
 
 
 def _subsample(texts: list[str], size: int, seed: int = SEED) -> list[str]:
@@ -362,33 +361,35 @@ def embedding_checks(
     """MMD of the window's sampled prompt and output texts against the reference (``reference``
     is called only when there is something to compare, so a quiet window computes nothing)."""
     if text_requests < th.min_requests:
-        return _skipped(f"{text_requests} text requests in the window (at least {th.min_requests} needed)")
+        return _skipped(
+            f"{text_requests} text requests in the window (at least {th.min_requests} needed)", th
+        )
     sides = {"prompt": [t for t in prompts if t.strip()], "output": [t for t in outputs if t.strip()]}
     if not any(len(v) >= 2 for v in sides.values()):
-        return _skipped("the window's texts are empty, or not stored (a server with redact: true)")
+        return _skipped("the window's texts are empty, or not stored (a server with redact: true)", th)
     try:
         ref = reference()
         picked = {side: _subsample(texts, WINDOW_SAMPLE) for side, texts in sides.items()}
         vectors = encode(picked["prompt"] + picked["output"])  # one call: a text on both sides once
         embedded = {"prompt": vectors[: len(picked["prompt"])], "output": vectors[len(picked["prompt"]) :]}
     except GenloomError as e:
-        return _skipped(f"embedding drift unavailable: {e}")
+        return _skipped(f"embedding drift unavailable: {e}", th)
     checks = []
     for side, signal in SIGNALS.items():
         x = embedded[side]
         if len(x) < 2:
             why = f"{len(x)} non-empty {side}s in the window's sample (at least 2 needed)"
-            checks.append(_skip("drift", signal, "mmd", EMBEDDING_ALPHA, why))
+            checks.append(_skip("drift", signal, "mmd", th.embedding_alpha, why))
             continue
         y = ref.side(side)
         bandwidth = (
             float(ref.meta.get("output_bandwidth", ref.bandwidth)) if side == "output" else ref.bandwidth
         )
         res = mmd_test(x, y, bandwidth)
-        breached = res.p_value < EMBEDDING_ALPHA and res.mmd2 >= EMBEDDING_MIN_MMD2
+        breached = res.p_value < th.embedding_alpha and res.mmd2 >= th.embedding_min_mmd2
         evidence = {
             "mmd2": res.mmd2,
-            "min_mmd2": EMBEDDING_MIN_MMD2,
+            "min_mmd2": th.embedding_min_mmd2,
             "centroid_cosine_distance": res.centroid_distance,
             "sample": len(x),
             # repeated texts raise MMD^2 (a point mass is unlike the training records' spread)
@@ -406,7 +407,7 @@ def embedding_checks(
             "reference": ref.key,
         }
         checks.append(
-            Check("drift", signal, "mmd", res.mmd2, EMBEDDING_ALPHA, breached, res.p_value, evidence)
+            Check("drift", signal, "mmd", res.mmd2, th.embedding_alpha, breached, res.p_value, evidence)
         )
     return checks
 

@@ -99,8 +99,34 @@ def gate_sample_checks(
     return checks
 
 
+class GateSampleCheck:
+    """The gates on a window's sampled outputs (a ``run_checks`` sample check): at most
+    ``GATE_SAMPLE`` of the window's reservoir of text requests, seeded."""
+
+    def __init__(self, gates: dict[str, Any], metrics: dict[str, Any]) -> None:
+        self.gates, self.metrics = gates, metrics
+
+    def __call__(self, acc: Any, th: Any) -> list[Check]:
+        import numpy as np
+
+        from genloom.monitor.signals import window_texts
+
+        outputs = [o for o in window_texts(acc.sample)[1] if o.strip()]
+        if len(outputs) > GATE_SAMPLE:
+            keep = np.sort(np.random.default_rng(0).choice(len(outputs), GATE_SAMPLE, replace=False))
+            outputs = [outputs[i] for i in keep]
+        return gate_sample_checks(outputs, self.gates, self.metrics, sampled_from=acc.sample_seen)
+
+
 def _skipped(metric: str, why: str) -> Check:
     return Check("quality", f"gate:{metric}", "gate", None, None, False, None, {"skipped": why}, why)
 
 
-__all__ = ["GATE_SAMPLE", "MIN_OUTPUTS", "OUTPUT_FIGURES", "gate_sample_checks", "output_figures"]
+__all__ = [
+    "GATE_SAMPLE",
+    "GateSampleCheck",
+    "MIN_OUTPUTS",
+    "OUTPUT_FIGURES",
+    "gate_sample_checks",
+    "output_figures",
+]

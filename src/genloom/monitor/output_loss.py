@@ -14,7 +14,7 @@ this model at all. So the quality check ``output_loss`` scores a uniform sample 
   output's first ``block_size - 1`` tokens and the end of the prompt before them;
 - the outputs' bits per character is their total loss in bits over their characters (as
   ``val_bpc`` is over the validation text's), and the score is its ratio to the version's
-  ``val_bpc`` in the catalog: a breach above ``BPC_RATIO``.
+  ``val_bpc`` in the catalog: a breach above ``monitor.thresholds.output_bpc_ratio`` (1.5).
 
 The evidence gives both bpc figures, the standard error of the outputs' bpc (of a ratio estimator
 over the sampled outputs), the per-output quantiles and the sample's size.
@@ -35,8 +35,6 @@ from genloom.core.errors import GenloomError
 from genloom.monitor.signals import CHAT_ENDPOINT, Check, Thresholds, WindowAccumulator, _skip, _texts
 
 OUTPUT_SAMPLE = 200
-#: a breach when the outputs' bits per character exceed the version's val_bpc by this factor
-BPC_RATIO = 1.5
 #: tokens per forward pass (rows are right-padded: a causal model's earlier positions never see it)
 BATCH_TOKENS = 4096
 SEED = 0
@@ -171,24 +169,26 @@ def output_loss_check(
     only when there are outputs to score)."""
     if text_requests < th.min_requests:
         why = f"{text_requests} text requests in the window (at least {th.min_requests} needed)"
-        return _skip("quality", SIGNAL, METHOD, BPC_RATIO, why)
+        return _skip("quality", SIGNAL, METHOD, th.output_bpc_ratio, why)
     val_bpc = metrics.get("val_bpc")
     if not isinstance(val_bpc, int | float) or not math.isfinite(val_bpc) or val_bpc <= 0:
         why = "the champion's metrics in the catalog have no val_bpc to compare with"
-        return _skip("quality", SIGNAL, METHOD, BPC_RATIO, why)
+        return _skip("quality", SIGNAL, METHOD, th.output_bpc_ratio, why)
     if len(sample) > OUTPUT_SAMPLE:
         keep = np.sort(np.random.default_rng(SEED).choice(len(sample), OUTPUT_SAMPLE, replace=False))
         sample = [sample[i] for i in keep]
     pairs = loss_pairs(sample)
     if not pairs:
         why = "no prompt and output pairs in the window (empty outputs, or not stored: a server with redact: true)"
-        return _skip("quality", SIGNAL, METHOD, BPC_RATIO, why)
+        return _skip("quality", SIGNAL, METHOD, th.output_bpc_ratio, why)
     try:
         scores = score_outputs(model_dir(), pairs)
-    except (GenloomError, OSError, KeyError, RuntimeError, ValueError) as e:
-        return _skip("quality", SIGNAL, METHOD, BPC_RATIO, f"the champion could not score its outputs: {e}")
+    except (GenloomError, OSError) as e:  # a missing or unreadable model; anything else is a bug
+        return _skip(
+            "quality", SIGNAL, METHOD, th.output_bpc_ratio, f"the champion could not score its outputs: {e}"
+        )
     if len(scores.bits) == 0:
-        return _skip("quality", SIGNAL, METHOD, BPC_RATIO, "no output has a token to score")
+        return _skip("quality", SIGNAL, METHOD, th.output_bpc_ratio, "no output has a token to score")
     bpc = scores.bpc
     ratio = bpc / float(val_bpc)
     per_output = scores.bits / scores.chars
@@ -206,9 +206,11 @@ def output_loss_check(
         "chars": int(scores.chars.sum()),
         "output_bpc_p50": float(np.quantile(per_output, 0.5)),
         "output_bpc_p90": float(np.quantile(per_output, 0.9)),
-        "outputs_over_threshold": int((per_output > BPC_RATIO * float(val_bpc)).sum()),
+        "outputs_over_threshold": int((per_output > th.output_bpc_ratio * float(val_bpc)).sum()),
     }
-    return Check("quality", SIGNAL, METHOD, ratio, BPC_RATIO, ratio > BPC_RATIO, None, evidence)
+    return Check(
+        "quality", SIGNAL, METHOD, ratio, th.output_bpc_ratio, ratio > th.output_bpc_ratio, None, evidence
+    )
 
 
 class OutputLossCheck:

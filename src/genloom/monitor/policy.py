@@ -27,7 +27,7 @@ from typing import Any
 
 from genloom.core.errors import ConfigError, GenloomError
 from genloom.core.lease import RunInProgress
-from genloom.monitor.signals import Check, MonitorReport, Thresholds, monitor_pipeline, store_check
+from genloom.monitor.signals import Check, MonitorReport, Thresholds, monitor_pipeline, skipped, store_check
 from genloom.monitor.store import MonitorLog, monitor_decisions
 
 #: exit codes of a round, for cron (as ``genloom monitor``)
@@ -129,8 +129,8 @@ def new_data_check(pipeline: Any, name: str) -> Check:
 
 def source_checks(pipeline: Any, name: str, th: Thresholds) -> list[Check]:
     """The ``source:`` drift checks of the records the champion was not trained on (``source_drift``)."""
-    from genloom.monitor.profile import model_profile
     from genloom.monitor.source_drift import source_drift_checks
+    from genloom.stages.profile import model_profile
 
     champion = pipeline.catalog.champion(name)
     if champion is None:
@@ -168,7 +168,7 @@ def monitor_round(
         )
     cooldown = seconds(mcfg.cooldown, "monitor.cooldown")
     now = now or end
-    report = monitor_pipeline(pipeline, start, end, name, thresholds_of(mcfg))
+    report = monitor_pipeline(pipeline, start, end, name, thresholds_of(mcfg), skip=mcfg.skip)
     log = MonitorLog(pipeline.catalog.engine)
     result = RoundResult(report)
     due: Check | None = None
@@ -184,6 +184,8 @@ def monitor_round(
         report.checks.append(fresh)
     if mcfg.source_drift and fresh is not None and fresh.breached:
         for c in source_checks(pipeline, name, thresholds_of(mcfg)):
+            if skipped(c.signal, mcfg.skip):
+                continue
             c.evidence["profile"] = report.profile_key
             store_check(log, c, name, report.version, start, end)
             report.checks.append(c)

@@ -54,9 +54,9 @@ from sqlalchemy import and_, func, select
 
 from genloom.core.errors import GenloomError
 from genloom.monitor.drift import DriftResult, chi2, js, ks_from_counts, psi_from_counts
-from genloom.monitor.profile import TOP_WORDS, LengthHistogram, WordCounter, binned, split_words
 from genloom.monitor.store import MonitorLog
 from genloom.serve.traffic import RequestLog, feedback, requests
+from genloom.stages.profile import TOP_WORDS, LengthHistogram, WordCounter, binned, split_words
 
 TEXT_ENDPOINTS = ("/v1/completions", "/v1/chat/completions")
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -92,6 +92,9 @@ class Thresholds:
     repetition_rate: float = 0.2
     truncation_rate: float = 0.5
     negative_feedback_rate: float = 0.3
+    embedding_alpha: float = 0.01
+    embedding_min_mmd2: float = 0.005
+    output_bpc_ratio: float = 1.5
     min_requests: int = 50
     min_feedback: int = 10
 
@@ -909,6 +912,12 @@ def feedback_checks(counts: dict[int, int], th: Thresholds) -> list[Check]:
 SampleCheck = Callable[["WindowAccumulator", Thresholds], list[Check]]
 
 
+def skipped(signal: str, skip: Sequence[str]) -> bool:
+    """Whether ``monitor.skip`` names ``signal``: itself, or its ``family:`` prefix (a prefix
+    itself, ``gate:``, is skipped by ``gate:`` only)."""
+    return any(signal == s or (s.endswith(":") and signal.startswith(s)) for s in skip)
+
+
 def run_checks(
     engine: Any,
     model: str,
@@ -921,10 +930,13 @@ def run_checks(
     thresholds: Thresholds | None = None,
     record: bool = True,
     sample_checks: Sequence[SampleCheck] = (),
+    skip: Sequence[str] = (),
 ) -> MonitorReport:
     """Check the window's requests of ``model`` against its profile; each check is stored in the
     MonitorLog (``record``) with the window and the model version. With ``sample_checks``, the
-    window keeps a sample of ``SAMPLE_REQUESTS`` text requests and each of them adds its checks."""
+    window keeps a sample of ``SAMPLE_REQUESTS`` text requests and each of them adds its checks.
+    A table model's window also checks the conditions its ``/v1/samples`` requests asked for.
+    ``skip``: signals (or ``prefix:`` families) left out (``monitor.skip``)."""
     th = thresholds or Thresholds()
     text = profile.get("kind") == "text"
     vocabulary = list((profile.get("vocabulary") or {}).get("words") or {}) if text else []
@@ -941,7 +953,12 @@ def run_checks(
     checks += quality_checks(acc, th)
     for sample_check in sample_checks:
         checks += sample_check(acc, th)
+    if profile.get("kind") == "table" and not skipped("condition:", skip):
+        from genloom.monitor.conditions import condition_checks, condition_counts
+
+        checks += condition_checks(profile, condition_counts(engine, model, start, end), th)
     checks += feedback_checks(feedback_counts(engine, model, start, end), th)
+    checks = [c for c in checks if not skipped(c.signal, skip)]
     for c in checks:
         c.evidence["profile"] = profile_key
     report = MonitorReport(
@@ -979,12 +996,13 @@ def monitor_pipeline(
     model: str | None = None,
     thresholds: Thresholds | None = None,
     samples: bool = True,
+    skip: Sequence[str] = (),
 ) -> MonitorReport:
     """Check the champion of ``model`` (default: the pipeline's) over the window [start, end): its
     profile is read, or computed from its training data on first use. ``samples``: a text
     champion also gets the sample checks (embedding drift, its loss on its outputs)."""
     from genloom.core.errors import NotFoundError
-    from genloom.monitor.profile import model_profile, profile_key
+    from genloom.stages.profile import model_profile, profile_key
 
     name = model or pipeline.model_name
     champion = pipeline.catalog.champion(name)
@@ -1000,14 +1018,19 @@ def monitor_pipeline(
     key = profile_key(str(champion["artifact_key"]))
     sample_checks: list[SampleCheck] = []
     if samples and profile.get("kind") == "text":
-        from genloom.monitor.embedding_drift import EmbeddingDriftCheck
-        from genloom.monitor.output_loss import OutputLossCheck
+        from genloom.monitor.embedding_drift import SIGNALS, EmbeddingDriftCheck
+        from genloom.monitor.gate_sample import GateSampleCheck
+        from genloom.monitor.output_loss import SIGNAL, OutputLossCheck
 
         store = pipeline.store
-        sample_checks = [
-            EmbeddingDriftCheck(store, pipeline.catalog, pipeline.cfg.name, champion),
-            OutputLossCheck(lambda: store.registered_model(champion), dict(champion.get("metrics") or {})),
-        ]
+        metrics = dict(champion.get("metrics") or {})
+        if not all(skipped(s, skip) for s in SIGNALS.values()):
+            sample_checks.append(EmbeddingDriftCheck(store, pipeline.catalog, pipeline.cfg.name, champion))
+        if not skipped(SIGNAL, skip):
+            sample_checks.append(OutputLossCheck(lambda: store.registered_model(champion), metrics))
+        gates = dict(pipeline.cfg.evaluate.gates)
+        if gates and not skipped("gate:", skip):
+            sample_checks.append(GateSampleCheck(gates, metrics))
     return run_checks(
         pipeline.catalog.engine,
         name,
@@ -1019,4 +1042,5 @@ def monitor_pipeline(
         end,
         thresholds,
         sample_checks=sample_checks,
+        skip=skip,
     )

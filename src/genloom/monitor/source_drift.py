@@ -31,7 +31,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from genloom.monitor.drift import js, psi_from_counts
-from genloom.monitor.profile import LANG_COLUMN, TrainingData, _chat_sides, training_data
 from genloom.monitor.signals import (
     CHAT_ENDPOINT,
     Check,
@@ -41,6 +40,7 @@ from genloom.monitor.signals import (
     text_checks,
 )
 from genloom.stages.base import split_of
+from genloom.stages.profile import LANG_COLUMN, TrainingData, _chat_sides, training_data
 
 SIGNAL_PREFIX = "source:"
 

@@ -7,7 +7,7 @@ model that fails a gate is registered as a candidate and never promoted; a promo
 predecessor is archived (kept, with its files and metrics). The gate table goes into the run
 summary and the catalog (the version's ``gates``).
 
-A new version's reference profile (``monitor/profile.py``: its training split and its family's
+A new version's reference profile (``stages/profile.py``: its training split and its family's
 profile of the prepared data, what ``genloom monitor`` compares traffic with) is computed before the
 version is registered and stored with it; its key is in the stage's stats and the run's model entry.
 It is not part of the stage's key: the stage always runs, and makes the profile only when missing.
@@ -21,9 +21,9 @@ from genloom.core.store import content_key
 from genloom.evaluate.gates import describe_failures, failed_gates, gate_rows, is_better
 from genloom.evaluate.heldout import evaluation_view
 from genloom.models.base import family_of
-from genloom.monitor.profile import build_profile, save_profile
-from genloom.monitor.profile import profile_key as reference_profile_key
 from genloom.stages.base import RunContext, Stage, StagePlan, StageResult, plan_for, round_metrics
+from genloom.stages.profile import build_profile, save_profile
+from genloom.stages.profile import profile_key as reference_profile_key
 
 #: training figures carried into the registered version's metrics
 TRAIN_FIGURES = ("steps", "tokens", "train_loss", "params", "wall_s")
@@ -95,7 +95,7 @@ class RegisterStage(Stage):
 
 
 def build_reference(ctx: RunContext, plans: list[StagePlan]) -> dict[str, Any]:
-    """The reference profile of this run's model (``monitor/profile.py``): its training split's
+    """The reference profile of this run's model (``stages/profile.py``): its training split's
     lengths, vocabulary and language mix, or per-column distributions, and its family's profile
     of the prepared artifact; errors are raised, never swallowed."""
     prepared = ctx.local_artifact("prepare", plan_for(plans, "prepare").key)

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 from genloom.core.errors import NotFoundError
-from genloom.monitor.profile import histogram_quantiles, model_profile, profile_key, split_words
 from genloom.stages.base import split_of
+from genloom.stages.profile import histogram_quantiles, model_profile, profile_key, split_words
 from tests.monitor.trained import trained_model
 
 TEXTS = ["the cat sat", "The dog", "the cat, the dog!", "a bird"]
@@ -198,7 +198,7 @@ def test_series_and_image_family_profiles_cap_their_levels(tmp_path):
 
 def test_family_profile_is_strict_bounded_json(tmp_path, monkeypatch):
     from genloom.core.errors import GenloomError
-    from genloom.monitor import profile as profiles
+    from genloom.stages import profile as profiles
 
     # tables: a NaN that the prepare stage wrote (json.dumps allows it) is read back as null
     (tmp_path / "profile.json").write_text('{"rows": 2, "columns": {"x": {"mean": NaN, "std": 1.5}}}')

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from genloom.core.errors import GenloomError
-from genloom.monitor.profile import PROFILE_VERSION, model_profile, profile_key, read_profile
 from genloom.monitor.signals import monitor_pipeline
 from genloom.pipeline import Pipeline
 from genloom.serve.traffic import RequestLog
+from genloom.stages.profile import PROFILE_VERSION, model_profile, profile_key, read_profile
 from tests.test_tabular_e2e import write_pipeline as write_table_pipeline
 from tests.test_tabular_e2e import write_table
 
