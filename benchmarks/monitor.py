@@ -120,7 +120,7 @@ def make_log(n: int, work: Path, seed: int = 0) -> dict:
     import pyarrow.parquet as pq
     from sqlalchemy import create_engine, insert
 
-    from genloom.monitor.profile import split_words
+    from genloom.stages.profile import split_words
     from genloom.serve.traffic import RequestLog, requests
 
     rng = np.random.default_rng(seed)
