@@ -83,3 +83,44 @@ def test_skip_names_known_signals() -> None:
     assert validate_config({**base, "monitor": {"skip": ["gate:distinct_2", "output_loss"]}}).monitor.skip
     with pytest.raises(ConfigError, match="unknown signal 'latency'"):
         validate_config({**base, "monitor": {"skip": ["latency"]}})
+
+
+def test_an_earlier_window_as_the_reference(tmp_path) -> None:
+    rng = np.random.default_rng(2)
+    path, p, _ = trained_model(tmp_path / "p", {"text": _texts(rng, 400, WORDS, 5, 15)})
+    other = [f"zq{i}" for i in range(200)]
+    now = datetime.now(UTC)
+    week = _rows(
+        p.model_name,
+        _texts(rng, 120, other, 5, 15),
+        _texts(rng, 120, other, 5, 15),
+        now - timedelta(hours=5),
+        "w",
+    )
+    today = _rows(
+        p.model_name,
+        _texts(rng, 120, other, 5, 15),
+        _texts(rng, 120, other, 5, 15),
+        now - timedelta(minutes=5),
+        "t",
+    )
+    _log(p.catalog.engine, week + today)
+    p.close()
+    _configure(path, monitor={"skip": NO_SAMPLES})
+
+    def run(*args: str) -> dict:
+        r = CliRunner().invoke(app, ["monitor", str(path), "--window", "1h", *args, "--json"])
+        assert r.exit_code in (0, 1), r.output
+        return json.loads(r.output)
+
+    trained = {c["signal"]: c for c in run()["checks"] if c["method"] == "js"}
+    assert trained["prompt_oov_rate"]["breached"]  # another vocabulary than the training data's
+    against = run("--reference-window", "6h")
+    assert against["profile"]["key"].startswith("requests:")
+    checks = {f"{c['signal']}:{c['method']}": c for c in against["checks"]}
+    assert not checks["prompt_oov_rate:js"]["breached"]  # the same as the earlier window's traffic
+    assert "output_oov_rate:js" in checks and "latency_s:psi" in checks  # a request-log reference's extras
+    r = CliRunner().invoke(
+        app, ["monitor", str(path), "--window", "1h", "--reference-window", "10m", "--json"]
+    )
+    assert r.exit_code == 2 and "has no text requests" in r.output

@@ -78,6 +78,14 @@ def register(
                 "--window", help="Window length up to now: 90s, 30m, 24h, 7d (default: monitor.window, 24h)"
             ),
         ] = None,
+        reference_window: Annotated[
+            str | None,
+            typer.Option(
+                "--reference-window",
+                help="Compare with the request log of this long before the window (7d: the week before) "
+                "instead of the training profile",
+            ),
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
         webhook: Annotated[
             str | None,
@@ -115,6 +123,7 @@ def register(
         --webhook that never succeeded)."""
         import json
         import time
+        from datetime import timedelta
 
         from genloom.core.errors import ConfigError
         from genloom.monitor.alerts import check_webhook_url
@@ -129,6 +138,7 @@ def register(
 
         try:
             parse_window(since, window)
+            back = parse_duration(reference_window, "--reference-window") if reference_window else None
             pause = parse_duration(interval, "--interval")
             if rounds is not None and not watch:
                 raise ConfigError("--rounds needs --watch")
@@ -143,7 +153,8 @@ def register(
                 try:
                     start, end = round_window(p.cfg, since, window)
                     hook, textfile = _alert_targets(p, webhook, prometheus_textfile)
-                    result = monitor_round(p, start, end, model)
+                    ref = (start - timedelta(seconds=back), start) if back is not None else None
+                    result = monitor_round(p, start, end, model, reference=ref)
                 finally:
                     p.close()
                 report = result.report

@@ -149,9 +149,11 @@ def monitor_round(
     end: datetime,
     model: str | None = None,
     now: datetime | None = None,
+    reference: tuple[datetime, datetime] | None = None,
 ) -> RoundResult:
     """One round of the pipeline's ``monitor:`` policy over the window [start, end): the checks
-    (stored), then the retrain the policy calls for, if any (decisions stored)."""
+    (stored), then the retrain the policy calls for, if any (decisions stored). ``reference``: an
+    earlier request-log window to compare with instead of the training profile."""
     mcfg = pipeline.cfg.monitor
     name = model or pipeline.model_name
     retrains = mcfg.on_breach == "retrain" or mcfg.schedule is not None
@@ -168,7 +170,9 @@ def monitor_round(
         )
     cooldown = seconds(mcfg.cooldown, "monitor.cooldown")
     now = now or end
-    report = monitor_pipeline(pipeline, start, end, name, thresholds_of(mcfg), skip=mcfg.skip)
+    report = monitor_pipeline(
+        pipeline, start, end, name, thresholds_of(mcfg), skip=mcfg.skip, reference=reference
+    )
     log = MonitorLog(pipeline.catalog.engine)
     result = RoundResult(report)
     due: Check | None = None

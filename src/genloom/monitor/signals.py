@@ -997,10 +997,13 @@ def monitor_pipeline(
     thresholds: Thresholds | None = None,
     samples: bool = True,
     skip: Sequence[str] = (),
+    reference: tuple[datetime, datetime] | None = None,
 ) -> MonitorReport:
     """Check the champion of ``model`` (default: the pipeline's) over the window [start, end): its
     profile is read, or computed from its training data on first use. ``samples``: a text
-    champion also gets the sample checks (embedding drift, its loss on its outputs)."""
+    champion also gets the sample checks (embedding drift, its loss on its outputs, the gates).
+    ``reference``: a window [start, end) of the request log to compare with instead of the
+    training profile (``window_profile``; the sample checks still compare with the training data)."""
     from genloom.core.errors import NotFoundError
     from genloom.stages.profile import model_profile, profile_key
 
@@ -1014,8 +1017,17 @@ def monitor_pipeline(
             else " (the catalog has no models: genloom run first)"
         )
         raise NotFoundError(f"model {name!r} has no champion to monitor{hint}")
-    profile, computed = model_profile(pipeline.store, pipeline.catalog, pipeline.cfg.name, champion)
-    key = profile_key(str(champion["artifact_key"]))
+    if reference is not None:  # an earlier window of the request log instead of the training data
+        profile = window_profile(pipeline.catalog.engine, name, *reference)
+        if profile["records"] == 0:
+            raise NotFoundError(
+                f"the reference window {reference[0]:%Y-%m-%d %H:%M} - {reference[1]:%Y-%m-%d %H:%M} UTC has "
+                f"no text requests of {name!r} to compare with"
+            )
+        key, computed = f"requests:{reference[0].isoformat()}/{reference[1].isoformat()}", True
+    else:
+        profile, computed = model_profile(pipeline.store, pipeline.catalog, pipeline.cfg.name, champion)
+        key = profile_key(str(champion["artifact_key"]))
     sample_checks: list[SampleCheck] = []
     if samples and profile.get("kind") == "text":
         from genloom.monitor.embedding_drift import SIGNALS, EmbeddingDriftCheck
