@@ -42,7 +42,12 @@ def test_every_page_shows_the_project(opened: tuple[Pipeline, TestClient]) -> No
         "/ui/": ["v1", "keep"],
         "/ui/runs": [run_id[:12]],
         f"/ui/runs/{run_id}": ["ingest", "manual", "64", "clean", "length", "too_short: 4", "train", "ran"],
-        f"/ui/artifacts/{train['key']}": ["Inputs", "prepare", "m v1 (champion)"],
+        f"/ui/artifacts/{train['key']}": [
+            "Inputs",
+            "prepare",
+            "<td>m v1</td><td>champion</td>",
+            "requests served",
+        ],
         "/ui/lineage?id=manual:notes.jsonl%23line=3": ["manual", "ingest"],
         "/ui/models": ["v1", "champion", "val_loss", "registered as champion", "keep: drift breached"],
         "/ui/reports": ["report.html"],
@@ -62,6 +67,24 @@ def test_every_page_shows_the_project(opened: tuple[Pipeline, TestClient]) -> No
     assert report.status_code == 200 and "<html" in report.text.lower()
     assert client.get("/ui/runs/nope").status_code == 404
     assert client.get("/ui/artifacts/nope").status_code == 404
+
+
+def test_requests_link_to_their_model_version_and_back(opened: tuple[Pipeline, TestClient]) -> None:
+    """source -> record -> model -> request: a request's version links to the model's artifact,
+    whose page counts the requests it served and links to them."""
+    p, client = opened
+    train = p.catalog.latest_artifact("m", "train")
+    assert train is not None
+    served = RequestLog(p.catalog.engine).served("m", 1)
+    assert served > 0
+    page = client.get("/ui/requests").text
+    assert f'href="/ui/artifacts/{train["key"]}"' in page
+    artifact = client.get(f"/ui/artifacts/{train['key']}").text
+    assert f'href="/ui/requests?model=m&amp;version=1">{served}</a>' in artifact
+    only = client.get("/ui/requests?model=m&version=1").text
+    assert "Requests of m v1" in only and only.count("<tr>") == served + 1
+    none = client.get("/ui/requests?model=m&version=9").text
+    assert "No requests yet." in none
 
 
 def test_playground_generates_through_v1_and_is_logged(opened: tuple[Pipeline, TestClient]) -> None:

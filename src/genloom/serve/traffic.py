@@ -116,11 +116,29 @@ class RequestLog:
             r = c.execute(select(requests).where(requests.c.request_id == request_id)).first()
         return dict(r._mapping) if r else None
 
-    def recent(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The latest requests, newest first."""
+    def recent(
+        self, limit: int = 100, model: str | None = None, version: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The latest requests (of ``model``, of its ``version``), newest first."""
         q = select(requests).order_by(requests.c.id.desc()).limit(limit)
+        if model is not None:
+            q = q.where(requests.c.model == model)
+        if version is not None:
+            q = q.where(requests.c.version == version)
         with self.engine.connect() as c:
             return [dict(r._mapping) for r in c.execute(q)]
+
+    def served(self, model: str, version: int) -> int:
+        """How many requests ``model`` version ``version`` answered (any status)."""
+        from sqlalchemy import func
+
+        q = (
+            select(func.count())
+            .select_from(requests)
+            .where(requests.c.model == model, requests.c.version == version)
+        )
+        with self.engine.connect() as c:
+            return int(c.execute(q).scalar() or 0)
 
     def add_feedback(self, request_id: str, rating: int, correction: str | None, at: datetime) -> int:
         """Store feedback on a request; its id. Unknown ``request_id``: NotFoundError."""

@@ -190,7 +190,11 @@ def dashboard_router(app: FastAPI, pipeline: Pipeline, keys: KeyStore, require_k
                 parents = [r[0] for r in c.execute(q)]
             inputs = [catalog.artifact(k) or {"key": k, "stage": "?"} for k in parents]
             outputs = [catalog.artifact(k) or {"key": k, "stage": "?"} for k in catalog.children(key)]
-            models = [m for m in catalog.models(pipeline.model_name) if m["artifact_key"] == key]
+            models = [
+                {**m, "requests": traffic.served(m["name"], int(m["version"]))}
+                for m in catalog.models(pipeline.model_name)
+                if m["artifact_key"] == key
+            ]
             return {"artifact": artifact, "inputs": inputs, "outputs": outputs, "models": models}
 
         return guarded(request, "artifact.html", build)
@@ -319,9 +323,10 @@ def dashboard_router(app: FastAPI, pipeline: Pipeline, keys: KeyStore, require_k
         return guarded(request, "drift.html", build)
 
     @router.get("/ui/requests", response_class=HTMLResponse, include_in_schema=False)
-    def requests_page(request: Request) -> HTMLResponse:
+    def requests_page(request: Request, model: str | None = None, version: int | None = None) -> HTMLResponse:
         def build() -> dict[str, Any]:
-            rows = traffic.recent(200)
+            rows = traffic.recent(200, model, version)
+            keys = {(m["name"], int(m["version"])): m["artifact_key"] for m in catalog.models()}
             ids = [r["request_id"] for r in rows]
             by_request: dict[str, list[dict[str, Any]]] = {}
             if ids:
@@ -333,7 +338,13 @@ def dashboard_router(app: FastAPI, pipeline: Pipeline, keys: KeyStore, require_k
                 with catalog.engine.connect() as c:
                     for f in c.execute(q):
                         by_request.setdefault(f.request_id, []).append(dict(f._mapping))
-            return {"rows": rows, "feedback": by_request}
+            return {
+                "rows": rows,
+                "feedback": by_request,
+                "artifacts": {f"{n}:{v}": k for (n, v), k in keys.items()},
+                "model": model,
+                "version": version,
+            }
 
         return guarded(request, "requests.html", build)
 
