@@ -15,12 +15,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from genloom.monitor.embedding_drift import (
-    STAGE,
-    mmd_test,
-    reference_key,
-    sample_records,
-)
+from genloom.monitor.embedding_drift import mmd_test
+from genloom.stages.embedding_reference import STAGE, reference_key, sample_records
 from genloom.monitor.signals import Thresholds, monitor_pipeline
 from genloom.stages.profile import training_data
 from tests.monitor.test_monitor_cli import _english, _log, _rows
@@ -163,7 +159,7 @@ def test_skipped_when_the_window_is_small_or_minilm_is_missing(docs_model, monke
 
 
 def test_embedding_cache_is_bounded_and_drops_the_least_recently_used():
-    from genloom.monitor.embedding_drift import EmbeddingCache, encode
+    from genloom.stages.embedding_reference import EmbeddingCache, encode
 
     cache = EmbeddingCache(size=2)
     for t in ("a", "b"):

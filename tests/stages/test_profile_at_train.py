@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.test_tabular_e2e import write_pipeline as write_table_pipeline
+from tests.test_tabular_e2e import write_table
 
 from genloom.core.errors import GenloomError
 from genloom.monitor.signals import monitor_pipeline
 from genloom.pipeline import Pipeline
 from genloom.serve.traffic import RequestLog
 from genloom.stages.profile import PROFILE_VERSION, model_profile, profile_key, read_profile
-from tests.test_tabular_e2e import write_pipeline as write_table_pipeline
-from tests.test_tabular_e2e import write_table
 
 WORDS = ["the", "data", "model", "train", "record", "value", "table", "column", "query", "report"]
 
@@ -188,7 +188,6 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'genloom[s3]')")
     pytest.importorskip("moto.server", reason="moto's server is not installed (pip install 'moto[server]')")
     import fsspec.config
-
     from tests.core.test_store_s3 import S3
 
     server = S3()
@@ -226,5 +225,57 @@ def test_profile_on_an_object_store(tmp_path, s3):
             and "not in this machine's cache" in profile["family_missing"]
         )
         assert profile["vocabulary"] == made_at_train["vocabulary"]
+    finally:
+        p.close()
+
+
+def test_the_embedding_reference_at_training_time(tmp_path: Path) -> None:
+    """monitor.embedding_reference: train: the register stage stores the MiniLM reference (sample,
+    centroid, bandwidth) with its lineage; the first monitor round reads it instead of computing it."""
+    from genloom.stages.embedding_reference import STAGE, reference_key
+
+    path = _project(tmp_path / "p")
+    cfg = yaml.safe_load(path.read_text())
+    cfg["monitor"] = {"embedding_reference": "train", "skip": ["output_loss"]}
+    path.write_text(yaml.safe_dump(cfg))
+    p = Pipeline.from_file(path)
+    try:
+        summary = p.run()
+        assert summary.model is not None
+        key = reference_key(str(p.catalog.champion("m")["artifact_key"]))
+        register = next(r for r in summary.stages if r.stage == "register")
+        assert register.stats["embedding_reference"] == key and p.store.has_artifact(STAGE, key)
+        meta = json.loads(Path(p.store.artifact_dir(STAGE, key), "reference.json").read_text())
+        assert meta["sample"] == meta["records"] and 50 < meta["sample"] < 80  # the training split of 80 notes
+        assert len(meta["centroid"]) == 384
+        artifact = p.catalog.artifact(key)
+        assert artifact is not None and artifact["stage"] == STAGE
+        RequestLog(p.catalog.engine)
+        end = datetime.now(UTC)
+        with p.catalog.engine.begin() as c:
+            from sqlalchemy import insert
+
+            from genloom.serve.traffic import requests
+
+            c.execute(
+                insert(requests),
+                [
+                    {
+                        "request_id": f"r{i}",
+                        "created_at": end - timedelta(minutes=1),
+                        "endpoint": "/v1/completions",
+                        "model": "m",
+                        "version": 1,
+                        "latency_s": 0.1,
+                        "status": 200,
+                        "prompt": f"the data model {i}",
+                        "output": "the table column value",
+                    }
+                    for i in range(60)
+                ],
+            )
+        report = monitor_pipeline(p, end - timedelta(hours=1), end, skip=["output_loss"])
+        emb = next(c for c in report.checks if c.signal == "prompt_embedding")
+        assert emb.skipped is None and emb.evidence["reference_computed_now"] is False
     finally:
         p.close()

@@ -411,6 +411,12 @@ class MonitorConfig(Frozen):
         description="Signals not to check: names (prompt_embedding, output_loss, latency_s...) or a family "
         "prefix (gate:, condition:, source:, or one check of it: gate:distinct_2)",
     )
+    embedding_reference: Literal["first_monitor", "train"] = Field(
+        "first_monitor",
+        description="When a text model's MiniLM embedding reference (the embedding drift's) is computed: on "
+        "its first genloom monitor round, or by the register stage at training time (a MiniLM pass over up to "
+        "2,000 training records per new model)",
+    )
     source_drift: bool = Field(
         False,
         description="When the sources hold records the champion was not trained on, run the data stages and "

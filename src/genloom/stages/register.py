@@ -20,7 +20,7 @@ from typing import Any
 from genloom.core.store import content_key
 from genloom.evaluate.gates import describe_failures, failed_gates, gate_rows, is_better
 from genloom.evaluate.heldout import evaluation_view
-from genloom.models.base import family_of
+from genloom.models.base import family, family_of
 from genloom.stages.base import RunContext, Stage, StagePlan, StageResult, plan_for, round_metrics
 from genloom.stages.profile import build_profile, save_profile
 from genloom.stages.profile import profile_key as reference_profile_key
@@ -68,6 +68,15 @@ class RegisterStage(Stage):
             status = "ran"
         if profile is not None:  # a new version, or one registered before profiles came with training
             save_profile(ctx.store, ctx.catalog, ctx.cfg.name, version, profile, run_id=ctx.run_id)
+        embeddings = None
+        if ctx.cfg.monitor.embedding_reference == "train" and family(ctx.cfg.train.model.type).generates_text:
+            from genloom.stages.embedding_reference import STAGE, embedding_reference, reference_key
+
+            # MiniLM over a sample of the training split, once per model (MissingDependencyError
+            # without the features extra: asked for, so not skipped)
+            embeddings = reference_key(train_key)
+            if not ctx.store.has_artifact(STAGE, embeddings):
+                embedding_reference(ctx.store, ctx.catalog, ctx.cfg.name, version)
         if status == "ran":
             decision = promotion(ctx, version, metrics, evaluation, plans)
             if decision.startswith("promoted"):
@@ -90,6 +99,7 @@ class RegisterStage(Stage):
             "stage": version["stage"],
             "profile": profile_key,
             "profile_computed": profile is not None,
+            **({"embedding_reference": embeddings} if embeddings else {}),
         }
         return StageResult("register", status, plan.key, decision, 0.0, None, stats, model=model)
 
