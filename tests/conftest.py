@@ -36,9 +36,8 @@ TINY_TRAIN = {
 }
 
 
-#: the Ray tests of every pytest worker take this lock: two Ray clusters starting at once on
-#: one machine (a test's local one, the two-node test's) raced for ports, and one driver reached
-#: the other's GCS (InvalidAuthToken)
+#: the Ray tests of every pytest worker take this lock, so two Ray clusters never start at once on
+#: one machine (a test's local one, the two-node test's)
 _RAY_LOCK = Path(tempfile.gettempdir()) / "genloom-tests-ray.lock"
 _ray_held: list[int] = []
 
@@ -52,9 +51,19 @@ def one_ray_at_a_time() -> Iterator[None]:
     with _RAY_LOCK.open("w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         _ray_held.append(1)
+        # token authentication off for every Ray test alike: Ray turns it on for a new cluster when
+        # ~/.ray/auth_token exists (a local ray.init() writes one) but keeps the first mode it read
+        # in the process, so a cluster started after the two-node test (mode disabled) in the same
+        # pytest worker refused its own driver (InvalidAuthToken)
+        before = os.environ.get("RAY_AUTH_MODE")
+        os.environ["RAY_AUTH_MODE"] = "disabled"
         try:
             yield
         finally:
+            if before is None:
+                os.environ.pop("RAY_AUTH_MODE", None)
+            else:
+                os.environ["RAY_AUTH_MODE"] = before
             _ray_held.pop()
             fcntl.flock(f, fcntl.LOCK_UN)
 
