@@ -347,3 +347,54 @@ def test_pandas_tables_and_unknown_kinds() -> None:
     assert tm.quality(real.to_pandas(), real, MIXED_KINDS)["quality"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown kind 'text'"):
         tm.quality(real, real, {"age": "text"})
+
+
+def test_the_report_s_closest_rows_search_in_chunks_finds_what_one_search_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's closest rows searched 3 training rows at a time: the same rows, distances and
+    training rows as one search over all of them (a synthetic copy of a training row first, at 0)."""
+    import pyarrow.parquet as pq
+    from sklearn.neighbors import NearestNeighbors
+
+    from genloom.stages import evaluate as ev
+
+    rng = np.random.default_rng(0)
+    colors = np.array(["red", "blue", "green", "teal"])
+    n = 40
+    train = pa.table(
+        {
+            "age": rng.integers(18, 90, n),
+            "income": np.round(rng.normal(50, 20, n), 1),
+            "color": colors[rng.integers(0, 4, n)],
+        }
+    )
+    pq.write_table(train, tmp_path / "train.parquet")
+    synthetic = pa.concat_tables(
+        [
+            train.slice(31, 1),
+            pa.table(
+                {
+                    "age": rng.integers(18, 90, 12),
+                    "income": np.round(rng.normal(50, 20, 12), 1),
+                    "color": colors[rng.integers(0, 4, 12)],
+                }
+            ),
+        ]
+    )
+    kinds = {"age": "integer", "income": "numeric", "color": "categorical"}
+    ref = tm.normalised_matrix(train, kinds, train)
+    dist, idx = (
+        NearestNeighbors(n_neighbors=1, algorithm="brute")
+        .fit(ref)
+        .kneighbors(tm.normalised_matrix(synthetic, kinds, train))
+    )
+    order = np.argsort(dist[:, 0], kind="stable")[:6]
+
+    monkeypatch.setattr(ev, "CLOSEST_CHUNK_ROWS", 3)
+    found = ev.closest_rows(synthetic, tmp_path / "train.parquet", kinds, k=6)
+
+    assert [f["distance"] for f in found] == pytest.approx(dist[order, 0].tolist(), abs=1e-6)
+    assert [f["synthetic"] for f in found] == [synthetic.slice(int(i), 1).to_pylist()[0] for i in order]
+    assert [f["training"] for f in found] == [train.slice(int(idx[i, 0]), 1).to_pylist()[0] for i in order]
+    assert found[0]["distance"] == pytest.approx(0.0, abs=1e-6) and idx[order[0], 0] == 31
