@@ -89,6 +89,15 @@ def test_truncation_is_skipped_on_a_log_without_finish_reason_or_max_tokens(tmp_
     assert trunc.skipped is not None and "no finish_reason and no max_tokens" in trunc.skipped
 
 
+def test_truncation_of_an_empty_window_says_so(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    report = run_checks(
+        engine, "m", 1, {"kind": "table"}, "ref", False, NOW - timedelta(hours=1), NOW, record=False
+    )
+    (trunc,) = [c for c in report.checks if c.signal == "truncation_rate"]
+    assert trunc.skipped == "no requests in the window"
+
+
 def _stop_table(*extra: Column) -> Table:
     """The requests table as it was before it stored how each response stopped (no
     ``finish_reason``, no ``max_tokens``), with the ``extra`` columns of those."""

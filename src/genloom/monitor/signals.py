@@ -873,7 +873,9 @@ def quality_checks(acc: WindowAccumulator, th: Thresholds) -> list[Check]:
             min_distinct_4grams=REPETITION_MIN_DISTINCT,
         )
     )
-    if acc.stops_known is None:
+    if acc.stops_known is None and acc.requests == 0:
+        checks.append(_skip("quality", "truncation_rate", "rate", th.truncation_rate, none))
+    elif acc.stops_known is None:
         why = (
             "the request log stores no finish_reason and no max_tokens, so a stop at the token "
             "limit cannot be told"
