@@ -120,8 +120,8 @@ def make_log(n: int, work: Path, seed: int = 0) -> dict:
     import pyarrow.parquet as pq
     from sqlalchemy import create_engine, insert
 
-    from genloom.stages.profile import split_words
     from genloom.serve.traffic import RequestLog, requests
+    from genloom.stages.profile import split_words
 
     rng = np.random.default_rng(seed)
     pools = {k: np.array(v, dtype=object) for k, v in sentences().items()}

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from genloom.monitor.embedding_drift import mmd_test
-from genloom.stages.embedding_reference import STAGE, reference_key, sample_records
 from genloom.monitor.signals import Thresholds, monitor_pipeline
+from genloom.stages.embedding_reference import STAGE, reference_key, sample_records
 from genloom.stages.profile import training_data
 from tests.monitor.test_monitor_cli import _english, _log, _rows
 from tests.monitor.trained import trained_model

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+from tests.monitor.trained import trained_model
 
 from genloom.core.errors import NotFoundError
 from genloom.stages.base import split_of
 from genloom.stages.profile import histogram_quantiles, model_profile, profile_key, split_words
-from tests.monitor.trained import trained_model
 
 TEXTS = ["the cat sat", "The dog", "the cat, the dog!", "a bird"]
 

@@ -246,7 +246,9 @@ def test_the_embedding_reference_at_training_time(tmp_path: Path) -> None:
         register = next(r for r in summary.stages if r.stage == "register")
         assert register.stats["embedding_reference"] == key and p.store.has_artifact(STAGE, key)
         meta = json.loads(Path(p.store.artifact_dir(STAGE, key), "reference.json").read_text())
-        assert meta["sample"] == meta["records"] and 50 < meta["sample"] < 80  # the training split of 80 notes
+        assert (
+            meta["sample"] == meta["records"] and 50 < meta["sample"] < 80
+        )  # the training split of 80 notes
         assert len(meta["centroid"]) == 384
         artifact = p.catalog.artifact(key)
         assert artifact is not None and artifact["stage"] == STAGE
