@@ -72,3 +72,64 @@ def test_muon_lowers_a_loss_and_its_state_round_trips() -> None:
         o.step()
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def _twin_models() -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    b = copy.deepcopy(a)
+    return a, b
+
+
+def _groups(m: torch.nn.Module) -> list[dict]:
+    decay = [p for n, p in m.named_parameters() if n.endswith("weight")]
+    rest = [p for n, p in m.named_parameters() if not n.endswith("weight")]
+    return [
+        {"params": decay, "weight_decay": 0.1},
+        {"params": rest, "weight_decay": 0.0, "lr": 3e-3, "lr_scale": 2.0},
+    ]
+
+
+def _steps(m: torch.nn.Module, opt, n: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for i in range(n):
+        x = torch.randn(8, 16, generator=g)
+        m(x).pow(2).mean().backward()
+        if i == 1:
+            m[2].bias.grad = None  # a parameter without a gradient is skipped, as torch does
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def test_fused_adamw_is_torchs_update_bit_for_bit_and_shares_its_state_dict() -> None:
+    import sys
+
+    from genloom.train.optim import FusedAdamW
+
+    a, b = _twin_models()
+    ours = FusedAdamW(_groups(a), lr=1e-3, betas=(0.9, 0.95))
+    theirs = torch.optim.AdamW(_groups(b), lr=1e-3, betas=(0.9, 0.95), fused=True)
+    _steps(a, ours, 5, 1)
+    _steps(b, theirs, 5, 1)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+    sd, ref = ours.state_dict(), theirs.state_dict()
+    assert sd["param_groups"] == ref["param_groups"]
+    assert sd["state"].keys() == ref["state"].keys()
+    for i in ref["state"]:
+        for k in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(sd["state"][i][k], ref["state"][i][k]), (i, k)
+
+    # a checkpoint of either resumes in the other, and the runs stay equal
+    c, d = _twin_models()
+    c.load_state_dict(a.state_dict())
+    d.load_state_dict(b.state_dict())
+    resumed = FusedAdamW(_groups(c), lr=1e-3, betas=(0.9, 0.95))
+    resumed.load_state_dict(theirs.state_dict())
+    _steps(c, resumed, 3, 2)
+    _steps(b, theirs, 3, 2)
+    for p, q in zip(c.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="does not match"):
+        FusedAdamW(list(c.parameters()), lr=1e-3, betas=(0.9, 0.95)).load_state_dict(theirs.state_dict())
+    assert "torch._dynamo" in sys.modules  # (torch's optimizer imported it in this process)

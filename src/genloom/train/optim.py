@@ -14,7 +14,7 @@ Embeddings, the output projection and norm gains stay with AdamW.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -102,6 +102,129 @@ class Muon(torch.optim.Optimizer):
             p.add_(update, alpha=-group["lr"])
 
 
+class FusedAdamW:
+    """AdamW through PyTorch's fused kernel (``torch._fused_adamw_``), without ``torch.optim``.
+
+    The same update, bit for bit, as ``torch.optim.AdamW(..., fused=True)`` (the kernel it calls,
+    with the step counts incremented first, as it does), and the same ``state_dict`` layout, so a
+    checkpoint of either loads into the other. Why not ``torch.optim.AdamW`` itself: in torch 2.13
+    creating or stepping any ``torch.optim.Optimizer`` imports ``torch._dynamo`` (its methods are
+    wrapped in ``torch._disable_dynamo``): 827 more modules and about 70 MiB resident in every
+    training process, for a compiler the loop never uses. Param groups are dicts as in torch
+    (``params``, ``lr``, ``betas``, ``eps``, ``weight_decay`` and any extra keys the model sets).
+    """
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "eps": 1e-8,
+        "weight_decay": 1e-2,
+        "amsgrad": False,
+        "foreach": None,
+        "maximize": False,
+        "capturable": False,
+        "differentiable": False,
+        "fused": True,
+        "decoupled_weight_decay": True,
+    }
+
+    def __init__(self, groups: Any, lr: float, betas: tuple[float, float]) -> None:
+        groups = list(groups)
+        if groups and not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        self.param_groups: list[dict[str, Any]] = []
+        for g in groups:
+            params = list(g["params"])
+            for q in params:
+                if q.device.type not in ("cpu", "cuda") or not q.is_floating_point():
+                    raise ValueError(
+                        f"the fused AdamW kernel takes floating-point cpu or cuda tensors, not {q.dtype} on {q.device}"
+                    )
+            group = {**self.DEFAULTS, "lr": lr, "betas": betas, **g, "params": params}
+            self.param_groups.append(group)
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            buckets: dict[tuple[torch.device, torch.dtype], list[list[torch.Tensor]]] = {}
+            for q in group["params"]:
+                if q.grad is None:
+                    continue
+                st = self.state.get(q)
+                if st is None:
+                    st = self.state[q] = {
+                        "step": torch.zeros((), dtype=torch.float32, device=q.device),
+                        "exp_avg": torch.zeros_like(q, memory_format=torch.preserve_format),
+                        "exp_avg_sq": torch.zeros_like(q, memory_format=torch.preserve_format),
+                    }
+                lists = buckets.setdefault((q.device, q.dtype), [[], [], [], [], []])
+                for lst, t in zip(
+                    lists, (q, q.grad, st["exp_avg"], st["exp_avg_sq"], st["step"]), strict=True
+                ):
+                    lst.append(t)
+            beta1, beta2 = group["betas"]
+            for params, grads, exp_avgs, exp_avg_sqs, steps in buckets.values():
+                torch._foreach_add_(steps, 1)
+                torch._fused_adamw_(
+                    params,
+                    grads,
+                    exp_avgs,
+                    exp_avg_sqs,
+                    [],
+                    steps,
+                    amsgrad=False,
+                    lr=float(group["lr"]),
+                    beta1=float(beta1),
+                    beta2=float(beta2),
+                    weight_decay=float(group["weight_decay"]),
+                    eps=float(group["eps"]),
+                    maximize=False,
+                )
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for q in group["params"]:
+                if set_to_none:
+                    q.grad = None
+                elif q.grad is not None:
+                    q.grad.zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim.Optimizer.state_dict``'s layout: parameters numbered through the groups."""
+        index: dict[int, int] = {}
+        groups = []
+        for group in self.param_groups:
+            ids = []
+            for q in group["params"]:
+                index.setdefault(id(q), len(index))
+                ids.append(index[id(q)])
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
+        params = [q for g in self.param_groups for q in g["params"]]
+        state = {index[id(q)]: dict(self.state[q]) for q in params if q in self.state}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        saved = sd["param_groups"]
+        if len(saved) != len(self.param_groups) or any(
+            len(a["params"]) != len(b["params"]) for a, b in zip(saved, self.param_groups, strict=True)
+        ):
+            raise ValueError("the optimizer state does not match the model's parameter groups")
+        by_index = {
+            i: q
+            for g_saved, g in zip(saved, self.param_groups, strict=True)
+            for i, q in zip(g_saved["params"], g["params"], strict=True)
+        }
+        self.state = {}
+        for i, st in sd["state"].items():
+            q = by_index[int(i)]
+            self.state[q] = {  # copies: the kernel updates them in place
+                "step": torch.as_tensor(st["step"], dtype=torch.float32).to(q.device, copy=True),
+                "exp_avg": st["exp_avg"].to(device=q.device, dtype=q.dtype, copy=True),
+                "exp_avg_sq": st["exp_avg_sq"].to(device=q.device, dtype=q.dtype, copy=True),
+            }
+        for g_saved, g in zip(saved, self.param_groups, strict=True):
+            g.update({k: v for k, v in g_saved.items() if k != "params"})
+
+
 class OptimizerChain:
     """Several optimizers stepped as one, with one ``param_groups`` list and one state dict."""
 
@@ -161,7 +284,10 @@ def build_optimizer(
     ``ns_dtype``: Muon's Newton-Schulz dtype (the loop passes its plan's ``muon_precision``).
     """
     if kind == "adamw":
-        return torch.optim.AdamW(model.optimizer_groups(weight_decay), lr=lr, betas=betas, fused=fused)  # type: ignore[operator]
+        groups = model.optimizer_groups(weight_decay)  # type: ignore[operator]
+        if fused:
+            return FusedAdamW(groups, lr=lr, betas=betas)  # type: ignore[return-value]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
     muon_groups, adam_groups = model.muon_groups(weight_decay)  # type: ignore[operator]
     return OptimizerChain(
         Muon(muon_groups, lr=lr, weight_decay=weight_decay, ns_dtype=ns_dtype),
