@@ -133,3 +133,27 @@ def test_fused_adamw_is_torchs_update_bit_for_bit_and_shares_its_state_dict() ->
     with pytest.raises(ValueError, match="does not match"):
         FusedAdamW(list(c.parameters()), lr=1e-3, betas=(0.9, 0.95)).load_state_dict(theirs.state_dict())
     assert "torch._dynamo" in sys.modules  # (torch's optimizer imported it in this process)
+
+
+def test_training_steps_do_not_import_torch_dynamo() -> None:
+    """Neither optimizer of the loop imports torch._dynamo (torch.optim's do: ~70 MiB a process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from genloom.models.gpt import GPT, GPTConfig\n"
+        "from genloom.train.optim import build_optimizer\n"
+        "for kind in ('adamw', 'muon'):\n"
+        "    m = GPT(GPTConfig(vocab_size=32, n_layer=1, n_head=2, n_embd=16, block_size=8))\n"
+        "    opt = build_optimizer(m, kind, 1e-2, 0.1, (0.9, 0.99), fused=True)\n"
+        "    x = torch.randint(0, 32, (2, 8))\n"
+        "    for _ in range(2):\n"
+        "        m(x[:, :-1], x[:, 1:])[1].backward(); opt.step(); opt.zero_grad()\n"
+        "    opt.load_state_dict(opt.state_dict())\n"
+        "print(sorted(k for k in sys.modules if k.startswith('torch._dynamo'))[:3])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -52,7 +52,75 @@ def orthogonalize_all(
     return out
 
 
-class Muon(torch.optim.Optimizer):
+class PlainOptimizer:
+    """What the loop needs of an optimizer, without ``torch.optim``: ``param_groups`` (dicts as in
+    torch), ``state`` per parameter, ``zero_grad`` and ``torch.optim.Optimizer``'s ``state_dict``
+    layout (parameters numbered through the groups), so checkpoints written by either load into
+    the other. In torch 2.13 creating or stepping any ``torch.optim.Optimizer`` imports
+    ``torch._dynamo`` (its methods are wrapped in ``torch._disable_dynamo``): 827 more modules and
+    about 70 MiB resident in every training process, for a compiler the loop does not use."""
+
+    def __init__(self, groups: Any, defaults: dict[str, Any]) -> None:
+        groups = list(groups)
+        if groups and not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        self.param_groups: list[dict[str, Any]] = []
+        for g in groups:
+            params = list(g["params"])
+            group = {**g, "params": params}
+            for k, v in defaults.items():
+                group.setdefault(k, v)
+            self.param_groups.append(group)
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for q in group["params"]:
+                if set_to_none:
+                    q.grad = None
+                elif q.grad is not None:
+                    q.grad.zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        index: dict[int, int] = {}
+        groups = []
+        for group in self.param_groups:
+            ids = []
+            for q in group["params"]:
+                index.setdefault(id(q), len(index))
+                ids.append(index[id(q)])
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
+        params = [q for g in self.param_groups for q in g["params"]]
+        state = {index[id(q)]: dict(self.state[q]) for q in params if q in self.state}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        saved = sd["param_groups"]
+        if len(saved) != len(self.param_groups) or any(
+            len(a["params"]) != len(b["params"]) for a, b in zip(saved, self.param_groups, strict=True)
+        ):
+            raise ValueError("the optimizer state does not match the model's parameter groups")
+        by_index = {
+            i: q
+            for g_saved, g in zip(saved, self.param_groups, strict=True)
+            for i, q in zip(g_saved["params"], g["params"], strict=True)
+        }
+        self.state = {}
+        for i, st in sd["state"].items():
+            q = by_index[int(i)]
+            self.state[q] = {  # copies: the updates are in place
+                k: (
+                    torch.as_tensor(v, dtype=torch.float32).to(q.device, copy=True)
+                    if k == "step"
+                    else v.to(device=q.device, dtype=q.dtype, copy=True)
+                )
+                for k, v in st.items()
+            }
+        for g_saved, g in zip(saved, self.param_groups, strict=True):
+            g.update({k: v for k, v in g_saved.items() if k != "params"})
+
+
+class Muon(PlainOptimizer):
     """Orthogonalized SGD-momentum for 2-D weights; a group's ``split`` lists row blocks of fused matrices.
 
     ``ns_dtype``: the dtype of the Newton-Schulz matmuls (bf16 as in Jordan et al. where it is
@@ -69,6 +137,7 @@ class Muon(torch.optim.Optimizer):
         ns_dtype: torch.dtype = torch.bfloat16,
     ) -> None:
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, split=None))
+        self.defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, split=None)
         self.ns_steps = ns_steps  # one value for all groups: their blocks are orthogonalized in one batch
         self.ns_dtype = ns_dtype
         for group in self.param_groups:
@@ -77,14 +146,14 @@ class Muon(torch.optim.Optimizer):
                     raise ValueError(f"Muon takes 2-D weights, got shape {tuple(p.shape)}")
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+    def step(self, closure: Any = None) -> None:
         todo: list[tuple[torch.Tensor, dict[str, Any], int]] = []  # (param, group, number of blocks)
         blocks: list[torch.Tensor] = []
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
+                state = self.state.setdefault(p, {})
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p)
                 buf = state["momentum_buffer"]
@@ -102,16 +171,12 @@ class Muon(torch.optim.Optimizer):
             p.add_(update, alpha=-group["lr"])
 
 
-class FusedAdamW:
+class FusedAdamW(PlainOptimizer):
     """AdamW through PyTorch's fused kernel (``torch._fused_adamw_``), without ``torch.optim``.
 
     The same update, bit for bit, as ``torch.optim.AdamW(..., fused=True)`` (the kernel it calls,
-    with the step counts incremented first, as it does), and the same ``state_dict`` layout, so a
-    checkpoint of either loads into the other. Why not ``torch.optim.AdamW`` itself: in torch 2.13
-    creating or stepping any ``torch.optim.Optimizer`` imports ``torch._dynamo`` (its methods are
-    wrapped in ``torch._disable_dynamo``): 827 more modules and about 70 MiB resident in every
-    training process, for a compiler the loop never uses. Param groups are dicts as in torch
-    (``params``, ``lr``, ``betas``, ``eps``, ``weight_decay`` and any extra keys the model sets).
+    with the step counts incremented first, as it does), and the same ``state_dict``, so a
+    checkpoint of either loads into the other (``PlainOptimizer``: why not ``torch.optim``).
     """
 
     DEFAULTS: ClassVar[dict[str, Any]] = {
@@ -127,20 +192,13 @@ class FusedAdamW:
     }
 
     def __init__(self, groups: Any, lr: float, betas: tuple[float, float]) -> None:
-        groups = list(groups)
-        if groups and not isinstance(groups[0], dict):
-            groups = [{"params": groups}]
-        self.param_groups: list[dict[str, Any]] = []
-        for g in groups:
-            params = list(g["params"])
-            for q in params:
+        super().__init__(groups, {"lr": lr, "betas": betas, **self.DEFAULTS})
+        for group in self.param_groups:
+            for q in group["params"]:
                 if q.device.type not in ("cpu", "cuda") or not q.is_floating_point():
                     raise ValueError(
                         f"the fused AdamW kernel takes floating-point cpu or cuda tensors, not {q.dtype} on {q.device}"
                     )
-            group = {**self.DEFAULTS, "lr": lr, "betas": betas, **g, "params": params}
-            self.param_groups.append(group)
-        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
 
     @torch.no_grad()
     def step(self) -> None:
@@ -180,55 +238,11 @@ class FusedAdamW:
                     maximize=False,
                 )
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for group in self.param_groups:
-            for q in group["params"]:
-                if set_to_none:
-                    q.grad = None
-                elif q.grad is not None:
-                    q.grad.zero_()
-
-    def state_dict(self) -> dict[str, Any]:
-        """``torch.optim.Optimizer.state_dict``'s layout: parameters numbered through the groups."""
-        index: dict[int, int] = {}
-        groups = []
-        for group in self.param_groups:
-            ids = []
-            for q in group["params"]:
-                index.setdefault(id(q), len(index))
-                ids.append(index[id(q)])
-            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
-        params = [q for g in self.param_groups for q in g["params"]]
-        state = {index[id(q)]: dict(self.state[q]) for q in params if q in self.state}
-        return {"state": state, "param_groups": groups}
-
-    def load_state_dict(self, sd: dict[str, Any]) -> None:
-        saved = sd["param_groups"]
-        if len(saved) != len(self.param_groups) or any(
-            len(a["params"]) != len(b["params"]) for a, b in zip(saved, self.param_groups, strict=True)
-        ):
-            raise ValueError("the optimizer state does not match the model's parameter groups")
-        by_index = {
-            i: q
-            for g_saved, g in zip(saved, self.param_groups, strict=True)
-            for i, q in zip(g_saved["params"], g["params"], strict=True)
-        }
-        self.state = {}
-        for i, st in sd["state"].items():
-            q = by_index[int(i)]
-            self.state[q] = {  # copies: the kernel updates them in place
-                "step": torch.as_tensor(st["step"], dtype=torch.float32).to(q.device, copy=True),
-                "exp_avg": st["exp_avg"].to(device=q.device, dtype=q.dtype, copy=True),
-                "exp_avg_sq": st["exp_avg_sq"].to(device=q.device, dtype=q.dtype, copy=True),
-            }
-        for g_saved, g in zip(saved, self.param_groups, strict=True):
-            g.update({k: v for k, v in g_saved.items() if k != "params"})
-
 
 class OptimizerChain:
     """Several optimizers stepped as one, with one ``param_groups`` list and one state dict."""
 
-    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+    def __init__(self, *optimizers: Any) -> None:
         self.optimizers = optimizers
 
     @property
@@ -291,5 +305,7 @@ def build_optimizer(
     muon_groups, adam_groups = model.muon_groups(weight_decay)  # type: ignore[operator]
     return OptimizerChain(
         Muon(muon_groups, lr=lr, weight_decay=weight_decay, ns_dtype=ns_dtype),
-        torch.optim.AdamW(adam_groups, lr=lr, betas=betas, fused=fused),
+        FusedAdamW(adam_groups, lr=lr, betas=betas)
+        if fused
+        else torch.optim.AdamW(adam_groups, lr=lr, betas=betas),
     )
