@@ -39,8 +39,7 @@ from genloom.monitor.signals import (
     category_checks,
     text_checks,
 )
-from genloom.stages.base import split_of
-from genloom.stages.profile import LANG_COLUMN, TrainingData, _chat_sides, training_data
+from genloom.stages.profile import LANG_COLUMN, TrainingData, _chat_sides, _train_batches, training_data
 
 SIGNAL_PREFIX = "source:"
 
@@ -58,19 +57,11 @@ def _ids(store: Any, stage: str, shards: list[str]) -> pa.Array:
 def new_record_batches(store: Any, old: TrainingData, new: TrainingData, columns: list[str]) -> Any:
     """The training-split rows of ``new``'s data artifact whose id is not in ``old``'s."""
     known = _ids(store, old.data_stage, old.shards)
-    val = float(new.split.get("val_fraction", 0.0))
-    test = float(new.split.get("test_fraction", 0.0))
-    seed = int(new.split.get("seed", 0))
-    for shard in new.shards:
-        present = store.shard_columns(new.data_stage, shard)
-        cols = [c for c in dict.fromkeys(["id", "meta", *columns]) if c in present]
-        for batch in store.iter_batches(new.data_stage, shard, columns=cols):
-            ids = batch.column("id").combine_chunks().cast(pa.large_string())
-            batch = batch.filter(pc.invert(pc.is_in(ids, value_set=known)))
-            if batch.num_rows and (val or test):
-                batch = batch.filter(pa.array(np.asarray(split_of(batch, val, seed, test)) == "train"))
-            if batch.num_rows:
-                yield batch
+    for batch in _train_batches(store, new, columns):  # the split as the profile draws it
+        ids = batch.column("id").combine_chunks().cast(pa.large_string())
+        batch = batch.filter(pc.invert(pc.is_in(ids, value_set=known)))
+        if batch.num_rows:
+            yield batch
 
 
 def planned_data(pipeline: Any) -> TrainingData | None:
