@@ -393,3 +393,31 @@ def test_new_source_records_are_checked_against_the_profile(project: Path) -> No
     assert moved.exit_code == 1 and moved.decisions == []  # on_breach: none
     _, checks, _ = _state(project)
     assert any(c["signal"] == "source:prompt_oov_rate" and c["breached"] for c in checks)
+
+
+def test_source_drift_waits_for_a_run_in_progress(project: Path) -> None:
+    from genloom.core.lease import Lease, leases, run_lease_name
+
+    path = _configure(project, monitor={"source_drift": True})
+    _foreign_notes(project / "notes.jsonl", 100, 7)
+    p = Pipeline.from_file(path)
+    try:
+        Lease(p.catalog.engine, "x")
+        now = datetime.now(UTC)
+        with p.catalog.engine.begin() as c:
+            c.execute(
+                insert(leases).values(
+                    name=run_lease_name("m"),
+                    holder="other",
+                    host="trainer-2",
+                    pid=4242,
+                    acquired_at=now,
+                    expires_at=now + timedelta(minutes=2),
+                )
+            )
+        result = monitor_round(p, now - timedelta(hours=1), datetime.now(UTC))
+    finally:
+        p.close()
+    (c,) = [c for c in result.report.checks if c.signal.startswith("source:")]
+    assert c.signal == "source:records" and c.skipped and "pid 4242 on trainer-2" in c.skipped
+    assert result.exit_code == 0 and result.decisions == []

@@ -187,7 +187,14 @@ def monitor_round(
         store_check(log, fresh, name, report.version, start, end)
         report.checks.append(fresh)
     if mcfg.source_drift and fresh is not None and fresh.breached:
-        for c in source_checks(pipeline, name, thresholds_of(mcfg)):
+        try:
+            found = source_checks(pipeline, name, thresholds_of(mcfg))
+        except RunInProgress as e:  # the data stages could not run now: said, and tried next round
+            why = f"the data stages of the new records could not run: {e}"
+            found = [
+                Check("drift", "source:records", "count", None, None, False, None, {"skipped": why}, why)
+            ]
+        for c in found:
             if skipped(c.signal, mcfg.skip):
                 continue
             c.evidence["profile"] = report.profile_key
