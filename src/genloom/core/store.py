@@ -67,10 +67,46 @@ def sha256_file(path: str) -> str:
 
 
 def write_parquet_bytes(table: pa.Table) -> bytes:
-    """Serialise a table the same way everywhere (zstd, statistics), so equal data gives equal bytes."""
+    """Serialise a table the same way everywhere (zstd, statistics), so equal data gives equal bytes.
+
+    Every column is dictionary-encoded except floats inside lists (vectors: embeddings, TF-IDF
+    values), whose values rarely repeat: hashing each of them for a dictionary cost 0.16 s of the
+    0.46 s of CPU that writing 100,000 TF-IDF rows took, and the files came out larger."""
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", compression_level=3, row_group_size=65536)
+    pq.write_table(
+        table,
+        buf,
+        compression="zstd",
+        compression_level=3,
+        row_group_size=65536,
+        use_dictionary=_dictionary_columns(table.schema),
+    )
     return buf.getvalue()
+
+
+_DICTIONARY_COLUMNS: dict[pa.Schema, list[str] | bool] = {}
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str] | bool:
+    """The Parquet leaf columns of ``schema`` to dictionary-encode (True: all of them): all but
+    the floating-point ones inside a list. The leaves are read from an empty file written with
+    the schema, so their paths are Parquet's own (``tfidf.values.list.element``)."""
+    found = _DICTIONARY_COLUMNS.get(schema)
+    if found is None:
+        buf = io.BytesIO()
+        pq.write_table(schema.empty_table(), buf)
+        leaves = pq.ParquetFile(pa.BufferReader(buf.getvalue())).schema
+        columns = [leaves.column(i) for i in range(len(leaves))]
+        keep = [
+            c.path
+            for c in columns
+            if not (c.physical_type in ("FLOAT", "DOUBLE") and c.max_repetition_level > 0)
+        ]
+        found = True if len(keep) == len(columns) else keep
+        if len(_DICTIONARY_COLUMNS) > 256:  # schemas of one process are few; never grow without bound
+            _DICTIONARY_COLUMNS.clear()
+        _DICTIONARY_COLUMNS[schema] = found
+    return found
 
 
 def plain_options(options: Mapping[str, Any]) -> dict[str, Any]:
