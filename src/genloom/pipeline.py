@@ -11,6 +11,7 @@ status, lineage, rejected) in ``genloom.inspect``.
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
 from collections.abc import Iterator
@@ -164,6 +165,10 @@ class Pipeline:
         self.catalog.start_run(run_id, self.cfg.name, self.config_path)
         results: list[StageResult] = []
         model: dict[str, Any] | None = None
+        # what exists now (the modules, the config, the plan) outlives the run: the collection
+        # after each stage (release_memory) skips it instead of traversing it every time (0.08 s
+        # of CPU per stage after a features run's imports)
+        gc.freeze()
         try:
             for stage, plan in zip(PIPELINE, plans, strict=True):
                 t0 = time.perf_counter()
@@ -190,6 +195,7 @@ class Pipeline:
             raise
         finally:
             ctx.close()
+            gc.unfreeze()
         summary = RunSummary(run_id, "succeeded", results, model, time.perf_counter() - started)
         ev = plan_for(plans, "evaluate")
         report = f"{self.store.artifact_dir('evaluate', ev.key or '')}/report.html"
