@@ -18,7 +18,10 @@ into training (the first 60% of each series), validation (the next 20%) and test
 last 20%; the benchmark sets ``val_fraction`` and ``test_fraction`` to 0.2 and asks for the test
 part), scaled to [0, 1] per channel on the training windows. Each model trains through the one
 loop (``train/loop.py``, ``--steps`` steps, batch 128) on the training windows and samples as
-many windows as the scored split holds, under those windows' own conditions. The baseline is a
+many windows as the scored split holds, under those windows' own conditions: Beijing's wind
+direction and, from run 4, the calendar conditions of each window's start (``--calendar``;
+Beijing month and hour; none for temperatures), with Beijing's VAE sampled at temperature 0.5
+(``--vae``; both chosen on the validation windows, docs/series.md). The baseline is a
 block bootstrap: each synthetic window is cut into blocks of 6 steps, each block copied from the
 same position of a random training window, plus Gaussian noise of 5% of the channel's std.
 
@@ -62,6 +65,10 @@ DATASETS = {
         "time": ["year", "month", "day", "hour"],
         "channels": ["pm2.5", "DEWP", "TEMP", "PRES", "Iws", "Is", "Ir"],
         "conditions": ["cbwd"],
+        "calendar": ["month", "hour"],
+        # chosen on the validation windows (docs/series.md, run 4): with the calendar carrying
+        # the season, smaller step draws are closer to the real days' smoothness
+        "vae": {"temperature": 0.5},
         "step": "1h",
         "show": ["pm2.5", "TEMP", "PRES"],
     },
@@ -70,6 +77,8 @@ DATASETS = {
         "time": "Date",
         "channels": ["Temp"],
         "conditions": [],
+        "calendar": [],  # month was tried on the validation windows: no clear gain (run 4)
+        "vae": {},
         "step": "1d",
         "show": ["Temp"],
     },
@@ -106,8 +115,9 @@ def load_readings(name: str) -> Any:
     return pa.concat_tables(tables, promote_options="default")
 
 
-def model_config(name: str, stride: int, model_type: str) -> Any:
-    """The series model config of a dataset: 24-step windows, the dataset's channels and conditions."""
+def model_config(name: str, stride: int, model_type: str, calendar: list[str] | None = None) -> Any:
+    """The series model config of a dataset: 24-step windows, the dataset's channels and conditions
+    (``calendar``: the calendar conditions of the windows' starts; None: the dataset's)."""
     from genloom.models.series_data import SeriesGANConfig, SeriesVAEConfig
     from genloom.sources._series import WindowConfig
 
@@ -116,6 +126,7 @@ def model_config(name: str, stride: int, model_type: str) -> Any:
     common = {
         "window": window,
         "conditions": spec["conditions"],
+        "calendar": spec["calendar"] if calendar is None else calendar,
         "val_fraction": 0.2,
         "test_fraction": 0.2,
         "batch_size": 128,
@@ -263,6 +274,24 @@ def main() -> None:
     )
     ap.add_argument("--models", default="series_gan,series_vae,block_bootstrap")
     ap.add_argument(
+        "--calendar",
+        default=None,
+        help="calendar conditions of the windows' starts, comma-separated (month, weekday, hour), or"
+        " none (default: beijing month,hour; temperatures none)",
+    )
+    ap.add_argument(
+        "--vae",
+        default=None,
+        help="series_vae config keys as a JSON object (a variant), e.g. '{\"kl_weight\": 0.25}'"
+        ' (default: beijing {"temperature": 0.5}, temperatures {})',
+    )
+    ap.add_argument(
+        "--score-seeds",
+        type=int,
+        default=1,
+        help="classifier seeds per model seed of the discriminative score, averaged (default 1: seed = model seed)",
+    )
+    ap.add_argument(
         "--split",
         choices=["val", "test"],
         default="test",
@@ -278,6 +307,19 @@ def main() -> None:
     gan_steps = args.gan_steps or (30 if args.quick else 150)
     score_steps = args.score_steps or (100 if args.quick else 500)
     strides = {k: args.stride or v[1 if args.quick else 0] for k, v in STRIDE.items()}
+    calendar = None if args.calendar is None else [c for c in args.calendar.split(",") if c and c != "none"]
+
+    def score(real: np.ndarray, synth: np.ndarray, seed: int) -> float:
+        """The discriminative score, averaged over ``--score-seeds`` classifier seeds (the first: ``seed``)."""
+        return float(
+            np.mean(
+                [
+                    discriminative_score(real, synth, seed=seed + 1000 * k, steps=score_steps)
+                    for k in range(args.score_seeds)
+                ]
+            )
+        )
+
     # measured: 2 threads beside other work ran TimeGAN's small GRUs 3x slower than 1
     torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
@@ -301,7 +343,7 @@ def main() -> None:
             stride = strides[name]
             panels: dict[str, np.ndarray] = {}
             # the windows: the same for every model
-            prepare(table, model_config(name, stride, "series_vae"), prepared)
+            prepare(table, model_config(name, stride, "series_vae", calendar), prepared)
             train = np.asarray(load_arrays(prepared, "train")["values"], np.float32)
             held = load_arrays(prepared, args.split)
             real_test, real_mask = (
@@ -309,9 +351,12 @@ def main() -> None:
                 np.asarray(held["mask"], np.float32),
             )
             for model in args.models.split(","):
-                cfg = model_config(name, stride, model) if model != "block_bootstrap" else None
+                cfg = model_config(name, stride, model, calendar) if model != "block_bootstrap" else None
                 if model == "series_gan":
                     cfg = cfg.model_copy(update={"num_layers": args.gan_layers})
+                if model == "series_vae":
+                    keys = DATASETS[name]["vae"] if args.vae is None else json.loads(args.vae)
+                    cfg = type(cfg).model_validate({**cfg.model_dump(), **keys})
                 rows: list[dict[str, float]] = []
                 panels.setdefault("real", train)
                 for seed in seeds:
@@ -323,7 +368,7 @@ def main() -> None:
                         n_steps = gan_steps if model == "series_gan" else steps
                         synth, fit_s = train_and_sample(model, cfg, prepared, work, n_steps, seed, held)
                     panels.setdefault(model, synth)
-                    d = discriminative_score(real_test, synth, seed=seed, steps=score_steps)
+                    d = score(real_test, synth, seed)
                     p = predictive_score(synth, real_test, real_mask, seed=seed, steps=score_steps)
                     rows.append({"discriminative": d, "predictive": p, "fit_s": fit_s})
                     print(
@@ -343,12 +388,7 @@ def main() -> None:
             # the reference: real training windows (as many as the split's, at random) in place of synthetic ones
             pick = [np.random.default_rng(s).permutation(len(train))[: len(real_test)] for s in seeds]
             results[name]["real_discriminative"] = float(
-                np.mean(
-                    [
-                        discriminative_score(real_test, train[p], seed=s, steps=score_steps)
-                        for s, p in zip(seeds, pick, strict=True)
-                    ]
-                )
+                np.mean([score(real_test, train[p], s) for s, p in zip(seeds, pick, strict=True)])
             )
             results[name]["real_predictive"] = float(
                 np.mean(
@@ -376,6 +416,9 @@ def main() -> None:
         "score_steps": score_steps,
         "strides": strides,
         "gan_layers": args.gan_layers,
+        "calendar": calendar if calendar is not None else {k: v["calendar"] for k, v in DATASETS.items()},
+        "vae": {k: v["vae"] for k, v in DATASETS.items()} if args.vae is None else json.loads(args.vae),
+        "score_seeds": args.score_seeds,
         "threads": threads,
     }
     results["wall_s"] = time.monotonic() - t_all

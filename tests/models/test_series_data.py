@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
 
+from genloom.core.errors import ConfigError
 from genloom.models.base import PrepareInput
 from genloom.models.series_data import (
     SeriesLayout,
@@ -171,3 +173,45 @@ def test_window_records_give_the_same_windows_as_readings() -> None:
     np.testing.assert_allclose(from_records.values[order_b], from_readings.values[order_a])
     assert (from_records.mask[order_b] == from_readings.mask[order_a]).all()
     assert (from_records.start[order_b] == from_readings.start[order_a]).all()
+
+
+def test_calendar_conditions_come_from_each_window_s_start() -> None:
+    """2024-02-28T06:00Z (a Wednesday; 2024 is a leap year), windows of 24 hours every 12: they
+    start Wed 28 Feb 06:00, 18:00, Thu 29 Feb 06:00, 18:00, Fri 1 Mar 06:00, ..."""
+    start = 1_709_100_000 * 1_000_000_000  # 2024-02-28T06:00:00Z
+    hours = 24 * 4
+    table = pa.table(
+        {
+            "ts": pa.array([(start + h * HOUR) // 1000 for h in range(hours)], pa.timestamp("us", tz="UTC")),
+            "series": ["s"] * hours,
+            "site": ["north"] * hours,
+            "value": [float(h) for h in range(hours)],
+        }
+    )
+    cfg = config(
+        window=WindowConfig(size=24, stride=12, step="1h"),
+        conditions=["site"],
+        calendar=["month", "weekday", "hour"],
+    )
+    w = collect_windows(iter([table]), table.column_names, cfg)
+    order = np.argsort(w.start)
+    got = [tuple(w.conditions[c][i] for c in ("site", "month", "weekday", "hour")) for i in order]
+    assert got == [
+        ("north", "2", "wed", "6"),
+        ("north", "2", "wed", "18"),
+        ("north", "2", "thu", "6"),
+        ("north", "2", "thu", "18"),
+        ("north", "3", "fri", "6"),
+        ("north", "3", "fri", "18"),
+        ("north", "3", "sat", "6"),
+    ]
+    layout = SeriesLayout.fit(w, 50)
+    assert list(layout.conditions) == ["site", "month", "weekday", "hour"]
+    assert layout.conditions["month"] == ["2", "3"] and layout.conditions["hour"] == [
+        "6",
+        "18",
+    ]  # by frequency: 4 and 3
+    with pytest.raises(ConfigError, match="both a condition and a calendar"):
+        collect_windows(iter([table]), table.column_names, config(conditions=["month"], calendar=["month"]))
+    with pytest.raises(ValidationError):
+        config(calendar=["fortnight"])

@@ -127,6 +127,40 @@ def test_conditioning_on_the_device_changes_the_series(trained: Path) -> None:
     )  # the meters near 200, thermostats near 20
 
 
+def test_a_calendar_condition_changes_the_series(tmp_path: Path) -> None:
+    """One sensor whose days are near 20 on weekdays and near 200 at weekends (2024-01-01 was a
+    Monday): conditioned on the window's weekday, a Saturday is drawn near 200 and a Tuesday near 20."""
+    from genloom.models.base import family
+
+    t0 = 1_704_067_200 * 1_000_000  # 2024-01-01T00:00Z in microseconds
+    hour = 3_600_000_000
+    hours = 24 * 7 * 6
+    rng = np.random.default_rng(0)
+    level = [200.0 if (h // 24) % 7 >= 5 else 20.0 for h in range(hours)]
+    table = pa.table(
+        {
+            "ts": pa.array([t0 + h * hour for h in range(hours)], pa.timestamp("us", tz="UTC")),
+            "series": ["s"] * hours,
+            "value": [lv + 5 * np.sin(2 * np.pi * h / 24) + rng.normal(0, 1) for h, lv in enumerate(level)],
+        }
+    )
+    cfg = train_config(
+        {"type": "series_vae", "latent_dim": 4, "lr": 1e-2, "conditions": [], "calendar": ["weekday"]},
+        max_steps=100,
+        eval_interval=100,
+    )
+    fam = family("series_vae")
+    (tmp_path / "prepared").mkdir()
+    fam.prepare(prepare_input(table), cfg, tmp_path / "prepared")
+    assert train(cfg, tmp_path / "prepared", tmp_path / "model") is not None
+    got = {}
+    for day in ("sat", "tue"):
+        synth = fam.sample(tmp_path / "model", 32, {"weekday": day}, seed=3)
+        assert set(synth.column("weekday").to_pylist()) == {day}
+        got[day] = float(np.array(synth.column("values").to_pylist()).mean())
+    assert got["sat"] > 120 > 60 > got["tue"], got
+
+
 def test_samples_have_the_window_schema_and_the_long_one(trained: Path) -> None:
     from genloom.models.series_vae import SeriesVAEFamily
 
@@ -173,7 +207,7 @@ def test_a_pipeline_of_sensor_files_runs_and_samples_under_a_condition(tmp_path:
         "sources: [{type: sensor_files, paths: [readings.csv], series_field: sensor}]\n"
         "train:\n  max_steps: 6\n  threads: 1\n  precision: fp32\n"
         "  model: {type: series_vae, window: {size: 24, step: 1h}, conditions: [device, site],"
-        " hidden_dim: 8, num_layers: 1, latent_dim: 2}\n"
+        " calendar: [weekday], hidden_dim: 8, num_layers: 1, latent_dim: 2}\n"
     )
     summary = Pipeline.from_file(tmp_path / "pipeline.yaml").run()
     assert summary.status == "succeeded" and summary.model is not None
@@ -198,4 +232,11 @@ def test_a_pipeline_of_sensor_files_runs_and_samples_under_a_condition(tmp_path:
     assert result.exit_code == 0, result.output
     synth = pq.read_table(out)
     assert synth.num_rows == 7 and set(synth.column("device").to_pylist()) == {"thermostat"}
+    # a calendar condition, asked like any other (2024-01-02 was a Tuesday)
+    result = CliRunner().invoke(
+        app, ["sample", str(tmp_path / "pipeline.yaml"), "-n", "4", "--where", "weekday=tue", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    synth = pq.read_table(out)
+    assert synth.num_rows == 4 and set(synth.column("weekday").to_pylist()) == {"tue"}
     assert set(synth.column("site").to_pylist()) <= {s[1] for s in SENSORS.values()}

@@ -33,7 +33,7 @@ import contextlib
 import json
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -82,6 +82,14 @@ class SeriesConfig(BaseModel):
     conditions: list[str] = Field(
         default_factory=list,
         description="Static attributes (device type, site...) the model is conditioned on: columns or meta keys.",
+    )
+    calendar: list[Literal["month", "weekday", "hour"]] = Field(
+        default_factory=list,
+        description=(
+            "Conditions derived from each window's start time (as read: UTC, a naive time taken as"
+            " it is): month (1-12), weekday (mon-sun), hour (0-23); asked like any other condition"
+            " (--where month=1)."
+        ),
     )
     max_levels: int = Field(
         50, ge=1, description="Most frequent levels kept per condition; the rest are grouped."
@@ -254,10 +262,53 @@ def _to_ns(col: Any) -> tuple[np.ndarray, np.ndarray]:
 def collect_windows(
     batches: Iterator[Any], columns: list[str], cfg: SeriesConfig, source: str = "series"
 ) -> Windows:
-    """Every window of the records (window records as they are; readings windowed per series)."""
+    """Every window of the records (window records as they are; readings windowed per series),
+    with the ``calendar`` conditions of their start times."""
+    if cfg.calendar:
+        from genloom.core.errors import ConfigError
+
+        clash = [c for c in cfg.calendar if c in cfg.conditions]
+        if clash:
+            raise ConfigError(
+                f"{', '.join(clash)} is both a condition and a calendar condition",
+                path="train.model.calendar",
+                hint="drop it from train.model.conditions (the calendar derives it from the window's start)",
+            )
+        if "values" in columns and "start" not in columns and "timestamps" not in columns:
+            raise ConfigError(
+                "calendar conditions need each window's start time: the window records have neither"
+                " a start nor a timestamps column",
+                path="train.model.calendar",
+            )
     if "values" in columns:
-        return _from_window_records(batches, cfg)
-    return _from_readings(batches, columns, cfg, source)
+        w = _from_window_records(batches, cfg)
+    else:
+        w = _from_readings(batches, columns, cfg, source)
+    w.conditions.update(calendar_levels(w.start, cfg.calendar))
+    return w
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAY_NS = 86_400_000_000_000
+
+
+def calendar_levels(start_ns: np.ndarray, fields: Sequence[str]) -> dict[str, list[str]]:
+    """The levels of the calendar ``fields`` of windows starting at ``start_ns`` (ns since the
+    epoch, UTC): ``month`` "1".."12", ``weekday`` "mon".."sun", ``hour`` "0".."23"."""
+    ns = np.round(np.asarray(start_ns, np.float64)).astype(np.int64)
+    out: dict[str, list[str]] = {}
+    for f in fields:
+        if f == "month":
+            months = ns.astype("datetime64[ns]").astype("datetime64[M]").astype(np.int64) % 12 + 1
+            out[f] = [str(int(m)) for m in months]
+        elif f == "weekday":
+            days = np.floor_divide(ns, DAY_NS)  # 1970-01-01 was a Thursday
+            out[f] = [WEEKDAYS[int(d)] for d in (days + 3) % 7]
+        elif f == "hour":
+            out[f] = [str(int(h)) for h in np.floor_divide(np.mod(ns, DAY_NS), DAY_NS // 24)]
+        else:  # the config's Literal keeps this out
+            raise ValueError(f"unknown calendar field {f}")
+    return out
 
 
 def _from_window_records(batches: Iterator[Any], cfg: SeriesConfig) -> Windows:
