@@ -28,6 +28,8 @@ its bench venv) is printed and listed under ``skipped`` in the last line.
 Run:  .venv/bin/python benchmarks/serve.py [--preset mini,30m] [--threads 1] [--tokens 100]
       .venv/bin/python benchmarks/serve.py --quick          # the quickstart model only, 48 tokens: under 100 s
       .venv/bin/python benchmarks/serve.py --soak 600       # 8 clients for 10 minutes: errors, memory
+      .venv/bin/python benchmarks/serve.py --single-only --compile DIR   # part (a), the engine with
+                                   # its AOTInductor-compiled step (serve/compiled.py), packages in DIR
 
 The last line printed is one JSON object.
 """
@@ -108,9 +110,12 @@ def single_stream(
     repeats: int,
     batches: tuple[int, ...] = (8, 32),
     python_decode: bool = False,
+    compile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Greedy decoding of one sequence: the engine, GPT.generate and transformers, tokens/s; then
-    the engine alone (no HTTP) decoding ``batches`` rows of the same prompt together."""
+    the engine alone (no HTTP) decoding ``batches`` rows of the same prompt together.
+    ``compile_dir``: the engine with its AOTInductor-compiled step (serve/compiled.py), its
+    package built into (or loaded from) that folder."""
     import torch
     from transformers import LlamaForCausalLM
 
@@ -123,15 +128,30 @@ def single_stream(
     prompt = encode_prompt(tok, PROMPT, None)
     block = model.cfg.block_size  # type: ignore[union-attr]
     tokens = min(tokens, block - len(prompt))
+    rss_before = rss_mb(os.getpid())
     engine = GPTEngine(
         model,  # type: ignore[arg-type]
         tok,
         max_batch=max((1, *batches)),
         threads=threads,
         script_decode=not python_decode,
+        compile_dir=compile_dir,
     )
+    compiled: dict[str, Any] | None = None
+    if compile_dir is not None:
+        step = engine.compiled
+        compiled = {"error": "the compiled step is off (see the log)"}
+        if step is not None:
+            compiled = {
+                "build_s": round(step.build_s, 1),
+                "load_s": round(step.load_s, 2),
+                "package_mb": round(step.path.stat().st_size / 1e6, 1),
+                "rss_mb_before_after_engine": [round(rss_before, 1), round(rss_mb(os.getpid()), 1)],
+            }
     engine.start()
     params = SamplingParams(max_new_tokens=tokens, temperature=0, ignore_eos=True)
+
+    engine_text: list[str] = []
 
     def engine_run() -> tuple[float, float]:
         t0 = time.perf_counter()
@@ -142,6 +162,7 @@ def single_stream(
                 first = time.perf_counter()
             if isinstance(event, Finish):
                 assert event.completion_tokens == tokens, event
+                engine_text[:] = [event.text]
         end = time.perf_counter()
         return tokens / (end - t0), (tokens - 1) / (end - (first or t0))
 
@@ -195,6 +216,8 @@ def single_stream(
         batched[str(rows)] = round(max(engine_batch(rows) for _ in range(max(1, repeats // 2))), 1)
     engine.stop(10)
     best_engine = max(e[0] for e in eng)
+    # the same model? the engine's greedy text (its compiled or TorchScript step) and GPT.generate's
+    same_text = engine_text == [str(tok.decode(greedy, skip_special_tokens=True))]
     return {
         "tokens": tokens,
         "prompt_ids": prompt,
@@ -205,6 +228,8 @@ def single_stream(
         "transformers_tok_s": round(max(hfs), 1),
         "engine_over_transformers": round(best_engine / max(hfs), 2),
         "engine_batch_tok_s": batched,
+        "engine_greedy_text_same_as_gpt_generate": same_text,
+        **({"compiled_step": compiled} if compiled is not None else {}),
     }
 
 
@@ -825,6 +850,18 @@ def main() -> None:
         action="store_true",
         help="the engine's Python decode step (decode_step) instead of the TorchScript one, everywhere",
     )
+    ap.add_argument(
+        "--compile",
+        type=Path,
+        metavar="DIR",
+        help="part (a): the engine with its AOTInductor-compiled decode step (serve/compiled.py), "
+        "the package built into DIR or loaded from it (tens of seconds per model the first time)",
+    )
+    ap.add_argument(
+        "--single-only",
+        action="store_true",
+        help="part (a) only: no concurrent clients (said so under skipped)",
+    )
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--llama-cpp", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--llama-spec", type=json.loads, help=argparse.SUPPRESS)
@@ -892,9 +929,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             # --quick: the batched runs and the concurrent clients for the first model only
             full = not args.quick or i == 0
-            results[preset] = measure(Path(tmp), preset, args, concurrency=full, batched=full)
+            results[preset] = measure(
+                Path(tmp), preset, args, concurrency=full and not args.single_only, batched=full
+            )
         if not full:
             skipped.append(f"{preset}: batched decoding and concurrent clients (--quick)")
+        elif args.single_only:
+            skipped.append(f"{preset}: concurrent clients (--single-only)")
         if "error" in results[preset]["llama_cpp"]:
             skipped.append(f"{preset}: llama.cpp ({results[preset]['llama_cpp']['error']})")
     for line in skipped:
@@ -934,7 +975,9 @@ def measure(
     batches = (8, 32) if batched else ()
     repeats = 1 if args.quick else 5
     t0 = time.perf_counter()
-    single = single_stream(model_dir, args.tokens, args.threads, repeats, batches, args.python_decode)
+    single = single_stream(
+        model_dir, args.tokens, args.threads, repeats, batches, args.python_decode, args.compile
+    )
     phases["single_stream"] = time.perf_counter() - t0
     prompt = single.pop("prompt_ids")
     greedy = single.pop("greedy_ids")

@@ -40,6 +40,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import torch
@@ -49,6 +50,7 @@ from genloom.core.errors import ConfigError, GenloomError
 from genloom.models.gpt import GPT, Block, KVCache
 from genloom.models.text import sample_next
 from genloom.models.tokenizer import END_OF_TURN, EOD, format_controls
+from genloom.serve.compiled import CompiledDecode, compiled_decode
 from genloom.serve.scripted import scripted_decode
 
 if TYPE_CHECKING:
@@ -357,6 +359,8 @@ class GPTEngine:
         metrics: EngineMetrics | None = None,
         script_decode: bool = True,
         script_max_rows: int = SCRIPT_MAX_ROWS,
+        compile_dir: Path | None = None,
+        compile_autotune: bool = True,
     ) -> None:
         self.model = model.eval()
         self.tok = tokenizer
@@ -380,6 +384,12 @@ class GPTEngine:
         # for steps of up to script_max_rows rows (see SCRIPT_MAX_ROWS)
         self.scripted = scripted_decode(self.model, self.k) if script_decode else None
         self.script_max_rows = script_max_rows
+        # opt-in (compile_dir): the step compiled ahead of time by AOTInductor (serve/compiled.py),
+        # built into compile_dir or loaded from it, in place of the TorchScript one for the same
+        # steps; None where it is off or failed
+        self.compiled: CompiledDecode | None = None
+        if compile_dir is not None:
+            self.compiled = compiled_decode(self.model, self.k, self.v, compile_dir, compile_autotune)
         self.slot_tokens: list[list[int]] = [[] for _ in range(max_batch)]  # whose KV each slot holds
         self.rows: list[_Row] = []  # rows[i] lives in slot i: the active slots are always 0..len-1
         self.pending: deque[_Row] = deque()
@@ -664,7 +674,10 @@ class GPTEngine:
         positions = [r.pos for r in rows]
         tokens = torch.tensor([r.last for r in rows], dtype=torch.long, device=self.device)  # (B,)
         pos = torch.tensor(positions, dtype=torch.long, device=self.device)  # (B,)
-        if self.scripted is not None and len(rows) <= self.script_max_rows:
+        few = len(rows) <= self.script_max_rows
+        if few and self.compiled is not None:
+            logits = self.compiled(self.k, self.v, tokens, pos, positions)  # (B, vocab)
+        elif few and self.scripted is not None:
             logits = self.scripted(self.k, self.v, tokens, pos, positions)  # (B, vocab)
         else:
             logits = decode_step(self.model, self.k, self.v, tokens, pos, positions)
