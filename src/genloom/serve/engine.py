@@ -64,7 +64,9 @@ FinishReason = Literal["stop", "length"]
 #: the Python one. Measured on 2 shared cores (docs/serving.md, run 8): the TorchScript step made
 #: the engine alone faster at 1 and 8 rows, but with 32 streaming clients the server was slower
 #: with it in 6 of 7 interleaved rounds (its step releases the GIL for the whole step, and the
-#: event loop then runs beside it, on cores that the clients and other work need too).
+#: event loop then runs beside it, on cores that the clients and other work need too). The
+#: compiled step (serve/compiled.py) keeps the same threshold: at 32 rows it was faster than the
+#: Python step on ``mini`` and slower on the 30M model (run 9).
 SCRIPT_MAX_ROWS = 8
 
 
