@@ -260,6 +260,67 @@ def test_resume_from_a_checkpoint_is_exact(prepared: Path, tmp_path: Path) -> No
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_decoder_conditioned_on_a_column(prepared: Path, tmp_path: Path) -> None:
+    """``condition_on``: the decoder reads the column's one-hot (a conditional VAE). Sampling draws
+    the level at its training frequency, an asked level needs no rejection, and the rest of the
+    row follows the level; resume stays exact; a numeric column is refused."""
+    import pyarrow.parquet as pq
+
+    from genloom.core.errors import ConfigError
+    from genloom.train.checkpoint import load_checkpoint, save_checkpoint
+
+    fam, cfg = TabularVAEFamily(), vae_config(condition_on=["color"])
+    model_dir = tmp_path / "model"
+    run = run_family(fam, prepared, model_dir, cfg, steps=400)
+    assert run.plan.model["conditions"][0]["column"] == "color"
+    real = pq.read_table(prepared / "train.parquet")
+    want = {
+        d["values"]: d["counts"] / real.num_rows for d in pc.value_counts(real.column("color")).to_pylist()
+    }
+    synth = fam.sample(model_dir, 3000, seed=0)
+    got = {d["values"]: d["counts"] / 3000 for d in pc.value_counts(synth.column("color")).to_pylist()}
+    for level, share in want.items():  # drawn at the training frequencies: sampling noise only
+        assert abs(got.get(level, 0.0) - share) < 0.03, (level, share, got)
+    red = fam.sample(model_dir, 300, conditions={"color": "red"}, seed=1)
+    assert set(red.column("color").to_pylist()) == {"red"}
+    assert "condition: color=red" not in sample_report(red)["rejected"]  # given to the decoder
+    assert sample_report(red)["drawn"] < 2 * 300  # at most the privacy filter's redraws
+    blue = fam.sample(model_dir, 300, conditions={"color": "blue"}, seed=1)
+    # red rows are high (x ~ 6), blue ones low (x ~ -4) in the training table
+    assert (
+        np.mean(red.column("x").to_numpy() > 1.0) > 0.7 and np.mean(blue.column("x").to_numpy() < 1.0) > 0.8
+    )
+
+    straight = start_run(fam, prepared, tmp_path / "a", cfg, 20)
+    run_steps(straight, 0, 20)
+    first = start_run(fam, prepared, tmp_path / "b", cfg, 20)
+    run_steps(first, 0, 10)
+    ckpt = save_checkpoint(tmp_path / "b", first.model, first.opt, 10, {"plan": first.plan.to_dict()})
+    resumed = start_run(fam, prepared, tmp_path / "c", cfg, 20)
+    load_checkpoint(ckpt, resumed.model, resumed.opt)
+    run_steps(resumed, 10, 20)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    with pytest.raises(ConfigError, match="not a categorical column"):
+        start_run(fam, prepared, tmp_path / "d", vae_config(condition_on=["x"]), 5)
+
+
+def test_learning_rate_schedule(prepared: Path) -> None:
+    """``schedule``: constant by default (the papers'), cosine decays to train.min_lr_ratio."""
+    from genloom.train.plan import lr_at
+
+    fam = TabularVAEFamily()
+    data = fam.open_data(prepared, prepared)
+    for schedule, last in (("constant", 1e-3), ("cosine", 1e-4)):
+        cfg = vae_config(schedule=schedule, lr=1e-3) if schedule != "constant" else vae_config(lr=1e-3)
+        entries, _ = fam.plan(cfg.model, data, None, torch.device("cpu"))
+        plan = TrainPlan.from_dict({"type": "tabular_vae", **entries})
+        assert entries["schedule"] == schedule
+        assert lr_at(0, plan, cfg) == pytest.approx(1e-3)
+        assert lr_at(plan.max_steps, plan, cfg) == pytest.approx(last)
+
+
 def test_reparameterisation_has_the_exact_gradient() -> None:
     from genloom.models.tabular_vae import Reparameterise
 
@@ -288,9 +349,12 @@ def test_save_and_load_round_trip(trained: Path) -> None:
 SMALL = {"embedding_dim": 16, "compress_dims": [32], "decompress_dims": [32]}
 
 
-def test_private_training_spends_at_most_epsilon(prepared: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("condition_on", [[], ["color"]])
+def test_private_training_spends_at_most_epsilon(
+    prepared: Path, tmp_path: Path, condition_on: list[str]
+) -> None:
     fam = TabularVAEFamily()
-    cfg = vae_config(privacy={"epsilon": 3.0}, **SMALL)
+    cfg = vae_config(privacy={"epsilon": 3.0}, condition_on=condition_on, **SMALL)
     run = run_family(fam, prepared, tmp_path, cfg, steps=15)
     privacy = json.loads((tmp_path / "config.json").read_text())["privacy"]
     assert privacy["noise_multiplier"] > 0 and privacy["target_epsilon"] == 3.0

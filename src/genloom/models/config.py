@@ -155,6 +155,11 @@ class TabularConfig(BaseModel):
     min_category_fraction: float = Field(
         0.0, ge=0, lt=1, description="Levels rarer than this fraction of rows are grouped with the rest."
     )
+    schedule: Literal["constant", "cosine", "wsd"] = Field(
+        "constant",
+        description="Learning-rate schedule over the epochs: constant (the papers'), cosine decay to "
+        "train.min_lr_ratio of lr, or wsd (constant, then linear decay over train.decay_fraction).",
+    )
     rules: list[str] = Field(
         default_factory=list,
         description="Row rules enforced by rejection, e.g. 'end_date >= start_date' or 'age >= 18' (column op column|number).",
@@ -212,6 +217,11 @@ class TabularVAEConfig(TabularConfig):
     )
     loss_factor: float = Field(
         2.0, gt=0, description="Weight of the reconstruction term against the KL term."
+    )
+    condition_on: list[str] = Field(
+        default_factory=list,
+        description="Categorical columns the decoder also reads (a conditional VAE): sampling draws "
+        "their levels at the training frequencies, or takes an asked value without rejection.",
     )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
     weight_decay: float = Field(1e-5, ge=0, description="Weight decay.")

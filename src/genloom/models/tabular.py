@@ -830,7 +830,7 @@ class TabularFamily(ModelFamily):
             "lr": cfg.lr,
             "max_steps": None if by_budget else cfg.epochs * math.ceil(data.n_train / batch),
             "warmup_steps": 0,
-            "schedule": "constant",
+            "schedule": cfg.schedule,
             "n_train": data.n_train,
             "dim": data.transformer.dim,
             "spans": span_dicts(data.transformer),

@@ -13,17 +13,25 @@ categorical. The loss is the negative ELBO per row with the reconstruction weigh
 
 Sampling draws z ~ N(0, I), then each value from its Gaussian (clipped to [-1, 1]) and each
 level from its softmax, so generated rows follow p(x|z) rather than its mode.
+
+With ``condition_on`` (categorical columns), the decoder also reads those columns' one-hots,
+p(x | z, c), as in the conditional VAE of Sohn et al. 2015 (the encoder sees them within x):
+sampling draws c at the columns' training frequencies, or takes an asked level, and the rows
+carry the drawn c. A label the rows are used to predict is a natural c: the decoder is told the
+label instead of having to encode it in z.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from genloom.core.errors import ConfigError
 from genloom.core.registry import MODELS
 from genloom.models.base import TrainPlan
 from genloom.models.tabular import (
@@ -97,15 +105,25 @@ class TabularVAE(nn.Module):
         decompress_dims: list[int],
         loss_factor: float,
         weight_decay: float,
+        conditions: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.embedding_dim, self.loss_factor, self.weight_decay = embedding_dim, loss_factor, weight_decay
         self.spans = SpanIndex(spans, dim)
+        # the condition columns' one-hot positions (transformer order) and training frequencies
+        conditions = conditions or []
+        self.conditions = [str(c["column"]) for c in conditions]
+        index = [i for c in conditions for i in range(int(c["start"]), int(c["start"]) + int(c["dim"]))]
+        self.register_buffer("cond_index", torch.tensor(index, dtype=torch.long), persistent=False)
+        self.cond_freqs = [torch.tensor(c["frequencies"], dtype=torch.float64) for c in conditions]
+        self.cond_dims = [int(c["dim"]) for c in conditions]
+        self.transformer: Any = None  # set by the family's load (asked values -> levels)
         self.encoder = mlp([dim, *compress_dims])
         # mu and log-variance from one layer (TVAE's two heads, fused: one matmul instead of two)
         self.posterior = nn.Linear(([dim, *compress_dims])[-1], 2 * embedding_dim)
+        width = embedding_dim + len(index)
         self.decoder = nn.Sequential(
-            mlp([embedding_dim, *decompress_dims]), nn.Linear(([embedding_dim, *decompress_dims])[-1], dim)
+            mlp([width, *decompress_dims]), nn.Linear(([width, *decompress_dims])[-1], dim)
         )
         self.sigma = nn.Parameter(torch.full((self.spans.n_values,), 0.1))  # one per value column
 
@@ -118,6 +136,8 @@ class TabularVAE(nn.Module):
         xp = self.spans.permute(x)  # (B, dim): [values | softmax spans]
         mu, logvar = self.posterior(self.encoder(xp)).chunk(2, dim=-1)  # (B, E) each
         z, kl = Reparameterise.apply(mu, logvar, eps)  # z = mu + eps * std; KL to N(0, I) per row
+        if self.conditions:  # p(x | z, c): the condition columns' one-hots beside z
+            z = torch.cat([z, torch.index_select(x, -1, self.cond_index)], dim=-1)
         out = self.decoder(z)  # (B, dim): value means (before tanh), then softmax logits
         return self.reconstruction(out, xp, self.sigma if sigma is None else sigma), kl
 
@@ -139,19 +159,40 @@ class TabularVAE(nn.Module):
                 total += float((rec + kl).sum())
         return total / max(1, x.shape[0])
 
+    def draw_conditions(self, n: int, generator: torch.Generator, fixed: dict[int, int]) -> torch.Tensor:
+        """(n, C) one-hots of the condition columns: condition k's level ``fixed[k]`` where asked,
+        else drawn at its training frequencies."""
+        parts = []
+        for k, (freqs, width) in enumerate(zip(self.cond_freqs, self.cond_dims, strict=True)):
+            if k in fixed:
+                level = torch.full((n,), fixed[k], dtype=torch.long)
+            else:
+                level = torch.multinomial(freqs, n, replacement=True, generator=generator)
+            parts.append(torch.nn.functional.one_hot(level, width).to(torch.float32))
+        return torch.cat(parts, dim=1).to(self.sigma.device)
+
     @torch.no_grad()
-    def generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
+    def generate(
+        self, n: int, generator: torch.Generator, fixed: dict[int, int] | None = None
+    ) -> torch.Tensor:
         """``n`` rows from the prior, values from their Gaussians (clipped to [-1, 1]) and levels
-        from their softmax: (n, dim) in the transformer's order."""
+        from their softmax: (n, dim) in the transformer's order. With conditions, each row's
+        condition levels are drawn first (``fixed``: condition index -> level, for asked values),
+        read by the decoder and carried by the row."""
         device, nv = self.sigma.device, self.spans.n_values
         out = []
         for start in range(0, n, GENERATE_CHUNK):
             size = min(GENERATE_CHUNK, n - start)
-            raw = self.decoder(torch.randn(size, self.embedding_dim, generator=generator, device=device))
+            z = torch.randn(size, self.embedding_dim, generator=generator, device=device)
+            c = self.draw_conditions(size, generator, fixed or {}) if self.conditions else None
+            raw = self.decoder(z if c is None else torch.cat([z, c], dim=1))
             noise = torch.randn(size, nv, generator=generator, device=device)
             values = (torch.tanh(raw[:, :nv]) + noise * self.sigma).clamp(-1.0, 1.0)
             levels = self.spans.sample_onehot(raw[:, nv:], generator)
-            out.append(self.spans.restore(torch.cat([values, levels], dim=1)))
+            rows = self.spans.restore(torch.cat([values, levels], dim=1))
+            if c is not None:
+                rows.index_copy_(1, self.cond_index, c)
+            out.append(rows)
         return torch.cat(out) if out else torch.zeros(0, self.spans.dim, device=device)
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
@@ -175,8 +216,21 @@ class TabularVAEFamily(TabularFamily):
     name = "tabular_vae"
 
     def plan_entries(self, cfg: Any, data: TabularData) -> dict[str, Any]:
-        """The network's shape and loss weight."""
+        """The network's shape, loss weight and condition columns (their one-hot span and training
+        frequencies)."""
+        transformer = data.transformer
+        conditions = []
+        for column in cfg.condition_on:
+            span = next((s for s in transformer.spans if s.column == column and s.role == "category"), None)
+            if span is None:
+                raise ConfigError(
+                    f"train.model.condition_on: {column!r} is not a categorical column of this table",
+                    hint=f"categorical columns: {', '.join(transformer.discrete_columns) or 'none'}",
+                )
+            freqs = [float(f) for f in transformer.level_frequencies(column)]
+            conditions.append({"column": column, "start": span.start, "dim": span.dim, "frequencies": freqs})
         return {
+            "conditions": conditions,
             "embedding_dim": cfg.embedding_dim,
             "compress_dims": list(cfg.compress_dims),
             "decompress_dims": list(cfg.decompress_dims),
@@ -195,6 +249,7 @@ class TabularVAEFamily(TabularFamily):
             list(m["decompress_dims"]),
             float(m["loss_factor"]),
             float(m["weight_decay"]),
+            list(m.get("conditions", [])),
         ).to(device)
 
     def train_step(
@@ -244,13 +299,26 @@ class TabularVAEFamily(TabularFamily):
         loss_v, rec_v, kl_v = parts.tolist()
         return {"loss": loss_v, "reconstruction": rec_v, "kl": kl_v}
 
+    def load(self, model_dir: Path, config: dict[str, Any]) -> tuple[nn.Module, Any]:
+        """The saved model and its transformer (kept on the model: ``generate`` maps asked values of
+        condition columns to levels)."""
+        model, transformer = super().load(model_dir, config)
+        _core(model).transformer = transformer
+        return model, transformer
+
     def generate(self, model: nn.Module, n: int, cond: dict[str, Any] | None, seed: int) -> np.ndarray:
-        """``n`` rows from the prior; conditions are left to rejection (a VAE has no conditional input)."""
+        """``n`` rows from the prior. An asked value of a condition column is given to the decoder;
+        every other condition is left to rejection."""
         vae = _core(model)
         g = step_generator(seed, 0, vae.sigma.device)
+        fixed = {}
+        if cond and vae.transformer is not None:
+            for k, column in enumerate(vae.conditions):
+                if column in cond:
+                    fixed[k] = int(vae.transformer.category_index(column, cond[column]))
         was_training = vae.training
         vae.eval()
         try:
-            return vae.generate(n, g).cpu().numpy().astype(np.float32)
+            return vae.generate(n, g, fixed).cpu().numpy().astype(np.float32)
         finally:
             vae.train(was_training)
