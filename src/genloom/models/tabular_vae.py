@@ -96,6 +96,8 @@ class TabularVAE(nn.Module):
     loss reads slices rather than gathers; ``forward`` takes and ``generate`` returns rows in the
     transformer's order."""
 
+    cond_index: torch.Tensor  # a buffer: the condition columns' one-hot positions
+
     def __init__(
         self,
         spans: list[dict[str, Any]],
