@@ -607,6 +607,20 @@ def serve(
     quantize: Annotated[
         str | None, typer.Option(help="int8: the GPT engine's Linear layers in int8 (dynamic quantisation)")
     ] = None,
+    compile_step: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="GPT engine: the decode step compiled ahead of time (AOTInductor; ~50 s at the first start, "
+            "then loaded from --compile-dir)",
+        ),
+    ] = False,
+    compile_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where --compile keeps its packages (default: .genloom/compiled beside the pipeline file)"
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -657,6 +671,11 @@ def serve(
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
             embedding_model=embedding_model,
+            compile_dir=(
+                (compile_dir or Path(file).resolve().parent / ".genloom" / "compiled").resolve()
+                if compile_step or compile_dir is not None
+                else None
+            ),
         )
     except ValidationError as e:
         _fail(ConfigError(str(e).splitlines()[-1].strip(), path="serve"))

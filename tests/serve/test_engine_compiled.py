@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from genloom.core.catalog import Catalog
 from genloom.models.gpt import GPT
 from genloom.models.text import _load_cached
 from genloom.serve.compiled import CompiledDecode, compiled_decode, package_key
@@ -112,6 +113,28 @@ def test_the_engine_with_the_compiled_step_gives_the_same_greedy_outputs(
     # an int8 model has no plain Linear projections: no compiled step, no build attempted
     int8 = GPTEngine(quantize_int8(model), tok, max_batch=4, threads=1, compile_dir=cache)  # type: ignore[arg-type]
     assert int8.compiled is None
+
+
+def test_the_app_serves_with_the_compiled_step(
+    tiny_gpt: Path, compiled_tiny: tuple[GPT, Path], catalog: Catalog
+) -> None:
+    """``ServeSettings.compile_dir`` (``genloom serve --compile``) reaches the engine: with the
+    module's package in the folder the app loads it instead of compiling, and answers."""
+    from genloom.serve.app import create_app
+    from genloom.serve.schemas import ServeSettings
+    from tests.serve.conftest import ready_client, served
+
+    _, cache = compiled_tiny
+    before = sorted(p.name for p in cache.iterdir())
+    settings = ServeSettings(compile_dir=cache, compile_autotune=False, max_batch=4)
+    app = create_app(lambda: served(tiny_gpt), catalog, settings=settings)
+    with ready_client(app) as client:
+        engine = client.app.state.genloom.engine  # type: ignore[attr-defined]
+        assert engine.compiled is not None
+        r = client.post("/v1/completions", json={"prompt": "alpha", "max_tokens": 6, "temperature": 0})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] > 0
+    assert sorted(p.name for p in cache.iterdir()) == before  # loaded, not built again
 
 
 def test_the_compiled_step_of_a_grouped_query_model(tmp_path: Path) -> None:

@@ -231,7 +231,7 @@ def write_serve_spec(
         "pipeline": str(pipeline_file.resolve()),
         "version": version,
         "follow": follow,
-        "settings": settings.model_dump(),
+        "settings": settings.model_dump(mode="json"),
     }
     path.write_text(json.dumps(spec))
 
@@ -1590,6 +1590,8 @@ def _engine_for(model: ServedModel, settings: ServeSettings, metrics: EngineMetr
         threads=settings.threads,
         prefix_cache_min_tokens=settings.prefix_cache_min_tokens,
         metrics=metrics,
+        compile_dir=settings.compile_dir,
+        compile_autotune=settings.compile_autotune,
     )
     engine.start()
     return engine
