@@ -121,3 +121,19 @@ def test_the_driver_is_one_of_the_workers() -> None:
     assert all(p != os.getpid() for p in pids[:first_driver]) and all(
         p == os.getpid() for p in pids[first_driver:]
     )
+
+
+def touch(item: list[int]) -> int:
+    item.append(os.getpid())  # as a step's setup fills its private state
+    time.sleep(0.02)
+    return len(item)
+
+
+def test_the_driver_runs_a_copy_as_a_worker_receives_it() -> None:
+    items = [[k] for k in range(6)]
+    ex = LocalExecutor(workers=2)
+    try:
+        assert ex.map(touch, items) == [2] * 6
+    finally:
+        ex.close()
+    assert items == [[k] for k in range(6)]  # the caller's objects are as they were

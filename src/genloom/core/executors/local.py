@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import pickle
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 #: one BLAS/OpenMP thread per worker process: parallelism comes from processes
@@ -64,8 +66,8 @@ class LocalExecutor:
     would, until none is left waiting. So the driver works while the pool's fork server imports
     (0.5 s of CPU per run, serial wall clock when the driver only waited) and ``workers``
     processes compute, not ``workers + 1``. The first ``workers - 1`` items always go to the pool.
-    An item computes the same thing wherever it runs (the one-worker run computes them all in the
-    driver); the driver holds the steps' state, as it does with one worker."""
+    The driver runs a copy of each item as a worker receives it (pickled and unpickled), so an
+    item computes the same thing wherever it runs and the caller's objects stay as they were."""
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
@@ -106,7 +108,7 @@ class LocalExecutor:
                 for i in range(len(items) - 1, self.workers - 2, -1):
                     if not futures[i].cancel():
                         break  # the pool has taken it, and every item before it
-                    results[i] = fn(items[i])
+                    results[i] = fn(_as_sent(items[i]))
                     reported[i] = True
                     if on_result:
                         on_result(i, results[i])
@@ -127,6 +129,14 @@ class LocalExecutor:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+
+
+def _as_sent(item: Any) -> Any:
+    """A copy of ``item`` as a worker receives it (pickled and unpickled as the pool sends it): the
+    driver never sets up or changes the caller's objects (a step's loaded model or analyzer in its
+    private state), which a later item or ``map`` would otherwise pickle, and which the pool's
+    feeder thread may be pickling meanwhile."""
+    return pickle.loads(ForkingPickler.dumps(item))
 
 
 @contextlib.contextmanager
