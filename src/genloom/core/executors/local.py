@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
-import pickle
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 #: one BLAS/OpenMP thread per worker process: parallelism comes from processes
@@ -57,17 +54,7 @@ def start_fork_server() -> None:
 
 
 class LocalExecutor:
-    """Run shards in this process (workers=1), or in this process and a pool of ``workers - 1``
-    processes (forkserver, else spawn).
-
-    With a pool, the driver is one of the workers: every item is submitted to the pool, and the
-    driver takes the ones still waiting from the end of the list (cancelling them in the pool,
-    which takes its items from the front) and runs them inline, one BLAS thread, as a worker
-    would, until none is left waiting. So the driver works while the pool's fork server imports
-    (0.5 s of CPU per run, serial wall clock when the driver only waited) and ``workers``
-    processes compute, not ``workers + 1``. The first ``workers - 1`` items always go to the pool.
-    The driver runs a copy of each item as a worker receives it (pickled and unpickled), so an
-    item computes the same thing wherever it runs and the caller's objects stay as they were."""
+    """Run shards in this process (workers=1) or a process pool (forkserver, else spawn)."""
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
@@ -92,36 +79,14 @@ class LocalExecutor:
             ctx = pool_context()
             env = dict(os.environ) if ctx.get_start_method() == "forkserver" else None
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers - 1, mp_context=ctx, initializer=_init_worker, initargs=(env,)
+                max_workers=self.workers, mp_context=ctx, initializer=_init_worker, initargs=(env,)
             )
-        futures = [self._pool.submit(fn, item) for item in items]
-        reported = [False] * len(items)
-
-        def report(i: int) -> None:
-            results[i] = futures[i].result()
-            reported[i] = True
+        futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            results[i] = fut.result()
             if on_result:
                 on_result(i, results[i])
-
-        try:
-            with _one_blas_thread():
-                for i in range(len(items) - 1, self.workers - 2, -1):
-                    if not futures[i].cancel():
-                        break  # the pool has taken it, and every item before it
-                    results[i] = fn(_as_sent(items[i]))
-                    reported[i] = True
-                    if on_result:
-                        on_result(i, results[i])
-                    for j, fut in enumerate(futures):
-                        if not reported[j] and fut.done() and not fut.cancelled():
-                            report(j)
-            waiting = {fut: i for i, fut in enumerate(futures) if not reported[i] and not fut.cancelled()}
-            for fut in as_completed(waiting):
-                report(waiting[fut])
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
         return results
 
     def close(self) -> None:
@@ -129,24 +94,3 @@ class LocalExecutor:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
-
-
-def _as_sent(item: Any) -> Any:
-    """A copy of ``item`` as a worker receives it (pickled and unpickled as the pool sends it): the
-    driver never sets up or changes the caller's objects (a step's loaded model or analyzer in its
-    private state), which a later item or ``map`` would otherwise pickle, and which the pool's
-    feeder thread may be pickling meanwhile."""
-    return pickle.loads(ForkingPickler.dumps(item))
-
-
-@contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """One BLAS/OpenMP thread in the driver while it runs a pool's items, as in the workers
-    (threadpoolctl, where installed: scikit-learn's dependency); the driver's own setting after."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
