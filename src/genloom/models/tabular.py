@@ -872,7 +872,8 @@ class TabularFamily(ModelFamily):
         return privacy.report() if privacy is not None else None
 
     def load(self, model_dir: Path, config: dict[str, Any]) -> tuple[nn.Module, TableTransformer]:
-        """The saved model (CPU, float32, eval mode) and its transformer."""
+        """The saved model (CPU, float32, eval mode) and its transformer, also kept on the model
+        as ``model.transformer`` (a family's ``generate`` maps asked values to levels with it)."""
         from safetensors.torch import load_file
 
         from genloom.models.tabular_data import TableTransformer
@@ -881,7 +882,9 @@ class TabularFamily(ModelFamily):
         plan = TrainPlan.from_dict(config["tabular"])
         model = self.build(plan, model_config(config), torch.device("cpu"), torch.float32)
         model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
-        return model.eval(), TableTransformer.load(model_dir / "transformer.json")
+        transformer = TableTransformer.load(model_dir / "transformer.json")
+        setattr(model, "transformer", transformer)  # noqa: B010 (nn.Module types its attributes as tensors or modules)
+        return model.eval(), transformer
 
     # -- use ------------------------------------------------------------------------------------
 

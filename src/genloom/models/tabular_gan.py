@@ -275,7 +275,7 @@ class TabularGAN(nn.Module):
     """The generator and the critic of one encoded layout (rows in model order inside)."""
 
     dp_updates: torch.Tensor
-    transformer: Any = None  # the fitted TableTransformer, set by ``TabularGANFamily.load``
+    transformer: Any = None  # the fitted TableTransformer, set by ``TabularFamily.load``
 
     def __init__(
         self,
@@ -694,12 +694,6 @@ class TabularGANFamily(TabularFamily):
         return {"loss": c + g, "critic": c, "generator": g, "wasserstein": w, "penalty": p, "conditional": ce}
 
     # -- sampling -----------------------------------------------------------------------------------
-
-    def load(self, model_dir: Path, config: dict[str, Any]) -> tuple[nn.Module, Any]:
-        """The saved model and its transformer (kept on the model: ``generate`` maps asked values to levels)."""
-        model, transformer = super().load(model_dir, config)
-        _core(model).transformer = transformer
-        return model, transformer
 
     def generate(self, model: nn.Module, n: int, cond: dict[str, Any] | None, seed: int) -> np.ndarray:
         """(n, dim) encoded rows. Of the asked values of discrete columns the rarest in training

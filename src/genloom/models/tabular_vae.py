@@ -24,7 +24,6 @@ label instead of having to encode it in z.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -300,13 +299,6 @@ class TabularVAEFamily(TabularFamily):
             vae.sigma.clamp_(SIGMA_MIN, SIGMA_MAX)
         loss_v, rec_v, kl_v = parts.tolist()
         return {"loss": loss_v, "reconstruction": rec_v, "kl": kl_v}
-
-    def load(self, model_dir: Path, config: dict[str, Any]) -> tuple[nn.Module, Any]:
-        """The saved model and its transformer (kept on the model: ``generate`` maps asked values of
-        condition columns to levels)."""
-        model, transformer = super().load(model_dir, config)
-        _core(model).transformer = transformer
-        return model, transformer
 
     def generate(self, model: nn.Module, n: int, cond: dict[str, Any] | None, seed: int) -> np.ndarray:
         """``n`` rows from the prior. An asked value of a condition column is given to the decoder;
